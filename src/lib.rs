@@ -1,0 +1,14 @@
+//! nginx-ha: a supervisor that keeps an nginx pair highly available on its own.
+//!
+//! Pure cores (`nginx::policy`, `vrrp::router`, `vrrp::packet`) take events and time and
+//! return actions; the I/O shells around them (`nginx::supervisor`, `vrrp::shell`, `net`,
+//! `control`) carry those actions out. `daemon` wires everything together.
+
+pub mod alias;
+pub mod config;
+pub mod control;
+pub mod daemon;
+pub mod logging;
+pub mod net;
+pub mod nginx;
+pub mod vrrp;
