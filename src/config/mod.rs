@@ -1,1 +1,408 @@
-//! config
+//! The nginx-ha config file: TOML schema, defaults, and validation whose every error names
+//! `file:line:col` and says what would be right.
+
+mod locate;
+mod validate;
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub use locate::Location;
+
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/nginx-ha/nginx-ha.toml";
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub nginx: NginxConfig,
+    #[serde(default)]
+    pub health: HealthConfig,
+    #[serde(default)]
+    pub vrrp: Vec<VrrpConfig>,
+    #[serde(default)]
+    pub alias: Vec<AliasConfig>,
+    #[serde(default)]
+    pub daemon: DaemonConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NginxConfig {
+    /// Default: /usr/sbin/nginx, else `nginx` on PATH (resolved by [`NginxConfig::binary_path`]).
+    pub binary: Option<PathBuf>,
+    #[serde(default = "default_nginx_config")]
+    pub config: PathBuf,
+    #[serde(default = "yes")]
+    pub watch: bool,
+    /// Default: the nginx config's `pid` directive, else nginx's compiled-in path.
+    pub pid_file: Option<PathBuf>,
+    /// How long a graceful stop (QUIT) may take before TERM, then KILL.
+    #[serde(default = "default_stop_timeout_ms")]
+    pub stop_timeout_ms: u64,
+    /// How long after HUP a new generation of workers must appear.
+    #[serde(default = "default_reload_timeout_ms")]
+    pub reload_timeout_ms: u64,
+    /// Quiet time after the last file change before a reload is tried (editors write in bursts).
+    #[serde(default = "default_watch_debounce_ms")]
+    pub watch_debounce_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthConfig {
+    #[serde(default = "default_interval_ms")]
+    pub interval_ms: u64,
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    #[serde(default = "two")]
+    pub fall: u32,
+    #[serde(default = "two")]
+    pub rise: u32,
+    pub http: Option<String>,
+    #[serde(default)]
+    pub tcp: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnNginxFailure {
+    Relinquish,
+    Demote,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VrrpConfig {
+    pub name: String,
+    pub interface: String,
+    pub vrid: u8,
+    pub priority: u8,
+    #[serde(default = "two_u8")]
+    pub version: u8,
+    #[serde(default = "default_interval_ms")]
+    pub advert_interval_ms: u64,
+    #[serde(default = "yes")]
+    pub preempt: bool,
+    #[serde(default)]
+    pub preempt_delay_ms: u64,
+    pub auth_pass: Option<String>,
+    /// None: multicast. Some(empty) is an error (unicast with no peers).
+    pub unicast_peers: Option<Vec<String>>,
+    pub virtual_ips: Vec<String>,
+    #[serde(default = "default_on_failure")]
+    pub on_nginx_failure: OnNginxFailure,
+    #[serde(default = "default_demote_weight")]
+    pub demote_weight: u8,
+    #[serde(default)]
+    pub track_interfaces: Vec<String>,
+    /// Program run (without a shell) on every state change: `notify NAME STATE`.
+    pub notify: Option<PathBuf>,
+    #[serde(default = "default_notify_timeout_ms")]
+    pub notify_timeout_ms: u64,
+    /// VRRPv3 over IPv4: include the IPv4 pseudo-header in the checksum (RFC 5798, keepalived).
+    /// false for the variant some other vendors send.
+    #[serde(default = "yes")]
+    pub checksum_pseudo_header: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AliasConfig {
+    pub address: String,
+    pub interface: String,
+    pub label: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonConfig {
+    #[serde(default = "default_control_socket")]
+    pub control_socket: PathBuf,
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    pub metrics_listen: Option<String>,
+}
+
+impl Default for NginxConfig {
+    fn default() -> Self {
+        Self {
+            binary: None,
+            config: default_nginx_config(),
+            watch: true,
+            pid_file: None,
+            stop_timeout_ms: default_stop_timeout_ms(),
+            reload_timeout_ms: default_reload_timeout_ms(),
+            watch_debounce_ms: default_watch_debounce_ms(),
+        }
+    }
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        Self {
+            interval_ms: default_interval_ms(),
+            timeout_ms: default_timeout_ms(),
+            fall: 2,
+            rise: 2,
+            http: None,
+            tcp: Vec::new(),
+        }
+    }
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        Self {
+            control_socket: default_control_socket(),
+            state_dir: default_state_dir(),
+            metrics_listen: None,
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+fn two() -> u32 {
+    2
+}
+fn two_u8() -> u8 {
+    2
+}
+fn default_nginx_config() -> PathBuf {
+    "/etc/nginx/nginx.conf".into()
+}
+fn default_stop_timeout_ms() -> u64 {
+    10_000
+}
+fn default_reload_timeout_ms() -> u64 {
+    10_000
+}
+fn default_watch_debounce_ms() -> u64 {
+    100
+}
+fn default_interval_ms() -> u64 {
+    1000
+}
+fn default_timeout_ms() -> u64 {
+    500
+}
+fn default_on_failure() -> OnNginxFailure {
+    OnNginxFailure::Relinquish
+}
+fn default_demote_weight() -> u8 {
+    50
+}
+fn default_notify_timeout_ms() -> u64 {
+    5000
+}
+fn default_control_socket() -> PathBuf {
+    "/run/nginx-ha/control.sock".into()
+}
+fn default_state_dir() -> PathBuf {
+    "/var/lib/nginx-ha".into()
+}
+
+impl NginxConfig {
+    /// The configured binary, else /usr/sbin/nginx, else `nginx` found on PATH.
+    pub fn binary_path(&self) -> PathBuf {
+        if let Some(binary) = &self.binary {
+            return binary.clone();
+        }
+        let standard = PathBuf::from("/usr/sbin/nginx");
+        if standard.exists() {
+            return standard;
+        }
+        std::env::var_os("PATH")
+            .into_iter()
+            .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+            .map(|dir| dir.join("nginx"))
+            .find(|candidate| candidate.is_file())
+            .unwrap_or(standard)
+    }
+}
+
+impl HealthConfig {
+    pub fn interval(&self) -> Duration {
+        Duration::from_millis(self.interval_ms)
+    }
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+    pub fn has_probes(&self) -> bool {
+        self.http.is_some() || !self.tcp.is_empty()
+    }
+}
+
+/// A parsed `[health] http` URL: only plain http is supported (the probe talks to a local nginx).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpProbeUrl {
+    pub host: String,
+    pub port: u16,
+    pub path: String,
+}
+
+impl HttpProbeUrl {
+    pub fn parse(url: &str) -> Result<Self, String> {
+        let rest = url.strip_prefix("http://").ok_or_else(|| {
+            format!("`{url}` is not an http:// URL; the probe speaks plain HTTP to the local nginx, e.g. \"http://127.0.0.1:80/\"")
+        })?;
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        let (host, port) = if let Some(bracketed) = authority.strip_prefix('[') {
+            let end = bracketed.find(']').ok_or_else(|| format!("`{url}`: unclosed `[` in the host"))?;
+            let port = bracketed[end + 1..].strip_prefix(':').unwrap_or("80");
+            (bracketed[..end].to_string(), port)
+        } else {
+            match authority.rsplit_once(':') {
+                Some((host, port)) => (host.to_string(), port),
+                None => (authority.to_string(), "80"),
+            }
+        };
+        if host.is_empty() {
+            return Err(format!("`{url}` has no host; write e.g. \"http://127.0.0.1:80/\""));
+        }
+        let port = port
+            .parse::<u16>()
+            .map_err(|_| format!("`{url}`: port `{port}` is not a number from 1 to 65535"))?;
+        Ok(Self { host, port, path: path.to_string() })
+    }
+}
+
+impl VrrpConfig {
+    pub fn advert_interval(&self) -> Duration {
+        Duration::from_millis(self.advert_interval_ms)
+    }
+    /// The virtual IPs as networks; a bare address means /32 or /128. Valid after `Config::load`.
+    pub fn vips(&self) -> Vec<ipnet::IpNet> {
+        self.virtual_ips.iter().filter_map(|v| parse_net(v).ok()).collect()
+    }
+    pub fn peers(&self) -> Vec<IpAddr> {
+        self.unicast_peers.iter().flatten().filter_map(|p| p.parse().ok()).collect()
+    }
+}
+
+impl AliasConfig {
+    pub fn net(&self) -> Option<ipnet::IpNet> {
+        parse_net(&self.address).ok()
+    }
+}
+
+/// `ADDR` (host route: /32 or /128) or `ADDR/LEN`.
+pub fn parse_net(text: &str) -> Result<ipnet::IpNet, String> {
+    if text.contains('/') {
+        text.parse::<ipnet::IpNet>().map_err(|_| {
+            format!("`{text}` is not an address with prefix length; write e.g. \"198.18.0.100/24\" or \"fd00::10/64\"")
+        })
+    } else {
+        text.parse::<IpAddr>().map(ipnet::IpNet::from).map_err(|_| {
+            format!("`{text}` is not an IP address; write e.g. \"198.18.0.100/24\", \"198.18.0.100\" or \"fd00::10/64\"")
+        })
+    }
+}
+
+/// One problem in the config file, with where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub location: Option<Location>,
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.location {
+            Some(Location { line, col }) => write!(f, "{}:{line}:{col}: {}", self.file.display(), self.message),
+            None => write!(f, "{}: {}", self.file.display(), self.message),
+        }
+    }
+}
+
+/// Everything wrong with a config file (all problems at once, so one edit can fix them all).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl std::fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let lines: Vec<String> = self.0.iter().map(ToString::to_string).collect();
+        f.write_str(&lines.join("\n"))
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates the file.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![ConfigError {
+                file: path.to_path_buf(),
+                location: None,
+                message: format!("cannot read the config file: {e}; pass another one with -c PATH"),
+            }])
+        })?;
+        let mut config = Self::parse(&text, path)?;
+        config.resolve_relative_paths(path.parent().unwrap_or(Path::new(".")));
+        Ok(config)
+    }
+
+    /// Relative paths in the file mean relative to the file itself, not to the working directory.
+    fn resolve_relative_paths(&mut self, base: &Path) {
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        resolve(&mut self.nginx.config);
+        self.nginx.pid_file.as_mut().map(resolve);
+        if let Some(binary) = self.nginx.binary.as_mut().filter(|b| b.components().count() > 1) {
+            resolve(binary);
+        }
+        resolve(&mut self.daemon.state_dir);
+    }
+
+    /// Parses and validates `text`; `path` only names the file in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
+        let config: Config = toml::from_str(text).map_err(|e| {
+            let location = e.span().map(|span| Location::of_offset(text, span.start));
+            ConfigErrors(vec![ConfigError {
+                file: path.to_path_buf(),
+                location,
+                message: explain_toml_error(e.message()),
+            }])
+        })?;
+        let problems = validate::validate(&config);
+        if problems.is_empty() {
+            return Ok(config);
+        }
+        Err(ConfigErrors(
+            problems
+                .into_iter()
+                .map(|problem| ConfigError {
+                    file: path.to_path_buf(),
+                    location: locate::locate(text, &problem.path),
+                    message: problem.message,
+                })
+                .collect(),
+        ))
+    }
+}
+
+/// serde's messages name the problem; add what would be right where serde does not.
+fn explain_toml_error(message: &str) -> String {
+    let message = message.trim().to_string();
+    if message.starts_with("unknown field") {
+        return format!("{message}; remove or rename the key (see conf/nginx-ha.toml for every key)");
+    }
+    if message.starts_with("unknown variant") && message.contains("relinquish") {
+        return format!("{message}; on_nginx_failure is \"relinquish\" or \"demote\"");
+    }
+    message
+}
+
+#[cfg(test)]
+mod tests;

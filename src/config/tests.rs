@@ -1,0 +1,175 @@
+use std::path::Path;
+
+use super::*;
+
+fn parse(text: &str) -> Result<Config, ConfigErrors> {
+    Config::parse(text, Path::new("/etc/nginx-ha/nginx-ha.toml"))
+}
+
+fn errors(text: &str) -> Vec<String> {
+    parse(text).expect_err("config should be rejected").0.iter().map(ToString::to_string).collect()
+}
+
+const ROUTER: &str = r#"
+[[vrrp]]
+name = "VI_1"
+interface = "eth0"
+vrid = 151
+priority = 100
+virtual_ips = ["198.18.0.100/24"]
+"#;
+
+#[test]
+fn empty_file_is_a_pure_supervisor_with_defaults() {
+    let config = parse("").unwrap();
+    assert_eq!(config.nginx.config, Path::new("/etc/nginx/nginx.conf"));
+    assert!(config.nginx.watch);
+    assert_eq!(config.health.interval_ms, 1000);
+    assert_eq!((config.health.fall, config.health.rise), (2, 2));
+    assert!(config.vrrp.is_empty());
+    assert_eq!(config.daemon.control_socket, Path::new("/run/nginx-ha/control.sock"));
+    assert_eq!(config.daemon.state_dir, Path::new("/var/lib/nginx-ha"));
+}
+
+#[test]
+fn router_defaults_follow_the_contract() {
+    let config = parse(ROUTER).unwrap();
+    let router = &config.vrrp[0];
+    assert_eq!(router.version, 2);
+    assert_eq!(router.advert_interval_ms, 1000);
+    assert!(router.preempt);
+    assert_eq!(router.on_nginx_failure, OnNginxFailure::Relinquish);
+    assert_eq!(router.demote_weight, 50);
+    assert_eq!(router.vips(), vec!["198.18.0.100/24".parse::<ipnet::IpNet>().unwrap()]);
+}
+
+#[test]
+fn example_config_in_conf_is_valid() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/nginx-ha.toml");
+    let config = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.vrrp.len(), 2, "the example shows the dual-master layout");
+}
+
+#[test]
+fn unknown_key_names_its_line_and_column() {
+    let errs = errors("[nginx]\nconfig = \"/etc/nginx/nginx.conf\"\nwatchh = true\n");
+    assert_eq!(errs.len(), 1);
+    assert!(errs[0].starts_with("/etc/nginx-ha/nginx-ha.toml:3:1: unknown field `watchh`"), "{}", errs[0]);
+}
+
+#[test]
+fn bare_address_is_a_host_route() {
+    let config = parse(&ROUTER.replace("198.18.0.100/24", "198.18.0.100")).unwrap();
+    assert_eq!(config.vrrp[0].vips()[0].prefix_len(), 32);
+}
+
+#[test]
+fn semantic_errors_point_at_the_value() {
+    let errs = errors(&ROUTER.replace("vrid = 151", "vrid = 0"));
+    assert!(errs[0].starts_with("/etc/nginx-ha/nginx-ha.toml:5:8: [VI_1] vrid = 0"), "{}", errs[0]);
+}
+
+#[test]
+fn out_of_range_integer_is_located() {
+    let errs = errors(&ROUTER.replace("vrid = 151", "vrid = 300"));
+    assert!(errs[0].contains(":5:8:"), "{}", errs[0]);
+}
+
+#[test]
+fn v2_interval_must_be_whole_seconds() {
+    let errs = errors(&format!("{ROUTER}advert_interval_ms = 1500\n"));
+    assert!(errs[0].contains("whole seconds"), "{}", errs[0]);
+    assert!(errs[0].contains(":8:22:"), "{}", errs[0]);
+}
+
+#[test]
+fn v3_interval_in_ten_ms_steps() {
+    assert!(parse(&format!("{ROUTER}version = 3\nadvert_interval_ms = 50\n")).is_ok());
+    let errs = errors(&format!("{ROUTER}version = 3\nadvert_interval_ms = 55\n"));
+    assert!(errs[0].contains("multiple of 10"), "{}", errs[0]);
+}
+
+#[test]
+fn unicast_with_no_peers_is_an_error() {
+    let errs = errors(&format!("{ROUTER}unicast_peers = []\n"));
+    assert!(errs[0].contains("unicast_peers is empty"), "{}", errs[0]);
+    assert!(parse(&format!("{ROUTER}unicast_peers = [\"198.18.0.2\"]\n")).is_ok());
+    let errs = errors(&format!("{ROUTER}unicast_peers = [\"198.18.0.2\", \"nope\"]\n"));
+    assert!(errs[0].contains("`nope` is not an IP address"), "{}", errs[0]);
+}
+
+#[test]
+fn ipv6_needs_v3_and_one_family_per_router() {
+    let v6 = ROUTER.replace("198.18.0.100/24", "fd00::100/64");
+    assert!(errors(&v6)[0].contains("use version = 3"));
+    assert!(parse(&format!("{v6}version = 3\n")).is_ok());
+    let mixed = ROUTER.replace("\"198.18.0.100/24\"", "\"198.18.0.100/24\", \"fd00::1\"");
+    assert!(errors(&format!("{mixed}version = 3\n"))[0].contains("mixes IPv4 and IPv6"));
+}
+
+#[test]
+fn bad_address_and_auth_and_version() {
+    let errs = errors(&ROUTER.replace("198.18.0.100/24", "198.18.0.300/24"));
+    assert!(errs[0].contains("`198.18.0.300/24` is not an address"), "{}", errs[0]);
+    let errs = errors(&format!("{ROUTER}auth_pass = \"123456789\"\n"));
+    assert!(errs[0].contains("1 to 8 bytes"), "{}", errs[0]);
+    let errs = errors(&format!("{ROUTER}version = 3\nauth_pass = \"1111\"\n"));
+    assert!(errs[0].contains("no authentication"), "{}", errs[0]);
+    let errs = errors(&format!("{ROUTER}version = 4\n"));
+    assert!(errs[0].contains("use 2 (RFC 3768) or 3"), "{}", errs[0]);
+}
+
+#[test]
+fn all_problems_are_reported_at_once() {
+    let errs = errors(&ROUTER.replace("vrid = 151", "vrid = 0").replace("priority = 100", "priority = 0"));
+    assert_eq!(errs.len(), 2, "{errs:?}");
+}
+
+#[test]
+fn duplicate_vrid_on_one_interface_is_an_error() {
+    let second = ROUTER.replace("VI_1", "VI_2").replace("198.18.0.100", "198.18.0.101");
+    let errs = errors(&format!("{ROUTER}{second}"));
+    assert!(errs[0].contains("vrid 151 is already used on eth0"), "{}", errs[0]);
+    assert!(errs[0].contains(":12:8:"), "{}", errs[0]);
+}
+
+#[test]
+fn on_nginx_failure_values() {
+    let config = parse(&format!("{ROUTER}on_nginx_failure = \"demote\"\ndemote_weight = 30\n")).unwrap();
+    assert_eq!(config.vrrp[0].on_nginx_failure, OnNginxFailure::Demote);
+    let errs = errors(&format!("{ROUTER}on_nginx_failure = \"panic\"\n"));
+    assert!(errs[0].contains("\"relinquish\" or \"demote\""), "{}", errs[0]);
+}
+
+#[test]
+fn health_probe_syntax() {
+    assert!(parse("[health]\nhttp = \"http://127.0.0.1:8080/health\"\ntcp = [\"127.0.0.1:80\", \"[::1]:443\"]\n").is_ok());
+    assert!(errors("[health]\nhttp = \"https://x/\"\n")[0].contains("not an http:// URL"));
+    assert!(errors("[health]\ntcp = [\"localhost\"]\n")[0].contains(":2:8:"));
+    assert!(errors("[health]\ntimeout_ms = 2000\n")[0].contains("must be from 1 to interval_ms"));
+    assert!(errors("[health]\nfall = 0\n")[0].contains("fall = 0"));
+}
+
+#[test]
+fn http_probe_url_parts() {
+    let url = HttpProbeUrl::parse("http://127.0.0.1:8080/health?x=1").unwrap();
+    assert_eq!((url.host.as_str(), url.port, url.path.as_str()), ("127.0.0.1", 8080, "/health?x=1"));
+    let url = HttpProbeUrl::parse("http://[::1]/").unwrap();
+    assert_eq!((url.host.as_str(), url.port), ("::1", 80));
+    assert_eq!(HttpProbeUrl::parse("http://localhost").unwrap().path, "/");
+}
+
+#[test]
+fn alias_label_must_start_with_interface() {
+    let ok = "[[alias]]\naddress = \"198.18.0.107/24\"\ninterface = \"eth0\"\nlabel = \"eth0:1\"\n";
+    assert!(parse(ok).is_ok());
+    let errs = errors(&ok.replace("label = \"eth0:1\"", "label = \"web\""));
+    assert!(errs[0].contains("must start with the interface name"), "{}", errs[0]);
+    assert!(errs[0].contains(":4:9:"), "{}", errs[0]);
+}
+
+#[test]
+fn unreadable_file_says_so() {
+    let err = Config::load(Path::new("/nonexistent/nginx-ha.toml")).unwrap_err();
+    assert!(err.to_string().contains("cannot read the config file"), "{err}");
+}

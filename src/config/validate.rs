@@ -1,0 +1,299 @@
+//! Semantic checks that serde cannot express: ranges, address syntax, protocol constraints.
+
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
+
+use super::locate::Step::{self, Index, Key};
+use super::{Config, HttpProbeUrl, OnNginxFailure, VrrpConfig, parse_net};
+
+/// A problem and the path of the value it is about.
+pub struct Problem {
+    pub path: Vec<Step>,
+    pub message: String,
+}
+
+/// Linux interface names are at most 15 bytes (IFNAMSIZ - 1).
+const IFNAME_MAX: usize = 15;
+
+pub fn validate(config: &Config) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let mut report = |path: Vec<Step>, message: String| problems.push(Problem { path, message });
+
+    validate_health(config, &mut report);
+    for (i, router) in config.vrrp.iter().enumerate() {
+        validate_router(i, router, &mut report);
+    }
+    validate_router_uniqueness(config, &mut report);
+    validate_aliases(config, &mut report);
+
+    if !config.daemon.control_socket.is_absolute() {
+        report(
+            vec![Key("daemon"), Key("control_socket")],
+            format!(
+                "control_socket `{}` must be an absolute path, e.g. \"/run/nginx-ha/control.sock\"",
+                config.daemon.control_socket.display()
+            ),
+        );
+    }
+    if let Some(listen) = &config.daemon.metrics_listen
+        && listen.parse::<SocketAddr>().is_err()
+    {
+        report(
+            vec![Key("daemon"), Key("metrics_listen")],
+            format!("metrics_listen `{listen}` is not ADDRESS:PORT; write e.g. \"127.0.0.1:9612\""),
+        );
+    }
+    if config.nginx.watch_debounce_ms > 10_000 {
+        report(
+            vec![Key("nginx"), Key("watch_debounce_ms")],
+            "watch_debounce_ms must be at most 10000 (10 s); 100 suits most editors".into(),
+        );
+    }
+    problems
+}
+
+fn validate_health(config: &Config, report: &mut impl FnMut(Vec<Step>, String)) {
+    let health = &config.health;
+    let at = |key| vec![Key("health"), Key(key)];
+    if health.interval_ms < 10 {
+        report(at("interval_ms"), format!("interval_ms = {} is too short; use at least 10 (ms)", health.interval_ms));
+    }
+    if health.timeout_ms == 0 || health.timeout_ms > health.interval_ms {
+        report(
+            at("timeout_ms"),
+            format!(
+                "timeout_ms = {} must be from 1 to interval_ms ({}), so that probes never overlap",
+                health.timeout_ms, health.interval_ms
+            ),
+        );
+    }
+    for key in ["fall", "rise"] {
+        let value = if key == "fall" { health.fall } else { health.rise };
+        if value == 0 {
+            report(at(key), format!("{key} = 0 would never change the health; use 1 or more (default 2)"));
+        }
+    }
+    if let Some(url) = &health.http
+        && let Err(message) = HttpProbeUrl::parse(url)
+    {
+        report(at("http"), message);
+    }
+    for (i, target) in health.tcp.iter().enumerate() {
+        if target.parse::<SocketAddr>().is_err() {
+            report(
+                vec![Key("health"), Key("tcp"), Index(i)],
+                format!("tcp probe `{target}` is not ADDRESS:PORT; write e.g. \"127.0.0.1:80\" or \"[::1]:443\""),
+            );
+        }
+    }
+}
+
+fn validate_router(i: usize, router: &VrrpConfig, report: &mut impl FnMut(Vec<Step>, String)) {
+    let at = |key| vec![Key("vrrp"), Index(i), Key(key)];
+    let name = &router.name;
+    if name.is_empty() {
+        report(at("name"), "name must not be empty; keepalived's instance name, e.g. \"VI_1\", fits".into());
+    }
+    check_ifname(&router.interface, at("interface"), report);
+    if router.vrid == 0 {
+        report(at("vrid"), format!("[{name}] vrid = 0 is not a valid VRID; use 1 to 255"));
+    }
+    if router.priority == 0 {
+        report(
+            at("priority"),
+            format!("[{name}] priority 0 is reserved for a master that relinquishes; use 1 to 255 (255 = address owner)"),
+        );
+    }
+    match router.version {
+        2 => {
+            let ms = router.advert_interval_ms;
+            if ms % 1000 != 0 || !(1000..=255_000).contains(&ms) {
+                report(
+                    at("advert_interval_ms"),
+                    format!(
+                        "[{name}] VRRPv2 advertises whole seconds: advert_interval_ms = {ms} must be a multiple of 1000 from 1000 to 255000 (or use version = 3 for sub-second intervals)"
+                    ),
+                );
+            }
+            if router.checksum_pseudo_header != super::yes() {
+                report(
+                    at("checksum_pseudo_header"),
+                    format!("[{name}] checksum_pseudo_header applies to version = 3 only; remove it"),
+                );
+            }
+        }
+        3 => {
+            let ms = router.advert_interval_ms;
+            if ms % 10 != 0 || !(10..=40_950).contains(&ms) {
+                report(
+                    at("advert_interval_ms"),
+                    format!(
+                        "[{name}] VRRPv3 advertises in centiseconds: advert_interval_ms = {ms} must be a multiple of 10 from 10 to 40950"
+                    ),
+                );
+            }
+            if router.auth_pass.is_some() {
+                report(
+                    at("auth_pass"),
+                    format!("[{name}] VRRPv3 has no authentication (RFC 5798); remove auth_pass or use version = 2"),
+                );
+            }
+        }
+        other => report(at("version"), format!("[{name}] version = {other}: use 2 (RFC 3768) or 3 (RFC 5798)")),
+    }
+    if let Some(pass) = &router.auth_pass
+        && (pass.is_empty() || pass.len() > 8)
+    {
+        report(
+            at("auth_pass"),
+            format!(
+                "[{name}] auth_pass is {} bytes; VRRPv2 simple-text authentication carries 1 to 8 bytes (keepalived truncates longer ones, which then never match)",
+                pass.len()
+            ),
+        );
+    }
+    if router.preempt_delay_ms > 1_000_000 {
+        report(at("preempt_delay_ms"), format!("[{name}] preempt_delay_ms must be at most 1000000 (1000 s)"));
+    }
+    if router.on_nginx_failure == OnNginxFailure::Demote && router.demote_weight == 0 {
+        report(
+            at("demote_weight"),
+            format!("[{name}] demote_weight = 0 would not demote at all; use 1 to 254 (default 50)"),
+        );
+    }
+
+    let family = validate_vips(i, router, report);
+    if let Some(peers) = &router.unicast_peers {
+        if peers.is_empty() {
+            report(
+                at("unicast_peers"),
+                format!("[{name}] unicast_peers is empty: list the peers' addresses, or remove the key to use multicast"),
+            );
+        }
+        for (p, peer) in peers.iter().enumerate() {
+            let path = vec![Key("vrrp"), Index(i), Key("unicast_peers"), Index(p)];
+            match peer.parse::<IpAddr>() {
+                Err(_) => report(path, format!("[{name}] unicast peer `{peer}` is not an IP address, e.g. \"198.18.0.2\"")),
+                Ok(addr) if family.is_some_and(|v4| v4 != addr.is_ipv4()) => report(
+                    path,
+                    format!("[{name}] unicast peer `{peer}` is not of the same address family as the virtual_ips"),
+                ),
+                Ok(_) => {}
+            }
+        }
+    }
+    for (t, tracked) in router.track_interfaces.iter().enumerate() {
+        check_ifname(tracked, vec![Key("vrrp"), Index(i), Key("track_interfaces"), Index(t)], report);
+    }
+    if let Some(notify) = &router.notify
+        && !notify.is_absolute()
+    {
+        report(
+            at("notify"),
+            format!("[{name}] notify `{}` must be an absolute path (it runs without a shell)", notify.display()),
+        );
+    }
+}
+
+/// Checks the VIP list; returns its family (true = IPv4) when the list is usable.
+fn validate_vips(i: usize, router: &VrrpConfig, report: &mut impl FnMut(Vec<Step>, String)) -> Option<bool> {
+    let name = &router.name;
+    if router.virtual_ips.is_empty() {
+        report(
+            vec![Key("vrrp"), Index(i), Key("virtual_ips")],
+            format!("[{name}] virtual_ips is empty: list at least one address, e.g. [\"198.18.0.100/24\"]"),
+        );
+        return None;
+    }
+    let mut family = None;
+    for (v, vip) in router.virtual_ips.iter().enumerate() {
+        let path = vec![Key("vrrp"), Index(i), Key("virtual_ips"), Index(v)];
+        let net = match parse_net(vip) {
+            Ok(net) => net,
+            Err(message) => {
+                report(path, format!("[{name}] {message}"));
+                continue;
+            }
+        };
+        let is_v4 = matches!(net, ipnet::IpNet::V4(_));
+        match family {
+            None => family = Some(is_v4),
+            Some(first) if first != is_v4 => report(
+                path.clone(),
+                format!("[{name}] `{vip}` mixes IPv4 and IPv6 in one virtual router; put each family in its own [[vrrp]] with its own vrid"),
+            ),
+            Some(_) => {}
+        }
+        if !is_v4 && router.version == 2 {
+            report(path, format!("[{name}] `{vip}` is IPv6, which VRRPv2 cannot carry; use version = 3"));
+        }
+    }
+    family
+}
+
+fn validate_router_uniqueness(config: &Config, report: &mut impl FnMut(Vec<Step>, String)) {
+    let mut names = HashSet::new();
+    let mut vrids = HashSet::new();
+    for (i, router) in config.vrrp.iter().enumerate() {
+        if !names.insert(router.name.as_str()) {
+            report(
+                vec![Key("vrrp"), Index(i), Key("name")],
+                format!("name `{}` is used by another [[vrrp]]; names must be unique", router.name),
+            );
+        }
+        let ipv4 = router.vips().first().is_none_or(|net| matches!(net, ipnet::IpNet::V4(_)));
+        if !vrids.insert((router.interface.as_str(), router.vrid, ipv4)) {
+            report(
+                vec![Key("vrrp"), Index(i), Key("vrid")],
+                format!(
+                    "[{}] vrid {} is already used on {} by another [[vrrp]] of the same address family; each virtual router needs its own vrid",
+                    router.name, router.vrid, router.interface
+                ),
+            );
+        }
+    }
+}
+
+fn validate_aliases(config: &Config, report: &mut impl FnMut(Vec<Step>, String)) {
+    let mut seen = HashSet::new();
+    for (i, alias) in config.alias.iter().enumerate() {
+        let at = |key| vec![Key("alias"), Index(i), Key(key)];
+        check_ifname(&alias.interface, at("interface"), report);
+        match parse_net(&alias.address) {
+            Err(message) => report(at("address"), message),
+            Ok(net) => {
+                if !seen.insert((net, alias.interface.clone())) {
+                    report(at("address"), format!("alias {} on {} is declared twice", alias.address, alias.interface));
+                }
+                if let Some(label) = &alias.label {
+                    if net.addr().is_ipv6() {
+                        report(at("label"), "labels exist for IPv4 addresses only; remove label for an IPv6 alias".into());
+                    } else {
+                        check_label(label, &alias.interface, at("label"), report);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The kernel only accepts IPv4 labels that start with the interface name (`eth0:1`).
+pub fn check_label(label: &str, interface: &str, path: Vec<Step>, report: &mut impl FnMut(Vec<Step>, String)) {
+    if !label.starts_with(interface) || label.len() > IFNAME_MAX {
+        report(
+            path,
+            format!(
+                "label `{label}` must start with the interface name and be at most {IFNAME_MAX} bytes, e.g. \"{interface}:1\""
+            ),
+        );
+    }
+}
+
+fn check_ifname(name: &str, path: Vec<Step>, report: &mut impl FnMut(Vec<Step>, String)) {
+    if name.is_empty() || name.len() > IFNAME_MAX || name.contains(['/', ' ', ':']) {
+        report(
+            path,
+            format!("interface `{name}` is not a valid Linux interface name (1 to {IFNAME_MAX} bytes, no '/', ':' or spaces), e.g. \"eth0\""),
+        );
+    }
+}
