@@ -1,0 +1,335 @@
+use std::time::{Duration, Instant};
+
+use super::*;
+
+/// A policy on a simulated clock.
+struct Sim {
+    policy: Policy,
+    now: Instant,
+}
+
+impl Sim {
+    fn new(probes: bool) -> Self {
+        let config = PolicyConfig { fall: 2, rise: 2, probes, reload_timeout: Duration::from_secs(10) };
+        Sim { policy: Policy::new(config), now: Instant::now() }
+    }
+
+    fn on(&mut self, event: Event) -> Vec<Action> {
+        self.policy.handle(self.now, event)
+    }
+
+    fn advance(&mut self, by: Duration) {
+        self.now += by;
+    }
+
+    /// Advances to the next deadline and fires it.
+    fn fire(&mut self) -> Vec<Action> {
+        self.now = self.policy.next_deadline().expect("a deadline is armed");
+        self.on(Event::Timer)
+    }
+
+    /// Launch, config valid, spawned, workers up.
+    fn running(probes: bool) -> Self {
+        let mut sim = Sim::new(probes);
+        assert_eq!(sim.on(Event::Launch), vec![Action::TestConfig]);
+        assert_eq!(sim.on(Event::ConfigTested(Ok(()))), vec![Action::Spawn]);
+        sim.on(Event::Spawned);
+        sim.on(Event::Ready);
+        assert_eq!(sim.policy.state(), NginxState::Running);
+        sim
+    }
+
+    fn crash(&mut self) -> Vec<Action> {
+        self.on(Event::MasterExited("killed by signal 9".into()))
+    }
+
+    fn state(&self) -> NginxState {
+        self.policy.state()
+    }
+}
+
+#[test]
+fn launch_tests_the_config_before_spawning_and_becomes_healthy_when_workers_appear() {
+    let mut sim = Sim::new(false);
+    assert_eq!(sim.on(Event::Launch), vec![Action::TestConfig]);
+    assert_eq!(sim.state(), NginxState::Starting);
+    assert_eq!(sim.on(Event::ConfigTested(Ok(()))), vec![Action::Spawn]);
+    assert_eq!(sim.on(Event::Spawned), vec![]);
+    assert!(!sim.policy.status().healthy, "a master without workers does not serve yet");
+    assert_eq!(sim.on(Event::Ready), vec![Action::Health(true)]);
+    assert_eq!(sim.policy.status().restarts, 0);
+}
+
+#[test]
+fn invalid_config_at_launch_never_spawns_and_a_fix_starts_nginx() {
+    let mut sim = Sim::new(false);
+    sim.on(Event::Launch);
+    assert_eq!(sim.on(Event::ConfigTested(Err("unknown directive \"lisen\"".into()))), vec![]);
+    assert_eq!(sim.state(), NginxState::Failed);
+    assert_eq!(sim.policy.status().config_error.as_deref(), Some("unknown directive \"lisen\""));
+    assert_eq!(sim.policy.next_deadline(), None, "no point retrying a config that fails its test");
+    assert_eq!(sim.on(Event::ConfigChanged), vec![Action::TestConfig]);
+    assert_eq!(sim.on(Event::ConfigTested(Ok(()))), vec![Action::Spawn]);
+    assert_eq!(sim.state(), NginxState::Starting);
+    assert_eq!(sim.policy.status().config_error, None);
+}
+
+#[test]
+fn crash_reaps_the_generation_and_restarts_after_100ms() {
+    let mut sim = Sim::running(false);
+    assert_eq!(sim.crash(), vec![Action::ReapGeneration, Action::Health(false)]);
+    assert_eq!(sim.state(), NginxState::Restarting);
+    assert_eq!(sim.policy.next_deadline(), Some(sim.now + Duration::from_millis(100)));
+    assert_eq!(sim.fire(), vec![Action::Spawn]);
+    sim.on(Event::Spawned);
+    assert_eq!(sim.on(Event::Ready), vec![Action::Health(true)]);
+    assert_eq!(sim.state(), NginxState::Running);
+    assert_eq!(sim.policy.status().restarts, 1);
+}
+
+#[test]
+fn backoff_doubles_to_30s_and_repeated_failure_is_failed_but_still_retrying() {
+    let mut sim = Sim::running(false);
+    let mut delays = Vec::new();
+    for _ in 0..12 {
+        sim.crash();
+        let crashed_at = sim.now;
+        delays.push(sim.policy.next_deadline().unwrap() - crashed_at);
+        sim.fire();
+        sim.on(Event::Spawned);
+        sim.advance(Duration::from_millis(5));
+    }
+    let ms: Vec<u128> = delays.iter().map(Duration::as_millis).collect();
+    assert_eq!(ms, [100, 200, 400, 800, 1600, 3200, 6400, 12800, 25600, 30000, 30000, 30000]);
+    assert_eq!(sim.state(), NginxState::Failed);
+    assert!(sim.policy.next_deadline().is_none(), "the spawn is under way");
+    assert_eq!(sim.on(Event::Ready), vec![Action::Health(true)]);
+    assert_eq!(sim.state(), NginxState::Running);
+}
+
+#[test]
+fn the_fifth_consecutive_crash_marks_failed() {
+    let mut sim = Sim::running(false);
+    for crash in 1..=5 {
+        sim.crash();
+        let expected = if crash < FAILED_AFTER { NginxState::Restarting } else { NginxState::Failed };
+        assert_eq!(sim.state(), expected, "after crash {crash}");
+        sim.fire();
+        sim.on(Event::Spawned);
+    }
+}
+
+#[test]
+fn sixty_seconds_of_stable_running_resets_the_backoff() {
+    let mut sim = Sim::running(false);
+    for _ in 0..3 {
+        sim.crash();
+        sim.fire();
+        sim.on(Event::Spawned);
+        sim.on(Event::Ready);
+    }
+    sim.advance(Duration::from_secs(59));
+    sim.crash();
+    assert_eq!(sim.policy.next_deadline().unwrap() - sim.now, Duration::from_millis(800));
+    sim.fire();
+    sim.on(Event::Spawned);
+    sim.on(Event::Ready);
+    sim.advance(STABLE_AFTER);
+    sim.crash();
+    assert_eq!(sim.policy.next_deadline().unwrap() - sim.now, BACKOFF_START);
+}
+
+#[test]
+fn spawn_failure_counts_as_a_crash() {
+    let mut sim = Sim::new(false);
+    sim.on(Event::Launch);
+    sim.on(Event::ConfigTested(Ok(())));
+    assert_eq!(sim.on(Event::SpawnFailed("No such file or directory".into())), vec![]);
+    assert_eq!(sim.state(), NginxState::Restarting);
+    assert_eq!(sim.fire(), vec![Action::Spawn]);
+}
+
+#[test]
+fn probes_need_fall_failures_to_go_unhealthy_and_rise_successes_to_come_back() {
+    let mut sim = Sim::running(true);
+    assert!(!sim.policy.status().healthy, "with probes, running is not yet healthy");
+    assert!(sim.policy.wants_probes());
+    assert_eq!(sim.on(Event::Probe { ok: true }), vec![]);
+    assert_eq!(sim.on(Event::Probe { ok: true }), vec![Action::Health(true)]);
+    assert_eq!(sim.on(Event::Probe { ok: false }), vec![]);
+    assert_eq!(sim.on(Event::Probe { ok: true }), vec![], "a success in between resets the count");
+    assert_eq!(sim.on(Event::Probe { ok: false }), vec![]);
+    assert_eq!(sim.on(Event::Probe { ok: false }), vec![Action::Health(false)]);
+    assert_eq!(sim.state(), NginxState::Running, "a hung nginx is unhealthy, not restarted");
+    assert_eq!(sim.on(Event::Probe { ok: true }), vec![]);
+    assert_eq!(sim.on(Event::Probe { ok: true }), vec![Action::Health(true)]);
+}
+
+#[test]
+fn after_a_crash_probes_must_rise_again() {
+    let mut sim = Sim::running(true);
+    sim.on(Event::Probe { ok: true });
+    sim.on(Event::Probe { ok: true });
+    assert_eq!(sim.crash(), vec![Action::ReapGeneration, Action::Health(false)]);
+    assert!(!sim.policy.wants_probes());
+    assert_eq!(sim.on(Event::Probe { ok: true }), vec![], "probe results while down are ignored");
+    sim.fire();
+    sim.on(Event::Spawned);
+    assert_eq!(sim.on(Event::Ready), vec![]);
+    sim.on(Event::Probe { ok: true });
+    assert_eq!(sim.on(Event::Probe { ok: true }), vec![Action::Health(true)]);
+}
+
+#[test]
+fn valid_change_reloads_with_hup_and_confirms() {
+    let mut sim = Sim::running(false);
+    assert_eq!(sim.on(Event::ConfigChanged), vec![Action::TestConfig]);
+    assert_eq!(sim.on(Event::ConfigTested(Ok(()))), vec![Action::SignalReload]);
+    assert_eq!(sim.state(), NginxState::Reloading);
+    assert!(sim.policy.status().healthy, "reloading nginx keeps serving");
+    assert_eq!(sim.on(Event::ReloadConfirmed), vec![]);
+    assert_eq!(sim.state(), NginxState::Running);
+}
+
+#[test]
+fn invalid_change_never_signals_nginx_and_reports_the_error() {
+    let mut sim = Sim::running(false);
+    sim.on(Event::ConfigChanged);
+    assert_eq!(sim.on(Event::ConfigTested(Err("bad".into()))), vec![]);
+    assert_eq!(sim.state(), NginxState::Running);
+    assert_eq!(sim.policy.status().config_error.as_deref(), Some("bad"));
+    assert!(sim.policy.status().healthy);
+    sim.on(Event::ConfigChanged);
+    sim.on(Event::ConfigTested(Ok(())));
+    assert_eq!(sim.policy.status().config_error, None, "cleared once a valid config is applied");
+}
+
+#[test]
+fn changes_during_a_test_or_reload_are_tested_again_afterwards() {
+    let mut sim = Sim::running(false);
+    sim.on(Event::ConfigChanged);
+    assert_eq!(sim.on(Event::ConfigChanged), vec![], "one test at a time");
+    assert_eq!(sim.on(Event::ConfigTested(Ok(()))), vec![Action::SignalReload]);
+    assert_eq!(sim.on(Event::ConfigChanged), vec![], "not while a reload is unconfirmed");
+    assert_eq!(sim.on(Event::ReloadConfirmed), vec![Action::TestConfig]);
+}
+
+#[test]
+fn reload_request_is_answered_when_the_reload_is_confirmed() {
+    let mut sim = Sim::running(false);
+    assert_eq!(sim.on(Event::ReloadRequested { ticket: 7 }), vec![Action::TestConfig]);
+    sim.on(Event::ConfigTested(Ok(())));
+    assert_eq!(
+        sim.on(Event::ReloadConfirmed),
+        vec![Action::ReloadFinished { tickets: vec![7], result: Ok(()) }]
+    );
+}
+
+#[test]
+fn reload_request_is_rejected_with_the_test_error() {
+    let mut sim = Sim::running(false);
+    sim.on(Event::ReloadRequested { ticket: 1 });
+    assert_eq!(
+        sim.on(Event::ConfigTested(Err("nginx: [emerg] bad".into()))),
+        vec![Action::ReloadFinished { tickets: vec![1], result: Err("nginx: [emerg] bad".into()) }]
+    );
+}
+
+#[test]
+fn a_request_during_a_test_waits_for_its_own_test() {
+    let mut sim = Sim::running(false);
+    sim.on(Event::ConfigChanged);
+    sim.on(Event::ReloadRequested { ticket: 2 });
+    assert_eq!(sim.on(Event::ConfigTested(Ok(()))), vec![Action::SignalReload]);
+    assert_eq!(sim.on(Event::ReloadConfirmed), vec![Action::TestConfig], "ticket 2 gets a fresh test");
+    sim.on(Event::ConfigTested(Ok(())));
+    assert_eq!(
+        sim.on(Event::ReloadConfirmed),
+        vec![Action::ReloadFinished { tickets: vec![2], result: Ok(()) }]
+    );
+}
+
+#[test]
+fn reload_that_starts_no_workers_times_out() {
+    let mut sim = Sim::running(false);
+    sim.on(Event::ReloadRequested { ticket: 3 });
+    sim.on(Event::ConfigTested(Ok(())));
+    assert_eq!(sim.policy.next_deadline(), Some(sim.now + Duration::from_secs(10)));
+    let actions = sim.fire();
+    assert!(matches!(&actions[..], [Action::ReloadFinished { tickets, result: Err(_) }] if tickets == &[3]));
+    assert_eq!(sim.state(), NginxState::Running);
+}
+
+#[test]
+fn crash_during_reload_fails_the_request_and_restarts() {
+    let mut sim = Sim::running(false);
+    sim.on(Event::ReloadRequested { ticket: 4 });
+    sim.on(Event::ConfigTested(Ok(())));
+    let actions = sim.crash();
+    assert_eq!(actions[0], Action::ReapGeneration);
+    assert!(matches!(&actions[1], Action::ReloadFinished { result: Err(e), .. } if e.contains("killed by signal 9")));
+    assert_eq!(sim.state(), NginxState::Restarting);
+    assert_eq!(sim.policy.next_deadline(), Some(sim.now + BACKOFF_START));
+}
+
+#[test]
+fn a_fixed_config_ends_a_crash_loop_at_once() {
+    let mut sim = Sim::running(false);
+    for _ in 0..6 {
+        sim.crash();
+        sim.fire();
+        sim.on(Event::Spawned);
+    }
+    sim.crash();
+    assert_eq!(sim.state(), NginxState::Failed);
+    assert!(sim.policy.next_deadline().unwrap() > sim.now + Duration::from_secs(5));
+    assert_eq!(sim.on(Event::ConfigChanged), vec![Action::TestConfig]);
+    assert_eq!(sim.on(Event::ConfigTested(Ok(()))), vec![Action::Spawn]);
+    assert_eq!(sim.policy.next_deadline(), None, "the backoff wait is cancelled");
+}
+
+#[test]
+fn worker_deaths_are_counted_not_crashes() {
+    let mut sim = Sim::running(false);
+    assert_eq!(sim.on(Event::WorkerExited), vec![]);
+    assert_eq!(sim.policy.status().worker_exits, 1);
+    assert_eq!(sim.state(), NginxState::Running);
+}
+
+#[test]
+fn adoption_is_running_without_a_restart() {
+    let mut sim = Sim::new(false);
+    assert_eq!(sim.on(Event::Adopted), vec![Action::Health(true)]);
+    assert_eq!(sim.state(), NginxState::Running);
+    assert_eq!(sim.policy.status().restarts, 0);
+}
+
+#[test]
+fn shutdown_stops_nginx_and_never_restarts_it() {
+    let mut sim = Sim::running(false);
+    sim.on(Event::ReloadRequested { ticket: 9 });
+    let actions = sim.on(Event::Shutdown);
+    assert_eq!(actions[1], Action::Stop);
+    assert_eq!(actions[2], Action::Health(false), "unhealthy from the moment we stop");
+    assert!(matches!(&actions[0], Action::ReloadFinished { tickets, result: Err(_) } if tickets == &[9]));
+    assert_eq!(sim.crash(), vec![Action::ReapGeneration]);
+    assert_eq!(sim.state(), NginxState::Stopped);
+    assert_eq!(sim.policy.next_deadline(), None);
+    assert_eq!(sim.on(Event::ConfigChanged), vec![]);
+}
+
+#[test]
+fn own_config_rejection_is_reported() {
+    let mut sim = Sim::running(false);
+    let actions = sim.on(Event::OwnConfigRejected { ticket: 5, error: "x.toml:3:1: unknown field".into() });
+    assert!(matches!(&actions[..], [Action::ReloadFinished { tickets, result: Err(_) }] if tickets == &[5]));
+    assert_eq!(sim.policy.status().config_error.as_deref(), Some("x.toml:3:1: unknown field"));
+}
+
+#[test]
+fn backoff_values() {
+    assert_eq!(backoff(1), Duration::from_millis(100));
+    assert_eq!(backoff(2), Duration::from_millis(200));
+    assert_eq!(backoff(10), Duration::from_secs(30));
+    assert_eq!(backoff(u32::MAX), Duration::from_secs(30));
+}
