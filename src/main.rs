@@ -1,1 +1,196 @@
-fn main() {}
+//! The `nginx-ha` command line.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use nginx_ha::config::{Config, DEFAULT_CONFIG_PATH};
+use nginx_ha::control::client::{self, ClientError};
+use nginx_ha::control::{Request, status};
+
+#[derive(Parser)]
+#[command(name = "nginx-ha", version, about = "Keeps an nginx pair highly available: supervises nginx, runs VRRP, keeps addresses")]
+struct Cli {
+    #[command(subcommand)]
+    command: Commands,
+}
+
+#[derive(clap::Args, Clone)]
+struct ConfigArg {
+    /// The nginx-ha config file
+    #[arg(short = 'c', long = "config", value_name = "FILE", default_value = DEFAULT_CONFIG_PATH)]
+    path: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum Commands {
+    /// Run the daemon in the foreground (under systemd, or in a terminal)
+    Run {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Log at debug level (RUST_LOG overrides)
+        #[arg(short, long)]
+        verbose: bool,
+    },
+    /// Validate the config file and run `nginx -t` on the nginx config it names
+    Check {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Ask the running daemon for its status (exit 3 if no daemon answers)
+    Status {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The status document as JSON, for scripts
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-read the config and reload nginx (validated first); waits until applied or rejected
+    Reload {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Static addresses kept across restarts and reboots [not yet implemented]
+    Alias {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+        rest: Vec<String>,
+    },
+    /// Convert a keepalived.conf to an nginx-ha.toml on stdout [not yet implemented]
+    ImportKeepalived {
+        file: PathBuf,
+    },
+}
+
+/// Exit status when no daemon answers (`status`), as in the interface contract.
+const EXIT_NO_DAEMON: u8 = 3;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("nginx-ha: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(dispatch(cli.command))
+}
+
+async fn dispatch(command: Commands) -> ExitCode {
+    match command {
+        Commands::Run { config, verbose } => run(&config.path, verbose).await,
+        Commands::Check { config } => check(&config.path).await,
+        Commands::Status { config, json } => status_command(&config.path, json).await,
+        Commands::Reload { config } => reload(&config.path).await,
+        Commands::Alias { .. } => not_yet("alias"),
+        Commands::ImportKeepalived { .. } => not_yet("import-keepalived"),
+    }
+}
+
+fn not_yet(what: &str) -> ExitCode {
+    eprintln!("nginx-ha: `{what}` is not yet implemented in this version");
+    ExitCode::FAILURE
+}
+
+fn load(path: &Path) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|errors| {
+        eprintln!("{errors}");
+        ExitCode::FAILURE
+    })
+}
+
+async fn run(path: &Path, verbose: bool) -> ExitCode {
+    let config = match load(path) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    nginx_ha::logging::init(verbose);
+    match nginx_ha::daemon::run(path, config).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("nginx-ha: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn check(path: &Path) -> ExitCode {
+    let config = match load(path) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    println!("{}: ok", path.display());
+    let binary = config.nginx.binary_path();
+    match nginx_ha::nginx::conf::test(&binary, &config.nginx.config).await {
+        Ok(()) => {
+            println!("{}: nginx -t ok", config.nginx.config.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{}: nginx -t failed:\n{e}", config.nginx.config.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The socket named by the config file; the default one when the file cannot be read, so
+/// that `status` works on a machine whose config is broken.
+fn socket_of(path: &Path) -> PathBuf {
+    match Config::load(path) {
+        Ok(config) => config.daemon.control_socket,
+        Err(_) => Config::default().daemon.control_socket,
+    }
+}
+
+async fn status_command(path: &Path, json: bool) -> ExitCode {
+    let socket = socket_of(path);
+    match client::request(&socket, &Request::Status, Duration::from_secs(5)).await {
+        Ok(response) => {
+            let document = response.status.unwrap_or_default();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&document).unwrap_or_default());
+            } else {
+                match status::render_table(&document) {
+                    Ok(table) => print!("{table}"),
+                    Err(e) => {
+                        eprintln!("nginx-ha: the daemon's status document is not understood ({e}); try --json");
+                        return ExitCode::FAILURE;
+                    }
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("nginx-ha: {e}");
+            ExitCode::from(EXIT_NO_DAEMON)
+        }
+    }
+}
+
+async fn reload(path: &Path) -> ExitCode {
+    let socket = socket_of(path);
+    // nginx's own reload limit (reload_timeout_ms) plus the config test must fit in here.
+    match client::request(&socket, &Request::Reload, Duration::from_secs(120)).await {
+        Ok(response) if response.ok => {
+            println!("reload applied");
+            ExitCode::SUCCESS
+        }
+        Ok(response) => {
+            eprintln!("reload rejected: {}", response.error.unwrap_or_default());
+            ExitCode::FAILURE
+        }
+        Err(e @ ClientError::NotRunning { .. }) => {
+            eprintln!("nginx-ha: {e}");
+            ExitCode::from(EXIT_NO_DAEMON)
+        }
+        Err(e) => {
+            eprintln!("nginx-ha: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,1 +1,37 @@
-//! control
+//! The control socket: a Unix stream socket (0600) speaking one JSON request and one JSON
+//! response per line. `server` runs in the daemon, `client` in the CLI; `status` is the document.
+
+pub mod client;
+pub mod server;
+pub mod status;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case")]
+pub enum Request {
+    Status,
+    /// Re-read nginx-ha's config, test and reload nginx; answered when done.
+    Reload,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Response {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<serde_json::Value>,
+}
+
+impl Response {
+    pub fn ok() -> Response {
+        Response { ok: true, error: None, status: None }
+    }
+    pub fn error(message: impl Into<String>) -> Response {
+        Response { ok: false, error: Some(message.into()), status: None }
+    }
+    pub fn status(document: serde_json::Value) -> Response {
+        Response { ok: true, error: None, status: Some(document) }
+    }
+}

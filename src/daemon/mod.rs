@@ -1,1 +1,182 @@
-//! daemon
+//! `nginx-ha run`: wiring, signals, sd_notify, and the shutdown order.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{error, info, warn};
+
+use crate::config::Config;
+use crate::control::server::{ControlServer, Incoming};
+use crate::control::status::StatusDocument;
+use crate::control::{Request, Response};
+use crate::nginx::policy::NginxState;
+use crate::nginx::supervisor::{self, Command, SupervisorConfig, SupervisorHandle};
+
+pub struct Daemon {
+    config_path: PathBuf,
+    config: Config,
+    supervisor: SupervisorHandle,
+    notified_ready: bool,
+}
+
+/// Runs until SIGTERM/SIGINT; returns once nginx is stopped.
+pub async fn run(config_path: &Path, config: Config) -> anyhow::Result<()> {
+    // Orphans of a dead nginx master come to us, so we can kill and reap them (they would hold
+    // the listen sockets and block the restart).
+    nix::sys::prctl::set_child_subreaper(true).context("cannot become the child subreaper")?;
+
+    let (requests_tx, mut requests) = mpsc::channel::<Incoming>(16);
+    let _control = ControlServer::start(&config.daemon.control_socket, requests_tx).await?;
+    info!(socket = %config.daemon.control_socket.display(), config = %config_path.display(), "nginx-ha started");
+
+    let supervisor = supervisor::spawn(SupervisorConfig::from_config(&config));
+    let mut daemon = Daemon { config_path: config_path.to_path_buf(), config, supervisor, notified_ready: false };
+
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sighup = signal(SignalKind::hangup())?;
+    let mut watchdog = watchdog_interval().map(tokio::time::interval);
+    let mut status = daemon.supervisor.status.clone();
+
+    loop {
+        tokio::select! {
+            _ = sigterm.recv() => { info!("SIGTERM: shutting down"); break; }
+            _ = sigint.recv() => { info!("SIGINT: shutting down"); break; }
+            _ = sighup.recv() => {
+                info!("SIGHUP: reloading");
+                let (reply, _) = oneshot::channel();
+                daemon.reload(reply).await;
+            }
+            Some((request, reply)) = requests.recv() => daemon.request(request, reply).await,
+            changed = status.changed() => {
+                if changed.is_err() {
+                    error!("the nginx supervisor stopped unexpectedly");
+                    break;
+                }
+                daemon.notify_state();
+            }
+            _ = tick(&mut watchdog) => { let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]); }
+        }
+    }
+
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    // Shutdown order: VIPs are relinquished before nginx stops (VRRP joins here), so that
+    // clients move to the peer while this nginx still answers.
+    let _ = daemon.supervisor.commands.send(Command::Shutdown).await;
+    let mut requests_open = true;
+    let task = &mut daemon.supervisor.task;
+    loop {
+        tokio::select! {
+            _ = &mut *task => break,
+            incoming = requests.recv(), if requests_open => match incoming {
+                Some((_, reply)) => { let _ = reply.send(Response::error("nginx-ha is shutting down")); }
+                None => requests_open = false,
+            },
+        }
+    }
+    info!("nginx-ha stopped");
+    Ok(())
+}
+
+impl Daemon {
+    async fn request(&mut self, request: Request, reply: oneshot::Sender<Response>) {
+        match request {
+            Request::Status => {
+                let _ = reply.send(Response::status(self.status_document()));
+            }
+            Request::Reload => {
+                let (done_tx, done_rx) = oneshot::channel();
+                self.reload(done_tx).await;
+                // Answer from a task: a reload can take a while and the loop must go on.
+                tokio::spawn(async move {
+                    let response = match done_rx.await {
+                        Ok(Ok(())) => Response::ok(),
+                        Ok(Err(e)) => Response::error(e),
+                        Err(_) => Response::error("nginx-ha is shutting down"),
+                    };
+                    let _ = reply.send(response);
+                });
+            }
+        }
+    }
+
+    fn status_document(&self) -> serde_json::Value {
+        let document = StatusDocument { nginx: self.supervisor.status.borrow().clone(), vrrp: Vec::new(), aliases: Vec::new() };
+        serde_json::to_value(document).unwrap_or_default()
+    }
+
+    /// Re-reads nginx-ha's own config, then tests and reloads nginx.
+    async fn reload(&mut self, done: oneshot::Sender<Result<(), String>>) {
+        let commands = self.supervisor.commands.clone();
+        let new_config = match Config::load(&self.config_path) {
+            Ok(config) => config,
+            Err(errors) => {
+                let error = format!("nginx-ha config rejected, the running config stays:\n{errors}");
+                let _ = commands.send(Command::RejectOwnConfig { error, reply: done }).await;
+                return;
+            }
+        };
+        if let Some(reason) = needs_restart(&self.config, &new_config) {
+            let error = format!("{reason}; restart nginx-ha to apply it (`systemctl restart nginx-ha`); nothing was changed");
+            let _ = commands.send(Command::RejectOwnConfig { error, reply: done }).await;
+            return;
+        }
+        if new_config.health != self.config.health || new_config.nginx != self.config.nginx {
+            let fresh = SupervisorConfig::from_config(&new_config);
+            let update = Command::UpdateHealth { policy: fresh.policy, prober: fresh.prober, probe_interval: fresh.probe_interval };
+            let _ = commands.send(update).await;
+        }
+        self.config = new_config;
+        let _ = commands.send(Command::Reload { reply: done }).await;
+    }
+
+    /// READY=1 once nginx has started (or could not), so `systemctl start` returns then.
+    fn notify_state(&mut self) {
+        let status = self.supervisor.status.borrow().clone();
+        let text = format!("nginx {}{}", status.state, if status.healthy { ", healthy" } else { "" });
+        let mut states = vec![sd_notify::NotifyState::Status(&text)];
+        if !self.notified_ready && status.state != NginxState::Starting {
+            self.notified_ready = true;
+            states.push(sd_notify::NotifyState::Ready);
+        }
+        let _ = sd_notify::notify(&states);
+    }
+}
+
+/// Settings a running nginx cannot take over without a restart of nginx-ha.
+fn needs_restart(old: &Config, new: &Config) -> Option<String> {
+    let (o, n) = (&old.nginx, &new.nginx);
+    if o.binary_path() != n.binary_path() {
+        return Some(format!("[nginx] binary changed from {} to {}", o.binary_path().display(), n.binary_path().display()));
+    }
+    if o.config != n.config {
+        return Some(format!("[nginx] config changed from {} to {}", o.config.display(), n.config.display()));
+    }
+    if o.pid_file != n.pid_file {
+        return Some("[nginx] pid_file changed".into());
+    }
+    if old.daemon != new.daemon {
+        return Some("[daemon] settings changed".into());
+    }
+    if old.vrrp != new.vrrp {
+        warn!("[[vrrp]] changes are applied at the next restart of nginx-ha");
+    }
+    None
+}
+
+/// Half the systemd watchdog timeout, when systemd asked for pings.
+fn watchdog_interval() -> Option<Duration> {
+    sd_notify::watchdog_enabled().filter(|timeout| !timeout.is_zero()).map(|timeout| timeout / 2)
+}
+
+async fn tick(interval: &mut Option<tokio::time::Interval>) {
+    match interval {
+        Some(interval) => {
+            interval.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}

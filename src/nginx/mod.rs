@@ -1,3 +1,9 @@
 //! nginx supervision: the pure policy core and the shell that runs nginx for it.
 
+pub mod conf;
 pub mod policy;
+pub mod probe;
+pub mod process;
+
+pub mod watch;
+pub mod supervisor;

@@ -1,0 +1,205 @@
+//! Processes, natively: pidfds for exit notification (no `kill -0` polling), /proc for the
+//! process tree, and the orphan reaper nginx-ha needs as a child subreaper.
+
+use std::collections::BTreeSet;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::sync::Mutex;
+
+use nix::sys::signal::Signal;
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+use tokio::io::unix::AsyncFd;
+
+/// A process handle that cannot be confused with a later process reusing the pid.
+#[derive(Debug)]
+pub struct Pidfd {
+    pid: i32,
+    fd: AsyncFd<OwnedFd>,
+}
+
+impl Pidfd {
+    /// Fails with ESRCH when the process is already gone (a zombie still counts as present).
+    pub fn open(pid: i32) -> io::Result<Pidfd> {
+        // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+        let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: the kernel just gave us this fd and nobody else owns it.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw as i32) };
+        // SAFETY: an OwnedFd is open and always returns the same fd until dropped with the AsyncFd.
+        let fd = unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }.map_err(|e| e.into_parts().1)?;
+        Ok(Pidfd { pid, fd })
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// Resolves when the process has exited (the pidfd turns readable).
+    pub async fn exited(&self) {
+        // Readability is final for a pidfd, so an error here can only mean "gone" as well.
+        let _ = self.fd.readable().await;
+    }
+
+    pub fn has_exited(&self) -> bool {
+        let mut fds = [nix::poll::PollFd::new(self.fd.as_fd(), nix::poll::PollFlags::POLLIN)];
+        matches!(nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO), Ok(n) if n > 0)
+    }
+
+    /// Signals exactly this process, even if its pid was reused meanwhile.
+    pub fn signal(&self, signal: Signal) -> io::Result<()> {
+        // SAFETY: pidfd_send_signal with a valid fd, a signal number, no siginfo, no flags.
+        let rc = unsafe {
+            libc::syscall(libc::SYS_pidfd_send_signal, self.fd.as_raw_fd(), signal as i32, std::ptr::null::<u8>(), 0)
+        };
+        if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+    }
+}
+
+/// Children whose exit status a specific waiter collects (the nginx master, `nginx -t`, hooks).
+/// The orphan reaper leaves them alone; everything else that is our child is an orphan
+/// reparented to us (we are the child subreaper), typically a worker whose master died.
+static OWNED: Mutex<BTreeSet<i32>> = Mutex::new(BTreeSet::new());
+
+/// Spawns while holding the registry lock, so the reaper can never see the child unregistered.
+pub fn spawn_owned<T>(spawn: impl FnOnce() -> io::Result<T>, pid_of: impl Fn(&T) -> Option<u32>) -> io::Result<T> {
+    let mut owned = OWNED.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let child = spawn()?;
+    if let Some(pid) = pid_of(&child) {
+        owned.insert(pid as i32);
+    }
+    Ok(child)
+}
+
+/// The waiter has collected the exit status.
+pub fn release(pid: i32) {
+    OWNED.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(&pid);
+}
+
+/// Reaps every exited child that no waiter owns; returns the pids reaped.
+pub fn reap_orphans() -> Vec<i32> {
+    let owned = OWNED.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut reaped = Vec::new();
+    for pid in own_children() {
+        if owned.contains(&pid) {
+            continue;
+        }
+        match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) | Err(_) => {}
+            Ok(_) => reaped.push(pid),
+        }
+    }
+    reaped
+}
+
+/// Our children that no waiter owns: orphans reparented to us.
+pub fn orphans() -> Vec<i32> {
+    let owned = OWNED.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    own_children().into_iter().filter(|pid| !owned.contains(pid)).collect()
+}
+
+/// Children of every thread of this process (a reparented orphan may hang off any thread).
+fn own_children() -> Vec<i32> {
+    let own = std::process::id() as i32;
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return children_by_scan(own);
+    };
+    let mut children = BTreeSet::new();
+    for task in tasks.flatten() {
+        match std::fs::read_to_string(task.path().join("children")) {
+            Ok(list) => children.extend(list.split_whitespace().filter_map(|p| p.parse::<i32>().ok())),
+            Err(_) => return children_by_scan(own),
+        }
+    }
+    children.into_iter().collect()
+}
+
+/// Children of a single-threaded process such as the nginx master.
+pub fn children_of(pid: i32) -> Vec<i32> {
+    match std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")) {
+        Ok(list) => list.split_whitespace().filter_map(|p| p.parse().ok()).collect(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound && std::path::Path::new(&format!("/proc/{pid}")).exists() => {
+            children_by_scan(pid)
+        }
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Fallback for kernels without /proc/PID/task/TID/children: scan every process's parent.
+fn children_by_scan(parent: i32) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| parent_of(*pid) == Some(parent))
+        .collect()
+}
+
+pub fn parent_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces and parentheses: fields start after the last ')'.
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    after_name.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The process title (nginx rewrites argv: "nginx: worker process").
+pub fn title(pid: i32) -> Option<String> {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let text = String::from_utf8_lossy(&raw).replace('\0', " ");
+    Some(text.trim().to_string())
+}
+
+/// The serving workers of a master (not the cache manager/loader, not old workers draining).
+pub fn workers_of(master: i32) -> Vec<i32> {
+    children_of(master)
+        .into_iter()
+        .filter(|pid| title(*pid).is_some_and(|t| t.contains("worker process") && !t.contains("shutting down")))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn pidfd_reports_exit_and_spawn_owned_shields_from_the_reaper() {
+        let mut child = spawn_owned(
+            || std::process::Command::new("sleep").arg("0.2").spawn(),
+            |c: &std::process::Child| Some(c.id()),
+        )
+        .unwrap();
+        let pid = child.id() as i32;
+        let pidfd = Pidfd::open(pid).unwrap();
+        assert!(!pidfd.has_exited());
+        assert_eq!(parent_of(pid), Some(std::process::id() as i32));
+        pidfd.exited().await;
+        assert!(pidfd.has_exited());
+        assert!(!reap_orphans().contains(&pid), "owned children are reaped by their waiter");
+        assert!(child.wait().unwrap().success());
+        release(pid);
+    }
+
+    #[tokio::test]
+    async fn pidfd_signal_kills() {
+        let mut child = spawn_owned(
+            || std::process::Command::new("sleep").arg("30").spawn(),
+            |c: &std::process::Child| Some(c.id()),
+        )
+        .unwrap();
+        let pidfd = Pidfd::open(child.id() as i32).unwrap();
+        pidfd.signal(Signal::SIGKILL).unwrap();
+        pidfd.exited().await;
+        assert!(!child.wait().unwrap().success());
+        release(child.id() as i32);
+    }
+
+    #[test]
+    fn titles_and_children_of_self() {
+        let me = std::process::id() as i32;
+        assert!(title(me).is_some());
+        assert!(parent_of(me).is_some());
+        assert!(children_of(i32::MAX).is_empty());
+    }
+}
