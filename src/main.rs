@@ -138,13 +138,8 @@ async fn check(path: &Path) -> ExitCode {
     }
 }
 
-/// The socket named by the config file; the default one when the file cannot be read, so
-/// that `status` works on a machine whose config is broken.
 fn socket_of(path: &Path) -> PathBuf {
-    match Config::load(path) {
-        Ok(config) => config.daemon.control_socket,
-        Err(_) => Config::default().daemon.control_socket,
-    }
+    nginx_ha::config::control_socket_of(path)
 }
 
 async fn status_command(path: &Path, json: bool) -> ExitCode {

@@ -307,6 +307,16 @@ pub fn parse_net(text: &str) -> Result<ipnet::IpNet, String> {
     }
 }
 
+/// The control socket a config file names, read leniently: the CLI must find the daemon even
+/// when the file has errors (e.g. to get `reload` to report them).
+pub fn control_socket_of(path: &Path) -> PathBuf {
+    let lenient = std::fs::read_to_string(path).ok().and_then(|text| text.parse::<toml::Table>().ok());
+    lenient
+        .as_ref()
+        .and_then(|table| table.get("daemon")?.get("control_socket")?.as_str().map(PathBuf::from))
+        .unwrap_or_else(default_control_socket)
+}
+
 /// One problem in the config file, with where it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {

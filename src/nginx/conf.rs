@@ -117,6 +117,32 @@ pub fn parse_dump(text: &str, main: &Path, prefix: Option<&Path>) -> ConfigDump 
     dump
 }
 
+/// What the config includes, found without nginx's help: for a config nginx rejects (so
+/// `nginx -T` says nothing), the files to watch for the fix. Follows `include` lines and
+/// globs from the main file; statements spread over several lines are not seen.
+pub fn scan_includes(main: &Path) -> ConfigDump {
+    let config_dir = main.parent().map(Path::to_path_buf).unwrap_or_default();
+    let mut dump = ConfigDump::default();
+    let mut pending = vec![main.to_path_buf()];
+    while let Some(file) = pending.pop() {
+        if dump.files.contains(&file) || dump.files.len() > 10_000 {
+            continue;
+        }
+        let text = std::fs::read_to_string(&file).unwrap_or_default();
+        dump.files.push(file);
+        for statement in text.lines().flat_map(|line| line.split('#').next().unwrap_or("").split(';')) {
+            let statement = format!("{};", statement.trim());
+            let Some(argument) = directive_argument(statement.trim_start_matches(['{', '}', ' ']), "include") else { continue };
+            let pattern = config_dir.join(argument);
+            if let Ok(paths) = glob::glob(&pattern.to_string_lossy()) {
+                pending.extend(paths.flatten());
+            }
+            dump.include_patterns.push(pattern);
+        }
+    }
+    dump
+}
+
 /// `NAME ARG;` → ARG (quotes removed); None for other statements.
 fn directive_argument<'a>(statement: &'a str, name: &str) -> Option<&'a str> {
     let rest = statement.strip_prefix(name)?;
@@ -167,6 +193,21 @@ mod tests {
         );
         assert_eq!(dump.include_patterns, ["/etc/nginx/conf.d/*.conf", "/etc/nginx/mime.types"].map(PathBuf::from));
         assert_eq!(dump.pid_file, Some(PathBuf::from("/run/nginx.pid")));
+    }
+
+    #[test]
+    fn scan_follows_includes_of_a_broken_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir(d.join("sites")).unwrap();
+        std::fs::write(d.join("nginx.conf"), "events {}\nhttp { include sites/*.conf; # all sites\n  include mime.types; }\n").unwrap();
+        std::fs::write(d.join("sites/a.conf"), "server { lisen 80; }\ninclude snippets.conf;\n").unwrap();
+        std::fs::write(d.join("mime.types"), "types {}\n").unwrap();
+        let dump = scan_includes(&d.join("nginx.conf"));
+        assert!(dump.files.contains(&d.join("sites/a.conf")), "{dump:?}");
+        assert!(dump.files.contains(&d.join("mime.types")), "{dump:?}");
+        assert!(dump.include_patterns.contains(&d.join("sites/*.conf")), "{dump:?}");
+        assert!(dump.include_patterns.contains(&d.join("snippets.conf")), "{dump:?}");
     }
 
     #[test]

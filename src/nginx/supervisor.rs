@@ -526,7 +526,10 @@ impl Supervisor {
             }
             Internal::Tested(result) => {
                 if let Err(e) = &result {
-                    error!("nginx config test failed; nginx keeps running its current config:\n{e}");
+                    let consequence = if self.master.is_some() { "nginx keeps running its current config" } else { "nginx is not started" };
+                    error!("nginx config test failed; {consequence}:\n{e}");
+                    // The fix may come in a file the config now includes.
+                    self.refresh_watch();
                 }
                 self.feed(Event::ConfigTested(result)).await;
             }
@@ -550,13 +553,7 @@ impl Supervisor {
                 debug!(path = %path.display(), "nginx config file changed");
                 self.debounce_until = Some(Instant::now() + self.config.debounce);
             }
-            Internal::Dumped(dump) => {
-                if let Some(watcher) = &mut self.watcher
-                    && let Err(e) = watcher.set(&dump)
-                {
-                    warn!("{e}; changes there will not trigger a reload");
-                }
-            }
+            Internal::Dumped(dump) => self.apply_watch_set(&dump),
         }
     }
 
@@ -641,10 +638,13 @@ impl Supervisor {
                 }
             }
         });
-        let fallback = ConfigDump { files: vec![self.config.config.clone()], ..Default::default() };
-        let dump = conf::dump(&self.config.binary, &self.config.config).await.unwrap_or(fallback);
+        let dump = watch_set(&self.config.binary, &self.config.config).await;
+        self.apply_watch_set(&dump);
+    }
+
+    fn apply_watch_set(&mut self, dump: &ConfigDump) {
         if let Some(watcher) = &mut self.watcher
-            && let Err(e) = watcher.set(&dump)
+            && let Err(e) = watcher.set(dump)
         {
             warn!("{e}; changes there will not trigger a reload");
         }
@@ -657,9 +657,7 @@ impl Supervisor {
         }
         let (binary, config, tx) = (self.config.binary.clone(), self.config.config.clone(), self.internal_tx.clone());
         tokio::spawn(async move {
-            if let Ok(dump) = conf::dump(&binary, &config).await {
-                let _ = tx.send(Internal::Dumped(dump));
-            }
+            let _ = tx.send(Internal::Dumped(watch_set(&binary, &config).await));
         });
     }
 
@@ -743,6 +741,14 @@ impl Supervisor {
             *current = status;
             changed
         });
+    }
+}
+
+/// The files to watch: what nginx says it reads, or what a scan finds if nginx rejects it.
+async fn watch_set(binary: &std::path::Path, config: &std::path::Path) -> ConfigDump {
+    match conf::dump(binary, config).await {
+        Ok(dump) => dump,
+        Err(_) => conf::scan_includes(config),
     }
 }
 

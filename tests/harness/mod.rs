@@ -1,0 +1,260 @@
+//! Drives the real nginx-ha binary with real nginx in a temp dir on loopback.
+//! Every process a test starts is stopped by pid when the test ends, even on panic.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_nginx-ha");
+
+/// Generous: tests assert behaviour, benchmarks measure time.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+pub fn nginx_binary() -> PathBuf {
+    ["/usr/sbin/nginx", "/usr/bin/nginx"].iter().map(PathBuf::from).find(|p| p.exists()).expect("nginx is installed (.ci/run installs it)")
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A temp dir with an nginx config answering `body` on a free loopback port, and an
+/// nginx-ha config supervising it.
+pub struct Setup {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+}
+
+impl Setup {
+    pub fn new(body: &str) -> Setup {
+        Self::with_health(body, "interval_ms = 200\ntimeout_ms = 150\nfall = 2\nrise = 2\n")
+    }
+
+    /// `health` is the body of the [health] table; `{port}` in it is replaced.
+    pub fn with_health(body: &str, health: &str) -> Setup {
+        let dir = tempfile::Builder::new().prefix("nginx-ha-test-").tempdir().unwrap();
+        let port = free_port();
+        let setup = Setup { dir, port };
+        let d = setup.dir.path().display().to_string();
+        setup.write(
+            "nginx.conf",
+            &format!(
+                "worker_processes 2;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{ worker_connections 256; }}\n\
+                 http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  include {d}/sites/*.conf;\n}}\n"
+            ),
+        );
+        std::fs::create_dir(setup.path("sites")).unwrap();
+        setup.set_body(body);
+        let health = health.replace("{port}", &port.to_string());
+        setup.write(
+            "nginx-ha.toml",
+            &format!(
+                "[nginx]\nbinary = \"{}\"\nconfig = \"{d}/nginx.conf\"\nwatch_debounce_ms = 50\nstop_timeout_ms = 3000\n\n\
+                 [health]\nhttp = \"http://127.0.0.1:{port}/\"\n{health}\n\
+                 [daemon]\ncontrol_socket = \"{d}/control.sock\"\nstate_dir = \"{d}/state\"\n",
+                nginx_binary().display()
+            ),
+        );
+        setup
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn write(&self, name: &str, text: &str) {
+        std::fs::write(self.path(name), text).unwrap();
+    }
+
+    pub fn site(&self, body: &str) -> String {
+        format!("server {{\n  listen 127.0.0.1:{};\n  location / {{ return 200 \"{body}\\n\"; }}\n}}\n", self.port)
+    }
+
+    /// Rewrites the included site file in place.
+    pub fn set_body(&self, body: &str) {
+        self.write("sites/site.conf", &self.site(body));
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.path("nginx-ha.toml")
+    }
+
+    pub fn start(&self) -> Daemon {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.path("daemon.log")).unwrap();
+        let child = Command::new(BIN)
+            .args(["run", "-c"])
+            .arg(self.config())
+            .env("RUST_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        Daemon { child: Some(child), config: self.config(), log: self.path("daemon.log"), port: self.port, nginx_pids: Vec::new() }
+    }
+
+    pub fn cli(&self, args: &[&str]) -> Output {
+        let mut command = Command::new(BIN);
+        command.args(args).arg("-c").arg(self.config());
+        command.output().unwrap()
+    }
+}
+
+pub struct Daemon {
+    child: Option<Child>,
+    pub config: PathBuf,
+    pub log: PathBuf,
+    pub port: u16,
+    /// nginx processes seen, stopped by pid at the end of the test.
+    nginx_pids: Vec<i32>,
+}
+
+impl Daemon {
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().map(|c| c.id() as i32).unwrap_or(0)
+    }
+
+    pub fn status(&self) -> Option<serde_json::Value> {
+        let out = Command::new(BIN).args(["status", "--json", "-c"]).arg(&self.config).output().unwrap();
+        if !out.status.success() {
+            return None;
+        }
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
+    pub fn nginx(&mut self) -> serde_json::Value {
+        let status = self.status().expect("the daemon answers");
+        self.remember(&status);
+        status["nginx"].clone()
+    }
+
+    fn remember(&mut self, status: &serde_json::Value) {
+        let nginx = &status["nginx"];
+        let pids = nginx["master_pid"].as_i64().into_iter().chain(nginx["worker_pids"].as_array().into_iter().flatten().filter_map(|p| p.as_i64()));
+        for pid in pids {
+            if !self.nginx_pids.contains(&(pid as i32)) {
+                self.nginx_pids.push(pid as i32);
+            }
+        }
+    }
+
+    /// Polls the status until `check` holds; panics with the log after PATIENCE.
+    pub fn wait_for(&mut self, what: &str, check: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.status() {
+                self.remember(&status);
+                if check(&status["nginx"]) {
+                    return status["nginx"].clone();
+                }
+            }
+            if Instant::now() > deadline {
+                panic!("timed out waiting for {what}; status: {:?}\nlog:\n{}", self.status(), self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn wait_serving(&mut self) -> serde_json::Value {
+        self.wait_for("nginx running and healthy", |n| n["state"] == "running" && n["healthy"] == true)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGKILL the daemon itself (nginx keeps running).
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM and wait for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("daemon running");
+        signal(child.id() as i32, libc::SIGTERM);
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "daemon did not stop after SIGTERM:\n{}", self.log_text());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            signal(child.id() as i32, libc::SIGTERM);
+            for _ in 0..100 {
+                if child.try_wait().ok().flatten().is_some() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(30));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        // Only processes this test saw as its nginx, and only if they still are nginx.
+        for &pid in &self.nginx_pids {
+            if is_nginx(pid) {
+                signal(pid, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+pub fn signal(pid: i32, sig: i32) {
+    // SAFETY: kill(2) with a pid we started or saw as our nginx.
+    unsafe {
+        libc::kill(pid, sig);
+    }
+}
+
+pub fn is_nginx(pid: i32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.starts_with(b"nginx"))
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z')))
+}
+
+pub fn alive(pid: i32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists() && is_nginx(pid)
+}
+
+/// One HTTP GET on loopback; the body, or None on any failure.
+pub fn get(port: u16) -> Option<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    stream.write_all(b"GET / HTTP/1.0\r\nHost: test\r\n\r\n").ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).ok()?;
+    if !answer.starts_with("HTTP/1.1 200") {
+        return None;
+    }
+    answer.split("\r\n\r\n").nth(1).map(|b| b.trim().to_string())
+}
+
+/// Waits until GET answers `body`.
+pub fn wait_body(port: u16, body: &str, log: impl Fn() -> String) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let got = get(port);
+        if got.as_deref() == Some(body) {
+            return;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out waiting for body {body:?}, last got {got:?}; log:\n{}", log());
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+pub fn pids(value: &serde_json::Value) -> Vec<i32> {
+    value.as_array().into_iter().flatten().filter_map(|p| p.as_i64()).map(|p| p as i32).collect()
+}

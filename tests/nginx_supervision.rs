@@ -1,0 +1,291 @@
+//! The supervisor against real nginx: start, crashes, hangs, hot reloads, adoption, CLI.
+
+mod harness;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use harness::*;
+
+#[test]
+fn starts_nginx_and_serves() {
+    let setup = Setup::new("hello");
+    let mut daemon = setup.start();
+    let nginx = daemon.wait_serving();
+    assert_eq!(get(setup.port).as_deref(), Some("hello"));
+    assert_eq!(pids(&nginx["worker_pids"]).len(), 2, "worker_processes 2: {nginx}");
+    assert_eq!(nginx["restarts"], 0);
+    assert_eq!(nginx["config_error"], serde_json::Value::Null);
+    let master = nginx["master_pid"].as_i64().unwrap() as i32;
+    assert!(alive(master));
+
+    let table = setup.cli(&["status"]);
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(table.contains("nginx    running, healthy"), "{table}");
+
+    assert!(daemon.terminate().success(), "clean stop exits 0");
+    assert!(!alive(master), "nginx is stopped with the daemon");
+    assert_eq!(setup.cli(&["status"]).status.code(), Some(3), "no daemon answers: exit 3");
+}
+
+#[test]
+fn kill_9_of_master_and_workers_restarts_nginx() {
+    let setup = Setup::new("up");
+    let mut daemon = setup.start();
+    let before = daemon.wait_serving();
+    let master = before["master_pid"].as_i64().unwrap() as i32;
+    signal(master, libc::SIGKILL);
+    for worker in pids(&before["worker_pids"]) {
+        signal(worker, libc::SIGKILL);
+    }
+    let after = daemon.wait_for("a new master serving", |n| {
+        n["master_pid"].as_i64().is_some_and(|p| p as i32 != master) && n["state"] == "running" && n["healthy"] == true
+    });
+    assert_eq!(after["restarts"], 1);
+    wait_body(setup.port, "up", || daemon.log_text());
+    assert!(daemon.log_text().contains("killed by signal 9"), "the exit is explained in the log");
+}
+
+#[test]
+fn kill_9_of_the_master_alone_leaves_no_orphan() {
+    let setup = Setup::new("orphans");
+    let mut daemon = setup.start();
+    let before = daemon.wait_serving();
+    let master = before["master_pid"].as_i64().unwrap() as i32;
+    let old_workers = pids(&before["worker_pids"]);
+    signal(master, libc::SIGKILL);
+    daemon.wait_for("a new master serving", |n| {
+        n["master_pid"].as_i64().is_some_and(|p| p as i32 != master) && n["healthy"] == true
+    });
+    wait_body(setup.port, "orphans", || daemon.log_text());
+    for worker in old_workers {
+        assert!(!alive(worker), "orphaned worker {worker} of the dead master is gone (killed and reaped)");
+        let zombie = std::fs::read_to_string(format!("/proc/{worker}/stat")).is_ok_and(|s| s.contains(") Z "));
+        assert!(!zombie, "worker {worker} was reaped, not left a zombie");
+    }
+}
+
+#[test]
+fn a_worker_crash_is_counted_and_the_master_respawns_it() {
+    let setup = Setup::new("w");
+    let mut daemon = setup.start();
+    let before = daemon.wait_serving();
+    let victim = pids(&before["worker_pids"])[0];
+    signal(victim, libc::SIGKILL);
+    let after = daemon.wait_for("the worker exit counted and a new worker tracked", |n| {
+        n["worker_exits"] == 1 && pids(&n["worker_pids"]).len() == 2 && !pids(&n["worker_pids"]).contains(&victim)
+    });
+    assert_eq!(after["master_pid"], before["master_pid"], "a worker death is not a crash");
+    assert_eq!(after["restarts"], 0);
+}
+
+#[test]
+fn a_hung_nginx_becomes_unhealthy_and_recovers() {
+    let setup = Setup::new("hang");
+    let mut daemon = setup.start();
+    let nginx = daemon.wait_serving();
+    let all: Vec<i32> = std::iter::once(nginx["master_pid"].as_i64().unwrap() as i32).chain(pids(&nginx["worker_pids"])).collect();
+    for &pid in &all {
+        signal(pid, libc::SIGSTOP);
+    }
+    let stopped_at = Instant::now();
+    let hung = daemon.wait_for("unhealthy", |n| n["healthy"] == false);
+    // fall (2) × interval (200 ms) + timeout, with generous slack for a loaded CI machine.
+    assert!(stopped_at.elapsed() < Duration::from_secs(5), "noticed after {:?}", stopped_at.elapsed());
+    assert_eq!(hung["state"], "running", "a hang is reported, the process is not restarted");
+    assert!(hung["last_probe_error"].as_str().is_some_and(|e| e.contains("no answer")), "{hung}");
+    for &pid in &all {
+        signal(pid, libc::SIGCONT);
+    }
+    let back = daemon.wait_serving();
+    assert_eq!(back["master_pid"], nginx["master_pid"]);
+}
+
+#[test]
+fn editing_an_included_file_reloads_nginx() {
+    let setup = Setup::new("one");
+    let mut daemon = setup.start();
+    let before = daemon.wait_serving();
+    setup.set_body("two");
+    wait_body(setup.port, "two", || daemon.log_text());
+    let after = daemon.wait_for("the reload confirmed", |n| n["state"] == "running");
+    assert_eq!(after["master_pid"], before["master_pid"], "a reload, not a restart");
+    assert_eq!(after["restarts"], 0);
+}
+
+#[test]
+fn editor_style_rename_and_main_file_edits_reload_nginx() {
+    let setup = Setup::new("a");
+    let mut daemon = setup.start();
+    daemon.wait_serving();
+    // write-to-temp-and-rename, as vim and most editors do
+    setup.write("sites/.site.conf.swp", &setup.site("b"));
+    std::fs::rename(setup.path("sites/.site.conf.swp"), setup.path("sites/site.conf")).unwrap();
+    wait_body(setup.port, "b", || daemon.log_text());
+    // the main file: add a directive
+    let main = std::fs::read_to_string(setup.path("nginx.conf")).unwrap();
+    setup.write("nginx.conf", &main.replace("access_log off;", "access_log off;\n  add_header X-Test main;"));
+    std::fs::write(setup.path("sites/site.conf"), setup.site("c")).unwrap();
+    wait_body(setup.port, "c", || daemon.log_text());
+}
+
+#[test]
+fn a_new_file_in_an_included_directory_is_picked_up() {
+    let setup = Setup::new("base");
+    let mut daemon = setup.start();
+    daemon.wait_serving();
+    let port = free_port();
+    setup.write("sites/extra.conf", &format!("server {{ listen 127.0.0.1:{port}; location / {{ return 200 \"extra\\n\"; }} }}\n"));
+    wait_body(port, "extra", || daemon.log_text());
+}
+
+#[test]
+fn an_invalid_config_never_reaches_nginx() {
+    let setup = Setup::new("good");
+    let mut daemon = setup.start();
+    let before = daemon.wait_serving();
+    setup.write("sites/site.conf", "server { lisen 80; }\n");
+    let rejected = daemon.wait_for("config_error set", |n| n["config_error"].is_string());
+    let error = rejected["config_error"].as_str().unwrap();
+    assert!(error.contains("unknown directive \"lisen\"") && error.contains("site.conf:1"), "{error}");
+    assert_eq!(rejected["master_pid"], before["master_pid"], "nginx not restarted");
+    assert_eq!(rejected["worker_pids"], before["worker_pids"], "nginx not even reloaded");
+    assert_eq!(get(setup.port).as_deref(), Some("good"), "the old config keeps serving");
+    assert_eq!(rejected["healthy"], true);
+
+    let out = setup.cli(&["reload"]);
+    assert_eq!(out.status.code(), Some(1), "reload is rejected");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("lisen"), "with the reason");
+
+    setup.set_body("fixed");
+    wait_body(setup.port, "fixed", || daemon.log_text());
+    daemon.wait_for("config_error cleared", |n| n["config_error"].is_null());
+    let out = setup.cli(&["reload"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn reload_rereads_the_own_config_and_rejects_a_broken_one() {
+    let setup = Setup::new("r");
+    let mut daemon = setup.start();
+    daemon.wait_serving();
+    let good = std::fs::read_to_string(setup.config()).unwrap();
+    setup.write("nginx-ha.toml", &format!("{good}\n[bogus]\nx = 1\n"));
+    let out = setup.cli(&["reload"]);
+    // The CLI finds the socket from the (now broken) file's default, so point it explicitly.
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    setup.write("nginx-ha.toml", &good);
+    if out.status.code() == Some(1) {
+        assert!(stderr.contains("unknown field `bogus`"), "{stderr}");
+        let nginx = daemon.nginx();
+        assert!(nginx["config_error"].as_str().is_some_and(|e| e.contains("bogus")), "{nginx}");
+    } else {
+        panic!("expected exit 1, got {:?}: {stderr}", out.status.code());
+    }
+    let out = setup.cli(&["reload"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(daemon.nginx()["config_error"].is_null());
+}
+
+#[test]
+fn a_restarted_daemon_adopts_the_running_nginx_without_failed_requests() {
+    let setup = Setup::new("adopt");
+    let mut daemon = setup.start();
+    let before = daemon.wait_serving();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let client = {
+        let (stop, ok, failed, port) = (stop.clone(), ok.clone(), failed.clone(), setup.port);
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                match get(port) {
+                    Some(_) => ok.fetch_add(1, Ordering::Relaxed),
+                    None => failed.fetch_add(1, Ordering::Relaxed),
+                };
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+
+    daemon.kill9();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut second = setup.start();
+    let after = second.wait_serving();
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    client.join().unwrap();
+
+    assert_eq!(after["master_pid"], before["master_pid"], "the same master, adopted");
+    assert_eq!(after["adopted"], true);
+    assert_eq!(after["restarts"], 0);
+    assert!(ok.load(Ordering::Relaxed) > 10);
+    assert_eq!(failed.load(Ordering::Relaxed), 0, "no failed request across the daemon restart");
+    assert!(second.log_text().contains("adopted the running nginx master"));
+
+    // The adopted master is still supervised: a crash is restarted.
+    let master = after["master_pid"].as_i64().unwrap() as i32;
+    signal(master, libc::SIGKILL);
+    second.wait_for("restart after adoption", |n| n["master_pid"].as_i64().is_some_and(|p| p as i32 != master) && n["healthy"] == true);
+    for worker in pids(&after["worker_pids"]) {
+        assert!(!alive(worker), "orphaned worker {worker} of the adopted master was killed");
+    }
+}
+
+#[test]
+fn bad_startup_config_is_failed_until_fixed() {
+    let setup = Setup::new("later");
+    setup.write("sites/site.conf", "server { lisen 80; }\n");
+    let mut daemon = setup.start();
+    let failed = daemon.wait_for("failed with the nginx error", |n| n["state"] == "failed" && n["config_error"].is_string());
+    assert!(failed["master_pid"].is_null(), "nothing was started");
+    setup.set_body("later");
+    wait_body(setup.port, "later", || daemon.log_text());
+    daemon.wait_serving();
+}
+
+#[test]
+fn check_validates_both_configs() {
+    let setup = Setup::new("c");
+    let out = setup.cli(&["check"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    setup.write("sites/site.conf", "server { lisen 80; }\n");
+    let out = setup.cli(&["check"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown directive \"lisen\""));
+
+    setup.set_body("c");
+    let toml = std::fs::read_to_string(setup.config()).unwrap();
+    setup.write("nginx-ha.toml", &toml.replace("[health]\n", "[health]\nfal = 3\n"));
+    let out = setup.cli(&["check"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let expected = format!("{}:", setup.config().display());
+    assert!(stderr.starts_with(&expected) && stderr.contains("unknown field `fal`"), "{stderr}");
+    let line_col = stderr[expected.len()..].split(':').take(2).collect::<Vec<_>>();
+    assert!(line_col.iter().all(|n| n.parse::<u32>().is_ok()), "file:line:col: {stderr}");
+}
+
+#[test]
+fn a_daemon_directive_in_the_nginx_config_is_explained() {
+    let setup = Setup::new("d");
+    let main = std::fs::read_to_string(setup.path("nginx.conf")).unwrap();
+    setup.write("nginx.conf", &format!("daemon on;\n{main}"));
+    let out = setup.cli(&["check"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("remove the `daemon`"), "{stderr}");
+}
+
+#[test]
+fn a_second_daemon_on_the_same_socket_refuses_to_start() {
+    let setup = Setup::new("one");
+    let mut first = setup.start();
+    first.wait_serving();
+    let out = std::process::Command::new(BIN).args(["run", "-c"]).arg(setup.config()).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("another nginx-ha is running"));
+    first.wait_serving();
+}
