@@ -131,8 +131,9 @@ pub fn scan_includes(main: &Path) -> ConfigDump {
         let text = std::fs::read_to_string(&file).unwrap_or_default();
         dump.files.push(file);
         for statement in text.lines().flat_map(|line| line.split('#').next().unwrap_or("").split(';')) {
-            let statement = format!("{};", statement.trim());
-            let Some(argument) = directive_argument(statement.trim_start_matches(['{', '}', ' ']), "include") else { continue };
+            // The statement starts after the last block brace on its line ("http { include x").
+            let statement = format!("{};", statement.rsplit(['{', '}']).next().unwrap_or("").trim());
+            let Some(argument) = directive_argument(&statement, "include") else { continue };
             let pattern = config_dir.join(argument);
             if let Ok(paths) = glob::glob(&pattern.to_string_lossy()) {
                 pending.extend(paths.flatten());
