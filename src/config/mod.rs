@@ -356,7 +356,8 @@ impl Config {
             }])
         })?;
         let mut config = Self::parse(&text, path)?;
-        config.resolve_relative_paths(path.parent().unwrap_or(Path::new(".")));
+        let dir = path.parent().filter(|dir| !dir.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        config.resolve_relative_paths(&std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf()));
         Ok(config)
     }
 

@@ -51,6 +51,14 @@ fn example_config_in_conf_is_valid() {
 }
 
 #[test]
+fn local_example_is_a_valid_pure_supervisor() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/example/local.toml");
+    let config = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert!(config.vrrp.is_empty());
+    assert!(config.nginx.config.ends_with("conf/example/nginx.conf") && config.nginx.config.is_absolute());
+}
+
+#[test]
 fn unknown_key_names_its_line_and_column() {
     let errs = errors("[nginx]\nconfig = \"/etc/nginx/nginx.conf\"\nwatchh = true\n");
     assert_eq!(errs.len(), 1);
