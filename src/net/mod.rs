@@ -18,7 +18,7 @@ pub use events::{NetEvent, NetEvents, events};
 ///
 /// The kernel (5.18 and later) stores it with the address and reports it back, so after a
 /// crash the daemon finds the VIPs it left behind with [`Net::addresses_with_proto`].
-/// `ip addr` shows it as `proto 110`. Values 1..=3 are the kernel's own (lo, RA, link-local).
+/// Values 1..=3 are the kernel's own (loopback, router advertisement, link-local).
 pub const OWNER_PROTO: u8 = 0x6e;
 
 /// An address family: one VRRP socket and one primary address per family.
