@@ -22,7 +22,11 @@ use super::{AddressInfo, LinkInfo, NetError};
 pub enum NetEvent {
     /// Reported only when `up` changes (the kernel repeats RTM_NEWLINK for many other
     /// reasons); a deleted link is reported as down.
-    LinkChanged { index: u32, name: String, up: bool },
+    LinkChanged {
+        index: u32,
+        name: String,
+        up: bool,
+    },
     /// Also repeated when an address's flags change, e.g. when IPv6 DAD completes.
     AddressAdded(AddressInfo),
     AddressRemoved(AddressInfo),
@@ -79,10 +83,18 @@ impl NetEvents {
             RouteNetlinkMessage::DelLink(m) => {
                 let link = LinkInfo::from_message(&m)?;
                 self.link_up.remove(&link.index);
-                Some(NetEvent::LinkChanged { index: link.index, name: link.name, up: false })
+                Some(NetEvent::LinkChanged {
+                    index: link.index,
+                    name: link.name,
+                    up: false,
+                })
             }
-            RouteNetlinkMessage::NewAddress(m) => AddressInfo::from_message(&m).map(NetEvent::AddressAdded),
-            RouteNetlinkMessage::DelAddress(m) => AddressInfo::from_message(&m).map(NetEvent::AddressRemoved),
+            RouteNetlinkMessage::NewAddress(m) => {
+                AddressInfo::from_message(&m).map(NetEvent::AddressAdded)
+            }
+            RouteNetlinkMessage::DelAddress(m) => {
+                AddressInfo::from_message(&m).map(NetEvent::AddressRemoved)
+            }
             _ => None,
         }
     }
