@@ -1,1 +1,81 @@
-//! net
+//! The kernel's network state as nginx-ha needs it: addresses (VIPs, aliases) through
+//! rtnetlink, link and address events, and gratuitous ARP / unsolicited neighbour
+//! advertisements after a takeover. Everything goes through sockets; nothing runs `ip`.
+
+mod address;
+mod announce;
+mod events;
+
+use std::{fmt, io, net::IpAddr};
+
+use ipnet::IpNet;
+
+pub use address::{Added, AddressInfo, LinkInfo, Net, Removed};
+pub use announce::announce;
+pub use events::{NetEvent, NetEvents, events};
+
+/// The `IFA_PROTO` value marking addresses that nginx-ha added (0x6e, ASCII `n`).
+///
+/// The kernel (5.18 and later) stores it with the address and reports it back, so after a
+/// crash the daemon finds the VIPs it left behind with [`Net::addresses_with_proto`].
+/// Values 1..=3 are the kernel's own (loopback, router advertisement, link-local).
+pub const OWNER_PROTO: u8 = 0x6e;
+
+/// An address family: one VRRP socket and one primary address per family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    pub fn of(addr: IpAddr) -> Family {
+        match addr {
+            IpAddr::V4(_) => Family::V4,
+            IpAddr::V6(_) => Family::V6,
+        }
+    }
+}
+
+impl fmt::Display for Family {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Family::V4 => "IPv4",
+            Family::V6 => "IPv6",
+        })
+    }
+}
+
+/// What went wrong, naming the interface and address concerned. `error` fields keep the
+/// kernel's errno (`raw_os_error`) for callers that need to tell causes apart.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    #[error("cannot open a netlink socket: {0}")]
+    Connect(io::Error),
+    #[error("no network interface named {0:?}")]
+    NoSuchLink(String),
+    #[error("no network interface with index {0}")]
+    NoSuchIndex(u32),
+    #[error("invalid label {label:?} for {address} on {interface}: {reason}")]
+    InvalidLabel {
+        interface: String,
+        address: IpNet,
+        label: String,
+        reason: String,
+    },
+    #[error("cannot {action} address {address} on {interface}: {error}")]
+    Address {
+        action: &'static str,
+        interface: String,
+        address: IpNet,
+        error: io::Error,
+    },
+    #[error("cannot read {what} from the kernel: {error}")]
+    Query { what: String, error: io::Error },
+    #[error("cannot announce {address} on {interface}: {error}")]
+    Announce {
+        interface: String,
+        address: IpAddr,
+        error: io::Error,
+    },
+}

@@ -1,1 +1,2 @@
 //! vrrp
+pub mod socket;
