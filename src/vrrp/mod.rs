@@ -2,3 +2,4 @@
 //! advertisements, `router` is the state machine of one virtual router.
 
 pub mod packet;
+pub mod router;
