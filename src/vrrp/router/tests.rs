@@ -406,6 +406,42 @@ fn preempt_delay_accepts_a_lower_master_until_it_has_passed() {
 }
 
 #[test]
+fn preempt_delay_counts_again_after_a_restart() {
+    let mut sim = a_joins_running_b(RouterConfig {
+        preempt_delay: secs(10),
+        ..config(150)
+    });
+    sim.run_until(secs(30));
+    sim.input(0, Input::Shutdown);
+    sim.run_until(secs(40));
+    assert_eq!(sim.masters(), [1]);
+    sim.start(0);
+    sim.run_until(secs(60));
+    // B is master from 30.60 s; its advert at 49.60 s is the last A accepts.
+    assert_eq!(
+        sim.transitions(0)[3..],
+        [(secs(40), State::Backup), (ms(53010), State::Master)]
+    );
+}
+
+#[test]
+fn preempt_delay_does_not_apply_again_after_a_fault() {
+    let mut sim = a_joins_running_b(RouterConfig {
+        preempt_delay: secs(10),
+        ..config(150)
+    });
+    sim.run_until(secs(30));
+    sim.input(0, Input::Health { healthy: false });
+    sim.run_until(secs(40));
+    sim.input(0, Input::Health { healthy: true });
+    sim.run_until(secs(60));
+    assert_eq!(
+        sim.transitions(0)[3..],
+        [(secs(40), State::Backup), (ms(43410), State::Master)]
+    );
+}
+
+#[test]
 fn address_owner_takes_over_at_once_and_always_preempts() {
     let mut sim = a_joins_running_b(RouterConfig {
         preempt: false,
@@ -635,6 +671,39 @@ fn demoted_master_loses_to_a_preempting_peer_and_wins_back_when_healthy() {
     // 3 × 100 + 166 × 100 / 256 = 364 cs.
     assert_eq!(sim.transitions(0).last(), Some(&(ms(22650), State::Master)));
     assert_eq!(sim.masters(), [0]);
+}
+
+#[test]
+fn restored_owner_preempts_even_without_preempt() {
+    let a = RouterConfig {
+        preempt: false,
+        failure_mode: FailureMode::Demote { weight: 200 },
+        ..config(255)
+    };
+    let mut sim = Sim::new(vec![(a, A), (config(100), B)]);
+    sim.start(1);
+    sim.run_until(secs(10));
+    sim.input(
+        0,
+        Input::TrackedLink {
+            name: "eth1".into(),
+            up: false,
+        },
+    );
+    sim.start(0);
+    sim.run_until(secs(20));
+    assert_eq!(sim.transitions(0), [(secs(10), State::Backup)]);
+    sim.input(
+        0,
+        Input::TrackedLink {
+            name: "eth1".into(),
+            up: true,
+        },
+    );
+    sim.run_until(secs(30));
+    // Back at 255, A ignores B's adverts from 20.60 s on; its timer from B's advert at
+    // 19.60 s (set while at 55: 3 × 100 + 201 × 100 / 256 = 378 cs) runs out.
+    assert_eq!(sim.transitions(0).last(), Some(&(ms(23380), State::Master)));
 }
 
 #[test]
