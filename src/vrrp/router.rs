@@ -336,6 +336,23 @@ pub struct RouterStatus {
     pub counters: Counters,
 }
 
+/// Why a received packet was dropped; each maps to one counter.
+enum Rejection {
+    Ttl,
+    Version,
+    Type,
+    Checksum,
+    Malformed,
+    OtherVrid,
+    Auth,
+    /// A v2 advert's interval, in centiseconds, that differs from ours.
+    Interval(u16),
+    AddressFamily,
+    Own,
+    UnknownPeer,
+}
+
+#[derive(Debug)]
 pub struct Router {
     config: RouterConfig,
     /// Our Advertisement_Interval in centiseconds.
@@ -394,10 +411,13 @@ impl Router {
         }
     }
 
+    /// The configuration, e.g. for the VIPs to add on `Action::AddVips`.
     pub fn config(&self) -> &RouterConfig {
         &self.config
     }
 
+    /// Feeds one input at `now` (never earlier than a previous call's) and returns what to do,
+    /// in order.
     pub fn handle(&mut self, now: Instant, input: Input) -> Vec<Action> {
         let mut out = Vec::new();
         match input {
@@ -459,6 +479,7 @@ impl Router {
         out
     }
 
+    /// When to come back with `Input::TimerFired`; `None`: only other inputs can change anything.
     pub fn next_deadline(&self) -> Option<Instant> {
         [self.master_down_at, self.advert_at, self.reannounce_at]
             .into_iter()
@@ -631,8 +652,6 @@ impl Router {
         }
     }
 
-    /// Validates a received packet in the order RFC 5798 §7.1 lists the checks, counting
-    /// each rejection, then runs the BACKUP or MASTER receive logic.
     fn receive(
         &mut self,
         now: Instant,
@@ -645,84 +664,20 @@ impl Router {
         if !matches!(self.state, State::Backup | State::Master) {
             return;
         }
-        let expected_auth = self.expected_auth();
-        let counters = &mut self.counters;
-        // Unicast adverts are sent with 255 too, but are accepted with any TTL like keepalived.
-        if dst.is_multicast() && hop_limit != HOP_LIMIT {
-            counters.ttl_errors += 1;
-            return;
-        }
-        // Checked before decoding so that a packet of the other version counts as such even
-        // when its checksum does not verify under our options.
-        if payload
-            .first()
-            .is_some_and(|byte| byte >> 4 != self.config.version.number())
-        {
-            counters.version_errors += 1;
-            return;
-        }
-        let advert = match packet::decode(payload, src, dst, &self.config.codec) {
+        let advert = match self.validate(src, dst, hop_limit, payload) {
             Ok(advert) => advert,
-            Err(error) => {
-                let counter = match error {
-                    PacketError::Version(_) => &mut counters.version_errors,
-                    PacketError::Type(_) => &mut counters.type_errors,
-                    PacketError::Checksum => &mut counters.checksum_errors,
-                    PacketError::AddressFamily => &mut counters.address_family_errors,
-                    PacketError::TooShort => &mut counters.malformed_errors,
-                    // Past the checksum the VRID byte can be trusted: another router's
-                    // malformed advert is none of our business.
-                    _ if payload[1] != self.config.vrid => &mut counters.other_vrid,
-                    PacketError::AuthType(_) => &mut counters.auth_errors,
-                    _ => &mut counters.malformed_errors,
-                };
-                *counter += 1;
-                return;
-            }
+            Err(rejection) => return self.reject(rejection, src, out),
         };
-        if advert.vrid != self.config.vrid {
-            counters.other_vrid += 1;
-            return;
-        }
-        if advert.auth != expected_auth {
-            counters.auth_errors += 1;
-            out.push(Action::Notice(Notice::AuthMismatch { from: src }));
-            return;
-        }
-        // RFC 3768 §7.1: v2 drops a differing interval; v3 adopts it instead (RFC 5798 §6.4.2).
-        if advert.version == Version::V2 && advert.interval_cs != self.interval_cs {
-            counters.interval_errors += 1;
-            out.push(Action::Notice(Notice::IntervalMismatch {
-                from: src,
-                advertised: centiseconds(advert.interval_cs),
-                ours: centiseconds(self.interval_cs),
-            }));
-            return;
-        }
-        if src.is_ipv4() != self.config.vips[0].addr().is_ipv4() {
-            counters.address_family_errors += 1;
-            return;
-        }
-        // With multicast loopback on we would hear ourselves; a master re-asserting against its
-        // own advert would loop forever.
-        if Some(src) == self.primary {
-            counters.own_adverts += 1;
-            return;
-        }
-        if !self.config.unicast_peers.is_empty() && !self.config.unicast_peers.contains(&src) {
-            counters.unknown_peer_errors += 1;
-            out.push(Action::Notice(Notice::UnknownPeer { from: src }));
-            return;
-        }
-        counters.adverts_received += 1;
+        self.counters.adverts_received += 1;
         if advert.priority == 0 {
-            counters.priority_zero_received += 1;
+            self.counters.priority_zero_received += 1;
         }
         if advert.addresses.iter().copied().collect::<BTreeSet<_>>() != self.vip_addresses {
-            counters.vip_mismatches += 1;
+            self.counters.vip_mismatches += 1;
+            let advertised = advert.addresses.clone();
             out.push(Action::Notice(Notice::VipMismatch {
                 from: src,
-                advertised: advert.addresses.clone(),
+                advertised,
             }));
         }
         if self.state == State::Master {
@@ -730,6 +685,96 @@ impl Router {
         } else {
             self.receive_as_backup(now, src, &advert);
         }
+    }
+
+    /// The checks of RFC 5798 §7.1 / RFC 3768 §7.1 in their order, plus unicast peers.
+    fn validate(
+        &self,
+        src: IpAddr,
+        dst: IpAddr,
+        hop_limit: u8,
+        payload: &[u8],
+    ) -> Result<Advert, Rejection> {
+        // Unicast adverts are sent with 255 too, but are accepted with any TTL like keepalived.
+        if dst.is_multicast() && hop_limit != HOP_LIMIT {
+            return Err(Rejection::Ttl);
+        }
+        // Checked before decoding so that a packet of the other version counts as such even
+        // when its checksum does not verify under our options.
+        if payload
+            .first()
+            .is_some_and(|byte| byte >> 4 != self.config.version.number())
+        {
+            return Err(Rejection::Version);
+        }
+        let advert =
+            packet::decode(payload, src, dst, &self.config.codec).map_err(|error| match error {
+                PacketError::Version(_) => Rejection::Version,
+                PacketError::Type(_) => Rejection::Type,
+                PacketError::Checksum => Rejection::Checksum,
+                PacketError::AddressFamily => Rejection::AddressFamily,
+                PacketError::TooShort => Rejection::Malformed,
+                // Past the checksum the VRID byte can be trusted: another router's malformed
+                // advert is none of our business.
+                _ if payload[1] != self.config.vrid => Rejection::OtherVrid,
+                PacketError::AuthType(_) => Rejection::Auth,
+                _ => Rejection::Malformed,
+            })?;
+        if advert.vrid != self.config.vrid {
+            return Err(Rejection::OtherVrid);
+        }
+        if advert.auth != self.expected_auth() {
+            return Err(Rejection::Auth);
+        }
+        // v2 drops a differing interval; v3 adopts it instead (RFC 5798 §6.4.2).
+        if advert.version == Version::V2 && advert.interval_cs != self.interval_cs {
+            return Err(Rejection::Interval(advert.interval_cs));
+        }
+        if src.is_ipv4() != self.config.vips[0].addr().is_ipv4() {
+            return Err(Rejection::AddressFamily);
+        }
+        // With multicast loopback on we would hear ourselves, and a master re-asserting
+        // against its own adverts would never stop.
+        if Some(src) == self.primary {
+            return Err(Rejection::Own);
+        }
+        if !self.config.unicast_peers.is_empty() && !self.config.unicast_peers.contains(&src) {
+            return Err(Rejection::UnknownPeer);
+        }
+        Ok(advert)
+    }
+
+    /// Counts a rejected packet; configuration mismatches are worth a notice too.
+    fn reject(&mut self, rejection: Rejection, from: IpAddr, out: &mut Vec<Action>) {
+        let counters = &mut self.counters;
+        let (counter, notice) = match rejection {
+            Rejection::Ttl => (&mut counters.ttl_errors, None),
+            Rejection::Version => (&mut counters.version_errors, None),
+            Rejection::Type => (&mut counters.type_errors, None),
+            Rejection::Checksum => (&mut counters.checksum_errors, None),
+            Rejection::Malformed => (&mut counters.malformed_errors, None),
+            Rejection::OtherVrid => (&mut counters.other_vrid, None),
+            Rejection::Auth => (
+                &mut counters.auth_errors,
+                Some(Notice::AuthMismatch { from }),
+            ),
+            Rejection::Interval(advertised) => (
+                &mut counters.interval_errors,
+                Some(Notice::IntervalMismatch {
+                    from,
+                    advertised: centiseconds(advertised),
+                    ours: centiseconds(self.interval_cs),
+                }),
+            ),
+            Rejection::AddressFamily => (&mut counters.address_family_errors, None),
+            Rejection::Own => (&mut counters.own_adverts, None),
+            Rejection::UnknownPeer => (
+                &mut counters.unknown_peer_errors,
+                Some(Notice::UnknownPeer { from }),
+            ),
+        };
+        *counter += 1;
+        out.extend(notice.map(Action::Notice));
     }
 
     /// RFC 5798 §6.4.2.
