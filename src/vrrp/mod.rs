@@ -1,2 +1,7 @@
-//! vrrp
+//! VRRP (RFC 3768 v2, RFC 5798 v3). Pure cores without I/O: `packet` encodes and decodes
+//! advertisements, `router` is the state machine of one virtual router. The shell: `socket`
+//! (raw IP protocol 112) and `shell` (timers, sockets and addresses driving the routers).
+
+pub mod packet;
+pub mod router;
 pub mod socket;

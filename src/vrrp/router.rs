@@ -1,0 +1,858 @@
+//! The state machine of one VRRP virtual router (RFC 3768 §6, RFC 5798 §6) as a pure core:
+//! inputs and the current time go in, actions come out, and `next_deadline` says when to come
+//! back with `Input::TimerFired`. No I/O and no clock reads.
+//!
+//! On top of the RFC, the router is coupled to nginx's health: it stays in INIT until nginx
+//! first reports healthy, and later failures either park it in FAULT or lower its priority.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use ipnet::IpNet;
+use thiserror::Error;
+
+use super::packet::{
+    self, Advert, Auth, CodecOptions, HOP_LIMIT, MULTICAST_V4, MULTICAST_V6, PacketError, Version,
+};
+
+#[cfg(test)]
+mod tests;
+
+/// When to repeat the gratuitous ARP / unsolicited NA burst after becoming MASTER: neighbours
+/// ignore updates within their ARP locktime (Linux: 1 s) of the previous one.
+const REANNOUNCE_DELAY: Duration = Duration::from_secs(1);
+const OWNER_PRIORITY: u8 = 255;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum State {
+    Init,
+    Backup,
+    Master,
+    Fault,
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            State::Init => "INIT",
+            State::Backup => "BACKUP",
+            State::Master => "MASTER",
+            State::Fault => "FAULT",
+        })
+    }
+}
+
+/// What an unhealthy nginx (or a tracked link going down) does to the router.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FailureMode {
+    /// Give up: FAULT, sending nothing, until healthy again.
+    Relinquish,
+    /// Keep running with the priority lowered by `weight` (never below 1).
+    Demote { weight: u8 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouterConfig {
+    pub name: String,
+    pub vrid: u8,
+    /// 1..=255; 255 marks the address owner, which takes over at once and always preempts.
+    pub priority: u8,
+    pub version: Version,
+    /// v2: whole seconds, 1..=255 s; v3: a multiple of 10 ms, 10 ms..=40.95 s.
+    pub advert_interval: Duration,
+    pub preempt: bool,
+    /// After entering BACKUP for the first time since startup, accept lower-priority masters
+    /// this long before preempting them.
+    pub preempt_delay: Duration,
+    /// VRRPv2 simple text password, zero-padded.
+    pub auth_pass: Option<[u8; 8]>,
+    pub vips: Vec<IpNet>,
+    pub failure_mode: FailureMode,
+    pub codec: CodecOptions,
+    /// Empty: multicast. Otherwise adverts go to, and are only accepted from, these addresses.
+    pub unicast_peers: Vec<IpAddr>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ConfigError {
+    #[error("VRID must be 1..=255")]
+    Vrid,
+    #[error("priority must be 1..=255 (0 is how a master announces it is leaving)")]
+    Priority,
+    #[error("at least one virtual IP is needed")]
+    NoVips,
+    #[error("at most 255 virtual IPs fit in an advert, not {0}")]
+    TooManyVips(usize),
+    #[error("virtual IPs must all be IPv4 or all IPv6")]
+    MixedVipFamilies,
+    #[error("VRRPv2 is IPv4-only; use VRRPv3 for IPv6 virtual IPs")]
+    V2Ipv6,
+    #[error("VRRPv2 advert interval must be whole seconds in 1..=255 s, not {0:?}")]
+    V2Interval(Duration),
+    #[error("VRRPv3 advert interval must be a multiple of 10 ms in 10 ms..=40.95 s, not {0:?}")]
+    V3Interval(Duration),
+    #[error("authentication exists in VRRPv2 only")]
+    V3Auth,
+    #[error("unicast peer {0} is not of the virtual IPs' address family")]
+    PeerFamily(IpAddr),
+}
+
+impl RouterConfig {
+    /// Checks everything `Router` relies on; `Router::new` panics on a config that fails this.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.vrid == 0 {
+            return Err(ConfigError::Vrid);
+        }
+        if self.priority == 0 {
+            return Err(ConfigError::Priority);
+        }
+        let Some(first) = self.vips.first() else {
+            return Err(ConfigError::NoVips);
+        };
+        if self.vips.len() > usize::from(u8::MAX) {
+            return Err(ConfigError::TooManyVips(self.vips.len()));
+        }
+        let ipv4 = first.addr().is_ipv4();
+        if self.vips.iter().any(|vip| vip.addr().is_ipv4() != ipv4) {
+            return Err(ConfigError::MixedVipFamilies);
+        }
+        if let Some(&peer) = self
+            .unicast_peers
+            .iter()
+            .find(|peer| peer.is_ipv4() != ipv4)
+        {
+            return Err(ConfigError::PeerFamily(peer));
+        }
+        match self.version {
+            Version::V2 if !ipv4 => return Err(ConfigError::V2Ipv6),
+            Version::V3 if self.auth_pass.is_some() => return Err(ConfigError::V3Auth),
+            _ => {}
+        }
+        self.interval_cs().map(|_| ())
+    }
+
+    /// The advertisement interval as carried in adverts (v2: seconds × 100).
+    fn interval_cs(&self) -> Result<u16, ConfigError> {
+        let interval = self.advert_interval;
+        match self.version {
+            Version::V2
+                if interval.subsec_nanos() == 0 && (1..=255).contains(&interval.as_secs()) =>
+            {
+                Ok(interval.as_secs() as u16 * 100)
+            }
+            Version::V2 => Err(ConfigError::V2Interval(interval)),
+            Version::V3 => match interval.as_nanos() {
+                nanos if nanos % 10_000_000 == 0 && (1..=4095).contains(&(nanos / 10_000_000)) => {
+                    Ok((nanos / 10_000_000) as u16)
+                }
+                _ => Err(ConfigError::V3Interval(interval)),
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input<'a> {
+    /// Begin, with our primary address on the interface (IPv6: the link-local one).
+    Startup {
+        primary: IpAddr,
+    },
+    /// A raw VRRP payload as received; the router validates it.
+    Packet {
+        src: IpAddr,
+        dst: IpAddr,
+        hop_limit: u8,
+        payload: &'a [u8],
+    },
+    /// `now >= next_deadline()`.
+    TimerFired,
+    /// nginx health from the supervisor.
+    Health {
+        healthy: bool,
+    },
+    /// A tracked link changed; down counts like nginx failing.
+    TrackedLink {
+        name: String,
+        up: bool,
+    },
+    /// Carrier of our own interface; down means FAULT.
+    InterfaceLink {
+        up: bool,
+    },
+    /// Our primary address changed.
+    PrimaryAddress(IpAddr),
+    /// A VIP was deleted behind our back.
+    VipsMissing,
+    Shutdown,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Send `payload` (encoded with its checksum for `dst`) to `dst`: the multicast group or
+    /// one unicast peer.
+    SendAdvert {
+        dst: IpAddr,
+        priority: u8,
+        payload: Vec<u8>,
+    },
+    AddVips,
+    RemoveVips,
+    /// Gratuitous ARP / unsolicited NA burst for all VIPs.
+    Announce,
+    StateChanged {
+        from: State,
+        to: State,
+        reason: Reason,
+    },
+    Notice(Notice),
+}
+
+/// Why the state changed: the input that triggered it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    Startup,
+    Shutdown,
+    NginxHealthy,
+    NginxUnhealthy,
+    TrackedLinkUp,
+    TrackedLinkDown,
+    InterfaceUp,
+    InterfaceDown,
+    /// BACKUP heard no advert within Master_Down_Interval.
+    MasterDown,
+    /// MASTER heard a higher priority (or an equal one from a higher address).
+    PreferredPeer,
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Reason::Startup => "startup",
+            Reason::Shutdown => "shutdown",
+            Reason::NginxHealthy => "nginx healthy",
+            Reason::NginxUnhealthy => "nginx unhealthy",
+            Reason::TrackedLinkUp => "tracked link up",
+            Reason::TrackedLinkDown => "tracked link down",
+            Reason::InterfaceUp => "interface up",
+            Reason::InterfaceDown => "interface down",
+            Reason::MasterDown => "no advert from the master within the master down interval",
+            Reason::PreferredPeer => {
+                "advert from a peer with higher priority or equal priority and higher address"
+            }
+        })
+    }
+}
+
+/// Something worth logging. Emitted once per offending packet; the shell may rate-limit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// A v2 advert with other authentication than ours; dropped (RFC 3768 §7.1).
+    AuthMismatch { from: IpAddr },
+    /// A v2 advert with another interval than ours; dropped (RFC 3768 §7.1).
+    IntervalMismatch {
+        from: IpAddr,
+        advertised: Duration,
+        ours: Duration,
+    },
+    /// An advert listing other addresses than our VIPs; still processed.
+    VipMismatch {
+        from: IpAddr,
+        advertised: Vec<IpAddr>,
+    },
+    /// Unicast mode: an advert from a source not among `unicast_peers`; dropped.
+    UnknownPeer { from: IpAddr },
+}
+
+impl fmt::Display for Notice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Notice::AuthMismatch { from } => write!(f, "advert from {from} fails authentication"),
+            Notice::IntervalMismatch {
+                from,
+                advertised,
+                ours,
+            } => write!(
+                f,
+                "advert from {from} has interval {advertised:?}, ours is {ours:?}: dropped"
+            ),
+            Notice::VipMismatch { from, advertised } => {
+                write!(
+                    f,
+                    "advert from {from} lists other virtual IPs: {advertised:?}"
+                )
+            }
+            Notice::UnknownPeer { from } => {
+                write!(
+                    f,
+                    "advert from {from}, which is not a configured unicast peer"
+                )
+            }
+        }
+    }
+}
+
+/// Packet counters. While BACKUP or MASTER, every received packet lands in exactly one of
+/// `adverts_received`, `own_adverts`, `other_vrid` and the `*_errors` counters; in INIT and
+/// FAULT packets are ignored uncounted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Valid adverts for this virtual router, including priority-0 ones.
+    pub adverts_received: u64,
+    pub priority_zero_received: u64,
+    /// One per SendAdvert action (per destination).
+    pub adverts_sent: u64,
+    pub priority_zero_sent: u64,
+    pub became_master: u64,
+    /// TTL / hop limit other than 255 on a multicast advert.
+    pub ttl_errors: u64,
+    pub version_errors: u64,
+    pub type_errors: u64,
+    pub checksum_errors: u64,
+    /// Adverts for another virtual router on the same link, ignored.
+    pub other_vrid: u64,
+    pub auth_errors: u64,
+    pub interval_errors: u64,
+    pub address_family_errors: u64,
+    pub unknown_peer_errors: u64,
+    /// Too short, address count not matching the length, zero interval.
+    pub malformed_errors: u64,
+    /// Our own adverts looped back to us.
+    pub own_adverts: u64,
+    /// Valid adverts listing other addresses than our VIPs (also counted as received).
+    pub vip_mismatches: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouterStatus {
+    pub state: State,
+    pub priority: u8,
+    pub effective_priority: u8,
+    /// Us when MASTER, the last accepted master when BACKUP.
+    pub master_address: Option<IpAddr>,
+    /// The interval the master advertises with (Master_Adver_Interval).
+    pub master_advert_interval: Duration,
+    pub counters: Counters,
+}
+
+/// Why a received packet was dropped; each maps to one counter.
+enum Rejection {
+    Ttl,
+    Version,
+    Type,
+    Checksum,
+    Malformed,
+    OtherVrid,
+    Auth,
+    /// A v2 advert's interval, in centiseconds, that differs from ours.
+    Interval(u16),
+    AddressFamily,
+    Own,
+    UnknownPeer,
+}
+
+#[derive(Debug)]
+pub struct Router {
+    config: RouterConfig,
+    /// Our Advertisement_Interval in centiseconds.
+    interval_cs: u16,
+    vip_addresses: BTreeSet<IpAddr>,
+    state: State,
+    /// Between Startup and Shutdown.
+    started: bool,
+    /// Our address on the interface: the source of our adverts and the election tie-breaker.
+    primary: Option<IpAddr>,
+    nginx_healthy: bool,
+    /// INIT until the first healthy report: never MASTER before nginx runs a validated config.
+    ever_healthy: bool,
+    interface_up: bool,
+    tracked_links_down: BTreeSet<String>,
+    master_adver_interval_cs: u16,
+    /// The master we last accepted, while BACKUP.
+    master_address: Option<IpAddr>,
+    /// When we first entered BACKUP since startup; `preempt_delay` counts from here.
+    first_backup_at: Option<Instant>,
+    master_down_at: Option<Instant>,
+    advert_at: Option<Instant>,
+    reannounce_at: Option<Instant>,
+    counters: Counters,
+}
+
+impl Router {
+    /// `now` is accepted for symmetry with `handle`; nothing happens before `Input::Startup`.
+    ///
+    /// # Panics
+    ///
+    /// If `config.validate()` fails.
+    pub fn new(config: RouterConfig, _now: Instant) -> Self {
+        if let Err(error) = config.validate() {
+            panic!("invalid VRRP config for {}: {error}", config.name);
+        }
+        let interval_cs = config.interval_cs().expect("validated");
+        Router {
+            interval_cs,
+            vip_addresses: config.vips.iter().map(IpNet::addr).collect(),
+            config,
+            state: State::Init,
+            started: false,
+            primary: None,
+            nginx_healthy: false,
+            ever_healthy: false,
+            interface_up: true,
+            tracked_links_down: BTreeSet::new(),
+            master_adver_interval_cs: interval_cs,
+            master_address: None,
+            first_backup_at: None,
+            master_down_at: None,
+            advert_at: None,
+            reannounce_at: None,
+            counters: Counters::default(),
+        }
+    }
+
+    /// The configuration, e.g. for the VIPs to add on `Action::AddVips`.
+    pub fn config(&self) -> &RouterConfig {
+        &self.config
+    }
+
+    /// Feeds one input at `now` (never earlier than a previous call's) and returns what to do,
+    /// in order.
+    pub fn handle(&mut self, now: Instant, input: Input) -> Vec<Action> {
+        let mut out = Vec::new();
+        match input {
+            Input::Startup { primary } => {
+                self.started = true;
+                self.primary = Some(primary);
+                self.reconcile(now, Reason::Startup, &mut out);
+            }
+            Input::Packet {
+                src,
+                dst,
+                hop_limit,
+                payload,
+            } => self.receive(now, src, dst, hop_limit, payload, &mut out),
+            Input::TimerFired => self.fire_timers(now, &mut out),
+            Input::Health { healthy } => {
+                self.nginx_healthy = healthy;
+                self.ever_healthy |= healthy;
+                let reason = if healthy {
+                    Reason::NginxHealthy
+                } else {
+                    Reason::NginxUnhealthy
+                };
+                self.reconcile(now, reason, &mut out);
+            }
+            Input::TrackedLink { name, up } => {
+                if up {
+                    self.tracked_links_down.remove(&name);
+                } else {
+                    self.tracked_links_down.insert(name);
+                }
+                let reason = if up {
+                    Reason::TrackedLinkUp
+                } else {
+                    Reason::TrackedLinkDown
+                };
+                self.reconcile(now, reason, &mut out);
+            }
+            Input::InterfaceLink { up } => {
+                self.interface_up = up;
+                let reason = if up {
+                    Reason::InterfaceUp
+                } else {
+                    Reason::InterfaceDown
+                };
+                self.reconcile(now, reason, &mut out);
+            }
+            Input::PrimaryAddress(primary) => self.primary = Some(primary),
+            Input::VipsMissing => {
+                if self.state == State::Master {
+                    out.extend([Action::AddVips, Action::Announce]);
+                }
+            }
+            Input::Shutdown => {
+                self.started = false;
+                self.reconcile(now, Reason::Shutdown, &mut out);
+            }
+        }
+        out
+    }
+
+    /// When to come back with `Input::TimerFired`; `None`: only other inputs can change anything.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        [self.master_down_at, self.advert_at, self.reannounce_at]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    pub fn status(&self) -> RouterStatus {
+        RouterStatus {
+            state: self.state,
+            priority: self.config.priority,
+            effective_priority: self.effective_priority(),
+            master_address: match self.state {
+                State::Master => self.primary,
+                State::Backup => self.master_address,
+                State::Init | State::Fault => None,
+            },
+            master_advert_interval: centiseconds(self.master_adver_interval_cs),
+            counters: self.counters,
+        }
+    }
+
+    fn degraded(&self) -> bool {
+        !self.nginx_healthy || !self.tracked_links_down.is_empty()
+    }
+
+    fn effective_priority(&self) -> u8 {
+        match self.config.failure_mode {
+            FailureMode::Demote { weight } if self.degraded() => {
+                self.config.priority.saturating_sub(weight).max(1)
+            }
+            _ => self.config.priority,
+        }
+    }
+
+    /// INIT or FAULT when the inputs so far keep the router out of the election, else None.
+    fn parked_state(&self) -> Option<State> {
+        if !self.started || !self.ever_healthy {
+            Some(State::Init)
+        } else if !self.interface_up
+            || (self.config.failure_mode == FailureMode::Relinquish && self.degraded())
+        {
+            Some(State::Fault)
+        } else {
+            None
+        }
+    }
+
+    /// Moves between INIT, FAULT and the election after a change in the inputs.
+    fn reconcile(&mut self, now: Instant, reason: Reason, out: &mut Vec<Action>) {
+        match (self.parked_state(), self.state) {
+            (None, State::Init | State::Fault) => {
+                // RFC 5798 §6.4.1: the address owner takes over at once.
+                if self.effective_priority() == OWNER_PRIORITY {
+                    self.become_master(now, reason, out);
+                } else {
+                    self.become_backup(now, reason, out);
+                }
+            }
+            (Some(parked), current) if parked != current => {
+                let was_master = current == State::Master;
+                self.transition(parked, reason, out);
+                if was_master {
+                    // RFC 5798 §6.4.3: a leaving master advertises priority 0 so a backup
+                    // takes over after Skew_Time; pointless over a dead link.
+                    if self.interface_up {
+                        self.send_advert(0, out);
+                    }
+                    out.push(Action::RemoveVips);
+                }
+                if parked == State::Init {
+                    self.first_backup_at = None;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn transition(&mut self, to: State, reason: Reason, out: &mut Vec<Action>) {
+        out.push(Action::StateChanged {
+            from: self.state,
+            to,
+            reason,
+        });
+        self.state = to;
+        self.master_address = None;
+        self.master_down_at = None;
+        self.advert_at = None;
+        self.reannounce_at = None;
+    }
+
+    fn become_backup(&mut self, now: Instant, reason: Reason, out: &mut Vec<Action>) {
+        let was_master = self.state == State::Master;
+        self.transition(State::Backup, reason, out);
+        if was_master {
+            out.push(Action::RemoveVips);
+        }
+        self.first_backup_at.get_or_insert(now);
+        self.master_adver_interval_cs = self.interval_cs;
+        self.master_down_at = Some(now + self.master_down_interval());
+    }
+
+    fn become_master(&mut self, now: Instant, reason: Reason, out: &mut Vec<Action>) {
+        self.transition(State::Master, reason, out);
+        self.counters.became_master += 1;
+        self.master_adver_interval_cs = self.interval_cs;
+        self.send_advert(self.effective_priority(), out);
+        out.extend([Action::AddVips, Action::Announce]);
+        self.advert_at = Some(now + centiseconds(self.interval_cs));
+        self.reannounce_at = Some(now + REANNOUNCE_DELAY);
+    }
+
+    fn fire_timers(&mut self, now: Instant, out: &mut Vec<Action>) {
+        let due = |deadline: Option<Instant>| deadline.is_some_and(|at| at <= now);
+        if due(self.reannounce_at) {
+            self.reannounce_at = None;
+            out.push(Action::Announce);
+        }
+        if due(self.master_down_at) {
+            self.become_master(now, Reason::MasterDown, out);
+        }
+        if due(self.advert_at) {
+            self.advertise_now(now, out);
+        }
+    }
+
+    /// Sends a MASTER's advert and restarts the Adver_Timer.
+    fn advertise_now(&mut self, now: Instant, out: &mut Vec<Action>) {
+        self.send_advert(self.effective_priority(), out);
+        self.advert_at = Some(now + centiseconds(self.interval_cs));
+    }
+
+    fn send_advert(&mut self, priority: u8, out: &mut Vec<Action>) {
+        let Some(src) = self.primary else { return };
+        let advert = Advert {
+            version: self.config.version,
+            vrid: self.config.vrid,
+            priority,
+            interval_cs: self.interval_cs,
+            auth: self.expected_auth(),
+            addresses: self.config.vips.iter().map(IpNet::addr).collect(),
+        };
+        let multicast = [match src {
+            IpAddr::V4(_) => IpAddr::V4(MULTICAST_V4),
+            IpAddr::V6(_) => IpAddr::V6(MULTICAST_V6),
+        }];
+        let destinations = if self.config.unicast_peers.is_empty() {
+            &multicast[..]
+        } else {
+            &self.config.unicast_peers
+        };
+        for &dst in destinations {
+            let payload = packet::encode(&advert, src, dst, &self.config.codec);
+            out.push(Action::SendAdvert {
+                dst,
+                priority,
+                payload,
+            });
+            self.counters.adverts_sent += 1;
+            if priority == 0 {
+                self.counters.priority_zero_sent += 1;
+            }
+        }
+    }
+
+    fn expected_auth(&self) -> Auth {
+        match (self.config.version, self.config.auth_pass) {
+            (Version::V2, Some(password)) => Auth::Simple(password),
+            _ => Auth::None,
+        }
+    }
+
+    fn receive(
+        &mut self,
+        now: Instant,
+        src: IpAddr,
+        dst: IpAddr,
+        hop_limit: u8,
+        payload: &[u8],
+        out: &mut Vec<Action>,
+    ) {
+        if !matches!(self.state, State::Backup | State::Master) {
+            return;
+        }
+        let advert = match self.validate(src, dst, hop_limit, payload) {
+            Ok(advert) => advert,
+            Err(rejection) => return self.reject(rejection, src, out),
+        };
+        self.counters.adverts_received += 1;
+        if advert.priority == 0 {
+            self.counters.priority_zero_received += 1;
+        }
+        if advert.addresses.iter().copied().collect::<BTreeSet<_>>() != self.vip_addresses {
+            self.counters.vip_mismatches += 1;
+            let advertised = advert.addresses.clone();
+            out.push(Action::Notice(Notice::VipMismatch {
+                from: src,
+                advertised,
+            }));
+        }
+        if self.state == State::Master {
+            self.receive_as_master(now, src, &advert, out);
+        } else {
+            self.receive_as_backup(now, src, &advert);
+        }
+    }
+
+    /// The checks of RFC 5798 §7.1 / RFC 3768 §7.1 in their order, plus unicast peers.
+    fn validate(
+        &self,
+        src: IpAddr,
+        dst: IpAddr,
+        hop_limit: u8,
+        payload: &[u8],
+    ) -> Result<Advert, Rejection> {
+        // Unicast adverts are sent with 255 too, but are accepted with any TTL like keepalived.
+        if dst.is_multicast() && hop_limit != HOP_LIMIT {
+            return Err(Rejection::Ttl);
+        }
+        // Checked before decoding so that a packet of the other version counts as such even
+        // when its checksum does not verify under our options.
+        if payload
+            .first()
+            .is_some_and(|byte| byte >> 4 != self.config.version.number())
+        {
+            return Err(Rejection::Version);
+        }
+        let advert =
+            packet::decode(payload, src, dst, &self.config.codec).map_err(|error| match error {
+                PacketError::Version(_) => Rejection::Version,
+                PacketError::Type(_) => Rejection::Type,
+                PacketError::Checksum => Rejection::Checksum,
+                PacketError::AddressFamily => Rejection::AddressFamily,
+                PacketError::TooShort => Rejection::Malformed,
+                // Past the checksum the VRID byte can be trusted: another router's malformed
+                // advert is none of our business.
+                _ if payload[1] != self.config.vrid => Rejection::OtherVrid,
+                PacketError::AuthType(_) => Rejection::Auth,
+                _ => Rejection::Malformed,
+            })?;
+        if advert.vrid != self.config.vrid {
+            return Err(Rejection::OtherVrid);
+        }
+        if advert.auth != self.expected_auth() {
+            return Err(Rejection::Auth);
+        }
+        // v2 drops a differing interval; v3 adopts it instead (RFC 5798 §6.4.2).
+        if advert.version == Version::V2 && advert.interval_cs != self.interval_cs {
+            return Err(Rejection::Interval(advert.interval_cs));
+        }
+        if src.is_ipv4() != self.config.vips[0].addr().is_ipv4() {
+            return Err(Rejection::AddressFamily);
+        }
+        // With multicast loopback on we would hear ourselves, and a master re-asserting
+        // against its own adverts would never stop.
+        if Some(src) == self.primary {
+            return Err(Rejection::Own);
+        }
+        if !self.config.unicast_peers.is_empty() && !self.config.unicast_peers.contains(&src) {
+            return Err(Rejection::UnknownPeer);
+        }
+        Ok(advert)
+    }
+
+    /// Counts a rejected packet; configuration mismatches are worth a notice too.
+    fn reject(&mut self, rejection: Rejection, from: IpAddr, out: &mut Vec<Action>) {
+        let counters = &mut self.counters;
+        let (counter, notice) = match rejection {
+            Rejection::Ttl => (&mut counters.ttl_errors, None),
+            Rejection::Version => (&mut counters.version_errors, None),
+            Rejection::Type => (&mut counters.type_errors, None),
+            Rejection::Checksum => (&mut counters.checksum_errors, None),
+            Rejection::Malformed => (&mut counters.malformed_errors, None),
+            Rejection::OtherVrid => (&mut counters.other_vrid, None),
+            Rejection::Auth => (
+                &mut counters.auth_errors,
+                Some(Notice::AuthMismatch { from }),
+            ),
+            Rejection::Interval(advertised) => (
+                &mut counters.interval_errors,
+                Some(Notice::IntervalMismatch {
+                    from,
+                    advertised: centiseconds(advertised),
+                    ours: centiseconds(self.interval_cs),
+                }),
+            ),
+            Rejection::AddressFamily => (&mut counters.address_family_errors, None),
+            Rejection::Own => (&mut counters.own_adverts, None),
+            Rejection::UnknownPeer => (
+                &mut counters.unknown_peer_errors,
+                Some(Notice::UnknownPeer { from }),
+            ),
+        };
+        *counter += 1;
+        out.extend(notice.map(Action::Notice));
+    }
+
+    /// RFC 5798 §6.4.2.
+    fn receive_as_backup(&mut self, now: Instant, src: IpAddr, advert: &Advert) {
+        if advert.priority == 0 {
+            self.master_address = None;
+            self.master_down_at = Some(now + self.skew_time());
+        } else if advert.priority >= self.effective_priority() || !self.may_preempt(now) {
+            self.accept_master(now, src, advert);
+        }
+        // Otherwise a lower-priority master: let Master_Down_Timer run out and preempt it.
+    }
+
+    /// RFC 5798 §6.4.3, plus keepalived's immediate re-assertion against a lower priority
+    /// master, which ends a split brain within one round trip.
+    fn receive_as_master(
+        &mut self,
+        now: Instant,
+        src: IpAddr,
+        advert: &Advert,
+        out: &mut Vec<Action>,
+    ) {
+        let ours = self.effective_priority();
+        let peer_wins = advert.priority > ours
+            || (advert.priority == ours
+                && self
+                    .primary
+                    .is_some_and(|primary| as_number(src) > as_number(primary)));
+        if peer_wins {
+            self.become_backup(now, Reason::PreferredPeer, out);
+            self.accept_master(now, src, advert);
+        } else {
+            self.advertise_now(now, out);
+        }
+    }
+
+    fn accept_master(&mut self, now: Instant, src: IpAddr, advert: &Advert) {
+        if self.config.version == Version::V3 {
+            self.master_adver_interval_cs = advert.interval_cs;
+        }
+        self.master_address = Some(src);
+        self.master_down_at = Some(now + self.master_down_interval());
+    }
+
+    /// Whether a lower-priority master may be preempted now. The owner always preempts
+    /// (RFC 5798 §6.1, Preempt_Mode).
+    fn may_preempt(&self, now: Instant) -> bool {
+        let delay_over = self
+            .first_backup_at
+            .is_none_or(|at| now >= at + self.config.preempt_delay);
+        self.effective_priority() == OWNER_PRIORITY || (self.config.preempt && delay_over)
+    }
+
+    /// RFC 3768 §6.1: (256 - Priority) / 256 seconds; RFC 5798 §6.1: scaled by
+    /// Master_Adver_Interval, in whole centiseconds.
+    fn skew_time(&self) -> Duration {
+        let unused = 256 - u32::from(self.effective_priority());
+        match self.config.version {
+            Version::V2 => Duration::from_secs(1) * unused / 256,
+            Version::V3 => {
+                centiseconds((unused * u32::from(self.master_adver_interval_cs) / 256) as u16)
+            }
+        }
+    }
+
+    fn master_down_interval(&self) -> Duration {
+        3 * centiseconds(self.master_adver_interval_cs) + self.skew_time()
+    }
+}
+
+fn centiseconds(cs: u16) -> Duration {
+    Duration::from_millis(u64::from(cs) * 10)
+}
+
+/// RFC 5798 §6.4.3 compares primary addresses as unsigned integers.
+fn as_number(address: IpAddr) -> u128 {
+    match address {
+        IpAddr::V4(v4) => u128::from(u32::from(v4)),
+        IpAddr::V6(v6) => u128::from(v6),
+    }
+}
