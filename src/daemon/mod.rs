@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, oneshot};
-use tracing::{error, info, warn};
+use tracing::{error, info};
 
 use crate::config::Config;
 use crate::control::server::{ControlServer, Incoming};
@@ -14,11 +14,13 @@ use crate::control::status::StatusDocument;
 use crate::control::{Request, Response};
 use crate::nginx::policy::NginxState;
 use crate::nginx::supervisor::{self, Command, SupervisorConfig, SupervisorHandle};
+use crate::vrrp::shell::{self as vrrp, RouterSpec, VrrpHandle};
 
 pub struct Daemon {
     config_path: PathBuf,
     config: Config,
     supervisor: SupervisorHandle,
+    vrrp: Option<VrrpHandle>,
     notified_ready: bool,
 }
 
@@ -33,7 +35,20 @@ pub async fn run(config_path: &Path, config: Config) -> anyhow::Result<()> {
     info!(socket = %config.daemon.control_socket.display(), config = %config_path.display(), "nginx-ha started");
 
     let supervisor = supervisor::spawn(SupervisorConfig::from_config(&config));
-    let mut daemon = Daemon { config_path: config_path.to_path_buf(), config, supervisor, notified_ready: false };
+    // The routers follow nginx's health; they stay in INIT until nginx first serves.
+    let vrrp = if config.vrrp.is_empty() {
+        None
+    } else {
+        match vrrp::spawn(RouterSpec::from_config(&config), supervisor.health.clone()).await {
+            Ok(handle) => Some(handle),
+            Err(e) => {
+                let _ = supervisor.commands.send(Command::Shutdown).await;
+                let _ = supervisor.task.await;
+                return Err(e.into());
+            }
+        }
+    };
+    let mut daemon = Daemon { config_path: config_path.to_path_buf(), config, supervisor, vrrp, notified_ready: false };
 
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
@@ -63,8 +78,12 @@ pub async fn run(config_path: &Path, config: Config) -> anyhow::Result<()> {
     }
 
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
-    // Shutdown order: VIPs are relinquished before nginx stops (VRRP joins here), so that
-    // clients move to the peer while this nginx still answers.
+    // Shutdown order: VIPs are relinquished (priority-0 advert, VIPs removed) before nginx
+    // stops, so clients move to the peer while this nginx still answers.
+    if let Some(vrrp) = &daemon.vrrp {
+        vrrp.shutdown().await;
+        info!("VIPs relinquished");
+    }
     let _ = daemon.supervisor.commands.send(Command::Shutdown).await;
     let mut requests_open = true;
     let task = &mut daemon.supervisor.task;
@@ -104,7 +123,9 @@ impl Daemon {
     }
 
     fn status_document(&self) -> serde_json::Value {
-        let document = StatusDocument { nginx: self.supervisor.status.borrow().clone(), vrrp: Vec::new(), aliases: Vec::new() };
+        let vrrp = self.vrrp.as_ref().map(|v| v.status.borrow().clone()).unwrap_or_default();
+        let vrrp = vrrp.into_iter().filter_map(|router| serde_json::to_value(router).ok()).collect();
+        let document = StatusDocument { nginx: self.supervisor.status.borrow().clone(), vrrp, aliases: Vec::new() };
         serde_json::to_value(document).unwrap_or_default()
     }
 
@@ -162,7 +183,7 @@ fn needs_restart(old: &Config, new: &Config) -> Option<String> {
         return Some("[daemon] settings changed".into());
     }
     if old.vrrp != new.vrrp {
-        warn!("[[vrrp]] changes are applied at the next restart of nginx-ha");
+        return Some("[[vrrp]] settings changed (they apply at a restart of nginx-ha, which hands the VIPs to the peer meanwhile)".into());
     }
     None
 }

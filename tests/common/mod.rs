@@ -1,4 +1,5 @@
 //! Helpers shared by the integration tests; each test binary uses a different subset.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod netns;

@@ -1,0 +1,616 @@
+//! The VRRP shell: one task drives every virtual router. It owns the raw sockets (one per
+//! interface and address family), the timers, nginx health and netlink events, feeds the pure
+//! `Router`s and carries out their actions through `net`.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tracing::{debug, error, info, warn};
+
+use super::packet::{CodecOptions, Version};
+use super::router::{Action, Counters, FailureMode, Input, Notice, Router, RouterConfig, State};
+use super::socket::{Received, VrrpSocket};
+use crate::config::{Config, OnNginxFailure, VrrpConfig};
+use crate::net::{self, Family, LinkInfo, Net, NetEvent, OWNER_PROTO};
+
+#[derive(Debug, thiserror::Error)]
+pub enum VrrpError {
+    #[error("cannot talk to the kernel's netlink: {0}; nginx-ha needs root (CAP_NET_ADMIN) for [[vrrp]]")]
+    Netlink(#[source] net::NetError),
+    #[error("{0}; nginx-ha needs root (CAP_NET_RAW) for [[vrrp]]")]
+    Socket(#[source] super::socket::OpenError),
+}
+
+/// One `[[vrrp]]` table, ready for the shell.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouterSpec {
+    pub router: RouterConfig,
+    pub interface: String,
+    pub track_interfaces: Vec<String>,
+    pub notify: Option<PathBuf>,
+    pub notify_timeout: Duration,
+}
+
+impl RouterSpec {
+    /// Expects a validated config.
+    pub fn from_config(config: &Config) -> Vec<RouterSpec> {
+        config.vrrp.iter().map(Self::from_table).collect()
+    }
+
+    fn from_table(table: &VrrpConfig) -> RouterSpec {
+        let auth_pass = table.auth_pass.as_ref().map(|pass| {
+            let mut padded = [0u8; 8];
+            let bytes = pass.as_bytes();
+            padded[..bytes.len().min(8)].copy_from_slice(&bytes[..bytes.len().min(8)]);
+            padded
+        });
+        RouterSpec {
+            router: RouterConfig {
+                name: table.name.clone(),
+                vrid: table.vrid,
+                priority: table.priority,
+                version: if table.version == 3 { Version::V3 } else { Version::V2 },
+                advert_interval: table.advert_interval(),
+                preempt: table.preempt,
+                preempt_delay: Duration::from_millis(table.preempt_delay_ms),
+                auth_pass,
+                vips: table.vips(),
+                failure_mode: match table.on_nginx_failure {
+                    OnNginxFailure::Relinquish => FailureMode::Relinquish,
+                    OnNginxFailure::Demote => FailureMode::Demote { weight: table.demote_weight },
+                },
+                codec: CodecOptions { v3_pseudo_header_checksum: table.checksum_pseudo_header },
+                unicast_peers: table.peers(),
+            },
+            interface: table.interface.clone(),
+            track_interfaces: table.track_interfaces.clone(),
+            notify: table.notify.clone(),
+            notify_timeout: Duration::from_millis(table.notify_timeout_ms),
+        }
+    }
+
+    fn family(&self) -> Family {
+        match self.router.vips.first() {
+            Some(vip) if vip.addr().is_ipv6() => Family::V6,
+            _ => Family::V4,
+        }
+    }
+}
+
+/// One router in the status document.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RouterReport {
+    pub name: String,
+    pub interface: String,
+    pub vrid: u8,
+    pub version: u8,
+    pub state: String,
+    pub priority: u8,
+    pub effective_priority: u8,
+    pub vips: Vec<String>,
+    pub master_address: Option<IpAddr>,
+    pub master_advert_interval_ms: u64,
+    /// Why the router is not running yet (interface missing, no address), if so.
+    pub problem: Option<String>,
+    pub counters: CounterReport,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct CounterReport {
+    pub adverts_received: u64,
+    pub adverts_sent: u64,
+    pub priority_zero_received: u64,
+    pub priority_zero_sent: u64,
+    pub became_master: u64,
+    pub ttl_errors: u64,
+    pub version_errors: u64,
+    pub type_errors: u64,
+    pub checksum_errors: u64,
+    pub auth_errors: u64,
+    pub interval_errors: u64,
+    pub address_family_errors: u64,
+    pub unknown_peer_errors: u64,
+    pub malformed_errors: u64,
+    pub other_vrid: u64,
+    pub vip_mismatches: u64,
+}
+
+impl From<Counters> for CounterReport {
+    fn from(c: Counters) -> Self {
+        CounterReport {
+            adverts_received: c.adverts_received,
+            adverts_sent: c.adverts_sent,
+            priority_zero_received: c.priority_zero_received,
+            priority_zero_sent: c.priority_zero_sent,
+            became_master: c.became_master,
+            ttl_errors: c.ttl_errors,
+            version_errors: c.version_errors,
+            type_errors: c.type_errors,
+            checksum_errors: c.checksum_errors,
+            auth_errors: c.auth_errors,
+            interval_errors: c.interval_errors,
+            address_family_errors: c.address_family_errors,
+            unknown_peer_errors: c.unknown_peer_errors,
+            malformed_errors: c.malformed_errors,
+            other_vrid: c.other_vrid,
+            vip_mismatches: c.vip_mismatches,
+        }
+    }
+}
+
+pub struct VrrpHandle {
+    pub status: watch::Receiver<Vec<RouterReport>>,
+    shutdown: mpsc::Sender<oneshot::Sender<()>>,
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+impl VrrpHandle {
+    /// Relinquishes every router (priority-0 advert, VIPs removed) and returns when done.
+    pub async fn shutdown(&self) {
+        let (done_tx, done_rx) = oneshot::channel();
+        if self.shutdown.send(done_tx).await.is_ok() {
+            let _ = done_rx.await;
+        }
+    }
+}
+
+/// Starts the routers; `health` is nginx's health from the supervisor.
+pub async fn spawn(specs: Vec<RouterSpec>, health: watch::Receiver<bool>) -> Result<VrrpHandle, VrrpError> {
+    let net = Net::new().await.map_err(VrrpError::Netlink)?;
+    let events = net::events().map_err(VrrpError::Netlink)?;
+    remove_stale_vips(&net).await;
+    let now = Instant::now().into_std();
+    let routers = specs
+        .into_iter()
+        .map(|spec| Slot {
+            router: Router::new(spec.router.clone(), now),
+            notifier: spec.notify.clone().map(|program| Notifier::spawn(program, spec.notify_timeout)),
+            spec,
+            link: None,
+            problem: Some("starting".into()),
+            started: false,
+            vips_present: false,
+        })
+        .collect();
+    let (status_tx, status_rx) = watch::channel(Vec::new());
+    let (shutdown_tx, shutdown_rx) = mpsc::channel(1);
+    let (received_tx, received_rx) = mpsc::unbounded_channel();
+    let mut shell = Shell { net, routers, sockets: HashMap::new(), received_tx, status_tx };
+    shell.set_up_pending().await?;
+    shell.publish();
+    let task = tokio::spawn(shell.run(health, events, received_rx, shutdown_rx));
+    Ok(VrrpHandle { status: status_rx, shutdown: shutdown_tx, task })
+}
+
+/// VIPs tagged as ours that are still configured come from an nginx-ha that died without
+/// relinquishing them; the peer may hold them now.
+async fn remove_stale_vips(net: &Net) {
+    match net.addresses_with_proto(OWNER_PROTO).await {
+        Ok(stale) => {
+            for address in stale {
+                warn!(address = %address.address, ifindex = address.ifindex, "removing a VIP left behind by an earlier nginx-ha");
+                if let Err(e) = net.del_address(address.ifindex, address.address).await {
+                    error!("{e}");
+                }
+            }
+        }
+        Err(e) => error!("cannot list addresses to remove stale VIPs: {e}"),
+    }
+}
+
+type SocketKey = (u32, Family);
+
+struct Slot {
+    spec: RouterSpec,
+    router: Router,
+    link: Option<LinkInfo>,
+    notifier: Option<Notifier>,
+    /// Why the router has not started (interface missing, no address yet).
+    problem: Option<String>,
+    started: bool,
+    /// Whether we added the VIPs (and so should re-add them if deleted behind our back).
+    vips_present: bool,
+}
+
+struct Shell {
+    net: Net,
+    routers: Vec<Slot>,
+    sockets: HashMap<SocketKey, Arc<VrrpSocket>>,
+    received_tx: mpsc::UnboundedSender<(SocketKey, Received)>,
+    status_tx: watch::Sender<Vec<RouterReport>>,
+}
+
+impl Shell {
+    async fn run(
+        mut self,
+        mut health: watch::Receiver<bool>,
+        mut events: net::NetEvents,
+        mut received: mpsc::UnboundedReceiver<(SocketKey, Received)>,
+        mut shutdown: mpsc::Receiver<oneshot::Sender<()>>,
+    ) {
+        let healthy = *health.borrow_and_update();
+        self.feed_all(Input::Health { healthy }).await;
+        let mut events_open = true;
+        loop {
+            self.publish();
+            let deadline = self.routers.iter().filter_map(|slot| slot.router.next_deadline()).min();
+            tokio::select! {
+                Some(done) = shutdown.recv() => {
+                    self.feed_all(Input::Shutdown).await;
+                    self.publish();
+                    let _ = done.send(());
+                    return;
+                }
+                changed = health.changed() => {
+                    if changed.is_err() {
+                        // The supervisor is gone: nothing serves any more.
+                        self.feed_all(Input::Health { healthy: false }).await;
+                        std::future::pending::<()>().await;
+                    }
+                    let healthy = *health.borrow_and_update();
+                    self.feed_all(Input::Health { healthy }).await;
+                }
+                Some((key, packet)) = received.recv() => self.packet(key, packet).await,
+                event = events.next(), if events_open => match event {
+                    Some(event) => self.net_event(event).await,
+                    None => {
+                        warn!("netlink event stream ended (kernel dropped notifications); re-reading links");
+                        self.resync_links().await;
+                        match net::events() {
+                            Ok(fresh) => events = fresh,
+                            Err(e) => { error!("cannot resubscribe to netlink events: {e}"); events_open = false; }
+                        }
+                    }
+                },
+                _ = sleep_until(deadline) => {
+                    let now = std::time::Instant::now();
+                    for i in 0..self.routers.len() {
+                        if self.routers[i].router.next_deadline().is_some_and(|at| at <= now) {
+                            self.feed(i, Input::TimerFired).await;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Looks up interfaces, addresses and sockets for routers not yet started.
+    async fn set_up_pending(&mut self) -> Result<(), VrrpError> {
+        for i in 0..self.routers.len() {
+            if self.routers[i].started {
+                continue;
+            }
+            let (interface, family) = (self.routers[i].spec.interface.clone(), self.routers[i].spec.family());
+            let link = match self.net.link(&interface).await {
+                Ok(link) => link,
+                Err(e) => {
+                    self.park(i, format!("interface {interface}: {e}"));
+                    continue;
+                }
+            };
+            let primary = match self.net.primary_address(link.index, family).await {
+                Ok(Some(primary)) => primary,
+                Ok(None) => {
+                    let what = if family == Family::V6 { "link-local IPv6 address" } else { "IPv4 address" };
+                    self.park(i, format!("interface {interface} has no {what} to send adverts from"));
+                    continue;
+                }
+                Err(e) => {
+                    self.park(i, e.to_string());
+                    continue;
+                }
+            };
+            self.socket(&link, family, primary)?;
+            let slot = &mut self.routers[i];
+            slot.link = Some(link.clone());
+            slot.problem = None;
+            slot.started = true;
+            info!(router = %slot.spec.router.name, interface = %interface, %primary, "VRRP router starting");
+            self.feed(i, Input::Startup { primary }).await;
+            if !link.up {
+                self.feed(i, Input::InterfaceLink { up: false }).await;
+            }
+            for tracked in self.routers[i].spec.track_interfaces.clone() {
+                let up = self.net.link(&tracked).await.is_ok_and(|l| l.up);
+                if !up {
+                    warn!(router = %self.routers[i].spec.router.name, "tracked interface {tracked} is down");
+                    self.feed(i, Input::TrackedLink { name: tracked, up: false }).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn park(&mut self, i: usize, problem: String) {
+        let slot = &mut self.routers[i];
+        if slot.problem.as_ref() != Some(&problem) {
+            error!(router = %slot.spec.router.name, "{problem}; the router waits for it");
+        }
+        slot.problem = Some(problem);
+    }
+
+    fn socket(&mut self, link: &LinkInfo, family: Family, primary: IpAddr) -> Result<(), VrrpError> {
+        let key = (link.index, family);
+        if self.sockets.contains_key(&key) {
+            return Ok(());
+        }
+        let socket = Arc::new(VrrpSocket::open(link.index, &link.name, family, true).map_err(VrrpError::Socket)?);
+        if let Err(e) = socket.set_source(primary) {
+            warn!(interface = %link.name, "cannot set the advert source to {primary}: {e}");
+        }
+        let (reader, tx) = (Arc::clone(&socket), self.received_tx.clone());
+        let name = link.name.clone();
+        tokio::spawn(async move {
+            loop {
+                match reader.recv().await {
+                    Ok(packet) => {
+                        if tx.send((key, packet)).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        warn!(interface = %name, "VRRP receive failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        });
+        self.sockets.insert(key, socket);
+        Ok(())
+    }
+
+    async fn packet(&mut self, key: SocketKey, packet: Received) {
+        // Byte 1 is the VRID in both versions; other routers on the link are not ours.
+        let Some(&vrid) = packet.payload.get(1) else { return };
+        let mut delivered = false;
+        for i in 0..self.routers.len() {
+            let slot = &self.routers[i];
+            let on_socket = slot.link.as_ref().is_some_and(|l| l.index == key.0) && slot.spec.family() == key.1;
+            if on_socket && slot.spec.router.vrid == vrid {
+                delivered = true;
+                let input = Input::Packet { src: packet.src, dst: packet.dst, hop_limit: packet.hop_limit, payload: &packet.payload };
+                let actions = self.routers[i].router.handle(std::time::Instant::now(), input);
+                self.carry_out(i, actions).await;
+            }
+        }
+        if !delivered {
+            debug!(src = %packet.src, vrid, "advert for a virtual router not configured here");
+        }
+    }
+
+    async fn net_event(&mut self, event: NetEvent) {
+        match event {
+            NetEvent::LinkChanged { index, name, up } => {
+                for i in 0..self.routers.len() {
+                    let slot = &self.routers[i];
+                    if slot.link.as_ref().is_some_and(|l| l.index == index) {
+                        info!(router = %slot.spec.router.name, interface = %name, up, "interface link changed");
+                        self.feed(i, Input::InterfaceLink { up }).await;
+                    }
+                    if self.routers[i].spec.track_interfaces.contains(&name) {
+                        info!(router = %self.routers[i].spec.router.name, interface = %name, up, "tracked interface changed");
+                        self.feed(i, Input::TrackedLink { name: name.clone(), up }).await;
+                    }
+                }
+                self.retry_pending().await;
+            }
+            NetEvent::AddressRemoved(address) => {
+                for i in 0..self.routers.len() {
+                    let slot = &self.routers[i];
+                    let ours = slot.link.as_ref().is_some_and(|l| l.index == address.ifindex)
+                        && slot.spec.router.vips.iter().any(|vip| vip.addr() == address.address.addr());
+                    if ours && slot.vips_present && slot.router.status().state == State::Master {
+                        warn!(router = %slot.spec.router.name, address = %address.address, "a VIP was removed behind our back; adding it again");
+                        self.feed(i, Input::VipsMissing).await;
+                    }
+                }
+                self.refresh_primaries(address.ifindex).await;
+            }
+            NetEvent::AddressAdded(address) => {
+                self.refresh_primaries(address.ifindex).await;
+                self.retry_pending().await;
+            }
+        }
+    }
+
+    async fn retry_pending(&mut self) {
+        if self.routers.iter().any(|slot| !slot.started)
+            && let Err(e) = self.set_up_pending().await
+        {
+            error!("{e}");
+        }
+    }
+
+    /// The advert source and tie-breaker follow the interface's primary address.
+    async fn refresh_primaries(&mut self, ifindex: u32) {
+        for i in 0..self.routers.len() {
+            let slot = &self.routers[i];
+            if !slot.started || slot.link.as_ref().is_none_or(|l| l.index != ifindex) {
+                continue;
+            }
+            let family = slot.spec.family();
+            if let Ok(Some(primary)) = self.net.primary_address(ifindex, family).await {
+                if let Some(socket) = self.sockets.get(&(ifindex, family)) {
+                    let _ = socket.set_source(primary);
+                }
+                self.feed(i, Input::PrimaryAddress(primary)).await;
+            }
+        }
+    }
+
+    /// After lost netlink notifications: the links may have changed meanwhile.
+    async fn resync_links(&mut self) {
+        for i in 0..self.routers.len() {
+            let Some(link) = self.routers[i].link.clone() else { continue };
+            if let Ok(fresh) = self.net.link(&link.name).await {
+                self.feed(i, Input::InterfaceLink { up: fresh.up }).await;
+            }
+            for tracked in self.routers[i].spec.track_interfaces.clone() {
+                let up = self.net.link(&tracked).await.is_ok_and(|l| l.up);
+                self.feed(i, Input::TrackedLink { name: tracked, up }).await;
+            }
+        }
+    }
+
+    async fn feed_all(&mut self, input: Input<'_>) {
+        for i in 0..self.routers.len() {
+            if self.routers[i].started {
+                self.feed(i, input.clone()).await;
+            }
+        }
+    }
+
+    async fn feed(&mut self, i: usize, input: Input<'_>) {
+        let actions = self.routers[i].router.handle(std::time::Instant::now(), input);
+        self.carry_out(i, actions).await;
+    }
+
+    async fn carry_out(&mut self, i: usize, actions: Vec<Action>) {
+        for action in actions {
+            let slot = &mut self.routers[i];
+            let name = slot.spec.router.name.clone();
+            match action {
+                Action::SendAdvert { dst, priority, payload } => {
+                    let key = slot.link.as_ref().map(|l| (l.index, slot.spec.family()));
+                    if let Some(socket) = key.and_then(|key| self.sockets.get(&key)) {
+                        if let Err(e) = socket.send(dst, &payload).await {
+                            warn!(router = %name, %dst, priority, "cannot send advert: {e}");
+                        }
+                    }
+                }
+                Action::AddVips => {
+                    let Some(link) = slot.link.clone() else { continue };
+                    slot.vips_present = true;
+                    let net = &self.net;
+                    let adds = slot.spec.router.vips.iter().map(|vip| net.add_address(link.index, *vip, None, OWNER_PROTO));
+                    for result in futures::future::join_all(adds).await {
+                        if let Err(e) = result {
+                            error!(router = %name, "{e}");
+                        }
+                    }
+                }
+                Action::RemoveVips => {
+                    let Some(link) = slot.link.clone() else { continue };
+                    slot.vips_present = false;
+                    let net = &self.net;
+                    let dels = slot.spec.router.vips.iter().map(|vip| net.del_address(link.index, *vip));
+                    for result in futures::future::join_all(dels).await {
+                        if let Err(e) = result {
+                            error!(router = %name, "{e}");
+                        }
+                    }
+                }
+                Action::Announce => {
+                    let Some(link) = slot.link.clone() else { continue };
+                    let addrs: Vec<IpAddr> = slot.spec.router.vips.iter().map(|vip| vip.addr()).collect();
+                    // A fresh MAC in case the link was recreated; a burst is only a few packets.
+                    let link = self.net.link(&link.name).await.unwrap_or(link);
+                    if let Err(e) = net::announce(&link, &addrs).await {
+                        warn!(router = %name, "gratuitous ARP / NA failed: {e}");
+                    }
+                }
+                Action::StateChanged { from, to, reason } => {
+                    info!(router = %name, %from, %to, "VRRP state change: {reason}");
+                    if let Some(notifier) = &slot.notifier {
+                        notifier.notify(&name, to);
+                    }
+                }
+                Action::Notice(notice) => log_notice(&name, &notice),
+            }
+        }
+    }
+
+    fn publish(&self) {
+        let reports: Vec<RouterReport> = self
+            .routers
+            .iter()
+            .map(|slot| {
+                let status = slot.router.status();
+                RouterReport {
+                    name: slot.spec.router.name.clone(),
+                    interface: slot.spec.interface.clone(),
+                    vrid: slot.spec.router.vrid,
+                    version: slot.spec.router.version.number(),
+                    state: status.state.to_string(),
+                    priority: status.priority,
+                    effective_priority: status.effective_priority,
+                    vips: slot.spec.router.vips.iter().map(ToString::to_string).collect(),
+                    master_address: status.master_address,
+                    master_advert_interval_ms: status.master_advert_interval.as_millis() as u64,
+                    problem: slot.problem.clone(),
+                    counters: status.counters.into(),
+                }
+            })
+            .collect();
+        self.status_tx.send_if_modified(|current| {
+            let changed = *current != reports;
+            *current = reports;
+            changed
+        });
+    }
+}
+
+fn log_notice(router: &str, notice: &Notice) {
+    match notice {
+        Notice::VipMismatch { .. } => warn!(router, "{notice} (not fatal; check both nodes list the same virtual_ips)"),
+        _ => warn!(router, "{notice}"),
+    }
+}
+
+/// Runs the `notify` program on each state change, in order, without a shell, each run
+/// limited to the timeout; a slow hook delays later hooks, never the VRRP engine.
+struct Notifier {
+    queue: mpsc::UnboundedSender<(String, State)>,
+}
+
+impl Notifier {
+    fn spawn(program: PathBuf, timeout: Duration) -> Notifier {
+        let (queue, mut rx) = mpsc::unbounded_channel::<(String, State)>();
+        tokio::spawn(async move {
+            while let Some((name, state)) = rx.recv().await {
+                let mut command = tokio::process::Command::new(&program);
+                command.arg(&name).arg(state.to_string()).stdin(std::process::Stdio::null()).kill_on_drop(true);
+                let child = crate::nginx::process::spawn_owned(|| command.spawn(), tokio::process::Child::id);
+                let mut child = match child {
+                    Ok(child) => child,
+                    Err(e) => {
+                        error!(program = %program.display(), "cannot run the notify program: {e}");
+                        continue;
+                    }
+                };
+                let pid = child.id();
+                match tokio::time::timeout(timeout, child.wait()).await {
+                    Ok(Ok(status)) if status.success() => debug!(program = %program.display(), %name, %state, "notify ran"),
+                    Ok(Ok(status)) => warn!(program = %program.display(), %name, %state, "notify program failed: {status}"),
+                    Ok(Err(e)) => warn!(program = %program.display(), "notify program: {e}"),
+                    Err(_) => {
+                        warn!(program = %program.display(), "notify program still running after {} ms; killed", timeout.as_millis());
+                        let _ = child.kill().await;
+                    }
+                }
+                if let Some(pid) = pid {
+                    crate::nginx::process::release(pid as i32);
+                }
+            }
+        });
+        Notifier { queue }
+    }
+
+    fn notify(&self, name: &str, state: State) {
+        let _ = self.queue.send((name.to_string(), state));
+    }
+}
+
+async fn sleep_until(deadline: Option<std::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(Instant::from_std(deadline)).await,
+        None => std::future::pending().await,
+    }
+}

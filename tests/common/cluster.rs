@@ -1,0 +1,315 @@
+//! Multi-node clusters in network namespaces: each node runs real nginx under a real
+//! nginx-ha (or keepalived), all on one bridge; a client namespace asks the VIPs.
+//! Every process is stopped by pid and every namespace deleted when the test ends.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::netns::{Bridge, NetNs, join, wait_until};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_nginx-ha");
+/// Generous: these tests assert behaviour; bench/ measures time.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+pub fn nginx_binary() -> &'static str {
+    ["/usr/sbin/nginx", "/usr/bin/nginx"].into_iter().find(|p| Path::new(p).exists()).expect("nginx is installed (.ci/run installs it)")
+}
+
+/// A host on the bridge: its namespace, its eth0 address, its nginx (answering its name on
+/// port 80) and optionally nginx-ha.
+pub struct Node {
+    pub name: String,
+    pub ns: NetNs,
+    pub address: String,
+    /// The bridge-side end of eth0: set it down to cut this node's link.
+    pub bridge_port: String,
+    pub dir: tempfile::TempDir,
+    daemon: Option<Child>,
+}
+
+impl Node {
+    pub fn new(bridge: &Bridge, name: &str, cidr: &str) -> Node {
+        let ns = NetNs::new();
+        let bridge_port = bridge.connect(&ns, "eth0", cidr);
+        let dir = tempfile::Builder::new().prefix(&format!("nginx-ha-{name}-")).tempdir().unwrap();
+        let node = Node { name: name.into(), ns, address: cidr.split('/').next().unwrap().into(), bridge_port, dir, daemon: None };
+        let d = node.dir.path().display().to_string();
+        node.write(
+            "nginx.conf",
+            &format!(
+                "worker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/nginx-error.log;\nevents {{ worker_connections 128; }}\n\
+                 http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
+                   server {{ listen 80; listen [::]:80; location / {{ return 200 \"{name}\\n\"; }} }}\n}}\n"
+            ),
+        );
+        node
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn write(&self, name: &str, text: &str) {
+        std::fs::write(self.path(name), text).unwrap();
+    }
+
+    /// Writes nginx-ha.toml: the given [[vrrp]] tables (and anything else) after the common part.
+    pub fn configure(&self, tables: &str) {
+        let d = self.dir.path().display().to_string();
+        self.write(
+            "nginx-ha.toml",
+            &format!(
+                "[nginx]\nbinary = \"{}\"\nconfig = \"{d}/nginx.conf\"\nstop_timeout_ms = 3000\n\n\
+                 [health]\ninterval_ms = 200\ntimeout_ms = 150\nfall = 2\nrise = 2\nhttp = \"http://127.0.0.1:80/\"\n\n\
+                 [daemon]\ncontrol_socket = \"{d}/control.sock\"\nstate_dir = \"{d}/state\"\n\n{tables}",
+                nginx_binary()
+            ),
+        );
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.path("nginx-ha.toml")
+    }
+
+    /// Starts nginx-ha inside the namespace.
+    pub fn start(&mut self) {
+        assert!(self.daemon.is_none(), "{} already runs nginx-ha", self.name);
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.path("nginx-ha.log")).unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", self.ns.name(), BIN, "run", "-c"])
+            .arg(self.config())
+            .env("RUST_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.daemon = Some(child);
+    }
+
+    /// SIGTERM to nginx-ha and wait for it to exit.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.daemon.take().expect("nginx-ha runs");
+        signal(child.id() as i32, libc::SIGTERM);
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "{}: nginx-ha did not stop:\n{}", self.name, self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL nginx-ha (nginx keeps running, VIPs stay where they are).
+    pub fn kill_daemon(&mut self) {
+        let mut child = self.daemon.take().expect("nginx-ha runs");
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.path("nginx-ha.log")).unwrap_or_default()
+    }
+
+    pub fn status(&self) -> Option<serde_json::Value> {
+        let out = Command::new(BIN).args(["status", "--json", "-c"]).arg(self.config()).output().unwrap();
+        out.status.success().then(|| serde_json::from_slice(&out.stdout).ok()).flatten()
+    }
+
+    /// The state of router `name` as nginx-ha reports it.
+    pub fn state(&self, router: &str) -> Option<String> {
+        let status = self.status()?;
+        let routers = status["vrrp"].as_array()?.clone();
+        routers.iter().find(|r| r["name"] == router).and_then(|r| r["state"].as_str().map(str::to_owned))
+    }
+
+    pub fn wait_state(&self, router: &str, state: &str) {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if self.state(router).as_deref() == Some(state) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: {router} never reached {state} (now {:?}); status {:?}\nlog:\n{}",
+                self.name,
+                self.state(router),
+                self.status(),
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn has_address(&self, address: &str) -> bool {
+        self.ns.ip(&["-o", "addr", "show", "dev", "eth0"]).contains(&format!(" {address}/"))
+    }
+
+    /// The nginx master pid of this node (from its pid file).
+    pub fn nginx_master(&self) -> Option<i32> {
+        std::fs::read_to_string(self.path("nginx.pid")).ok()?.trim().parse().ok()
+    }
+
+    /// nginx master and workers of this node.
+    pub fn nginx_pids(&self) -> Vec<i32> {
+        let Some(master) = self.nginx_master().filter(|pid| is_nginx(*pid)) else { return Vec::new() };
+        let children = std::fs::read_to_string(format!("/proc/{master}/task/{master}/children")).unwrap_or_default();
+        std::iter::once(master).chain(children.split_whitespace().filter_map(|p| p.parse().ok())).collect()
+    }
+
+    pub fn signal_nginx(&self, sig: i32) {
+        let pids = self.nginx_pids();
+        assert!(!pids.is_empty(), "{}: no nginx running", self.name);
+        for pid in pids {
+            signal(pid, sig);
+        }
+    }
+
+    /// Cuts (or restores) this node's link: its eth0 loses carrier.
+    pub fn set_link(&self, bridge: &Bridge, up: bool) {
+        bridge.ns.ip(&["link", "set", &self.bridge_port, if up { "up" } else { "down" }]);
+    }
+
+    /// Takes the node off the bridge (or back on) without carrier loss: a partition.
+    pub fn set_partitioned(&self, bridge: &Bridge, partitioned: bool) {
+        if partitioned {
+            bridge.ns.ip(&["link", "set", &self.bridge_port, "nomaster"]);
+        } else {
+            bridge.ns.ip(&["link", "set", &self.bridge_port, "master", "br0"]);
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.daemon.take() {
+            signal(child.id() as i32, libc::SIGTERM);
+            for _ in 0..100 {
+                if child.try_wait().ok().flatten().is_some() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(30));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        // nginx outlives nginx-ha only if something went wrong; stop it by pid.
+        for pid in self.nginx_pids() {
+            signal(pid, libc::SIGKILL);
+        }
+        if std::thread::panicking() {
+            eprintln!("==== {} nginx-ha log ====\n{}", self.name, self.log());
+        }
+    }
+}
+
+pub fn signal(pid: i32, sig: i32) {
+    // SAFETY: kill(2) on a pid this test started.
+    unsafe {
+        libc::kill(pid, sig);
+    }
+}
+
+pub fn is_nginx(pid: i32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.starts_with(b"nginx"))
+}
+
+/// A client namespace on the bridge that asks a VIP over HTTP.
+pub struct Client {
+    pub ns: NetNs,
+}
+
+impl Client {
+    pub fn new(bridge: &Bridge, cidr: &str) -> Client {
+        let ns = NetNs::new();
+        bridge.connect(&ns, "eth0", cidr);
+        Client { ns }
+    }
+
+    /// One GET from inside the client namespace: the body (the serving node's name), or None.
+    pub fn get(&self, vip: &str) -> Option<String> {
+        let address = socket_address(vip);
+        join(self.ns.enter(move || http_get(address, Duration::from_millis(500))))
+    }
+
+    /// Waits until the VIP is answered by `node`.
+    pub fn wait_served_by(&self, vip: &str, node: &str) {
+        let mut last = None;
+        wait_until(PATIENCE, &format!("{vip} served by {node}"), || {
+            last = self.get(vip);
+            last.as_deref() == Some(node)
+        });
+    }
+
+    /// Polls `vip` every 10 ms in the background until stopped; see [`Poller::stop`].
+    pub fn poll(&self, vip: &str) -> Poller {
+        let address = socket_address(vip);
+        let stop = Arc::new(AtomicBool::new(false));
+        let answers = Arc::new(Mutex::new(Vec::new()));
+        let (stop_flag, log) = (stop.clone(), answers.clone());
+        let handle = self.ns.enter(move || {
+            let start = Instant::now();
+            while !stop_flag.load(Ordering::Relaxed) {
+                let answer = http_get(address, Duration::from_millis(100));
+                log.lock().unwrap().push((start.elapsed(), answer));
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        });
+        Poller { stop, answers, handle: Some(handle) }
+    }
+}
+
+pub struct Poller {
+    stop: Arc<AtomicBool>,
+    answers: Arc<Mutex<Vec<(Duration, Option<String>)>>>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Poller {
+    /// Every answer so far (time since start, body or None).
+    pub fn answers(&self) -> Vec<(Duration, Option<String>)> {
+        self.answers.lock().unwrap().clone()
+    }
+
+    pub fn stop(mut self) -> Vec<(Duration, Option<String>)> {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(handle) = self.handle.take() {
+            join(handle);
+        }
+        self.answers()
+    }
+}
+
+impl Drop for Poller {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn socket_address(vip: &str) -> SocketAddr {
+    SocketAddr::new(vip.parse().expect("an IP address"), 80)
+}
+
+pub fn http_get(address: SocketAddr, timeout: Duration) -> Option<String> {
+    let mut stream = TcpStream::connect_timeout(&address, timeout).ok()?;
+    stream.set_read_timeout(Some(timeout)).ok()?;
+    stream.write_all(b"GET / HTTP/1.0\r\nHost: vip\r\n\r\n").ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).ok()?;
+    answer.starts_with("HTTP/1.1 200").then(|| answer.split("\r\n\r\n").nth(1).unwrap_or("").trim().to_string())
+}
+
+/// A `[[vrrp]]` table.
+pub fn router(name: &str, vrid: u8, priority: u8, vip: &str, extra: &str) -> String {
+    format!(
+        "[[vrrp]]\nname = \"{name}\"\ninterface = \"eth0\"\nvrid = {vrid}\npriority = {priority}\nvirtual_ips = [\"{vip}\"]\n{extra}\n"
+    )
+}

@@ -1,0 +1,189 @@
+//! Two and three nginx-ha nodes on a bridge in network namespaces, real nginx on each, a
+//! client asking the VIP: elections, failover on nginx failure, hangs, link loss, partitions.
+
+mod common;
+
+use std::time::Duration;
+
+use common::cluster::*;
+use common::netns::{Bridge, wait_until};
+
+const VIP: &str = "198.18.0.100";
+
+fn pair(extra: &str) -> (Bridge, Node, Node, Client) {
+    let bridge = Bridge::new();
+    let mut a = Node::new(&bridge, "A", "198.18.0.1/24");
+    let mut b = Node::new(&bridge, "B", "198.18.0.2/24");
+    let client = Client::new(&bridge, "198.18.0.200/24");
+    a.configure(&router("VI_1", 51, 100, &format!("{VIP}/24"), extra));
+    b.configure(&router("VI_1", 51, 90, &format!("{VIP}/24"), extra));
+    a.start();
+    b.start();
+    (bridge, a, b, client)
+}
+
+#[test]
+fn election_the_higher_priority_holds_the_vip() {
+    let (_bridge, a, b, client) = pair("");
+    a.wait_state("VI_1", "MASTER");
+    b.wait_state("VI_1", "BACKUP");
+    client.wait_served_by(VIP, "A");
+    assert!(a.has_address(VIP) && !b.has_address(VIP));
+    let status = b.status().unwrap();
+    assert_eq!(status["vrrp"][0]["master_address"], "198.18.0.1", "{status}");
+    assert!(status["vrrp"][0]["counters"]["adverts_received"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn nginx_killed_on_the_master_moves_the_vip_and_it_comes_back() {
+    let (_bridge, a, b, client) = pair("");
+    a.wait_state("VI_1", "MASTER");
+    client.wait_served_by(VIP, "A");
+    a.signal_nginx(libc::SIGKILL);
+    client.wait_served_by(VIP, "B");
+    // nginx is restarted on A, A turns healthy again and preempts.
+    client.wait_served_by(VIP, "A");
+    a.wait_state("VI_1", "MASTER");
+    b.wait_state("VI_1", "BACKUP");
+    assert!(!b.has_address(VIP));
+}
+
+#[test]
+fn a_hung_nginx_relinquishes_the_vip() {
+    let (_bridge, a, b, client) = pair("");
+    a.wait_state("VI_1", "MASTER");
+    client.wait_served_by(VIP, "A");
+    a.signal_nginx(libc::SIGSTOP);
+    a.wait_state("VI_1", "FAULT");
+    client.wait_served_by(VIP, "B");
+    assert!(!a.has_address(VIP), "FAULT drops the VIPs");
+    a.signal_nginx(libc::SIGCONT);
+    client.wait_served_by(VIP, "A");
+    b.wait_state("VI_1", "BACKUP");
+}
+
+#[test]
+fn demote_lowers_the_priority_and_the_peer_takes_over() {
+    let (_bridge, a, b, client) = pair("on_nginx_failure = \"demote\"\ndemote_weight = 20");
+    a.wait_state("VI_1", "MASTER");
+    client.wait_served_by(VIP, "A");
+    a.signal_nginx(libc::SIGSTOP);
+    b.wait_state("VI_1", "MASTER");
+    a.wait_state("VI_1", "BACKUP");
+    let status = a.status().unwrap();
+    assert_eq!(status["vrrp"][0]["effective_priority"], 80, "{status}");
+    a.signal_nginx(libc::SIGCONT);
+    a.wait_state("VI_1", "MASTER");
+}
+
+#[test]
+fn link_cut_on_the_master_is_fault_and_the_backup_takes_over() {
+    let (bridge, a, b, client) = pair("");
+    a.wait_state("VI_1", "MASTER");
+    a.set_link(&bridge, false);
+    a.wait_state("VI_1", "FAULT");
+    b.wait_state("VI_1", "MASTER");
+    client.wait_served_by(VIP, "B");
+    a.set_link(&bridge, true);
+    a.wait_state("VI_1", "MASTER");
+    b.wait_state("VI_1", "BACKUP");
+    client.wait_served_by(VIP, "A");
+}
+
+#[test]
+fn partition_heals_to_a_single_holder() {
+    let (bridge, a, b, _client) = pair("");
+    a.wait_state("VI_1", "MASTER");
+    a.set_partitioned(&bridge, true);
+    b.wait_state("VI_1", "MASTER");
+    assert_eq!(a.state("VI_1").as_deref(), Some("MASTER"), "split brain while partitioned");
+    a.set_partitioned(&bridge, false);
+    b.wait_state("VI_1", "BACKUP");
+    // Never two holders again after the heal.
+    for _ in 0..20 {
+        assert!(!(a.has_address(VIP) && b.has_address(VIP)), "both hold {VIP} after the heal");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(a.has_address(VIP));
+}
+
+#[test]
+fn dual_master_each_node_holds_one_vip_and_takes_both_when_the_other_fails() {
+    let bridge = Bridge::new();
+    let mut a = Node::new(&bridge, "A", "198.18.0.1/24");
+    let mut b = Node::new(&bridge, "B", "198.18.0.2/24");
+    let client = Client::new(&bridge, "198.18.0.200/24");
+    a.configure(&(router("VI_1", 51, 100, "198.18.0.100/24", "") + &router("VI_2", 52, 90, "198.18.0.101/24", "")));
+    b.configure(&(router("VI_1", 51, 90, "198.18.0.100/24", "") + &router("VI_2", 52, 100, "198.18.0.101/24", "")));
+    a.start();
+    b.start();
+    client.wait_served_by("198.18.0.100", "A");
+    client.wait_served_by("198.18.0.101", "B");
+    b.signal_nginx(libc::SIGSTOP);
+    client.wait_served_by("198.18.0.101", "A");
+    assert_eq!(a.state("VI_1").as_deref(), Some("MASTER"));
+    b.signal_nginx(libc::SIGCONT);
+    client.wait_served_by("198.18.0.101", "B");
+    client.wait_served_by("198.18.0.100", "A");
+}
+
+#[test]
+fn sigterm_hands_the_vip_over_before_nginx_stops() {
+    let (_bridge, mut a, b, client) = pair("");
+    a.wait_state("VI_1", "MASTER");
+    client.wait_served_by(VIP, "A");
+    let poller = client.poll(VIP);
+    assert!(a.stop().success());
+    b.wait_state("VI_1", "MASTER");
+    client.wait_served_by(VIP, "B");
+    let answers = poller.stop();
+    assert!(!a.has_address(VIP), "VIP removed on shutdown");
+    assert!(a.nginx_pids().is_empty(), "nginx stopped with nginx-ha");
+    let log = a.log();
+    let relinquished = log.find("VIPs relinquished").expect("relinquished logged");
+    let stopping = log.find("stopping nginx").expect("nginx stop logged");
+    assert!(relinquished < stopping, "VIPs go before nginx stops");
+    let failures = answers.iter().filter(|(_, a)| a.is_none()).count();
+    // Priority 0 makes the backup take over after Skew_Time (~0.65 s) instead of 3 s+.
+    assert!(failures < 150, "{failures} failed polls during a graceful handover");
+}
+
+#[test]
+fn stale_vip_from_a_crashed_daemon_is_removed_at_startup() {
+    let (_bridge, mut a, b, client) = pair("");
+    a.wait_state("VI_1", "MASTER");
+    client.wait_served_by(VIP, "A");
+    // A crashes hard: its VIP stays on eth0 while B takes over.
+    a.kill_daemon();
+    b.wait_state("VI_1", "MASTER");
+    wait_until(PATIENCE, "B to hold the VIP", || b.has_address(VIP));
+    assert!(a.has_address(VIP), "a killed daemon leaves its VIP behind");
+    a.start();
+    wait_until(PATIENCE, "A's stale VIP removed", || !a.has_address(VIP) || a.state("VI_1").as_deref() == Some("MASTER"));
+    a.wait_state("VI_1", "MASTER");
+    b.wait_state("VI_1", "BACKUP");
+    assert!(!b.has_address(VIP));
+}
+
+#[test]
+fn vrrp_v3_over_ipv6_with_100ms_adverts() {
+    let bridge = Bridge::new();
+    let mut a = Node::new(&bridge, "A", "198.18.0.1/24");
+    let mut b = Node::new(&bridge, "B", "198.18.0.2/24");
+    let client = Client::new(&bridge, "198.18.0.200/24");
+    client.ns.ip(&["-6", "addr", "add", "fd00:198:18::200/64", "dev", "eth0", "nodad"]);
+    let v3 = "version = 3\nadvert_interval_ms = 100";
+    a.configure(&router("VI_6", 61, 100, "fd00:198:18::100/64", v3));
+    b.configure(&router("VI_6", 61, 90, "fd00:198:18::100/64", v3));
+    a.start();
+    b.start();
+    a.wait_state("VI_6", "MASTER");
+    b.wait_state("VI_6", "BACKUP");
+    client.wait_served_by("fd00:198:18::100", "A");
+    let status = b.status().unwrap();
+    assert!(status["vrrp"][0]["master_address"].as_str().unwrap().starts_with("fe80::"), "v6 adverts come from the link-local: {status}");
+    assert_eq!(status["vrrp"][0]["master_advert_interval_ms"], 100);
+    a.signal_nginx(libc::SIGKILL);
+    client.wait_served_by("fd00:198:18::100", "B");
+    client.wait_served_by("fd00:198:18::100", "A");
+}
