@@ -187,3 +187,103 @@ fn vrrp_v3_over_ipv6_with_100ms_adverts() {
     client.wait_served_by("fd00:198:18::100", "B");
     client.wait_served_by("fd00:198:18::100", "A");
 }
+
+#[test]
+fn a_vip_deleted_behind_our_back_is_added_again() {
+    let (_bridge, a, _b, _client) = pair("");
+    a.wait_state("VI_1", "MASTER");
+    wait_until(PATIENCE, "A holds the VIP", || a.has_address(VIP));
+    a.ns.ip(&["addr", "del", &format!("{VIP}/24"), "dev", "eth0"]);
+    wait_until(PATIENCE, "the VIP back on A", || a.has_address(VIP));
+    assert_eq!(a.state("VI_1").as_deref(), Some("MASTER"));
+}
+
+#[test]
+fn never_master_before_nginx_runs_a_valid_config() {
+    let bridge = Bridge::new();
+    let mut a = Node::new(&bridge, "A", "198.18.0.1/24");
+    let mut b = Node::new(&bridge, "B", "198.18.0.2/24");
+    let client = Client::new(&bridge, "198.18.0.200/24");
+    let good = std::fs::read_to_string(a.path("nginx.conf")).unwrap();
+    a.write("nginx.conf", &good.replace("listen 80;", "lisen 80;"));
+    a.configure(&router("VI_1", 51, 100, "198.18.0.100/24", ""));
+    b.configure(&router("VI_1", 51, 90, "198.18.0.100/24", ""));
+    a.start();
+    b.start();
+    b.wait_state("VI_1", "MASTER");
+    client.wait_served_by(VIP, "B");
+    assert_eq!(a.state("VI_1").as_deref(), Some("INIT"), "the higher priority waits for its nginx");
+    assert!(!a.has_address(VIP));
+    a.write("nginx.conf", &good);
+    a.wait_state("VI_1", "MASTER");
+    client.wait_served_by(VIP, "A");
+}
+
+#[test]
+fn three_nodes_the_next_priority_takes_over() {
+    let bridge = Bridge::new();
+    let mut nodes: Vec<Node> = [("A", 1, 100), ("B", 2, 90), ("C", 3, 80)]
+        .into_iter()
+        .map(|(name, host, priority)| {
+            let node = Node::new(&bridge, name, &format!("198.18.0.{host}/24"));
+            node.configure(&router("VI_1", 51, priority, "198.18.0.100/24", ""));
+            node
+        })
+        .collect();
+    let client = Client::new(&bridge, "198.18.0.200/24");
+    for node in &mut nodes {
+        node.start();
+    }
+    nodes[0].wait_state("VI_1", "MASTER");
+    client.wait_served_by(VIP, "A");
+    nodes[0].signal_nginx(libc::SIGSTOP);
+    nodes[1].wait_state("VI_1", "MASTER");
+    client.wait_served_by(VIP, "B");
+    assert_eq!(nodes[2].state("VI_1").as_deref(), Some("BACKUP"));
+    nodes[0].signal_nginx(libc::SIGCONT);
+    client.wait_served_by(VIP, "A");
+}
+
+#[test]
+fn unicast_with_auth_between_two_nginx_ha_nodes() {
+    let bridge = Bridge::new();
+    let mut a = Node::new(&bridge, "A", "198.18.0.1/24");
+    let mut b = Node::new(&bridge, "B", "198.18.0.2/24");
+    let client = Client::new(&bridge, "198.18.0.200/24");
+    a.configure(&router("VI_1", 51, 100, "198.18.0.100/24", "auth_pass = \"s3cret\"\nunicast_peers = [\"198.18.0.2\"]"));
+    b.configure(&router("VI_1", 51, 90, "198.18.0.100/24", "auth_pass = \"s3cret\"\nunicast_peers = [\"198.18.0.1\"]"));
+    a.start();
+    b.start();
+    a.wait_state("VI_1", "MASTER");
+    b.wait_state("VI_1", "BACKUP");
+    client.wait_served_by(VIP, "A");
+    a.signal_nginx(libc::SIGKILL);
+    client.wait_served_by(VIP, "B");
+    client.wait_served_by(VIP, "A");
+    let counters = b.status().unwrap()["vrrp"][0]["counters"].clone();
+    assert_eq!(counters["auth_errors"], 0, "{counters}");
+    assert_eq!(counters["unknown_peer_errors"], 0, "{counters}");
+}
+
+#[test]
+fn notify_hook_runs_on_every_state_change_in_order() {
+    let bridge = Bridge::new();
+    let mut a = Node::new(&bridge, "A", "198.18.0.1/24");
+    let hook = a.path("notify.sh");
+    let record = a.path("transitions");
+    a.write("notify.sh", &format!("#!/bin/sh\necho \"$1 $2\" >> {}\n", record.display()));
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    a.configure(&router("VI_1", 51, 100, "198.18.0.100/24", &format!("notify = \"{}\"", hook.display())));
+    a.start();
+    a.wait_state("VI_1", "MASTER");
+    a.signal_nginx(libc::SIGSTOP);
+    a.wait_state("VI_1", "FAULT");
+    a.signal_nginx(libc::SIGCONT);
+    a.wait_state("VI_1", "MASTER");
+    let mut transitions = String::new();
+    wait_until(PATIENCE, "five transitions recorded", || {
+        transitions = std::fs::read_to_string(&record).unwrap_or_default();
+        transitions.lines().count() >= 5
+    });
+    assert_eq!(transitions.lines().collect::<Vec<_>>(), ["VI_1 BACKUP", "VI_1 MASTER", "VI_1 FAULT", "VI_1 BACKUP", "VI_1 MASTER"]);
+}
