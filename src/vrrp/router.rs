@@ -144,7 +144,10 @@ impl RouterConfig {
             }
             Version::V2 => Err(ConfigError::V2Interval(interval)),
             Version::V3 => match interval.as_nanos() {
-                nanos if nanos % 10_000_000 == 0 && (1..=4095).contains(&(nanos / 10_000_000)) => {
+                nanos
+                    if nanos.is_multiple_of(10_000_000)
+                        && (1..=4095).contains(&(nanos / 10_000_000)) =>
+                {
                     Ok((nanos / 10_000_000) as u16)
                 }
                 _ => Err(ConfigError::V3Interval(interval)),
