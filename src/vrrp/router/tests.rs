@@ -1580,6 +1580,18 @@ fn new_refuses_an_invalid_config() {
 }
 
 #[test]
+#[should_panic(expected = "not of the VIPs' family")]
+fn a_primary_address_of_the_wrong_family_is_a_caller_bug() {
+    let t0 = Instant::now();
+    Router::new(config(100), t0).handle(
+        t0,
+        Input::Startup {
+            primary: ip("fe80::1"),
+        },
+    );
+}
+
+#[test]
 fn states_display_like_keepalived() {
     let names: Vec<_> = [State::Init, State::Backup, State::Master, State::Fault]
         .iter()
