@@ -320,7 +320,8 @@ fn check_encodable(advert: &Advert, src: IpAddr, dst: IpAddr) -> Result<Endpoint
     }
     let interval_ok = match advert.version {
         Version::V2 => {
-            advert.interval_cs % 100 == 0 && (1..=255).contains(&(advert.interval_cs / 100))
+            advert.interval_cs.is_multiple_of(100)
+                && (1..=255).contains(&(advert.interval_cs / 100))
         }
         Version::V3 => (1..=V3_MAX_INTERVAL_CS).contains(&advert.interval_cs),
     };

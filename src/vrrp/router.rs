@@ -144,7 +144,10 @@ impl RouterConfig {
             }
             Version::V2 => Err(ConfigError::V2Interval(interval)),
             Version::V3 => match interval.as_nanos() {
-                nanos if nanos % 10_000_000 == 0 && (1..=4095).contains(&(nanos / 10_000_000)) => {
+                nanos
+                    if nanos.is_multiple_of(10_000_000)
+                        && (1..=4095).contains(&(nanos / 10_000_000)) =>
+                {
                     Ok((nanos / 10_000_000) as u16)
                 }
                 _ => Err(ConfigError::V3Interval(interval)),
@@ -418,12 +421,16 @@ impl Router {
 
     /// Feeds one input at `now` (never earlier than a previous call's) and returns what to do,
     /// in order.
+    ///
+    /// # Panics
+    ///
+    /// If a primary address (`Startup`, `PrimaryAddress`) is not of the VIPs' family.
     pub fn handle(&mut self, now: Instant, input: Input) -> Vec<Action> {
         let mut out = Vec::new();
         match input {
             Input::Startup { primary } => {
+                self.set_primary(primary);
                 self.started = true;
-                self.primary = Some(primary);
                 self.reconcile(now, Reason::Startup, &mut out);
             }
             Input::Packet {
@@ -465,7 +472,7 @@ impl Router {
                 };
                 self.reconcile(now, reason, &mut out);
             }
-            Input::PrimaryAddress(primary) => self.primary = Some(primary),
+            Input::PrimaryAddress(primary) => self.set_primary(primary),
             Input::VipsMissing => {
                 if self.state == State::Master {
                     out.extend([Action::AddVips, Action::Announce]);
@@ -500,6 +507,20 @@ impl Router {
             master_advert_interval: centiseconds(self.master_adver_interval_cs),
             counters: self.counters,
         }
+    }
+
+    fn set_primary(&mut self, primary: IpAddr) {
+        assert_eq!(
+            primary.is_ipv4(),
+            self.is_ipv4(),
+            "primary address {primary} is not of the VIPs' family"
+        );
+        self.primary = Some(primary);
+    }
+
+    /// The address family of this virtual router (validated: all VIPs share it).
+    fn is_ipv4(&self) -> bool {
+        self.config.vips[0].addr().is_ipv4()
     }
 
     fn degraded(&self) -> bool {
@@ -730,7 +751,7 @@ impl Router {
         if advert.version == Version::V2 && advert.interval_cs != self.interval_cs {
             return Err(Rejection::Interval(advert.interval_cs));
         }
-        if src.is_ipv4() != self.config.vips[0].addr().is_ipv4() {
+        if src.is_ipv4() != self.is_ipv4() {
             return Err(Rejection::AddressFamily);
         }
         // With multicast loopback on we would hear ourselves, and a master re-asserting

@@ -1580,10 +1580,143 @@ fn new_refuses_an_invalid_config() {
 }
 
 #[test]
+#[should_panic(expected = "not of the VIPs' family")]
+fn a_primary_address_of_the_wrong_family_is_a_caller_bug() {
+    let t0 = Instant::now();
+    Router::new(config(100), t0).handle(
+        t0,
+        Input::Startup {
+            primary: ip("fe80::1"),
+        },
+    );
+}
+
+#[test]
 fn states_display_like_keepalived() {
     let names: Vec<_> = [State::Init, State::Backup, State::Master, State::Fault]
         .iter()
         .map(State::to_string)
         .collect();
     assert_eq!(names, ["INIT", "BACKUP", "MASTER", "FAULT"]);
+}
+
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// One received packet: a valid advert that may then be corrupted.
+    #[derive(Debug, Clone)]
+    struct Arrival {
+        after: Duration,
+        advert: Advert,
+        src: &'static str,
+        hop_limit: u8,
+        flipped_bit: Option<prop::sample::Index>,
+    }
+
+    fn arrival(version: Version) -> impl Strategy<Value = Arrival> {
+        let interval_cs = match version {
+            Version::V2 => prop_oneof![Just(100u16), Just(200)].boxed(),
+            Version::V3 => (1u16..=400).boxed(),
+        };
+        let auth = match version {
+            Version::V2 => {
+                prop_oneof![Just(Auth::None), Just(Auth::Simple(*b"secret\0\0"))].boxed()
+            }
+            Version::V3 => Just(Auth::None).boxed(),
+        };
+        let addresses = prop_oneof![Just(vec![ip("192.0.2.100")]), Just(vec![ip("192.0.2.101")])];
+        let advert = (
+            prop_oneof![Just(VRID), Just(VRID + 1)],
+            any::<u8>(),
+            interval_cs,
+            auth,
+            addresses,
+        )
+            .prop_map(
+                move |(vrid, priority, interval_cs, auth, addresses)| Advert {
+                    version,
+                    vrid,
+                    priority,
+                    interval_cs,
+                    auth,
+                    addresses,
+                },
+            );
+        (
+            0u64..3000,
+            advert,
+            prop_oneof![Just(A), Just(B), Just(C)],
+            prop_oneof![Just(255u8), Just(1)],
+            prop::option::weighted(0.2, any::<prop::sample::Index>()),
+        )
+            .prop_map(|(after_ms, advert, src, hop_limit, flipped_bit)| Arrival {
+                after: ms(after_ms),
+                advert,
+                src,
+                hop_limit,
+                flipped_bit,
+            })
+    }
+
+    fn scenario() -> impl Strategy<Value = (RouterConfig, Vec<Arrival>)> {
+        (
+            prop_oneof![Just(Version::V2), Just(Version::V3)],
+            1u8..=255,
+            any::<bool>(),
+        )
+            .prop_flat_map(|(version, priority, unicast)| {
+                let config = RouterConfig {
+                    version,
+                    auth_pass: (version == Version::V2).then_some(*b"secret\0\0"),
+                    unicast_peers: if unicast { vec![ip(B)] } else { vec![] },
+                    ..config(priority)
+                };
+                (Just(config), prop::collection::vec(arrival(version), 1..40))
+            })
+    }
+
+    proptest! {
+        /// Whatever arrives, the router keeps running, its timers stay in the future, what it
+        /// sends decodes, and every packet is counted exactly once.
+        #[test]
+        fn random_adverts_keep_the_router_consistent((config, arrivals) in scenario()) {
+            let t0 = Instant::now();
+            let codec = config.codec;
+            let unicast = !config.unicast_peers.is_empty();
+            let mut router = started(config, t0);
+            let mut now = t0;
+            let mut sent = Vec::new();
+            for arrival in &arrivals {
+                now += arrival.after;
+                while let Some(deadline) = router.next_deadline().filter(|&at| at <= now) {
+                    sent.extend(router.handle(deadline, Input::TimerFired));
+                }
+                let dst = if unicast { ip(A) } else { GROUP };
+                let mut payload = packet::encode(&arrival.advert, ip(arrival.src), dst, &codec);
+                if let Some(bit) = arrival.flipped_bit {
+                    let bit = bit.index(payload.len() * 8);
+                    payload[bit / 8] ^= 1 << (bit % 8);
+                }
+                let input = Input::Packet { src: ip(arrival.src), dst, hop_limit: arrival.hop_limit, payload: &payload };
+                sent.extend(router.handle(now, input));
+                prop_assert!(router.next_deadline().is_some_and(|at| at >= now));
+            }
+
+            let status = router.status();
+            prop_assert!(matches!(status.state, State::Backup | State::Master));
+            let c = status.counters;
+            let counted = c.adverts_received + c.own_adverts + c.other_vrid + c.ttl_errors
+                + c.version_errors + c.type_errors + c.checksum_errors + c.auth_errors
+                + c.interval_errors + c.address_family_errors + c.unknown_peer_errors
+                + c.malformed_errors;
+            prop_assert_eq!(counted, arrivals.len() as u64);
+            for action in sent {
+                if let Action::SendAdvert { dst, payload, .. } = action {
+                    prop_assert!(packet::decode(&payload, ip(A), dst, &codec).is_ok());
+                }
+            }
+        }
+    }
 }
