@@ -93,6 +93,10 @@ pub struct VrrpConfig {
     /// None: multicast. Some(empty) is an error (unicast with no peers).
     pub unicast_peers: Option<Vec<String>>,
     pub virtual_ips: Vec<String>,
+    /// Held with the VIPs but not listed in adverts (keepalived's `virtual_ipaddress_excluded`):
+    /// for more addresses than an advert carries, or addresses the peer must not compare.
+    #[serde(default)]
+    pub virtual_ips_excluded: Vec<String>,
     #[serde(default = "default_on_failure")]
     pub on_nginx_failure: OnNginxFailure,
     #[serde(default = "default_demote_weight")]
@@ -282,6 +286,9 @@ impl VrrpConfig {
     /// The virtual IPs as networks; a bare address means /32 or /128. Valid after `Config::load`.
     pub fn vips(&self) -> Vec<ipnet::IpNet> {
         self.virtual_ips.iter().filter_map(|v| parse_net(v).ok()).collect()
+    }
+    pub fn excluded_vips(&self) -> Vec<ipnet::IpNet> {
+        self.virtual_ips_excluded.iter().filter_map(|v| parse_net(v).ok()).collect()
     }
     pub fn peers(&self) -> Vec<IpAddr> {
         self.unicast_peers.iter().flatten().filter_map(|p| p.parse().ok()).collect()

@@ -181,3 +181,14 @@ fn unreadable_file_says_so() {
     let err = Config::load(Path::new("/nonexistent/nginx-ha.toml")).unwrap_err();
     assert!(err.to_string().contains("cannot read the config file"), "{err}");
 }
+
+#[test]
+fn more_vips_than_an_advert_carries_go_to_virtual_ips_excluded() {
+    let many: Vec<String> = (0..300).map(|i| format!("\"198.18.{}.{}/16\"", 1 + i / 250, 1 + i % 250)).collect();
+    let errs = errors(&ROUTER.replace("\"198.18.0.100/24\"", &many.join(", ")));
+    assert!(errs[0].contains("virtual_ips_excluded"), "{}", errs[0]);
+    let config = parse(&format!("{ROUTER}virtual_ips_excluded = [{}]\n", many.join(", "))).unwrap();
+    assert_eq!(config.vrrp[0].excluded_vips().len(), 300);
+    let errs = errors(&format!("{ROUTER}virtual_ips_excluded = [\"fd00::1\"]\n"));
+    assert!(errs[0].contains("mixes IPv4 and IPv6") && errs[0].contains(":8:"), "{}", errs[0]);
+}

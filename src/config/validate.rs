@@ -12,6 +12,9 @@ pub struct Problem {
     pub message: String,
 }
 
+/// The address count of an advert is one byte.
+const MAX_ADVERTISED: usize = 255;
+
 /// Linux interface names are at most 15 bytes (IFNAMSIZ - 1).
 const IFNAME_MAX: usize = 15;
 
@@ -107,7 +110,7 @@ fn validate_router(i: usize, router: &VrrpConfig, report: &mut impl FnMut(Vec<St
     match router.version {
         2 => {
             let ms = router.advert_interval_ms;
-            if ms % 1000 != 0 || !(1000..=255_000).contains(&ms) {
+            if !ms.is_multiple_of(1000) || !(1000..=255_000).contains(&ms) {
                 report(
                     at("advert_interval_ms"),
                     format!(
@@ -124,7 +127,7 @@ fn validate_router(i: usize, router: &VrrpConfig, report: &mut impl FnMut(Vec<St
         }
         3 => {
             let ms = router.advert_interval_ms;
-            if ms % 10 != 0 || !(10..=40_950).contains(&ms) {
+            if !ms.is_multiple_of(10) || !(10..=40_950).contains(&ms) {
                 report(
                     at("advert_interval_ms"),
                     format!(
@@ -205,9 +208,23 @@ fn validate_vips(i: usize, router: &VrrpConfig, report: &mut impl FnMut(Vec<Step
         );
         return None;
     }
+    if router.virtual_ips.len() > MAX_ADVERTISED {
+        report(
+            vec![Key("vrrp"), Index(i), Key("virtual_ips")],
+            format!(
+                "[{name}] {} virtual_ips do not fit in an advert (at most {MAX_ADVERTISED}); keep the ones peers compare in virtual_ips and list the rest in virtual_ips_excluded",
+                router.virtual_ips.len()
+            ),
+        );
+    }
     let mut family = None;
-    for (v, vip) in router.virtual_ips.iter().enumerate() {
-        let path = vec![Key("vrrp"), Index(i), Key("virtual_ips"), Index(v)];
+    let listed = router.virtual_ips.iter().map(|vip| ("virtual_ips", vip));
+    let excluded = router.virtual_ips_excluded.iter().map(|vip| ("virtual_ips_excluded", vip));
+    let mut index_in = std::collections::HashMap::new();
+    for (key, vip) in listed.chain(excluded) {
+        let v = index_in.entry(key).or_insert(0usize);
+        let path = vec![Key("vrrp"), Index(i), Key(key), Index(*v)];
+        *v += 1;
         let net = match parse_net(vip) {
             Ok(net) => net,
             Err(message) => {

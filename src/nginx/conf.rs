@@ -46,7 +46,7 @@ pub async fn test(binary: &Path, config: &Path) -> Result<(), ConfError> {
 fn explain(stderr: &str) -> String {
     let lines: Vec<String> = stderr
         .lines()
-        .filter(|line| !line.trim().is_empty() && !(line.contains("configuration file") && line.ends_with("test failed")))
+        .filter(|line| !(line.trim().is_empty() || line.contains("configuration file") && line.ends_with("test failed")))
         .map(strip_log_prefix)
         .collect();
     let text = if lines.is_empty() { stderr.trim().to_string() } else { lines.join("\n") };

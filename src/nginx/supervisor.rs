@@ -470,13 +470,12 @@ impl Supervisor {
         // Workers we had not seen yet were reparented to us (child subreaper).
         let known: HashSet<i32> = self.dead.iter().map(|pidfd| pidfd.pid()).collect();
         for pid in process::orphans().into_iter().filter(|pid| !known.contains(pid)) {
-            if process::title(pid).is_some_and(|t| t.starts_with("nginx")) {
-                if let Ok(pidfd) = Pidfd::open(pid) {
+            if process::title(pid).is_some_and(|t| t.starts_with("nginx"))
+                && let Ok(pidfd) = Pidfd::open(pid) {
                     warn!(pid, "killing an orphaned nginx process");
                     let _ = pidfd.signal(Signal::SIGKILL);
                     self.dead.push(Arc::new(pidfd));
                 }
-            }
         }
         process::reap_orphans();
     }

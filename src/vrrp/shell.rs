@@ -33,6 +33,8 @@ pub enum VrrpError {
 pub struct RouterSpec {
     pub router: RouterConfig,
     pub interface: String,
+    /// Held with the VIPs, not advertised.
+    pub excluded_vips: Vec<ipnet::IpNet>,
     pub track_interfaces: Vec<String>,
     pub notify: Option<PathBuf>,
     pub notify_timeout: Duration,
@@ -70,10 +72,16 @@ impl RouterSpec {
                 unicast_peers: table.peers(),
             },
             interface: table.interface.clone(),
+            excluded_vips: table.excluded_vips(),
             track_interfaces: table.track_interfaces.clone(),
             notify: table.notify.clone(),
             notify_timeout: Duration::from_millis(table.notify_timeout_ms),
         }
+    }
+
+    /// Every address the router holds as MASTER: advertised and excluded.
+    fn all_vips(&self) -> impl Iterator<Item = &ipnet::IpNet> {
+        self.router.vips.iter().chain(&self.excluded_vips)
     }
 
     fn family(&self) -> Family {
@@ -405,7 +413,7 @@ impl Shell {
                 for i in 0..self.routers.len() {
                     let slot = &self.routers[i];
                     let ours = slot.link.as_ref().is_some_and(|l| l.index == address.ifindex)
-                        && slot.spec.router.vips.iter().any(|vip| vip.addr() == address.address.addr());
+                        && slot.spec.all_vips().any(|vip| vip.addr() == address.address.addr());
                     if ours && slot.vips_present && slot.router.status().state == State::Master {
                         warn!(router = %slot.spec.router.name, address = %address.address, "a VIP was removed behind our back; adding it again");
                         self.feed(i, Input::VipsMissing).await;
@@ -479,17 +487,16 @@ impl Shell {
             match action {
                 Action::SendAdvert { dst, priority, payload } => {
                     let key = slot.link.as_ref().map(|l| (l.index, slot.spec.family()));
-                    if let Some(socket) = key.and_then(|key| self.sockets.get(&key)) {
-                        if let Err(e) = socket.send(dst, &payload).await {
+                    if let Some(socket) = key.and_then(|key| self.sockets.get(&key))
+                        && let Err(e) = socket.send(dst, &payload).await {
                             warn!(router = %name, %dst, priority, "cannot send advert: {e}");
                         }
-                    }
                 }
                 Action::AddVips => {
                     let Some(link) = slot.link.clone() else { continue };
                     slot.vips_present = true;
                     let net = &self.net;
-                    let adds = slot.spec.router.vips.iter().map(|vip| net.add_address(link.index, *vip, None, OWNER_PROTO));
+                    let adds = slot.spec.all_vips().map(|vip| net.add_address(link.index, *vip, None, OWNER_PROTO));
                     for result in futures::future::join_all(adds).await {
                         if let Err(e) = result {
                             error!(router = %name, "{e}");
@@ -500,7 +507,7 @@ impl Shell {
                     let Some(link) = slot.link.clone() else { continue };
                     slot.vips_present = false;
                     let net = &self.net;
-                    let dels = slot.spec.router.vips.iter().map(|vip| net.del_address(link.index, *vip));
+                    let dels = slot.spec.all_vips().map(|vip| net.del_address(link.index, *vip));
                     for result in futures::future::join_all(dels).await {
                         if let Err(e) = result {
                             error!(router = %name, "{e}");
@@ -509,7 +516,7 @@ impl Shell {
                 }
                 Action::Announce => {
                     let Some(link) = slot.link.clone() else { continue };
-                    let addrs: Vec<IpAddr> = slot.spec.router.vips.iter().map(|vip| vip.addr()).collect();
+                    let addrs: Vec<IpAddr> = slot.spec.all_vips().map(|vip| vip.addr()).collect();
                     // A fresh MAC in case the link was recreated; a burst is only a few packets.
                     let link = self.net.link(&link.name).await.unwrap_or(link);
                     if let Err(e) = net::announce(&link, &addrs).await {
@@ -541,7 +548,7 @@ impl Shell {
                     state: status.state.to_string(),
                     priority: status.priority,
                     effective_priority: status.effective_priority,
-                    vips: slot.spec.router.vips.iter().map(ToString::to_string).collect(),
+                    vips: slot.spec.all_vips().map(ToString::to_string).collect(),
                     master_address: status.master_address,
                     master_advert_interval_ms: status.master_advert_interval.as_millis() as u64,
                     problem: slot.problem.clone(),

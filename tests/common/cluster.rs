@@ -267,19 +267,22 @@ impl Client {
     }
 }
 
+/// (time since the poller started, the body or None)
+pub type Answer = (Duration, Option<String>);
+
 pub struct Poller {
     stop: Arc<AtomicBool>,
-    answers: Arc<Mutex<Vec<(Duration, Option<String>)>>>,
+    answers: Arc<Mutex<Vec<Answer>>>,
     handle: Option<JoinHandle<()>>,
 }
 
 impl Poller {
     /// Every answer so far (time since start, body or None).
-    pub fn answers(&self) -> Vec<(Duration, Option<String>)> {
+    pub fn answers(&self) -> Vec<Answer> {
         self.answers.lock().unwrap().clone()
     }
 
-    pub fn stop(mut self) -> Vec<(Duration, Option<String>)> {
+    pub fn stop(mut self) -> Vec<Answer> {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(handle) = self.handle.take() {
             join(handle);
