@@ -289,3 +289,30 @@ fn a_second_daemon_on_the_same_socket_refuses_to_start() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("another nginx-ha is running"));
     first.wait_serving();
 }
+
+#[test]
+fn tells_systemd_ready_watchdog_and_stopping() {
+    let setup = Setup::new("sd");
+    let socket_path = setup.path("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    socket.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let mut daemon = setup.start_with_env(&[("NOTIFY_SOCKET", socket_path.to_str().unwrap()), ("WATCHDOG_USEC", "400000")]);
+    let mut messages = String::new();
+    let receive_until = |messages: &mut String, wanted: &str| {
+        let deadline = Instant::now() + PATIENCE;
+        let mut buf = [0u8; 4096];
+        while !messages.contains(wanted) {
+            assert!(Instant::now() < deadline, "no {wanted} in {messages:?}");
+            if let Ok(n) = socket.recv(&mut buf) {
+                messages.push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        }
+    };
+    receive_until(&mut messages, "READY=1");
+    assert!(get(setup.port).is_some(), "READY comes once nginx serves");
+    receive_until(&mut messages, "WATCHDOG=1");
+    assert!(messages.contains("STATUS=nginx running"), "{messages}");
+    let status = daemon.terminate();
+    assert!(status.success());
+    receive_until(&mut messages, "STOPPING=1");
+}

@@ -83,11 +83,16 @@ impl Setup {
     }
 
     pub fn start(&self) -> Daemon {
+        self.start_with_env(&[])
+    }
+
+    pub fn start_with_env(&self, env: &[(&str, &str)]) -> Daemon {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.path("daemon.log")).unwrap();
         let child = Command::new(BIN)
             .args(["run", "-c"])
             .arg(self.config())
             .env("RUST_LOG", "debug")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
