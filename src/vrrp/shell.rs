@@ -190,7 +190,8 @@ pub async fn spawn(specs: Vec<RouterSpec>, health: watch::Receiver<bool>) -> Res
     let (status_tx, status_rx) = watch::channel(Vec::new());
     let (shutdown_tx, shutdown_rx) = mpsc::channel(1);
     let (received_tx, received_rx) = mpsc::unbounded_channel();
-    let mut shell = Shell { net, routers, sockets: HashMap::new(), received_tx, status_tx };
+    let healthy = *health.borrow();
+    let mut shell = Shell { net, routers, sockets: HashMap::new(), received_tx, status_tx, healthy, notices_logged: HashMap::new() };
     shell.set_up_pending().await?;
     shell.publish();
     let task = tokio::spawn(shell.run(health, events, received_rx, shutdown_rx));
@@ -233,6 +234,11 @@ struct Shell {
     sockets: HashMap<SocketKey, Arc<VrrpSocket>>,
     received_tx: mpsc::UnboundedSender<(SocketKey, Received)>,
     status_tx: watch::Sender<Vec<RouterReport>>,
+    /// nginx's health as last reported, for routers that start late.
+    healthy: bool,
+    /// When each kind of notice was last logged, per router and sender: a peer repeats its
+    /// mistake in every advert, the log should not.
+    notices_logged: HashMap<(usize, String), Instant>,
 }
 
 impl Shell {
@@ -243,8 +249,8 @@ impl Shell {
         mut received: mpsc::UnboundedReceiver<(SocketKey, Received)>,
         mut shutdown: mpsc::Receiver<oneshot::Sender<()>>,
     ) {
-        let healthy = *health.borrow_and_update();
-        self.feed_all(Input::Health { healthy }).await;
+        self.healthy = *health.borrow_and_update();
+        self.feed_all(Input::Health { healthy: self.healthy }).await;
         let mut events_open = true;
         loop {
             self.publish();
@@ -257,13 +263,12 @@ impl Shell {
                     return;
                 }
                 changed = health.changed() => {
+                    // A closed channel means the supervisor is gone: nothing serves any more.
+                    self.healthy = changed.is_ok() && *health.borrow_and_update();
+                    self.feed_all(Input::Health { healthy: self.healthy }).await;
                     if changed.is_err() {
-                        // The supervisor is gone: nothing serves any more.
-                        self.feed_all(Input::Health { healthy: false }).await;
-                        std::future::pending::<()>().await;
+                        health = watch::channel(false).1;
                     }
-                    let healthy = *health.borrow_and_update();
-                    self.feed_all(Input::Health { healthy }).await;
                 }
                 Some((key, packet)) = received.recv() => self.packet(key, packet).await,
                 event = events.next(), if events_open => match event {
@@ -322,6 +327,7 @@ impl Shell {
             slot.started = true;
             info!(router = %slot.spec.router.name, interface = %interface, %primary, "VRRP router starting");
             self.feed(i, Input::Startup { primary }).await;
+            self.feed(i, Input::Health { healthy: self.healthy }).await;
             if !link.up {
                 self.feed(i, Input::InterfaceLink { up: false }).await;
             }
@@ -529,7 +535,7 @@ impl Shell {
                         notifier.notify(&name, to);
                     }
                 }
-                Action::Notice(notice) => log_notice(&name, &notice),
+                Action::Notice(notice) => self.log_notice(i, &name, &notice),
             }
         }
     }
@@ -564,10 +570,28 @@ impl Shell {
     }
 }
 
-fn log_notice(router: &str, notice: &Notice) {
-    match notice {
-        Notice::VipMismatch { .. } => warn!(router, "{notice} (not fatal; check both nodes list the same virtual_ips)"),
-        _ => warn!(router, "{notice}"),
+/// How often the same notice from the same peer is logged again.
+const NOTICE_EVERY: Duration = Duration::from_secs(60);
+
+impl Shell {
+    fn log_notice(&mut self, i: usize, router: &str, notice: &Notice) {
+        let (kind, from) = match notice {
+            Notice::AuthMismatch { from } => ("auth", from),
+            Notice::IntervalMismatch { from, .. } => ("interval", from),
+            Notice::VipMismatch { from, .. } => ("vips", from),
+            Notice::UnknownPeer { from } => ("peer", from),
+        };
+        let now = Instant::now();
+        let key = (i, format!("{kind} {from}"));
+        if self.notices_logged.get(&key).is_some_and(|last| now.duration_since(*last) < NOTICE_EVERY) {
+            debug!(router, "{notice}");
+            return;
+        }
+        self.notices_logged.insert(key, now);
+        match notice {
+            Notice::VipMismatch { .. } => warn!(router, "{notice} (not fatal; both nodes should list the same virtual_ips; repeats are logged once a minute)"),
+            _ => warn!(router, "{notice} (repeats are logged once a minute)"),
+        }
     }
 }
 
