@@ -287,3 +287,19 @@ fn notify_hook_runs_on_every_state_change_in_order() {
     });
     assert_eq!(transitions.lines().collect::<Vec<_>>(), ["VI_1 BACKUP", "VI_1 MASTER", "VI_1 FAULT", "VI_1 BACKUP", "VI_1 MASTER"]);
 }
+
+#[test]
+fn a_router_waits_for_its_interface_to_appear() {
+    let bridge = Bridge::new();
+    let mut a = Node::new(&bridge, "A", "198.18.0.1/24");
+    a.configure(&router("VI_L", 71, 100, "198.18.1.100/24", "").replace("interface = \"eth0\"", "interface = \"eth1\""));
+    a.start();
+    wait_until(PATIENCE, "the missing interface reported", || {
+        a.status().is_some_and(|s| s["vrrp"][0]["problem"].as_str().is_some_and(|p| p.contains("eth1")))
+    });
+    assert_eq!(a.state("VI_L").as_deref(), Some("INIT"));
+    bridge.connect(&a.ns, "eth1", "198.18.1.1/24");
+    a.wait_state("VI_L", "MASTER");
+    wait_until(PATIENCE, "the VIP on eth1", || a.ns.ip(&["-o", "addr", "show", "dev", "eth1"]).contains(" 198.18.1.100/"));
+    assert!(a.status().unwrap()["vrrp"][0]["problem"].is_null());
+}
