@@ -1,12 +1,12 @@
 //! The supervisor against real nginx: start, crashes, hangs, hot reloads, adoption, CLI.
 
-mod harness;
+mod common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use harness::*;
+use common::local::*;
 
 #[test]
 fn starts_nginx_and_serves() {

@@ -299,7 +299,7 @@ impl fmt::Display for Notice {
 /// Packet counters. While BACKUP or MASTER, every received packet lands in exactly one of
 /// `adverts_received`, `own_adverts`, `other_vrid` and the `*_errors` counters; in INIT and
 /// FAULT packets are ignored uncounted.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Counters {
     /// Valid adverts for this virtual router, including priority-0 ones.
     pub adverts_received: u64,

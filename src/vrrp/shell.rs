@@ -107,50 +107,7 @@ pub struct RouterReport {
     pub master_advert_interval_ms: u64,
     /// Why the router is not running yet (interface missing, no address), if so.
     pub problem: Option<String>,
-    pub counters: CounterReport,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct CounterReport {
-    pub adverts_received: u64,
-    pub adverts_sent: u64,
-    pub priority_zero_received: u64,
-    pub priority_zero_sent: u64,
-    pub became_master: u64,
-    pub ttl_errors: u64,
-    pub version_errors: u64,
-    pub type_errors: u64,
-    pub checksum_errors: u64,
-    pub auth_errors: u64,
-    pub interval_errors: u64,
-    pub address_family_errors: u64,
-    pub unknown_peer_errors: u64,
-    pub malformed_errors: u64,
-    pub other_vrid: u64,
-    pub vip_mismatches: u64,
-}
-
-impl From<Counters> for CounterReport {
-    fn from(c: Counters) -> Self {
-        CounterReport {
-            adverts_received: c.adverts_received,
-            adverts_sent: c.adverts_sent,
-            priority_zero_received: c.priority_zero_received,
-            priority_zero_sent: c.priority_zero_sent,
-            became_master: c.became_master,
-            ttl_errors: c.ttl_errors,
-            version_errors: c.version_errors,
-            type_errors: c.type_errors,
-            checksum_errors: c.checksum_errors,
-            auth_errors: c.auth_errors,
-            interval_errors: c.interval_errors,
-            address_family_errors: c.address_family_errors,
-            unknown_peer_errors: c.unknown_peer_errors,
-            malformed_errors: c.malformed_errors,
-            other_vrid: c.other_vrid,
-            vip_mismatches: c.vip_mismatches,
-        }
-    }
+    pub counters: Counters,
 }
 
 pub struct VrrpHandle {
@@ -558,7 +515,7 @@ impl Shell {
                     master_address: status.master_address,
                     master_advert_interval_ms: status.master_advert_interval.as_millis() as u64,
                     problem: slot.problem.clone(),
-                    counters: status.counters.into(),
+                    counters: status.counters,
                 }
             })
             .collect();

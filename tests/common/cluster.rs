@@ -2,9 +2,8 @@
 //! nginx-ha (or keepalived), all on one bridge; a client namespace asks the VIPs.
 //! Every process is stopped by pid and every namespace deleted when the test ends.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,14 +12,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::netns::{Bridge, NetNs, join, wait_until};
-
-pub const BIN: &str = env!("CARGO_BIN_EXE_nginx-ha");
-/// Generous: these tests assert behaviour; bench/ measures time.
-pub const PATIENCE: Duration = Duration::from_secs(30);
-
-pub fn nginx_binary() -> &'static str {
-    ["/usr/sbin/nginx", "/usr/bin/nginx"].into_iter().find(|p| Path::new(p).exists()).expect("nginx is installed (.ci/run installs it)")
-}
+pub use super::process::{BIN, PATIENCE, http_get, is_nginx, nginx_binary, signal};
+use super::process::stop_child;
 
 /// A host on the bridge: its namespace, its eth0 address, its nginx (answering its name on
 /// port 80) and optionally nginx-ha.
@@ -190,16 +183,8 @@ impl Node {
 
 impl Drop for Node {
     fn drop(&mut self) {
-        if let Some(mut child) = self.daemon.take() {
-            signal(child.id() as i32, libc::SIGTERM);
-            for _ in 0..100 {
-                if child.try_wait().ok().flatten().is_some() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(30));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(child) = self.daemon.take() {
+            stop_child(child);
         }
         // nginx outlives nginx-ha only if something went wrong; stop it by pid.
         for pid in self.nginx_pids() {
@@ -209,17 +194,6 @@ impl Drop for Node {
             eprintln!("==== {} nginx-ha log ====\n{}", self.name, self.log());
         }
     }
-}
-
-pub fn signal(pid: i32, sig: i32) {
-    // SAFETY: kill(2) on a pid this test started.
-    unsafe {
-        libc::kill(pid, sig);
-    }
-}
-
-pub fn is_nginx(pid: i32) -> bool {
-    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.starts_with(b"nginx"))
 }
 
 /// A client namespace on the bridge that asks a VIP over HTTP.
@@ -299,15 +273,6 @@ impl Drop for Poller {
 
 fn socket_address(vip: &str) -> SocketAddr {
     SocketAddr::new(vip.parse().expect("an IP address"), 80)
-}
-
-pub fn http_get(address: SocketAddr, timeout: Duration) -> Option<String> {
-    let mut stream = TcpStream::connect_timeout(&address, timeout).ok()?;
-    stream.set_read_timeout(Some(timeout)).ok()?;
-    stream.write_all(b"GET / HTTP/1.0\r\nHost: vip\r\n\r\n").ok()?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).ok()?;
-    answer.starts_with("HTTP/1.1 200").then(|| answer.split("\r\n\r\n").nth(1).unwrap_or("").trim().to_string())
 }
 
 /// A `[[vrrp]]` table.

@@ -2,4 +2,6 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod local;
 pub mod netns;
+pub mod process;

@@ -1,21 +1,12 @@
 //! Drives the real nginx-ha binary with real nginx in a temp dir on loopback.
 //! Every process a test starts is stopped by pid when the test ends, even on panic.
-#![allow(dead_code)]
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_nginx-ha");
-
-/// Generous: tests assert behaviour, benchmarks measure time.
-pub const PATIENCE: Duration = Duration::from_secs(20);
-
-pub fn nginx_binary() -> PathBuf {
-    ["/usr/sbin/nginx", "/usr/bin/nginx"].iter().map(PathBuf::from).find(|p| p.exists()).expect("nginx is installed (.ci/run installs it)")
-}
+pub use super::process::{BIN, PATIENCE, is_nginx, nginx_binary, signal};
+use super::process::{http_get, stop_child};
 
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -55,7 +46,7 @@ impl Setup {
                 "[nginx]\nbinary = \"{}\"\nconfig = \"{d}/nginx.conf\"\nwatch_debounce_ms = 50\nstop_timeout_ms = 3000\n\n\
                  [health]\nhttp = \"http://127.0.0.1:{port}/\"\n{health}\n\
                  [daemon]\ncontrol_socket = \"{d}/control.sock\"\nstate_dir = \"{d}/state\"\n",
-                nginx_binary().display()
+                nginx_binary()
             ),
         );
         setup
@@ -196,16 +187,8 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            signal(child.id() as i32, libc::SIGTERM);
-            for _ in 0..100 {
-                if child.try_wait().ok().flatten().is_some() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(30));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(child) = self.child.take() {
+            stop_child(child);
         }
         // Only processes this test saw as its nginx, and only if they still are nginx.
         for &pid in &self.nginx_pids {
@@ -216,33 +199,13 @@ impl Drop for Daemon {
     }
 }
 
-pub fn signal(pid: i32, sig: i32) {
-    // SAFETY: kill(2) with a pid we started or saw as our nginx.
-    unsafe {
-        libc::kill(pid, sig);
-    }
-}
-
-pub fn is_nginx(pid: i32) -> bool {
-    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.starts_with(b"nginx"))
-        && !std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z')))
-}
-
 pub fn alive(pid: i32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists() && is_nginx(pid)
 }
 
 /// One HTTP GET on loopback; the body, or None on any failure.
 pub fn get(port: u16) -> Option<String> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    stream.write_all(b"GET / HTTP/1.0\r\nHost: test\r\n\r\n").ok()?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).ok()?;
-    if !answer.starts_with("HTTP/1.1 200") {
-        return None;
-    }
-    answer.split("\r\n\r\n").nth(1).map(|b| b.trim().to_string())
+    http_get(([127, 0, 0, 1], port).into(), Duration::from_secs(2))
 }
 
 /// Waits until GET answers `body`.
