@@ -316,3 +316,21 @@ fn tells_systemd_ready_watchdog_and_stopping() {
     assert!(status.success());
     receive_until(&mut messages, "STOPPING=1");
 }
+
+#[test]
+fn every_worker_is_tracked_and_a_reload_is_confirmed_by_new_ones_only() {
+    let setup = Setup::new("eight");
+    let main = std::fs::read_to_string(setup.path("nginx.conf")).unwrap();
+    setup.write("nginx.conf", &main.replace("worker_processes 2;", "worker_processes 8;"));
+    let mut daemon = setup.start();
+    let before = daemon.wait_serving();
+    assert_eq!(pids(&before["worker_pids"]).len(), 8, "all workers tracked from the start: {before}");
+    let out = setup.cli(&["reload"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let after = daemon.nginx();
+    let (old, new) = (pids(&before["worker_pids"]), pids(&after["worker_pids"]));
+    assert_eq!(new.len(), 8, "all new workers tracked right after the reload: {after}");
+    assert!(new.iter().all(|pid| !old.contains(pid)), "the reload is confirmed by new workers only: {old:?} -> {new:?}");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(daemon.nginx()["worker_exits"], 0, "old workers draining after a reload are not crashes");
+}

@@ -28,6 +28,7 @@ const REAP_TIMEOUT: Duration = Duration::from_secs(2);
 const READY_POLL: Duration = Duration::from_millis(5);
 const RESCAN_POLL: Duration = Duration::from_millis(20);
 const RESCAN_FOR: Duration = Duration::from_secs(3);
+const SETTLE_POLL: Duration = Duration::from_millis(5);
 /// Lines of nginx's stderr kept to explain an exit.
 const STDERR_TAIL: usize = 5;
 
@@ -405,7 +406,8 @@ impl Supervisor {
         });
     }
 
-    /// Looks for workers of `master` not in `known`, every `every`, for at most `for_at_most`.
+    /// Looks for workers of `master` not in `known`, every `every`, for at most `for_at_most`,
+    /// then reports them all once the set has settled (nginx forks its workers one by one).
     /// Bounded confirmation after a start, reload or worker death; not a liveness poll.
     fn poll_workers(&self, master: i32, known: HashSet<i32>, why: WorkersFound, every: Duration, for_at_most: Duration) {
         let (tx, generation) = (self.internal_tx.clone(), self.generation);
@@ -415,6 +417,7 @@ impl Supervisor {
             while Instant::now() < give_up {
                 let pids = process::workers_of(master);
                 if pids.iter().any(|pid| !known.contains(pid)) {
+                    let pids = settled_workers(master, pids).await;
                     let _ = tx.send(Internal::Workers { generation, pids, why });
                     return;
                 }
@@ -429,6 +432,10 @@ impl Supervisor {
     }
 
     fn signal_reload(&mut self) {
+        // What runs now, not only what we track: a worker we have not seen yet must not
+        // pass for a new one and confirm the reload before nginx has even read the config.
+        let Some(master_pid) = self.master.as_ref().map(|m| m.pidfd.pid()) else { return };
+        self.track_workers(&process::workers_of(master_pid));
         let Some(master) = &mut self.master else { return };
         let old: HashSet<i32> = master.workers.keys().copied().collect();
         if let Err(e) = master.pidfd.signal(Signal::SIGHUP) {
@@ -741,6 +748,19 @@ impl Supervisor {
             changed
         });
     }
+}
+
+/// Rescans until two scans in a row agree (at most ~0.5 s): the full set of new workers.
+async fn settled_workers(master: i32, mut pids: Vec<i32>) -> Vec<i32> {
+    for _ in 0..100 {
+        tokio::time::sleep(SETTLE_POLL).await;
+        let again = process::workers_of(master);
+        if again == pids {
+            break;
+        }
+        pids = again;
+    }
+    pids
 }
 
 /// The files to watch: what nginx says it reads, or what a scan finds if nginx rejects it.
