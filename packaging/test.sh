@@ -1,0 +1,276 @@
+#!/usr/bin/env bash
+# Builds the .deb and the .rpm (build.sh) and checks what is in them: file lists, modes,
+# conffiles, dependencies, maintainer scripts, the unit (systemd-analyze verify) and the packaged
+# binary itself. Nothing is installed on this system: the packages are only unpacked into a
+# temporary directory, so no service is enabled or started.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+passed=0
+failed=0
+ok() { passed=$((passed + 1)); echo "ok   $*"; }
+bad() { failed=$((failed + 1)); echo "FAIL $*"; }
+# check DESCRIPTION COMMAND...: one check, passed when COMMAND succeeds.
+check() {
+    local what=$1
+    shift
+    if "$@"; then ok "$what"; else bad "$what"; fi
+}
+quiet() { "$@" >/dev/null 2>&1; }
+# has DESCRIPTION REGEX TEXT: TEXT has a line matching the extended REGEX; shows TEXT if not.
+has() {
+    if grep -qE "$2" <<<"$3"; then
+        ok "$1"
+    else
+        bad "$1"
+        sed 's/^/     /' <<<"$3"
+    fi
+}
+# same DESCRIPTION EXPECTED ACTUAL: prints a diff when they differ.
+same() {
+    if [ "$2" == "$3" ]; then
+        ok "$1"
+    else
+        bad "$1"
+        diff <(printf '%s\n' "$2") <(printf '%s\n' "$3") | sed 's/^/     /' || true
+    fi
+}
+
+# rpm(8) and rpm2archive read the .rpm; on Debian they come in the `rpm` package.
+if ! command -v rpm >/dev/null || ! command -v rpm2archive >/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "packaging/test.sh: installing rpm (to read the .rpm)" >&2
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends rpm >/dev/null ||
+            { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends rpm >/dev/null; }
+    else
+        echo "packaging/test.sh: needs rpm and rpm2archive (Debian: apt-get install rpm)" >&2
+        exit 2
+    fi
+fi
+
+packages=$(packaging/build.sh)
+if [ "$(grep -c '\.deb$' <<<"$packages")" != 1 ] || [ "$(grep -c '\.rpm$' <<<"$packages")" != 1 ]; then
+    echo "packaging/test.sh: expected one .deb and one .rpm from build.sh, got:"$'\n'"$packages" >&2
+    exit 1
+fi
+deb=$(grep '\.deb$' <<<"$packages")
+rpm=$(grep '\.rpm$' <<<"$packages")
+echo "deb: $deb"
+echo "rpm: $rpm"
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+# path+file:///…#nginx-ha@0.1.0 (or …#0.1.0)
+version=$(cargo pkgid)
+version=${version##*[#@]}
+
+# The examples are whatever conf/example/ holds.
+examples=$(cd conf/example && for f in *; do echo "$f"; done)
+
+# What both packages install, as "MODE PATH" (the unit's directory differs).
+common_files() {
+    local unit_dir=$1
+    {
+        echo "755 /usr/sbin/nginx-ha"
+        echo "644 $unit_dir/nginx-ha.service"
+        echo "640 /etc/nginx-ha/nginx-ha.toml"
+        echo "644 /usr/share/doc/nginx-ha/README.md"
+        echo "644 /usr/share/doc/nginx-ha/examples/nginx-ha.toml"
+        while read -r f; do echo "644 /usr/share/doc/nginx-ha/examples/local/$f"; done <<<"$examples"
+    }
+}
+# The unit's lines that the daemon's behaviour depends on (see the comments in the unit).
+required_unit_lines="Type=notify
+NotifyAccess=main
+ExecStart=/usr/sbin/nginx-ha run
+ExecReload=/usr/sbin/nginx-ha reload
+KillMode=process
+Restart=on-failure
+WatchdogSec=10s
+RuntimeDirectory=nginx-ha
+RuntimeDirectoryPreserve=yes
+StateDirectory=nginx-ha
+Conflicts=nginx.service keepalived.service
+WantedBy=multi-user.target"
+
+# verify_unit LABEL ROOT UNIT_PATH: the unpacked unit against the unpacked binary.
+verify_unit() {
+    local label=$1 root=$2 unit=$3
+    check "$label: unit is systemd/nginx-ha.service" cmp -s "$root$unit" systemd/nginx-ha.service
+    local missing=""
+    while read -r line; do
+        grep -qxF "$line" "$root$unit" || missing+="$line"$'\n'
+    done <<<"$required_unit_lines"
+    same "$label: unit has the required settings" "" "${missing%$'\n'}"
+    if command -v systemd-analyze >/dev/null; then
+        # verify wants the binaries at their real paths: point them into the unpacked tree.
+        # It exits 0 on unknown keys and bad values, so any output is a failure too.
+        local copy=$work/verify-$label/nginx-ha.service out rc=0
+        mkdir -p "${copy%/*}"
+        sed "s#/usr/sbin/nginx-ha#$root/usr/sbin/nginx-ha#g" "$root$unit" >"$copy"
+        out=$(cd "$work" && SYSTEMD_LOG_COLOR=0 systemd-analyze verify "$copy" 2>&1) || rc=$?
+        same "$label: systemd-analyze verify (exit $rc) says nothing" "" "$out"
+        [ "$rc" = 0 ] || bad "$label: systemd-analyze verify exited $rc"
+    else
+        echo "skip $label: systemd-analyze verify (systemd-analyze is not installed)"
+    fi
+}
+
+# run_binary LABEL ROOT: the unpacked binary runs and accepts the packaged example config.
+run_binary() {
+    local label=$1 root=$2 out
+    out=$("$root/usr/sbin/nginx-ha" --version 2>&1) || true
+    same "$label: nginx-ha --version" "nginx-ha $version" "$out"
+    check "$label: nginx-ha check --help" quiet "$root/usr/sbin/nginx-ha" check --help
+    # `check` validates the file first and prints "FILE: ok", then runs `nginx -t` on the nginx
+    # config it names, which depends on this machine: only the first part is judged.
+    out=$("$root/usr/sbin/nginx-ha" check -c "$root/etc/nginx-ha/nginx-ha.toml" 2>&1) || true
+    same "$label: the packaged config is valid" "$root/etc/nginx-ha/nginx-ha.toml: ok" "$(head -n 1 <<<"$out")"
+}
+
+# The maintainer scripts run against stubs that record each command: PATH is the stubs alone
+# (and cat), so a command without a stub fails instead of touching this system, and the paths
+# the scripts test (/run/systemd/system, a booted systemd; /usr/bin/systemctl;
+# /usr/bin/deb-systemd-helper) point at the stubs.
+stubs=$work/stubs
+mkdir -p "$stubs" "$work/booted"
+for stub in systemctl deb-systemd-helper deb-systemd-invoke install rm; do
+    printf '#!/bin/sh\necho "%s $*" >>"$TRACE"\n' "$stub" >"$stubs/$stub"
+    chmod +x "$stubs/$stub"
+done
+ln -s "$(command -v cat)" "$stubs/cat"
+shell=$(command -v sh)
+# traced SCRIPT ARGS...: the commands SCRIPT runs, one a line, and "exit N" at the end.
+traced() {
+    local script=$1 rc=0
+    shift
+    sed -e "s#/run/systemd/system#$work/booted#g" -e "s#/usr/bin/systemctl#$stubs/systemctl#g" \
+        -e "s#/usr/bin/deb-systemd-helper#$stubs/deb-systemd-helper#g" "$script" >"$work/traced.sh"
+    : >"$work/trace"
+    TRACE=$work/trace PATH=$stubs "$shell" "$work/traced.sh" "$@" >/dev/null 2>&1 || rc=$?
+    cat "$work/trace"
+    echo "exit $rc"
+}
+
+# scripts_parse LABEL FILE...: sh -n on each maintainer script.
+scripts_parse() {
+    local label=$1 f
+    shift
+    for f in "$@"; do check "$label: ${f##*/} parses (sh -n)" sh -n "$f"; done
+}
+
+echo "== deb"
+dpkg-deb --contents "$deb" >"$work/deb.contents"
+field() { dpkg-deb --field "$deb" "$1"; }
+same "deb: Package" "nginx-ha" "$(field Package)"
+same "deb: Version" "$version-1" "$(field Version)"
+depends=$(field Depends)
+has "deb: Depends has any nginx flavour" '(^|, )nginx \| nginx-light \| nginx-core \| nginx-full \| nginx-extras(,|$)' "$depends"
+has "deb: Depends has libc6 (from \$auto, by dpkg-shlibdeps)" '(^|, )libc6( |,|$)' "$depends"
+
+# Regular files as "MODE PATH", from `-rwxr-xr-x root/root 123 date time ./path`.
+deb_files=$(awk '$1 ~ /^-/ {
+        m = 0; p = substr($1, 2)
+        for (i = 1; i <= 9; i++) m = m * 2 + (substr(p, i, 1) != "-")
+        sub(/^\./, "", $6); printf "%o %s\n", m, $6 }' "$work/deb.contents" | sort -k2)
+expected_deb=$({ common_files /lib/systemd/system; echo "644 /usr/share/doc/nginx-ha/copyright"; } | sort -k2)
+same "deb: files and modes" "$expected_deb" "$deb_files"
+same "deb: every entry is owned by root" "" "$(awk '$2 != "0/0" && $2 != "root/root"' "$work/deb.contents")"
+
+mkdir -p "$work/deb-control" "$work/deb-root"
+dpkg-deb --control "$deb" "$work/deb-control"
+same "deb: conffiles" "/etc/nginx-ha/nginx-ha.toml" "$(cat "$work/deb-control/conffiles" 2>/dev/null)"
+for script in postinst prerm postrm; do
+    check "deb: $script is packaging/deb/$script" cmp -s "$work/deb-control/$script" "packaging/deb/$script"
+    check "deb: $script is executable" test -x "$work/deb-control/$script"
+done
+check "deb: no preinst" test ! -e "$work/deb-control/preinst"
+scripts_parse deb "$work"/deb-control/{postinst,prerm,postrm}
+
+# Enabled but never started on a first install; restarted on an upgrade only if running
+# (try-restart); stopped only on removal, not before an upgrade.
+c=$work/deb-control
+same "deb: postinst configure (first install): enable, no start" "install -d -m 0755 /var/lib/nginx-ha
+deb-systemd-helper unmask nginx-ha.service
+deb-systemd-helper --quiet was-enabled nginx-ha.service
+deb-systemd-helper enable nginx-ha.service
+systemctl --system daemon-reload
+exit 0" "$(traced "$c/postinst" configure "")"
+same "deb: postinst configure OLD (upgrade): try-restart" "install -d -m 0755 /var/lib/nginx-ha
+deb-systemd-helper unmask nginx-ha.service
+deb-systemd-helper --quiet was-enabled nginx-ha.service
+deb-systemd-helper enable nginx-ha.service
+systemctl --system daemon-reload
+deb-systemd-invoke try-restart nginx-ha.service
+exit 0" "$(traced "$c/postinst" configure 0.0.1-1)"
+same "deb: prerm upgrade: nothing" "exit 0" "$(traced "$c/prerm" upgrade 9.9.9-1)"
+same "deb: prerm remove: stop" "deb-systemd-invoke stop nginx-ha.service
+exit 0" "$(traced "$c/prerm" remove)"
+same "deb: postrm remove: daemon-reload, mask" "systemctl --system daemon-reload
+deb-systemd-helper mask nginx-ha.service
+exit 0" "$(traced "$c/postrm" remove)"
+same "deb: postrm purge: forget the unit, remove the state" "deb-systemd-helper purge nginx-ha.service
+deb-systemd-helper unmask nginx-ha.service
+rm -rf /var/lib/nginx-ha /run/nginx-ha
+exit 0" "$(traced "$c/postrm" purge)"
+
+dpkg-deb -x "$deb" "$work/deb-root"
+check "deb: the packaged config is conf/nginx-ha.toml" cmp -s "$work/deb-root/etc/nginx-ha/nginx-ha.toml" conf/nginx-ha.toml
+check "deb: copyright has the MIT licence" grep -q "Permission is hereby granted" "$work/deb-root/usr/share/doc/nginx-ha/copyright"
+verify_unit deb "$work/deb-root" /lib/systemd/system/nginx-ha.service
+run_binary deb "$work/deb-root"
+
+echo "== rpm"
+q() { rpm -qp --nosignature "$@" "$rpm" 2>/dev/null; }
+same "rpm: name-version" "nginx-ha-$version" "$(q --qf '%{NAME}-%{VERSION}')"
+same "rpm: license" "MIT" "$(q --qf '%{LICENSE}')"
+requires=$(q --requires)
+has "rpm: requires nginx" '^nginx$' "$requires"
+has "rpm: requires /bin/sh (scriptlets)" '^/bin/sh$' "$requires"
+
+# "MODE PATH" and the file flags (c: config, n: noreplace, d: doc) of every file.
+rpm_files=$(q --qf '[%{FILEMODES:octal} %{FILENAMES}\n]' | sed -E 's/^1?0*([0-7]{3}) /\1 /' | sort -k2)
+expected_rpm=$({ common_files /usr/lib/systemd/system; echo "644 /usr/share/doc/nginx-ha/LICENSE"; } | sort -k2)
+same "rpm: files and modes" "$expected_rpm" "$rpm_files"
+flags=$(q --qf '[%{FILEFLAGS:fflags}|%{FILENAMES}\n]')
+same "rpm: config(noreplace) files" "cn|/etc/nginx-ha/nginx-ha.toml" "$(grep '|/etc/' <<<"$flags")"
+same "rpm: files under /usr/share/doc are %doc" "" "$(awk -F'|' '$2 ~ "^/usr/share/doc/" && $1 !~ /d/' <<<"$flags")"
+same "rpm: no other file is flagged" "" "$(awk -F'|' '$2 !~ "^(/etc|/usr/share/doc)/" && $1 != ""' <<<"$flags")"
+
+# The scriptlets as rpm stores them (interpreter /bin/sh), against packaging/rpm/.
+mkdir -p "$work/rpm-scripts" "$work/rpm-root"
+for s in post:POSTIN preun:PREUN postun:POSTUN; do
+    q --qf "%{${s#*:}}" >"$work/rpm-scripts/${s%:*}.sh"
+    check "rpm: %${s%:*} is packaging/rpm/${s%:*}.sh" cmp -s "$work/rpm-scripts/${s%:*}.sh" "packaging/rpm/${s%:*}.sh"
+    same "rpm: %${s%:*} runs with /bin/sh" "/bin/sh" "$(q --qf "%{${s#*:}PROG}")"
+done
+same "rpm: no %pre" "(none)" "$(q --qf '%{PREIN}')"
+scripts_parse rpm "$work"/rpm-scripts/*.sh
+
+r=$work/rpm-scripts
+same "rpm: %post 1 (first install): preset, no start" "install -d -m 0755 /var/lib/nginx-ha
+systemctl daemon-reload
+systemctl --no-reload preset nginx-ha.service
+exit 0" "$(traced "$r/post.sh" 1)"
+same "rpm: %post 2 (upgrade): nothing started" "install -d -m 0755 /var/lib/nginx-ha
+systemctl daemon-reload
+exit 0" "$(traced "$r/post.sh" 2)"
+same "rpm: %preun 1 (upgrade): nothing" "exit 0" "$(traced "$r/preun.sh" 1)"
+same "rpm: %preun 0 (erase): disable and stop" "systemctl --no-reload disable --now nginx-ha.service
+exit 0" "$(traced "$r/preun.sh" 0)"
+same "rpm: %postun 1 (upgrade): try-restart" "systemctl daemon-reload
+systemctl try-restart nginx-ha.service
+exit 0" "$(traced "$r/postun.sh" 1)"
+same "rpm: %postun 0 (erase): daemon-reload" "systemctl daemon-reload
+exit 0" "$(traced "$r/postun.sh" 0)"
+
+rpm2archive - <"$rpm" | tar -xzf - -C "$work/rpm-root"
+check "rpm: the binary is the deb's" cmp -s "$work/rpm-root/usr/sbin/nginx-ha" "$work/deb-root/usr/sbin/nginx-ha"
+check "rpm: the packaged config is conf/nginx-ha.toml" cmp -s "$work/rpm-root/etc/nginx-ha/nginx-ha.toml" conf/nginx-ha.toml
+verify_unit rpm "$work/rpm-root" /usr/lib/systemd/system/nginx-ha.service
+run_binary rpm "$work/rpm-root"
+
+echo
+echo "packaging: $passed passed, $failed failed"
+[ "$failed" = 0 ]
