@@ -188,19 +188,17 @@ done
 check "deb: no preinst" test ! -e "$work/deb-control/preinst"
 scripts_parse deb "$work"/deb-control/{postinst,prerm,postrm}
 
-# Enabled but never started on a first install; restarted on an upgrade only if running
+# Neither enabled nor started on a first install; restarted on an upgrade only if running
 # (try-restart); stopped only on removal, not before an upgrade.
 c=$work/deb-control
-same "deb: postinst configure (first install): enable, no start" "install -d -m 0755 /var/lib/nginx-ha
+same "deb: postinst configure (first install): no enable, no start" "install -d -m 0755 /var/lib/nginx-ha
 deb-systemd-helper unmask nginx-ha.service
-deb-systemd-helper --quiet was-enabled nginx-ha.service
-deb-systemd-helper enable nginx-ha.service
+deb-systemd-helper update-state nginx-ha.service
 systemctl --system daemon-reload
 exit 0" "$(traced "$c/postinst" configure "")"
 same "deb: postinst configure OLD (upgrade): try-restart" "install -d -m 0755 /var/lib/nginx-ha
 deb-systemd-helper unmask nginx-ha.service
-deb-systemd-helper --quiet was-enabled nginx-ha.service
-deb-systemd-helper enable nginx-ha.service
+deb-systemd-helper update-state nginx-ha.service
 systemctl --system daemon-reload
 deb-systemd-invoke try-restart nginx-ha.service
 exit 0" "$(traced "$c/postinst" configure 0.0.1-1)"

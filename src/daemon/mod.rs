@@ -55,6 +55,7 @@ pub async fn run(config_path: &Path, config: Config) -> anyhow::Result<()> {
     let mut sighup = signal(SignalKind::hangup())?;
     let mut watchdog = watchdog_interval().map(tokio::time::interval);
     let mut status = daemon.supervisor.status.clone();
+    let mut supervisor_lost = false;
 
     loop {
         tokio::select! {
@@ -68,7 +69,7 @@ pub async fn run(config_path: &Path, config: Config) -> anyhow::Result<()> {
             Some((request, reply)) = requests.recv() => daemon.request(request, reply).await,
             changed = status.changed() => {
                 if changed.is_err() {
-                    error!("the nginx supervisor stopped unexpectedly");
+                    supervisor_lost = true;
                     break;
                 }
                 daemon.notify_state();
@@ -95,6 +96,10 @@ pub async fn run(config_path: &Path, config: Config) -> anyhow::Result<()> {
                 None => requests_open = false,
             },
         }
+    }
+    if supervisor_lost {
+        // A non-zero exit, so that systemd's Restart=on-failure brings us back.
+        anyhow::bail!("the nginx supervisor stopped unexpectedly; VIPs were relinquished");
     }
     info!("nginx-ha stopped");
     Ok(())
