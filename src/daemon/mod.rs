@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, oneshot};
-use tracing::{error, info};
+use tracing::info;
 
 use crate::config::Config;
 use crate::control::server::{ControlServer, Incoming};
