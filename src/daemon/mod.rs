@@ -109,7 +109,7 @@ impl Daemon {
     async fn request(&mut self, request: Request, reply: oneshot::Sender<Response>) {
         match request {
             Request::Status => {
-                let _ = reply.send(Response::status(self.status_document()));
+                let _ = reply.send(Response::status(self.status_document().await));
             }
             Request::Reload => {
                 let (done_tx, done_rx) = oneshot::channel();
@@ -127,8 +127,11 @@ impl Daemon {
         }
     }
 
-    fn status_document(&self) -> serde_json::Value {
-        let vrrp = self.vrrp.as_ref().map(|v| v.status.borrow().clone()).unwrap_or_default();
+    async fn status_document(&self) -> serde_json::Value {
+        let vrrp = match &self.vrrp {
+            Some(vrrp) => vrrp.status().await,
+            None => Vec::new(),
+        };
         let vrrp = vrrp.into_iter().filter_map(|router| serde_json::to_value(router).ok()).collect();
         let document = StatusDocument { nginx: self.supervisor.status.borrow().clone(), vrrp, aliases: Vec::new() };
         serde_json::to_value(document).unwrap_or_default()

@@ -110,17 +110,32 @@ pub struct RouterReport {
     pub counters: Counters,
 }
 
+/// What the daemon asks of the shell. Status is pulled, not pushed: building reports for a
+/// hundred routers at every advert would cost more than all the VRRP work itself.
+enum Request {
+    Status(oneshot::Sender<Vec<RouterReport>>),
+    Shutdown(oneshot::Sender<()>),
+}
+
 pub struct VrrpHandle {
-    pub status: watch::Receiver<Vec<RouterReport>>,
-    shutdown: mpsc::Sender<oneshot::Sender<()>>,
+    requests: mpsc::Sender<Request>,
     pub task: tokio::task::JoinHandle<()>,
 }
 
 impl VrrpHandle {
+    /// A report per router; empty once the routers have shut down.
+    pub async fn status(&self) -> Vec<RouterReport> {
+        let (reply_tx, reply_rx) = oneshot::channel();
+        if self.requests.send(Request::Status(reply_tx)).await.is_err() {
+            return Vec::new();
+        }
+        reply_rx.await.unwrap_or_default()
+    }
+
     /// Relinquishes every router (priority-0 advert, VIPs removed) and returns when done.
     pub async fn shutdown(&self) {
         let (done_tx, done_rx) = oneshot::channel();
-        if self.shutdown.send(done_tx).await.is_ok() {
+        if self.requests.send(Request::Shutdown(done_tx)).await.is_ok() {
             let _ = done_rx.await;
         }
     }
@@ -144,15 +159,13 @@ pub async fn spawn(specs: Vec<RouterSpec>, health: watch::Receiver<bool>) -> Res
             vips_present: false,
         })
         .collect();
-    let (status_tx, status_rx) = watch::channel(Vec::new());
-    let (shutdown_tx, shutdown_rx) = mpsc::channel(1);
+    let (requests_tx, requests_rx) = mpsc::channel(8);
     let (received_tx, received_rx) = mpsc::unbounded_channel();
     let healthy = *health.borrow();
-    let mut shell = Shell { net, routers, sockets: HashMap::new(), received_tx, status_tx, healthy, notices_logged: HashMap::new() };
+    let mut shell = Shell { net, routers, sockets: HashMap::new(), received_tx, healthy, notices_logged: HashMap::new() };
     shell.set_up_pending().await?;
-    shell.publish();
-    let task = tokio::spawn(shell.run(health, events, received_rx, shutdown_rx));
-    Ok(VrrpHandle { status: status_rx, shutdown: shutdown_tx, task })
+    let task = tokio::spawn(shell.run(health, events, received_rx, requests_rx));
+    Ok(VrrpHandle { requests: requests_tx, task })
 }
 
 /// VIPs tagged as ours that are still configured come from an nginx-ha that died without
@@ -190,7 +203,6 @@ struct Shell {
     routers: Vec<Slot>,
     sockets: HashMap<SocketKey, Arc<VrrpSocket>>,
     received_tx: mpsc::UnboundedSender<(SocketKey, Received)>,
-    status_tx: watch::Sender<Vec<RouterReport>>,
     /// nginx's health as last reported, for routers that start late.
     healthy: bool,
     /// When each kind of notice was last logged, per router and sender: a peer repeats its
@@ -204,21 +216,22 @@ impl Shell {
         mut health: watch::Receiver<bool>,
         mut events: net::NetEvents,
         mut received: mpsc::UnboundedReceiver<(SocketKey, Received)>,
-        mut shutdown: mpsc::Receiver<oneshot::Sender<()>>,
+        mut requests: mpsc::Receiver<Request>,
     ) {
         self.healthy = *health.borrow_and_update();
         self.feed_all(Input::Health { healthy: self.healthy }).await;
         let mut events_open = true;
         loop {
-            self.publish();
             let deadline = self.routers.iter().filter_map(|slot| slot.router.next_deadline()).min();
             tokio::select! {
-                Some(done) = shutdown.recv() => {
-                    self.feed_all(Input::Shutdown).await;
-                    self.publish();
-                    let _ = done.send(());
-                    return;
-                }
+                Some(request) = requests.recv() => match request {
+                    Request::Status(reply) => { let _ = reply.send(self.reports()); }
+                    Request::Shutdown(done) => {
+                        self.feed_all(Input::Shutdown).await;
+                        let _ = done.send(());
+                        return;
+                    }
+                },
                 changed = health.changed() => {
                     // A closed channel means the supervisor is gone: nothing serves any more.
                     self.healthy = changed.is_ok() && *health.borrow_and_update();
@@ -497,8 +510,8 @@ impl Shell {
         }
     }
 
-    fn publish(&self) {
-        let reports: Vec<RouterReport> = self
+    fn reports(&self) -> Vec<RouterReport> {
+        self
             .routers
             .iter()
             .map(|slot| {
@@ -518,12 +531,7 @@ impl Shell {
                     counters: status.counters,
                 }
             })
-            .collect();
-        self.status_tx.send_if_modified(|current| {
-            let changed = *current != reports;
-            *current = reports;
-            changed
-        });
+            .collect()
     }
 }
 
