@@ -2,4 +2,5 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod keepalived;
 pub mod netns;
