@@ -187,9 +187,11 @@ impl Net {
                 (Family::V4, IpAddr::V4(_)) => {
                     !flags.contains(AddressFlags::Secondary) && info.proto != Some(OWNER_PROTO)
                 }
+                // Never a link-local VIP of ours: adverts come from the node's own address.
                 (Family::V6, IpAddr::V6(ip)) => {
                     ip.is_unicast_link_local()
                         && !flags.intersects(AddressFlags::Tentative | AddressFlags::Dadfailed)
+                        && info.proto != Some(OWNER_PROTO)
                 }
                 _ => false,
             };

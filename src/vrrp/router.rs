@@ -472,6 +472,12 @@ impl Router {
                 };
                 self.reconcile(now, reason, &mut out);
             }
+            // Never one of our VIPs: the kernel lists a link-local IPv6 VIP (RFC 5798
+            // §5.2.9 puts one first; keepalived warns without it) before the interface's own
+            // link-local once we hold it. Adverts keep coming from the node's own address
+            // (§5.1.2.1), as keepalived's do; two masters both sending from the VIP would
+            // each drop the other's adverts as their own.
+            Input::PrimaryAddress(primary) if self.vip_addresses.contains(&primary) => {}
             Input::PrimaryAddress(primary) => self.set_primary(primary),
             Input::VipsMissing => {
                 if self.state == State::Master {

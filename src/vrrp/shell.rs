@@ -421,6 +421,14 @@ impl Shell {
             }
             let family = slot.spec.family();
             if let Ok(Some(primary)) = self.net.primary_address(ifindex, family).await {
+                // A VIP of any router on the link (like a link-local IPv6 VIP, listed before
+                // the interface's own link-local) is no advert source; see the Router.
+                let is_vip = self.routers.iter().any(|other| {
+                    other.link.as_ref().is_some_and(|l| l.index == ifindex) && other.spec.router.vips.iter().any(|vip| vip.addr() == primary)
+                });
+                if is_vip {
+                    continue;
+                }
                 if let Some(socket) = self.sockets.get(&(ifindex, family)) {
                     let _ = socket.set_source(primary);
                 }

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod keepalived;
 pub mod local;
 pub mod netns;
 pub mod process;

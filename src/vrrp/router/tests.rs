@@ -1464,6 +1464,57 @@ fn primary_address_change_moves_the_advert_source() {
 }
 
 #[test]
+fn a_vip_never_becomes_the_advert_source() {
+    // keepalived's IPv6 configs list a link-local VIP first (RFC 5798 §5.2.9); once held it
+    // is the first link-local the kernel lists, and the shell reports it as the primary.
+    let config = RouterConfig {
+        vips: vec![
+            "fe80::100/64".parse().unwrap(),
+            "2001:db8::100/64".parse().unwrap(),
+        ],
+        ..config(255)
+    };
+    let (own, vip, group) = (ip("fe80::1"), ip("fe80::100"), IpAddr::V6(MULTICAST_V6));
+    let t0 = Instant::now();
+    let mut router = Router::new(config, t0);
+    router.handle(t0, Input::Health { healthy: true });
+    router.handle(t0, Input::Startup { primary: own });
+    assert_eq!(router.status().state, State::Master);
+    router.handle(t0, Input::PrimaryAddress(vip));
+    assert_eq!(router.status().master_address, Some(own));
+    let actions = router.handle(t0 + secs(1), Input::TimerFired);
+    let Some(Action::SendAdvert { payload, .. }) = actions.last() else {
+        panic!("no advert")
+    };
+    // The v3 IPv6 checksum covers the source: the advert is still from our own address.
+    let opts = CodecOptions::default();
+    assert!(packet::decode(payload, own, group, &opts).is_ok());
+    assert_eq!(
+        packet::decode(payload, vip, group, &opts),
+        Err(PacketError::Checksum)
+    );
+    // Another master holding the same VIP is a peer, not our own loopback.
+    let peer = packet::encode(
+        &Advert {
+            addresses: vec![vip, ip("2001:db8::100")],
+            ..advert(Version::V3, 255)
+        },
+        vip,
+        group,
+        &opts,
+    );
+    let input = Input::Packet {
+        src: vip,
+        dst: group,
+        hop_limit: 255,
+        payload: &peer,
+    };
+    router.handle(t0 + secs(1), input);
+    assert_eq!(router.status().counters.own_adverts, 0);
+    assert_eq!(router.status().counters.adverts_received, 1);
+}
+
+#[test]
 fn config_validation_names_the_problem() {
     let cases = [
         (
