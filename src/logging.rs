@@ -11,7 +11,10 @@ pub fn init(verbose: bool) {
     if std::env::var_os("JOURNAL_STREAM").is_some()
         && let Ok(journald) = tracing_journald::layer()
     {
-        let _ = tracing_subscriber::registry().with(filter).with(journald.with_syslog_identifier("nginx-ha".into())).try_init();
+        let _ = tracing_subscriber::registry()
+            .with(filter)
+            .with(journald.with_syslog_identifier("nginx-ha".into()))
+            .try_init();
         return;
     }
     let _ = tracing_subscriber::fmt()

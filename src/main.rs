@@ -11,7 +11,11 @@ use nginx_ha::control::client::{self, ClientError};
 use nginx_ha::control::{Request, status};
 
 #[derive(Parser)]
-#[command(name = "nginx-ha", version, about = "Keeps an nginx pair highly available: supervises nginx, runs VRRP, keeps addresses")]
+#[command(
+    name = "nginx-ha",
+    version,
+    about = "Keeps an nginx pair highly available: supervises nginx, runs VRRP, keeps addresses"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Commands,
@@ -60,9 +64,7 @@ enum Commands {
         rest: Vec<String>,
     },
     /// Convert a keepalived.conf to an nginx-ha.toml on stdout [not yet implemented]
-    ImportKeepalived {
-        file: PathBuf,
-    },
+    ImportKeepalived { file: PathBuf },
 }
 
 /// Exit status when no daemon answers (`status`), as in the interface contract.

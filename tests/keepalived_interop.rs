@@ -73,7 +73,12 @@ fn pair_at(
     let mut nha = Node::new(&bridge, NHA, nha_cidr);
     let mut ka = KeepalivedNode::new(&bridge, KA, KA_CIDR);
     let client = Client::new(&bridge, "198.18.0.200/24");
-    let vip = vips.iter().map(|cidr| cidr.split('/').next().unwrap()).find(|vip| !vip.starts_with("fe80:")).unwrap().to_owned();
+    let vip = vips
+        .iter()
+        .map(|cidr| cidr.split('/').next().unwrap())
+        .find(|vip| !vip.starts_with("fe80:"))
+        .unwrap()
+        .to_owned();
     let ka_source = if vip.contains(':') {
         client.ns.ip(&["-6", "addr", "add", "fd00:198:18::200/64", "dev", "eth0", "nodad"]);
         link_local(&ka.ns)
@@ -100,7 +105,11 @@ fn pair_at(
 /// first, so a link-local VIP comes before it.
 fn link_local(ns: &common::netns::NetNs) -> String {
     let output = ns.ip(&["-6", "-o", "addr", "show", "dev", "eth0", "scope", "link"]);
-    let address = output.split("inet6 ").last().filter(|_| output.contains("inet6 ")).unwrap_or_else(|| panic!("no link-local in {output:?}"));
+    let address = output
+        .split("inet6 ")
+        .last()
+        .filter(|_| output.contains("inet6 "))
+        .unwrap_or_else(|| panic!("no link-local in {output:?}"));
     address.split('/').next().unwrap().to_owned()
 }
 
@@ -149,7 +158,12 @@ impl Pair {
         let (became_master, received) = (counter(&self.nha, "became_master"), counter(&self.nha, "adverts_received"));
         outlast_master_down(self.interval);
         assert_eq!(self.nha.state("VI_1").as_deref(), Some("BACKUP"));
-        assert_eq!(counter(&self.nha, "became_master"), became_master, "nginx-ha became MASTER meanwhile:\n{}", self.nha.log());
+        assert_eq!(
+            counter(&self.nha, "became_master"),
+            became_master,
+            "nginx-ha became MASTER meanwhile:\n{}",
+            self.nha.log()
+        );
         assert!(counter(&self.nha, "adverts_received") > received, "nginx-ha hears keepalived's adverts");
         assert_eq!(self.ka.state().as_deref(), Some("MASTER"));
         let status = self.nha.status().unwrap();
@@ -205,7 +219,11 @@ fn v2_multicast_nginx_ha_master_keepalived_backup_and_failover_on_nginx_failure(
     p.ka.wait_state("MASTER");
     p.client.wait_served_by(VIP, KA);
     assert!(counter(&p.nha, "priority_zero_sent") >= 1);
-    assert!(p.ka.log().contains("(VI_1) Backup received priority 0 advertisement"), "keepalived saw the priority-0 advert:\n{}", p.ka.log());
+    assert!(
+        p.ka.log().contains("(VI_1) Backup received priority 0 advertisement"),
+        "keepalived saw the priority-0 advert:\n{}",
+        p.ka.log()
+    );
     // nginx back: nginx-ha rejoins as BACKUP, outranks keepalived and preempts it.
     p.nha.signal_nginx(libc::SIGCONT);
     p.nginx_ha_is_master();
@@ -252,14 +270,26 @@ fn v2_multicast_keepalived_master_nginx_ha_backup_and_takeover_on_keepalived_sto
 
 #[test]
 fn v2_simple_text_authentication_both_roles() {
-    let p = pair(100, &format!("auth_pass = \"s3cret\"\n{DEMOTE}"), 90, "", "    authentication {\n        auth_type PASS\n        auth_pass s3cret\n    }");
+    let p = pair(
+        100,
+        &format!("auth_pass = \"s3cret\"\n{DEMOTE}"),
+        90,
+        "",
+        "    authentication {\n        auth_type PASS\n        auth_pass s3cret\n    }",
+    );
     p.both_roles_by_demotion();
     p.assert_clean();
 }
 
 #[test]
 fn v2_wrong_password_is_counted_by_nginx_ha_and_logged_by_keepalived() {
-    let p = pair(100, "auth_pass = \"wrong\"", 90, "", "    authentication {\n        auth_type PASS\n        auth_pass s3cret\n    }");
+    let p = pair(
+        100,
+        "auth_pass = \"wrong\"",
+        90,
+        "",
+        "    authentication {\n        auth_type PASS\n        auth_pass s3cret\n    }",
+    );
     // Neither accepts the other: both end up MASTER.
     p.nha.wait_state("VI_1", "MASTER");
     p.ka.wait_state("MASTER");
@@ -285,7 +315,13 @@ fn v3_multicast_1s_adverts_both_roles() {
 
 #[test]
 fn v3_multicast_100ms_adverts_both_roles() {
-    let p = pair(100, &format!("version = 3\nadvert_interval_ms = 100\n{DEMOTE}"), 90, "    vrrp_version 3", "    advert_int 0.1");
+    let p = pair(
+        100,
+        &format!("version = 3\nadvert_interval_ms = 100\n{DEMOTE}"),
+        90,
+        "    vrrp_version 3",
+        "    advert_int 0.1",
+    );
     assert_eq!(p.interval, Duration::from_millis(100));
     p.nginx_ha_is_master();
     p.nha.signal_nginx(libc::SIGSTOP);
@@ -325,7 +361,13 @@ fn v2_unicast_both_roles() {
 #[test]
 fn v3_unicast_both_roles() {
     // v3 over IPv4 checksums a pseudo-header holding the destination: the peer's address here.
-    let p = pair(100, &format!("version = 3\nunicast_peers = [\"{KA_ADDRESS}\"]\n{DEMOTE}"), 90, "    vrrp_version 3", &unicast_keepalived());
+    let p = pair(
+        100,
+        &format!("version = 3\nunicast_peers = [\"{KA_ADDRESS}\"]\n{DEMOTE}"),
+        90,
+        "    vrrp_version 3",
+        &unicast_keepalived(),
+    );
     p.both_roles_by_demotion();
     p.assert_clean();
 }
@@ -334,7 +376,15 @@ fn v3_unicast_both_roles() {
 fn v3_ipv6_both_roles() {
     // IPv6 adverts come from the link-locals, to ff02::12, checksummed with the IPv6
     // pseudo-header.
-    let p = pair_at(NHA_CIDR, 100, &format!("version = 3\n{DEMOTE}"), 90, "    vrrp_version 3", "", &["fd00:198:18::100/64"]);
+    let p = pair_at(
+        NHA_CIDR,
+        100,
+        &format!("version = 3\n{DEMOTE}"),
+        90,
+        "    vrrp_version 3",
+        "",
+        &["fd00:198:18::100/64"],
+    );
     p.both_roles_by_demotion();
     p.assert_clean();
 }
@@ -352,8 +402,13 @@ fn v3_ipv6_with_a_link_local_vip_first_both_roles() {
     assert_ne!(nha_source, LINK_LOCAL_VIP);
     p.both_roles_by_demotion();
     let status = p.nha.status().unwrap();
-    assert_eq!(status["vrrp"][0]["master_address"], nha_source.as_str(), "nginx-ha names itself by its own address: {status}");
-    let named = |address: &str| p.ka.log().lines().filter(|line| line.contains(&format!("advert from {address} "))).count();
+    assert_eq!(
+        status["vrrp"][0]["master_address"],
+        nha_source.as_str(),
+        "nginx-ha names itself by its own address: {status}"
+    );
+    let named =
+        |address: &str| p.ka.log().lines().filter(|line| line.contains(&format!("advert from {address} "))).count();
     assert_eq!(named(LINK_LOCAL_VIP), 0, "keepalived got adverts from the VIP:\n{}", p.ka.log());
     assert!(named(&nha_source) > 0, "keepalived names nginx-ha by its link-local:\n{}", p.ka.log());
     p.assert_clean();
@@ -529,7 +584,8 @@ fn keepalived_logs_each_deliberate_mismatch() {
     ka.configure("", &instances);
     nha.start();
     ka.start();
-    let names_router = |case: &Mismatch, line: &str| case.ka_vips.is_none() || line.contains(&format!("({})", case.name));
+    let names_router =
+        |case: &Mismatch, line: &str| case.ka_vips.is_none() || line.contains(&format!("({})", case.name));
     for case in &cases {
         wait_until(PATIENCE, &format!("keepalived to complain about {}", case.name), || {
             ka.complaints().iter().any(|line| names_router(case, line) && contains_in_order(line, case.ka_says))
@@ -537,7 +593,8 @@ fn keepalived_logs_each_deliberate_mismatch() {
         if let Some(counter) = case.nha_counts {
             wait_until(PATIENCE, &format!("nginx-ha to count {counter} on {}", case.name), || {
                 let status = nha.status().unwrap();
-                let router = status["vrrp"].as_array().unwrap().iter().find(|r| r["name"] == case.name).unwrap().clone();
+                let router =
+                    status["vrrp"].as_array().unwrap().iter().find(|r| r["name"] == case.name).unwrap().clone();
                 router["counters"][counter].as_u64().unwrap() > 0
             });
         }

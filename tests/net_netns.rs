@@ -56,51 +56,21 @@ fn adding_and_removing_addresses_is_idempotent() {
         let net = Net::new().await.unwrap();
         let index = net.link("v0").await.unwrap().index;
         for vip in [cidr("198.18.0.100/24"), cidr("fd00:198:18::100/64")] {
-            assert_eq!(
-                net.add_address(index, vip, None, OWNER_PROTO)
-                    .await
-                    .unwrap(),
-                Added::New
-            );
-            assert_eq!(
-                net.add_address(index, vip, None, OWNER_PROTO)
-                    .await
-                    .unwrap(),
-                Added::AlreadyPresent
-            );
+            assert_eq!(net.add_address(index, vip, None, OWNER_PROTO).await.unwrap(), Added::New);
+            assert_eq!(net.add_address(index, vip, None, OWNER_PROTO).await.unwrap(), Added::AlreadyPresent);
             let listed = net.addresses(index).await.unwrap();
-            assert!(
-                listed
-                    .iter()
-                    .any(|a| a.address == vip && a.proto == Some(OWNER_PROTO)),
-                "{listed:?}"
-            );
+            assert!(listed.iter().any(|a| a.address == vip && a.proto == Some(OWNER_PROTO)), "{listed:?}");
             let shown = ip_in(&ns_name, &["addr", "show", "dev", "v0"]);
             assert!(shown.contains(&format!("{vip} ")), "{shown}");
 
             assert_eq!(net.del_address(index, vip).await.unwrap(), Removed::Yes);
-            assert_eq!(
-                net.del_address(index, vip).await.unwrap(),
-                Removed::WasAbsent
-            );
-            assert!(
-                !net.addresses(index)
-                    .await
-                    .unwrap()
-                    .iter()
-                    .any(|a| a.address == vip)
-            );
+            assert_eq!(net.del_address(index, vip).await.unwrap(), Removed::WasAbsent);
+            assert!(!net.addresses(index).await.unwrap().iter().any(|a| a.address == vip));
             assert!(!ip_in(&ns_name, &["addr", "show", "dev", "v0"]).contains(&format!("{vip} ")));
         }
         // Only an exact match (address and prefix length) is ours to remove.
-        assert_eq!(
-            net.del_address(index, cidr("198.18.0.1/32")).await.unwrap(),
-            Removed::WasAbsent
-        );
-        match net
-            .add_address(9999, cidr("198.18.0.100/24"), None, OWNER_PROTO)
-            .await
-        {
+        assert_eq!(net.del_address(index, cidr("198.18.0.1/32")).await.unwrap(), Removed::WasAbsent);
+        match net.add_address(9999, cidr("198.18.0.100/24"), None, OWNER_PROTO).await {
             Err(NetError::NoSuchIndex(9999)) => {}
             other => panic!("expected NoSuchIndex, got {other:?}"),
         }
@@ -115,28 +85,14 @@ fn owner_tag_finds_our_addresses_on_every_interface() {
         let net = Net::new().await.unwrap();
         let v0 = net.link("v0").await.unwrap().index;
         let v1 = net.link("v1").await.unwrap().index;
-        net.add_address(v0, cidr("198.18.0.100/24"), None, OWNER_PROTO)
-            .await
-            .unwrap();
-        net.add_address(v1, cidr("fd00:198:18::100/64"), None, OWNER_PROTO)
-            .await
-            .unwrap();
-        net.add_address(v0, cidr("198.18.0.101/24"), None, 0x42)
-            .await
-            .unwrap(); // someone else's
+        net.add_address(v0, cidr("198.18.0.100/24"), None, OWNER_PROTO).await.unwrap();
+        net.add_address(v1, cidr("fd00:198:18::100/64"), None, OWNER_PROTO).await.unwrap();
+        net.add_address(v0, cidr("198.18.0.101/24"), None, 0x42).await.unwrap(); // someone else's
 
-        let mut ours: Vec<_> = net
-            .addresses_with_proto(OWNER_PROTO)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|a| (a.ifindex, a.address))
-            .collect();
+        let mut ours: Vec<_> =
+            net.addresses_with_proto(OWNER_PROTO).await.unwrap().into_iter().map(|a| (a.ifindex, a.address)).collect();
         ours.sort();
-        let mut expected = vec![
-            (v0, cidr("198.18.0.100/24")),
-            (v1, cidr("fd00:198:18::100/64")),
-        ];
+        let mut expected = vec![(v0, cidr("198.18.0.100/24")), (v1, cidr("fd00:198:18::100/64"))];
         expected.sort();
         assert_eq!(ours, expected);
     });
@@ -150,14 +106,9 @@ fn labels_name_ipv4_aliases_and_bad_ones_are_refused() {
         let net = Net::new().await.unwrap();
         let index = net.link("v0").await.unwrap().index;
         let alias = cidr("198.18.0.107/24");
-        net.add_address(index, alias, Some("v0:web"), OWNER_PROTO)
-            .await
-            .unwrap();
+        net.add_address(index, alias, Some("v0:web"), OWNER_PROTO).await.unwrap();
         let listed = net.addresses(index).await.unwrap();
-        let added = listed
-            .iter()
-            .find(|a| a.address == alias)
-            .expect("alias listed");
+        let added = listed.iter().find(|a| a.address == alias).expect("alias listed");
         assert_eq!(added.label.as_deref(), Some("v0:web"));
         assert!(ip_in(&ns_name, &["-4", "addr", "show", "dev", "v0"]).contains("v0:web"));
 
@@ -166,24 +117,12 @@ fn labels_name_ipv4_aliases_and_bad_ones_are_refused() {
             ("198.18.0.108/24", "v0:much-too-long", "15 bytes"),
             ("fd00:198:18::108/64", "v0:v6", "only for IPv4"),
         ] {
-            let error = net
-                .add_address(index, cidr(address), Some(label), OWNER_PROTO)
-                .await
-                .unwrap_err();
+            let error = net.add_address(index, cidr(address), Some(label), OWNER_PROTO).await.unwrap_err();
             let message = error.to_string();
             assert!(matches!(error, NetError::InvalidLabel { .. }), "{message}");
-            assert!(
-                message.contains(label) && message.contains("v0") && message.contains(complaint),
-                "{message}"
-            );
+            assert!(message.contains(label) && message.contains("v0") && message.contains(complaint), "{message}");
         }
-        assert!(
-            !net.addresses(index)
-                .await
-                .unwrap()
-                .iter()
-                .any(|a| a.address.addr() == ip("198.18.0.108"))
-        );
+        assert!(!net.addresses(index).await.unwrap().iter().any(|a| a.address.addr() == ip("198.18.0.108")));
     });
 }
 
@@ -221,22 +160,12 @@ fn primary_address_skips_secondaries_and_our_own_vips() {
         let net = Net::new().await.unwrap();
         let index = net.link("v0").await.unwrap().index;
         // A VIP in the interface's subnet is a secondary; one outside it becomes primary.
-        net.add_address(index, cidr("198.18.0.100/24"), None, OWNER_PROTO)
-            .await
-            .unwrap();
-        net.add_address(index, cidr("198.18.9.1/32"), None, OWNER_PROTO)
-            .await
-            .unwrap();
-        assert_eq!(
-            net.primary_address(index, Family::V4).await.unwrap(),
-            Some(ip("198.18.0.1"))
-        );
+        net.add_address(index, cidr("198.18.0.100/24"), None, OWNER_PROTO).await.unwrap();
+        net.add_address(index, cidr("198.18.9.1/32"), None, OWNER_PROTO).await.unwrap();
+        assert_eq!(net.primary_address(index, Family::V4).await.unwrap(), Some(ip("198.18.0.1")));
 
         let v6 = net.primary_address(index, Family::V6).await.unwrap();
-        assert!(
-            matches!(v6, Some(IpAddr::V6(a)) if a.is_unicast_link_local()),
-            "{v6:?}"
-        );
+        assert!(matches!(v6, Some(IpAddr::V6(a)) if a.is_unicast_link_local()), "{v6:?}");
 
         let bare = net.link("w0").await.unwrap().index;
         assert_eq!(net.primary_address(bare, Family::V4).await.unwrap(), None);
@@ -258,30 +187,17 @@ fn ipv6_vip_is_usable_at_once() {
         // The link-local address is still tentative, so not yet a usable source.
         assert_eq!(net.primary_address(index, Family::V6).await.unwrap(), None);
 
-        net.add_address(index, cidr("fd00:198:18::10/64"), None, OWNER_PROTO)
-            .await
-            .unwrap();
+        net.add_address(index, cidr("fd00:198:18::10/64"), None, OWNER_PROTO).await.unwrap();
         UdpSocket::bind("[fd00:198:18::10]:0").expect("the VIP is usable without waiting for DAD");
 
         // The control: an address added the ordinary way is still tentative.
-        ip_in(
-            &ns_name,
-            &["addr", "add", "fd00:198:18::11/64", "dev", "v0"],
-        );
+        ip_in(&ns_name, &["addr", "add", "fd00:198:18::11/64", "dev", "v0"]);
         let error = UdpSocket::bind("[fd00:198:18::11]:0").expect_err("DAD is running");
         assert_eq!(error.raw_os_error(), Some(libc::EADDRNOTAVAIL));
 
         let deadline = tokio::time::Instant::now() + TIMEOUT;
-        while net
-            .primary_address(index, Family::V6)
-            .await
-            .unwrap()
-            .is_none()
-        {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the link-local address never passed DAD"
-            );
+        while net.primary_address(index, Family::V6).await.unwrap().is_none() {
+            assert!(tokio::time::Instant::now() < deadline, "the link-local address never passed DAD");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     });
@@ -296,9 +212,7 @@ async fn expect_event(events: &mut NetEvents, what: &str, wanted: impl Fn(&NetEv
         }
         panic!("the event stream ended while waiting for {what}");
     });
-    found
-        .await
-        .unwrap_or_else(|_| panic!("no event for {what} within {TIMEOUT:?}"));
+    found.await.unwrap_or_else(|_| panic!("no event for {what} within {TIMEOUT:?}"));
 }
 
 #[test]
@@ -344,64 +258,29 @@ fn announce_repoints_neighbours_to_the_new_master() {
     let (_bridge, a, b) = two_nodes();
     // B still believes the VIPs are at the old master's MAC.
     let old_mac = "02:00:00:00:00:99";
-    b.ip(&[
-        "neigh",
-        "replace",
-        "198.18.0.100",
-        "lladdr",
-        old_mac,
-        "dev",
-        "eth0",
-        "nud",
-        "stale",
-    ]);
-    b.ip(&[
-        "-6",
-        "neigh",
-        "replace",
-        "fd00:198:18::100",
-        "lladdr",
-        old_mac,
-        "dev",
-        "eth0",
-        "nud",
-        "stale",
-    ]);
+    b.ip(&["neigh", "replace", "198.18.0.100", "lladdr", old_mac, "dev", "eth0", "nud", "stale"]);
+    b.ip(&["-6", "neigh", "replace", "fd00:198:18::100", "lladdr", old_mac, "dev", "eth0", "nud", "stale"]);
 
     a.run(|| async {
         let net = Net::new().await.unwrap();
         let eth0 = net.link("eth0").await.unwrap();
         for vip in ["198.18.0.100/24", "fd00:198:18::100/64"] {
-            net.add_address(eth0.index, cidr(vip), None, OWNER_PROTO)
-                .await
-                .unwrap();
+            net.add_address(eth0.index, cidr(vip), None, OWNER_PROTO).await.unwrap();
         }
-        net::announce(&eth0, &[ip("198.18.0.100"), ip("fd00:198:18::100")])
-            .await
-            .unwrap();
+        net::announce(&eth0, &[ip("198.18.0.100"), ip("fd00:198:18::100")]).await.unwrap();
     });
 
     let a_mac = mac_of(&a, "eth0");
     for vip in ["198.18.0.100", "fd00:198:18::100"] {
-        wait_until(
-            TIMEOUT,
-            &format!("B's neighbour entry for {vip} to show A's MAC"),
-            || {
-                b.ip(&["neigh", "show", vip, "dev", "eth0"])
-                    .contains(&a_mac)
-            },
-        );
+        wait_until(TIMEOUT, &format!("B's neighbour entry for {vip} to show A's MAC"), || {
+            b.ip(&["neigh", "show", vip, "dev", "eth0"]).contains(&a_mac)
+        });
     }
 }
 
 /// Opens a VRRP socket on `ns`'s eth0; the handle yields the first packet it receives,
 /// or `None` after `wait`. Returns once the socket is open (and joined).
-fn receive_one(
-    ns: &NetNs,
-    family: Family,
-    multicast: bool,
-    wait: Duration,
-) -> JoinHandle<Option<Received>> {
+fn receive_one(ns: &NetNs, family: Family, multicast: bool, wait: Duration) -> JoinHandle<Option<Received>> {
     let (ready_tx, ready_rx) = mpsc::channel();
     let receiver = ns.spawn(move || async move {
         let index = Net::new().await.unwrap().link("eth0").await.unwrap().index;
@@ -419,24 +298,14 @@ fn receive_one(
 
 /// Sends `payload` to `dst` from `ns`'s eth0, from `source` when given; returns the
 /// source address the sender expects the receiver to see (its primary address otherwise).
-fn send_one(
-    ns: &NetNs,
-    family: Family,
-    dst: IpAddr,
-    source: Option<IpAddr>,
-    payload: &'static [u8],
-) -> IpAddr {
+fn send_one(ns: &NetNs, family: Family, dst: IpAddr, source: Option<IpAddr>, payload: &'static [u8]) -> IpAddr {
     ns.run(move || async move {
         let net = Net::new().await.unwrap();
         let index = net.link("eth0").await.unwrap().index;
         let socket = VrrpSocket::open(index, "eth0", family, true).unwrap();
         let src = match source {
             Some(src) => src,
-            None => net
-                .primary_address(index, family)
-                .await
-                .unwrap()
-                .expect("a primary address"),
+            None => net.primary_address(index, family).await.unwrap().expect("a primary address"),
         };
         if source.is_some() {
             socket.set_source(src).unwrap();
@@ -454,12 +323,7 @@ fn vrrp_multicast_ipv4_reaches_the_peer() {
     let received = join(receiver).expect("B received the advert");
     assert_eq!(
         received,
-        Received {
-            src,
-            dst: VRRP_MULTICAST_V4.into(),
-            hop_limit: 255,
-            payload: b"advert v4".to_vec()
-        }
+        Received { src, dst: VRRP_MULTICAST_V4.into(), hop_limit: 255, payload: b"advert v4".to_vec() }
     );
     assert_eq!(src, ip("198.18.0.1"));
 }
@@ -470,28 +334,14 @@ fn vrrp_multicast_ipv6_reaches_the_peer_from_our_link_local() {
     let link_local = a.run(|| async {
         let net = Net::new().await.unwrap();
         let index = net.link("eth0").await.unwrap().index;
-        net.primary_address(index, Family::V6)
-            .await
-            .unwrap()
-            .expect("a link-local address")
+        net.primary_address(index, Family::V6).await.unwrap().expect("a link-local address")
     });
     let receiver = receive_one(&b, Family::V6, true, TIMEOUT);
-    send_one(
-        &a,
-        Family::V6,
-        VRRP_MULTICAST_V6.into(),
-        Some(link_local),
-        b"advert v6",
-    );
+    send_one(&a, Family::V6, VRRP_MULTICAST_V6.into(), Some(link_local), b"advert v6");
     let received = join(receiver).expect("B received the advert");
     assert_eq!(
         received,
-        Received {
-            src: link_local,
-            dst: VRRP_MULTICAST_V6.into(),
-            hop_limit: 255,
-            payload: b"advert v6".to_vec()
-        }
+        Received { src: link_local, dst: VRRP_MULTICAST_V6.into(), hop_limit: 255, payload: b"advert v6".to_vec() }
     );
 }
 
@@ -500,49 +350,27 @@ fn vrrp_unicast_ipv4_uses_the_chosen_source() {
     let (_bridge, a, b) = two_nodes();
     a.ip(&["addr", "add", "198.18.0.50/24", "dev", "eth0"]);
     let receiver = receive_one(&b, Family::V4, false, TIMEOUT);
-    send_one(
-        &a,
-        Family::V4,
-        ip("198.18.0.2"),
-        Some(ip("198.18.0.50")),
-        b"unicast advert",
-    );
+    send_one(&a, Family::V4, ip("198.18.0.2"), Some(ip("198.18.0.50")), b"unicast advert");
     let received = join(receiver).expect("B received the advert");
     assert_eq!(
         received,
-        Received {
-            src: ip("198.18.0.50"),
-            dst: ip("198.18.0.2"),
-            hop_limit: 255,
-            payload: b"unicast advert".to_vec()
-        }
+        Received { src: ip("198.18.0.50"), dst: ip("198.18.0.2"), hop_limit: 255, payload: b"unicast advert".to_vec() }
     );
 }
 
 #[test]
 fn vrrp_multicast_does_not_loop_back_to_the_sender() {
     let (_bridge, a, b) = two_nodes();
-    for (family, group) in [
-        (Family::V4, IpAddr::from(VRRP_MULTICAST_V4)),
-        (Family::V6, VRRP_MULTICAST_V6.into()),
-    ] {
+    for (family, group) in [(Family::V4, IpAddr::from(VRRP_MULTICAST_V4)), (Family::V6, VRRP_MULTICAST_V6.into())] {
         let peer = receive_one(&b, family, true, TIMEOUT);
         let own = a.run(move || async move {
             let index = Net::new().await.unwrap().link("eth0").await.unwrap().index;
             let socket = VrrpSocket::open(index, "eth0", family, true).unwrap();
             socket.send(group, b"advert").await.unwrap();
-            tokio::time::timeout(Duration::from_secs(1), socket.recv())
-                .await
-                .ok()
+            tokio::time::timeout(Duration::from_secs(1), socket.recv()).await.ok()
         });
-        assert!(
-            own.is_none(),
-            "{family}: the sender received its own advert: {own:?}"
-        );
-        assert!(
-            join(peer).is_some(),
-            "{family}: the peer did not receive the advert"
-        );
+        assert!(own.is_none(), "{family}: the sender received its own advert: {own:?}");
+        assert!(join(peer).is_some(), "{family}: the peer did not receive the advert");
     }
 }
 

@@ -85,7 +85,8 @@ fn a_hung_nginx_becomes_unhealthy_and_recovers() {
     let setup = Setup::new("hang");
     let mut daemon = setup.start();
     let nginx = daemon.wait_serving();
-    let all: Vec<i32> = std::iter::once(nginx["master_pid"].as_i64().unwrap() as i32).chain(pids(&nginx["worker_pids"])).collect();
+    let all: Vec<i32> =
+        std::iter::once(nginx["master_pid"].as_i64().unwrap() as i32).chain(pids(&nginx["worker_pids"])).collect();
     for &pid in &all {
         signal(pid, libc::SIGSTOP);
     }
@@ -136,7 +137,10 @@ fn a_new_file_in_an_included_directory_is_picked_up() {
     let mut daemon = setup.start();
     daemon.wait_serving();
     let port = free_port();
-    setup.write("sites/extra.conf", &format!("server {{ listen 127.0.0.1:{port}; location / {{ return 200 \"extra\\n\"; }} }}\n"));
+    setup.write(
+        "sites/extra.conf",
+        &format!("server {{ listen 127.0.0.1:{port}; location / {{ return 200 \"extra\\n\"; }} }}\n"),
+    );
     wait_body(port, "extra", || daemon.log_text());
 }
 
@@ -227,7 +231,9 @@ fn a_restarted_daemon_adopts_the_running_nginx_without_failed_requests() {
     // The adopted master is still supervised: a crash is restarted.
     let master = after["master_pid"].as_i64().unwrap() as i32;
     signal(master, libc::SIGKILL);
-    second.wait_for("restart after adoption", |n| n["master_pid"].as_i64().is_some_and(|p| p as i32 != master) && n["healthy"] == true);
+    second.wait_for("restart after adoption", |n| {
+        n["master_pid"].as_i64().is_some_and(|p| p as i32 != master) && n["healthy"] == true
+    });
     for worker in pids(&after["worker_pids"]) {
         assert!(!alive(worker), "orphaned worker {worker} of the adopted master was killed");
     }
@@ -238,7 +244,8 @@ fn bad_startup_config_is_failed_until_fixed() {
     let setup = Setup::new("later");
     setup.write("sites/site.conf", "server { lisen 80; }\n");
     let mut daemon = setup.start();
-    let failed = daemon.wait_for("failed with the nginx error", |n| n["state"] == "failed" && n["config_error"].is_string());
+    let failed =
+        daemon.wait_for("failed with the nginx error", |n| n["state"] == "failed" && n["config_error"].is_string());
     assert!(failed["master_pid"].is_null(), "nothing was started");
     setup.set_body("later");
     wait_body(setup.port, "later", || daemon.log_text());
@@ -296,7 +303,8 @@ fn tells_systemd_ready_watchdog_and_stopping() {
     let socket_path = setup.path("notify.sock");
     let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
     socket.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
-    let mut daemon = setup.start_with_env(&[("NOTIFY_SOCKET", socket_path.to_str().unwrap()), ("WATCHDOG_USEC", "400000")]);
+    let mut daemon =
+        setup.start_with_env(&[("NOTIFY_SOCKET", socket_path.to_str().unwrap()), ("WATCHDOG_USEC", "400000")]);
     let mut messages = String::new();
     let receive_until = |messages: &mut String, wanted: &str| {
         let deadline = Instant::now() + PATIENCE;
@@ -330,7 +338,10 @@ fn every_worker_is_tracked_and_a_reload_is_confirmed_by_new_ones_only() {
     let after = daemon.nginx();
     let (old, new) = (pids(&before["worker_pids"]), pids(&after["worker_pids"]));
     assert_eq!(new.len(), 8, "all new workers tracked right after the reload: {after}");
-    assert!(new.iter().all(|pid| !old.contains(pid)), "the reload is confirmed by new workers only: {old:?} -> {new:?}");
+    assert!(
+        new.iter().all(|pid| !old.contains(pid)),
+        "the reload is confirmed by new workers only: {old:?} -> {new:?}"
+    );
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(daemon.nginx()["worker_exits"], 0, "old workers draining after a reload are not crashes");
 }

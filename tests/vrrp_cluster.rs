@@ -159,7 +159,9 @@ fn stale_vip_from_a_crashed_daemon_is_removed_at_startup() {
     wait_until(PATIENCE, "B to hold the VIP", || b.has_address(VIP));
     assert!(a.has_address(VIP), "a killed daemon leaves its VIP behind");
     a.start();
-    wait_until(PATIENCE, "A's stale VIP removed", || !a.has_address(VIP) || a.state("VI_1").as_deref() == Some("MASTER"));
+    wait_until(PATIENCE, "A's stale VIP removed", || {
+        !a.has_address(VIP) || a.state("VI_1").as_deref() == Some("MASTER")
+    });
     a.wait_state("VI_1", "MASTER");
     b.wait_state("VI_1", "BACKUP");
     assert!(!b.has_address(VIP));
@@ -181,7 +183,10 @@ fn vrrp_v3_over_ipv6_with_100ms_adverts() {
     b.wait_state("VI_6", "BACKUP");
     client.wait_served_by("fd00:198:18::100", "A");
     let status = b.status().unwrap();
-    assert!(status["vrrp"][0]["master_address"].as_str().unwrap().starts_with("fe80::"), "v6 adverts come from the link-local: {status}");
+    assert!(
+        status["vrrp"][0]["master_address"].as_str().unwrap().starts_with("fe80::"),
+        "v6 adverts come from the link-local: {status}"
+    );
     assert_eq!(status["vrrp"][0]["master_advert_interval_ms"], 100);
     a.signal_nginx(libc::SIGKILL);
     client.wait_served_by("fd00:198:18::100", "B");
@@ -250,7 +255,13 @@ fn unicast_with_auth_between_two_nginx_ha_nodes() {
     let mut a = Node::new(&bridge, "A", "198.18.0.1/24");
     let mut b = Node::new(&bridge, "B", "198.18.0.2/24");
     let client = Client::new(&bridge, "198.18.0.200/24");
-    a.configure(&router("VI_1", 51, 100, "198.18.0.100/24", "auth_pass = \"s3cret\"\nunicast_peers = [\"198.18.0.2\"]"));
+    a.configure(&router(
+        "VI_1",
+        51,
+        100,
+        "198.18.0.100/24",
+        "auth_pass = \"s3cret\"\nunicast_peers = [\"198.18.0.2\"]",
+    ));
     b.configure(&router("VI_1", 51, 90, "198.18.0.100/24", "auth_pass = \"s3cret\"\nunicast_peers = [\"198.18.0.1\"]"));
     a.start();
     b.start();
@@ -285,14 +296,19 @@ fn notify_hook_runs_on_every_state_change_in_order() {
         transitions = std::fs::read_to_string(&record).unwrap_or_default();
         transitions.lines().count() >= 5
     });
-    assert_eq!(transitions.lines().collect::<Vec<_>>(), ["VI_1 BACKUP", "VI_1 MASTER", "VI_1 FAULT", "VI_1 BACKUP", "VI_1 MASTER"]);
+    assert_eq!(
+        transitions.lines().collect::<Vec<_>>(),
+        ["VI_1 BACKUP", "VI_1 MASTER", "VI_1 FAULT", "VI_1 BACKUP", "VI_1 MASTER"]
+    );
 }
 
 #[test]
 fn a_router_waits_for_its_interface_to_appear() {
     let bridge = Bridge::new();
     let mut a = Node::new(&bridge, "A", "198.18.0.1/24");
-    a.configure(&router("VI_L", 71, 100, "198.18.1.100/24", "").replace("interface = \"eth0\"", "interface = \"eth1\""));
+    a.configure(
+        &router("VI_L", 71, 100, "198.18.1.100/24", "").replace("interface = \"eth0\"", "interface = \"eth1\""),
+    );
     a.start();
     wait_until(PATIENCE, "the missing interface reported", || {
         a.status().is_some_and(|s| s["vrrp"][0]["problem"].as_str().is_some_and(|p| p.contains("eth1")))
@@ -300,6 +316,8 @@ fn a_router_waits_for_its_interface_to_appear() {
     assert_eq!(a.state("VI_L").as_deref(), Some("INIT"));
     bridge.connect(&a.ns, "eth1", "198.18.1.1/24");
     a.wait_state("VI_L", "MASTER");
-    wait_until(PATIENCE, "the VIP on eth1", || a.ns.ip(&["-o", "addr", "show", "dev", "eth1"]).contains(" 198.18.1.100/"));
+    wait_until(PATIENCE, "the VIP on eth1", || {
+        a.ns.ip(&["-o", "addr", "show", "dev", "eth1"]).contains(" 198.18.1.100/")
+    });
     assert!(a.status().unwrap()["vrrp"][0]["problem"].is_null());
 }

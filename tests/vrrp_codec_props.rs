@@ -3,66 +3,45 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use nginx_ha::vrrp::packet::{
-    Advert, Auth, CodecOptions, Version, decode, encode, split_ipv4_header,
-};
+use nginx_ha::vrrp::packet::{Advert, Auth, CodecOptions, Version, decode, encode, split_ipv4_header};
 use proptest::prelude::*;
 
 fn address(ipv4: bool) -> BoxedStrategy<IpAddr> {
     if ipv4 {
-        any::<[u8; 4]>()
-            .prop_map(|octets| IpAddr::from(Ipv4Addr::from(octets)))
-            .boxed()
+        any::<[u8; 4]>().prop_map(|octets| IpAddr::from(Ipv4Addr::from(octets))).boxed()
     } else {
-        any::<[u8; 16]>()
-            .prop_map(|octets| IpAddr::from(Ipv6Addr::from(octets)))
-            .boxed()
+        any::<[u8; 16]>().prop_map(|octets| IpAddr::from(Ipv6Addr::from(octets))).boxed()
     }
 }
 
 fn options() -> impl Strategy<Value = CodecOptions> {
-    any::<bool>().prop_map(|v3_pseudo_header_checksum| CodecOptions {
-        v3_pseudo_header_checksum,
-    })
+    any::<bool>().prop_map(|v3_pseudo_header_checksum| CodecOptions { v3_pseudo_header_checksum })
 }
 
 /// A valid advert with the source and destination it is sent between.
 fn sent_advert() -> impl Strategy<Value = (Advert, IpAddr, IpAddr)> {
-    prop_oneof![
-        Just((Version::V2, true)),
-        Just((Version::V3, true)),
-        Just((Version::V3, false))
-    ]
-    .prop_flat_map(|(version, ipv4)| {
-        let interval_cs = match version {
-            Version::V2 => (1u16..=255).prop_map(|seconds| seconds * 100).boxed(),
-            Version::V3 => (1u16..=0x0fff).boxed(),
-        };
-        let auth = match version {
-            Version::V2 => {
-                prop_oneof![Just(Auth::None), any::<[u8; 8]>().prop_map(Auth::Simple)].boxed()
-            }
-            Version::V3 => Just(Auth::None).boxed(),
-        };
-        let advert = (
-            any::<u8>(),
-            any::<u8>(),
-            interval_cs,
-            auth,
-            prop::collection::vec(address(ipv4), 1..=20),
-        )
-            .prop_map(
-                move |(vrid, priority, interval_cs, auth, addresses)| Advert {
+    prop_oneof![Just((Version::V2, true)), Just((Version::V3, true)), Just((Version::V3, false))].prop_flat_map(
+        |(version, ipv4)| {
+            let interval_cs = match version {
+                Version::V2 => (1u16..=255).prop_map(|seconds| seconds * 100).boxed(),
+                Version::V3 => (1u16..=0x0fff).boxed(),
+            };
+            let auth = match version {
+                Version::V2 => prop_oneof![Just(Auth::None), any::<[u8; 8]>().prop_map(Auth::Simple)].boxed(),
+                Version::V3 => Just(Auth::None).boxed(),
+            };
+            let advert = (any::<u8>(), any::<u8>(), interval_cs, auth, prop::collection::vec(address(ipv4), 1..=20))
+                .prop_map(move |(vrid, priority, interval_cs, auth, addresses)| Advert {
                     version,
                     vrid,
                     priority,
                     interval_cs,
                     auth,
                     addresses,
-                },
-            );
-        (advert, address(ipv4), address(ipv4))
-    })
+                });
+            (advert, address(ipv4), address(ipv4))
+        },
+    )
 }
 
 proptest! {
@@ -173,15 +152,8 @@ proptest! {
 /// RFC 1071, written independently of the codec's.
 fn set_checksum(payload: &mut [u8]) {
     payload[6..8].fill(0);
-    let mut sum: u32 = payload
-        .chunks(2)
-        .map(|word| {
-            u32::from(u16::from_be_bytes([
-                word[0],
-                word.get(1).copied().unwrap_or(0),
-            ]))
-        })
-        .sum();
+    let mut sum: u32 =
+        payload.chunks(2).map(|word| u32::from(u16::from_be_bytes([word[0], word.get(1).copied().unwrap_or(0)]))).sum();
     while sum > 0xffff {
         sum = (sum & 0xffff) + (sum >> 16);
     }

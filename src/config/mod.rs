@@ -160,11 +160,7 @@ impl Default for HealthConfig {
 
 impl Default for DaemonConfig {
     fn default() -> Self {
-        Self {
-            control_socket: default_control_socket(),
-            state_dir: default_state_dir(),
-            metrics_listen: None,
-        }
+        Self { control_socket: default_control_socket(), state_dir: default_state_dir(), metrics_listen: None }
     }
 }
 
@@ -272,9 +268,8 @@ impl HttpProbeUrl {
         if host.is_empty() {
             return Err(format!("`{url}` has no host; write e.g. \"http://127.0.0.1:80/\""));
         }
-        let port = port
-            .parse::<u16>()
-            .map_err(|_| format!("`{url}`: port `{port}` is not a number from 1 to 65535"))?;
+        let port =
+            port.parse::<u16>().map_err(|_| format!("`{url}`: port `{port}` is not a number from 1 to 65535"))?;
         Ok(Self { host, port, path: path.to_string() })
     }
 }
@@ -309,7 +304,9 @@ pub fn parse_net(text: &str) -> Result<ipnet::IpNet, String> {
         })
     } else {
         text.parse::<IpAddr>().map(ipnet::IpNet::from).map_err(|_| {
-            format!("`{text}` is not an IP address; write e.g. \"198.18.0.100/24\", \"198.18.0.100\" or \"fd00::10/64\"")
+            format!(
+                "`{text}` is not an IP address; write e.g. \"198.18.0.100/24\", \"198.18.0.100\" or \"fd00::10/64\""
+            )
         })
     }
 }

@@ -151,7 +151,9 @@ fn on_nginx_failure_values() {
 
 #[test]
 fn health_probe_syntax() {
-    assert!(parse("[health]\nhttp = \"http://127.0.0.1:8080/health\"\ntcp = [\"127.0.0.1:80\", \"[::1]:443\"]\n").is_ok());
+    assert!(
+        parse("[health]\nhttp = \"http://127.0.0.1:8080/health\"\ntcp = [\"127.0.0.1:80\", \"[::1]:443\"]\n").is_ok()
+    );
     assert!(errors("[health]\nhttp = \"https://x/\"\n")[0].contains("not an http:// URL"));
     assert!(errors("[health]\ntcp = [\"localhost\"]\n")[0].contains(":2:8:"));
     assert!(errors("[health]\ntimeout_ms = 2000\n")[0].contains("must be from 1 to interval_ms"));

@@ -104,7 +104,9 @@ fn validate_router(i: usize, router: &VrrpConfig, report: &mut impl FnMut(Vec<St
     if router.priority == 0 {
         report(
             at("priority"),
-            format!("[{name}] priority 0 is reserved for a master that relinquishes; use 1 to 255 (255 = address owner)"),
+            format!(
+                "[{name}] priority 0 is reserved for a master that relinquishes; use 1 to 255 (255 = address owner)"
+            ),
         );
     }
     match router.version {
@@ -170,13 +172,17 @@ fn validate_router(i: usize, router: &VrrpConfig, report: &mut impl FnMut(Vec<St
         if peers.is_empty() {
             report(
                 at("unicast_peers"),
-                format!("[{name}] unicast_peers is empty: list the peers' addresses, or remove the key to use multicast"),
+                format!(
+                    "[{name}] unicast_peers is empty: list the peers' addresses, or remove the key to use multicast"
+                ),
             );
         }
         for (p, peer) in peers.iter().enumerate() {
             let path = vec![Key("vrrp"), Index(i), Key("unicast_peers"), Index(p)];
             match peer.parse::<IpAddr>() {
-                Err(_) => report(path, format!("[{name}] unicast peer `{peer}` is not an IP address, e.g. \"198.18.0.2\"")),
+                Err(_) => {
+                    report(path, format!("[{name}] unicast peer `{peer}` is not an IP address, e.g. \"198.18.0.2\""))
+                }
                 Ok(addr) if family.is_some_and(|v4| v4 != addr.is_ipv4()) => report(
                     path,
                     format!("[{name}] unicast peer `{peer}` is not of the same address family as the virtual_ips"),
@@ -237,7 +243,9 @@ fn validate_vips(i: usize, router: &VrrpConfig, report: &mut impl FnMut(Vec<Step
             None => family = Some(is_v4),
             Some(first) if first != is_v4 => report(
                 path.clone(),
-                format!("[{name}] `{vip}` mixes IPv4 and IPv6 in one virtual router; put each family in its own [[vrrp]] with its own vrid"),
+                format!(
+                    "[{name}] `{vip}` mixes IPv4 and IPv6 in one virtual router; put each family in its own [[vrrp]] with its own vrid"
+                ),
             ),
             Some(_) => {}
         }
@@ -284,7 +292,10 @@ fn validate_aliases(config: &Config, report: &mut impl FnMut(Vec<Step>, String))
                 }
                 if let Some(label) = &alias.label {
                     if net.addr().is_ipv6() {
-                        report(at("label"), "labels exist for IPv4 addresses only; remove label for an IPv6 alias".into());
+                        report(
+                            at("label"),
+                            "labels exist for IPv4 addresses only; remove label for an IPv6 alias".into(),
+                        );
                     } else {
                         check_label(label, &alias.interface, at("label"), report);
                     }
@@ -310,7 +321,9 @@ fn check_ifname(name: &str, path: Vec<Step>, report: &mut impl FnMut(Vec<Step>, 
     if name.is_empty() || name.len() > IFNAME_MAX || name.contains(['/', ' ', ':']) {
         report(
             path,
-            format!("interface `{name}` is not a valid Linux interface name (1 to {IFNAME_MAX} bytes, no '/', ':' or spaces), e.g. \"eth0\""),
+            format!(
+                "interface `{name}` is not a valid Linux interface name (1 to {IFNAME_MAX} bytes, no '/', ':' or spaces), e.g. \"eth0\""
+            ),
         );
     }
 }

@@ -16,7 +16,9 @@ const MAX_REQUEST: usize = 64 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    #[error("another nginx-ha is running: its control socket {0} answers; stop it first (or set [daemon] control_socket)")]
+    #[error(
+        "another nginx-ha is running: its control socket {0} answers; stop it first (or set [daemon] control_socket)"
+    )]
     AlreadyRunning(PathBuf),
     #[error("cannot create the control socket {path}: {source}")]
     Bind { path: PathBuf, source: std::io::Error },

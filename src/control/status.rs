@@ -70,7 +70,8 @@ pub fn render_table(document: &serde_json::Value) -> Result<String, serde_json::
     } else {
         n.worker_pids.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
     };
-    let _ = writeln!(out, "nginx    {}, {health}   master {master}   workers {workers}   restarts {}", n.state, n.restarts);
+    let _ =
+        writeln!(out, "nginx    {}, {health}   master {master}   workers {workers}   restarts {}", n.state, n.restarts);
     if let Some(error) = &n.config_error {
         let _ = writeln!(out, "config   REJECTED: {}", error.replace('\n', "\n         "));
     }
@@ -81,7 +82,11 @@ pub fn render_table(document: &serde_json::Value) -> Result<String, serde_json::
         let _ = writeln!(out, "last     {exit}");
     }
     if !view.vrrp.is_empty() {
-        let _ = writeln!(out, "\n{:<16} {:<8} {:>8} {:>9}  {:<16} VIPS", "VRRP", "STATE", "PRIORITY", "EFFECTIVE", "MASTER SEEN");
+        let _ = writeln!(
+            out,
+            "\n{:<16} {:<8} {:>8} {:>9}  {:<16} VIPS",
+            "VRRP", "STATE", "PRIORITY", "EFFECTIVE", "MASTER SEEN"
+        );
         for r in &view.vrrp {
             let _ = writeln!(
                 out,
@@ -99,7 +104,13 @@ pub fn render_table(document: &serde_json::Value) -> Result<String, serde_json::
         let _ = writeln!(out, "\n{:<24} {:<12} {:<12} PRESENT", "ALIAS", "INTERFACE", "LABEL");
         for a in &view.aliases {
             let present = if a.present { "yes" } else { "NO" };
-            let _ = writeln!(out, "{:<24} {:<12} {:<12} {present}", a.address, a.interface, a.label.as_deref().unwrap_or("-"));
+            let _ = writeln!(
+                out,
+                "{:<24} {:<12} {:<12} {present}",
+                a.address,
+                a.interface,
+                a.label.as_deref().unwrap_or("-")
+            );
         }
     }
     Ok(out)
@@ -120,7 +131,10 @@ mod tests {
         });
         let table = render_table(&document).unwrap();
         assert!(table.contains("nginx    running, healthy   master 4242   workers 4243,4244   restarts 0"), "{table}");
-        assert!(table.contains("VI_1             MASTER        100       100  -                198.18.0.100/24"), "{table}");
+        assert!(
+            table.contains("VI_1             MASTER        100       100  -                198.18.0.100/24"),
+            "{table}"
+        );
         assert!(table.contains("198.18.0.107/24          eth0         eth0:1       yes"), "{table}");
     }
 

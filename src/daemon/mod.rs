@@ -149,13 +149,18 @@ impl Daemon {
             }
         };
         if let Some(reason) = needs_restart(&self.config, &new_config) {
-            let error = format!("{reason}; restart nginx-ha to apply it (`systemctl restart nginx-ha`); nothing was changed");
+            let error =
+                format!("{reason}; restart nginx-ha to apply it (`systemctl restart nginx-ha`); nothing was changed");
             let _ = commands.send(Command::RejectOwnConfig { error, reply: done }).await;
             return;
         }
         if new_config.health != self.config.health || new_config.nginx != self.config.nginx {
             let fresh = SupervisorConfig::from_config(&new_config);
-            let update = Command::UpdateHealth { policy: fresh.policy, prober: fresh.prober, probe_interval: fresh.probe_interval };
+            let update = Command::UpdateHealth {
+                policy: fresh.policy,
+                prober: fresh.prober,
+                probe_interval: fresh.probe_interval,
+            };
             let _ = commands.send(update).await;
         }
         self.config = new_config;
@@ -179,7 +184,11 @@ impl Daemon {
 fn needs_restart(old: &Config, new: &Config) -> Option<String> {
     let (o, n) = (&old.nginx, &new.nginx);
     if o.binary_path() != n.binary_path() {
-        return Some(format!("[nginx] binary changed from {} to {}", o.binary_path().display(), n.binary_path().display()));
+        return Some(format!(
+            "[nginx] binary changed from {} to {}",
+            o.binary_path().display(),
+            n.binary_path().display()
+        ));
     }
     if o.config != n.config {
         return Some(format!("[nginx] config changed from {} to {}", o.config.display(), n.config.display()));

@@ -77,12 +77,7 @@ impl AddressInfo {
         // IFA_LOCAL is our end; IFA_ADDRESS differs from it only on point-to-point links
         // and is the only one present for IPv6.
         let address = IpNet::new(local.or(peer)?, message.header.prefix_len).ok()?;
-        Some(AddressInfo {
-            ifindex: message.header.index,
-            address,
-            label,
-            proto,
-        })
+        Some(AddressInfo { ifindex: message.header.index, address, label, proto })
     }
 }
 
@@ -115,22 +110,12 @@ impl Net {
 
     pub async fn link(&self, name: &str) -> Result<LinkInfo, NetError> {
         let request = self.handle.link().get().match_name(name).execute();
-        self.one_link(
-            request,
-            || NetError::NoSuchLink(name.to_owned()),
-            || format!("interface {name}"),
-        )
-        .await
+        self.one_link(request, || NetError::NoSuchLink(name.to_owned()), || format!("interface {name}")).await
     }
 
     async fn link_by_index(&self, index: u32) -> Result<LinkInfo, NetError> {
         let request = self.handle.link().get().match_index(index).execute();
-        self.one_link(
-            request,
-            || NetError::NoSuchIndex(index),
-            || format!("interface #{index}"),
-        )
-        .await
+        self.one_link(request, || NetError::NoSuchIndex(index), || format!("interface #{index}")).await
     }
 
     async fn one_link(
@@ -144,41 +129,27 @@ impl Net {
             Ok(Some(message)) => LinkInfo::from_message(&message).ok_or_else(absent),
             Ok(None) => Err(absent()),
             Err(e) if errno(&e) == Some(libc::ENODEV) => Err(absent()),
-            Err(e) => Err(NetError::Query {
-                what: what(),
-                error: to_io(e),
-            }),
+            Err(e) => Err(NetError::Query { what: what(), error: to_io(e) }),
         }
     }
 
     pub async fn addresses(&self, ifindex: u32) -> Result<Vec<AddressInfo>, NetError> {
         let messages = self.dump_addresses(Some(ifindex)).await?;
-        Ok(messages
-            .iter()
-            .filter_map(AddressInfo::from_message)
-            .collect())
+        Ok(messages.iter().filter_map(AddressInfo::from_message).collect())
     }
 
     /// All addresses carrying `proto`, on every interface: at startup these are the VIPs a
     /// previous, crashed nginx-ha left behind.
     pub async fn addresses_with_proto(&self, proto: u8) -> Result<Vec<AddressInfo>, NetError> {
         let messages = self.dump_addresses(None).await?;
-        Ok(messages
-            .iter()
-            .filter_map(AddressInfo::from_message)
-            .filter(|info| info.proto == Some(proto))
-            .collect())
+        Ok(messages.iter().filter_map(AddressInfo::from_message).filter(|info| info.proto == Some(proto)).collect())
     }
 
     /// The address VRRP adverts are sent from. IPv4: the first primary (non-secondary)
     /// address that nginx-ha did not add itself, so a VIP that became primary in its own
     /// subnet is never picked. IPv6: the link-local address, once it has passed DAD
     /// (`None` while it is tentative; an `AddressAdded` event follows when DAD completes).
-    pub async fn primary_address(
-        &self,
-        ifindex: u32,
-        family: Family,
-    ) -> Result<Option<IpAddr>, NetError> {
+    pub async fn primary_address(&self, ifindex: u32, family: Family) -> Result<Option<IpAddr>, NetError> {
         let messages = self.dump_addresses(Some(ifindex)).await?;
         Ok(messages.iter().find_map(|message| {
             let info = AddressInfo::from_message(message)?;
@@ -213,10 +184,7 @@ impl Net {
         if let Some(label) = label {
             self.check_label(ifindex, addr, label).await?;
         }
-        let mut request = self
-            .handle
-            .address()
-            .add(ifindex, addr.addr(), addr.prefix_len());
+        let mut request = self.handle.address().add(ifindex, addr.addr(), addr.prefix_len());
         let attributes = &mut request.message_mut().attributes;
         if let Some(label) = label {
             attributes.push(AddressAttribute::Label(label.to_owned()));
@@ -235,14 +203,12 @@ impl Net {
     /// Removes `addr` (address and prefix length must both match); absent is not an error.
     pub async fn del_address(&self, ifindex: u32, addr: IpNet) -> Result<Removed, NetError> {
         let message = match addr.addr() {
-            IpAddr::V4(ip) => AddressMessageBuilder::<Ipv4Addr>::new()
-                .index(ifindex)
-                .address(ip, addr.prefix_len())
-                .build(),
-            IpAddr::V6(ip) => AddressMessageBuilder::<Ipv6Addr>::new()
-                .index(ifindex)
-                .address(ip, addr.prefix_len())
-                .build(),
+            IpAddr::V4(ip) => {
+                AddressMessageBuilder::<Ipv4Addr>::new().index(ifindex).address(ip, addr.prefix_len()).build()
+            }
+            IpAddr::V6(ip) => {
+                AddressMessageBuilder::<Ipv6Addr>::new().index(ifindex).address(ip, addr.prefix_len()).build()
+            }
         };
         match self.handle.address().del(message).execute().await {
             Ok(()) => Ok(Removed::Yes),
@@ -256,17 +222,13 @@ impl Net {
         if let Some(index) = ifindex {
             request = request.set_link_index_filter(index);
         }
-        request
-            .execute()
-            .try_collect()
-            .await
-            .map_err(|e| NetError::Query {
-                what: match ifindex {
-                    Some(index) => format!("the addresses of interface #{index}"),
-                    None => "the address list".to_owned(),
-                },
-                error: to_io(e),
-            })
+        request.execute().try_collect().await.map_err(|e| NetError::Query {
+            what: match ifindex {
+                Some(index) => format!("the addresses of interface #{index}"),
+                None => "the address list".to_owned(),
+            },
+            error: to_io(e),
+        })
     }
 
     async fn check_label(&self, ifindex: u32, address: IpNet, label: &str) -> Result<(), NetError> {
@@ -274,35 +236,21 @@ impl Net {
         let reason = if address.addr().is_ipv6() {
             Some("labels exist only for IPv4 addresses".to_owned())
         } else if label.len() > MAX_NAME_LEN {
-            Some(format!(
-                "longer than the kernel's limit of {MAX_NAME_LEN} bytes"
-            ))
+            Some(format!("longer than the kernel's limit of {MAX_NAME_LEN} bytes"))
         } else if !label.starts_with(&link.name) {
-            Some(format!(
-                "the kernel requires it to start with the interface name, like \"{}:1\"",
-                link.name
-            ))
+            Some(format!("the kernel requires it to start with the interface name, like \"{}:1\"", link.name))
         } else {
             None
         };
         match reason {
-            Some(reason) => Err(NetError::InvalidLabel {
-                interface: link.name,
-                address,
-                label: label.to_owned(),
-                reason,
-            }),
+            Some(reason) => {
+                Err(NetError::InvalidLabel { interface: link.name, address, label: label.to_owned(), reason })
+            }
             None => Ok(()),
         }
     }
 
-    async fn address_error(
-        &self,
-        action: &'static str,
-        ifindex: u32,
-        address: IpNet,
-        e: rtnetlink::Error,
-    ) -> NetError {
+    async fn address_error(&self, action: &'static str, ifindex: u32, address: IpNet, e: rtnetlink::Error) -> NetError {
         if errno(&e) == Some(libc::ENODEV) {
             return NetError::NoSuchIndex(ifindex);
         }
@@ -310,12 +258,7 @@ impl Net {
             Ok(link) => link.name,
             Err(_) => format!("interface #{ifindex}"),
         };
-        NetError::Address {
-            action,
-            interface,
-            address,
-            error: to_io(e),
-        }
+        NetError::Address { action, interface, address, error: to_io(e) }
     }
 }
 

@@ -22,19 +22,12 @@ pub async fn announce(link: &LinkInfo, addrs: &[IpAddr]) -> Result<(), NetError>
     let mut first_error = None;
     for &address in addrs {
         let sent = match (link.mac, address) {
-            (None, _) => Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "the interface has no Ethernet address",
-            )),
+            (None, _) => Err(io::Error::new(io::ErrorKind::InvalidInput, "the interface has no Ethernet address")),
             (Some(mac), IpAddr::V4(ip)) => send_gratuitous_arp(link.index, mac, ip),
             (Some(mac), IpAddr::V6(ip)) => send_unsolicited_na(link.index, mac, ip),
         };
         if let Err(error) = sent {
-            let error = NetError::Announce {
-                interface: link.name.clone(),
-                address,
-                error,
-            };
+            let error = NetError::Announce { interface: link.name.clone(), address, error };
             match first_error {
                 None => first_error = Some(error),
                 Some(_) => tracing::warn!("{error}"),
@@ -83,11 +76,7 @@ fn send_gratuitous_arp(ifindex: u32, mac: [u8; 6], ip: Ipv4Addr) -> io::Result<(
             size_of::<libc::sockaddr_ll>() as libc::socklen_t,
         )
     };
-    if sent < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
+    if sent < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
 }
 
 /// A neighbour advertisement (RFC 4861 4.4) to all nodes, not solicited, with the
@@ -111,19 +100,9 @@ fn send_unsolicited_na(ifindex: u32, mac: [u8; 6], ip: Ipv6Addr) -> io::Result<(
     // Receivers drop neighbour discovery packets that may have crossed a router.
     socket.set_multicast_hops_v6(255)?;
     socket.set_multicast_loop_v6(false)?;
-    let all_nodes = SockaddrIn6::from(SocketAddrV6::new(
-        Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1),
-        0,
-        0,
-        ifindex,
-    ));
+    let all_nodes = SockaddrIn6::from(SocketAddrV6::new(Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1), 0, 0, ifindex));
     // Sent from the VIP itself, as the kernel does for its own unsolicited advertisements.
-    let source = libc::in6_pktinfo {
-        ipi6_addr: libc::in6_addr {
-            s6_addr: ip.octets(),
-        },
-        ipi6_ifindex: ifindex,
-    };
+    let source = libc::in6_pktinfo { ipi6_addr: libc::in6_addr { s6_addr: ip.octets() }, ipi6_ifindex: ifindex };
     sendmsg(
         socket.as_raw_fd(),
         &[IoSlice::new(&packet)],

@@ -41,12 +41,7 @@ pub fn events() -> Result<NetEvents, NetError> {
         MulticastGroup::Ipv6Ifaddr,
     ])
     .map_err(NetError::Connect)?;
-    Ok(NetEvents {
-        connection: Some(connection),
-        messages,
-        link_up: HashMap::new(),
-        ended: false,
-    })
+    Ok(NetEvents { connection: Some(connection), messages, link_up: HashMap::new(), ended: false })
 }
 
 /// The event stream; it owns its netlink socket, which closes when the stream is dropped.
@@ -83,18 +78,10 @@ impl NetEvents {
             RouteNetlinkMessage::DelLink(m) => {
                 let link = LinkInfo::from_message(&m)?;
                 self.link_up.remove(&link.index);
-                Some(NetEvent::LinkChanged {
-                    index: link.index,
-                    name: link.name,
-                    up: false,
-                })
+                Some(NetEvent::LinkChanged { index: link.index, name: link.name, up: false })
             }
-            RouteNetlinkMessage::NewAddress(m) => {
-                AddressInfo::from_message(&m).map(NetEvent::AddressAdded)
-            }
-            RouteNetlinkMessage::DelAddress(m) => {
-                AddressInfo::from_message(&m).map(NetEvent::AddressRemoved)
-            }
+            RouteNetlinkMessage::NewAddress(m) => AddressInfo::from_message(&m).map(NetEvent::AddressAdded),
+            RouteNetlinkMessage::DelAddress(m) => AddressInfo::from_message(&m).map(NetEvent::AddressRemoved),
             _ => None,
         }
     }

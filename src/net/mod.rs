@@ -57,25 +57,11 @@ pub enum NetError {
     #[error("no network interface with index {0}")]
     NoSuchIndex(u32),
     #[error("invalid label {label:?} for {address} on {interface}: {reason}")]
-    InvalidLabel {
-        interface: String,
-        address: IpNet,
-        label: String,
-        reason: String,
-    },
+    InvalidLabel { interface: String, address: IpNet, label: String, reason: String },
     #[error("cannot {action} address {address} on {interface}: {error}")]
-    Address {
-        action: &'static str,
-        interface: String,
-        address: IpNet,
-        error: io::Error,
-    },
+    Address { action: &'static str, interface: String, address: IpNet, error: io::Error },
     #[error("cannot read {what} from the kernel: {error}")]
     Query { what: String, error: io::Error },
     #[error("cannot announce {address} on {interface}: {error}")]
-    Announce {
-        interface: String,
-        address: IpAddr,
-        error: io::Error,
-    },
+    Announce { interface: String, address: IpAddr, error: io::Error },
 }

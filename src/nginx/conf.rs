@@ -34,7 +34,11 @@ async fn run(binary: &Path, args: &[&std::ffi::OsStr]) -> Result<Output, ConfErr
 
 /// `nginx -t` with the same `-g` nginx-ha runs it with; Err carries nginx's own words.
 pub async fn test(binary: &Path, config: &Path) -> Result<(), ConfError> {
-    let output = run(binary, &["-t".as_ref(), "-q".as_ref(), "-c".as_ref(), config.as_os_str(), "-g".as_ref(), FOREGROUND.as_ref()]).await?;
+    let output = run(
+        binary,
+        &["-t".as_ref(), "-q".as_ref(), "-c".as_ref(), config.as_os_str(), "-g".as_ref(), FOREGROUND.as_ref()],
+    )
+    .await?;
     if output.status.success() {
         return Ok(());
     }
@@ -46,11 +50,14 @@ pub async fn test(binary: &Path, config: &Path) -> Result<(), ConfError> {
 fn explain(stderr: &str) -> String {
     let lines: Vec<String> = stderr
         .lines()
-        .filter(|line| !(line.trim().is_empty() || line.contains("configuration file") && line.ends_with("test failed")))
+        .filter(|line| {
+            !(line.trim().is_empty() || line.contains("configuration file") && line.ends_with("test failed"))
+        })
         .map(strip_log_prefix)
         .collect();
     let text = if lines.is_empty() { stderr.trim().to_string() } else { lines.join("\n") };
-    if text.contains("\"daemon\" directive is duplicate") || text.contains("\"master_process\" directive is duplicate") {
+    if text.contains("\"daemon\" directive is duplicate") || text.contains("\"master_process\" directive is duplicate")
+    {
         format!(
             "{text}\nhint: nginx-ha runs nginx in the foreground itself (-g '{FOREGROUND}'); remove the `daemon` and `master_process` directives from the nginx config"
         )
@@ -82,7 +89,11 @@ pub struct ConfigDump {
 }
 
 pub async fn dump(binary: &Path, config: &Path) -> Result<ConfigDump, ConfError> {
-    let output = run(binary, &["-T".as_ref(), "-q".as_ref(), "-c".as_ref(), config.as_os_str(), "-g".as_ref(), FOREGROUND.as_ref()]).await?;
+    let output = run(
+        binary,
+        &["-T".as_ref(), "-q".as_ref(), "-c".as_ref(), config.as_os_str(), "-g".as_ref(), FOREGROUND.as_ref()],
+    )
+    .await?;
     if !output.status.success() {
         return Err(ConfError::Invalid(explain(&String::from_utf8_lossy(&output.stderr))));
     }
@@ -201,7 +212,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         std::fs::create_dir(d.join("sites")).unwrap();
-        std::fs::write(d.join("nginx.conf"), "events {}\nhttp { include sites/*.conf; # all sites\n  include mime.types; }\n").unwrap();
+        std::fs::write(
+            d.join("nginx.conf"),
+            "events {}\nhttp { include sites/*.conf; # all sites\n  include mime.types; }\n",
+        )
+        .unwrap();
         std::fs::write(d.join("sites/a.conf"), "server { lisen 80; }\ninclude snippets.conf;\n").unwrap();
         std::fs::write(d.join("mime.types"), "types {}\n").unwrap();
         let dump = scan_includes(&d.join("nginx.conf"));
@@ -226,14 +241,21 @@ mod tests {
 
     #[test]
     fn error_text_loses_timestamps_and_the_failed_line() {
-        let message = explain("2026/11/25 10:47:26 [emerg] 14075#14075: unknown directive \"lisen\" in /x/site.conf:1\nnginx: configuration file /x/nginx.conf test failed\n");
+        let message = explain(
+            "2026/11/25 10:47:26 [emerg] 14075#14075: unknown directive \"lisen\" in /x/site.conf:1\nnginx: configuration file /x/nginx.conf test failed\n",
+        );
         assert_eq!(message, "[emerg] unknown directive \"lisen\" in /x/site.conf:1");
     }
 
     #[test]
     fn duplicate_daemon_gets_a_hint() {
-        let message = explain("nginx: [emerg] \"daemon\" directive is duplicate in /etc/nginx/nginx.conf:3\nnginx: configuration file /etc/nginx/nginx.conf test failed\n");
-        assert!(message.starts_with("nginx: [emerg] \"daemon\" directive is duplicate in /etc/nginx/nginx.conf:3\nhint:"), "{message}");
+        let message = explain(
+            "nginx: [emerg] \"daemon\" directive is duplicate in /etc/nginx/nginx.conf:3\nnginx: configuration file /etc/nginx/nginx.conf test failed\n",
+        );
+        assert!(
+            message.starts_with("nginx: [emerg] \"daemon\" directive is duplicate in /etc/nginx/nginx.conf:3\nhint:"),
+            "{message}"
+        );
         assert!(message.contains("remove the `daemon`"), "{message}");
     }
 }

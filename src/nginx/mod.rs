@@ -5,5 +5,5 @@ pub mod policy;
 pub mod probe;
 pub mod process;
 
-pub mod watch;
 pub mod supervisor;
+pub mod watch;

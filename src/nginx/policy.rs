@@ -58,13 +58,20 @@ pub enum Event {
     MasterExited(String),
     /// A worker died (the master respawns it).
     WorkerExited,
-    Probe { ok: bool },
+    Probe {
+        ok: bool,
+    },
     /// A watched nginx config file changed.
     ConfigChanged,
     /// `nginx-ha reload`: the ticket comes back in `ReloadFinished`.
-    ReloadRequested { ticket: u64 },
+    ReloadRequested {
+        ticket: u64,
+    },
     /// `nginx-ha reload` found nginx-ha's own config invalid.
-    OwnConfigRejected { ticket: u64, error: String },
+    OwnConfigRejected {
+        ticket: u64,
+        error: String,
+    },
     ConfigTested(Result<(), String>),
     /// A new generation of workers appeared after HUP.
     ReloadConfirmed,
@@ -86,7 +93,10 @@ pub enum Action {
     /// Graceful stop: QUIT, then TERM, then KILL.
     Stop,
     Health(bool),
-    ReloadFinished { tickets: Vec<u64>, result: Result<(), String> },
+    ReloadFinished {
+        tickets: Vec<u64>,
+        result: Result<(), String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -246,7 +256,8 @@ impl Policy {
                 self.shutting_down = true;
                 self.restart_at = None;
                 self.reload_deadline = None;
-                let tickets = [std::mem::take(&mut self.tickets_current), std::mem::take(&mut self.tickets_next)].concat();
+                let tickets =
+                    [std::mem::take(&mut self.tickets_current), std::mem::take(&mut self.tickets_next)].concat();
                 if !tickets.is_empty() {
                     actions.push(Action::ReloadFinished { tickets, result: Err("nginx-ha is shutting down".into()) });
                 }
@@ -268,7 +279,10 @@ impl Policy {
                 actions.push(Action::ReapGeneration);
             }
             Event::ReloadRequested { ticket } | Event::OwnConfigRejected { ticket, .. } => {
-                actions.push(Action::ReloadFinished { tickets: vec![ticket], result: Err("nginx-ha is shutting down".into()) })
+                actions.push(Action::ReloadFinished {
+                    tickets: vec![ticket],
+                    result: Err("nginx-ha is shutting down".into()),
+                })
             }
             _ => {}
         }

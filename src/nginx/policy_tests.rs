@@ -219,10 +219,7 @@ fn reload_request_is_answered_when_the_reload_is_confirmed() {
     let mut sim = Sim::running(false);
     assert_eq!(sim.on(Event::ReloadRequested { ticket: 7 }), vec![Action::TestConfig]);
     sim.on(Event::ConfigTested(Ok(())));
-    assert_eq!(
-        sim.on(Event::ReloadConfirmed),
-        vec![Action::ReloadFinished { tickets: vec![7], result: Ok(()) }]
-    );
+    assert_eq!(sim.on(Event::ReloadConfirmed), vec![Action::ReloadFinished { tickets: vec![7], result: Ok(()) }]);
 }
 
 #[test]
@@ -243,10 +240,7 @@ fn a_request_during_a_test_waits_for_its_own_test() {
     assert_eq!(sim.on(Event::ConfigTested(Ok(()))), vec![Action::SignalReload]);
     assert_eq!(sim.on(Event::ReloadConfirmed), vec![Action::TestConfig], "ticket 2 gets a fresh test");
     sim.on(Event::ConfigTested(Ok(())));
-    assert_eq!(
-        sim.on(Event::ReloadConfirmed),
-        vec![Action::ReloadFinished { tickets: vec![2], result: Ok(()) }]
-    );
+    assert_eq!(sim.on(Event::ReloadConfirmed), vec![Action::ReloadFinished { tickets: vec![2], result: Ok(()) }]);
 }
 
 #[test]

@@ -49,7 +49,11 @@ impl Prober {
 }
 
 async fn http_get(url: &HttpProbeUrl) -> Result<(), String> {
-    let target = if url.host.contains(':') { format!("[{}]:{}", url.host, url.port) } else { format!("{}:{}", url.host, url.port) };
+    let target = if url.host.contains(':') {
+        format!("[{}]:{}", url.host, url.port)
+    } else {
+        format!("{}:{}", url.host, url.port)
+    };
     let mut stream = TcpStream::connect(&target).await.map_err(|e| format!("http {target}: {e}"))?;
     let request = format!(
         "GET {} HTTP/1.0\r\nHost: {}\r\nUser-Agent: nginx-ha-probe\r\nConnection: close\r\n\r\n",
@@ -72,11 +76,7 @@ async fn http_get(url: &HttpProbeUrl) -> Result<(), String> {
         .nth(1)
         .and_then(|code| code.parse().ok())
         .ok_or_else(|| format!("http {target}: not an HTTP answer: {status_line:?}"))?;
-    if (200..400).contains(&code) {
-        Ok(())
-    } else {
-        Err(format!("http {target}{}: status {code}", url.path))
-    }
+    if (200..400).contains(&code) { Ok(()) } else { Err(format!("http {target}{}: status {code}", url.path)) }
 }
 
 #[cfg(test)]
@@ -97,7 +97,8 @@ mod tests {
     }
 
     fn http_prober(addr: SocketAddr) -> Prober {
-        let health = HealthConfig { http: Some(format!("http://{addr}/health")), timeout_ms: 300, ..Default::default() };
+        let health =
+            HealthConfig { http: Some(format!("http://{addr}/health")), timeout_ms: 300, ..Default::default() };
         Prober::from_config(&health).unwrap()
     }
 

@@ -29,7 +29,8 @@ impl Pidfd {
         // SAFETY: the kernel just gave us this fd and nobody else owns it.
         let fd = unsafe { OwnedFd::from_raw_fd(raw as i32) };
         // SAFETY: an OwnedFd is open and always returns the same fd until dropped with the AsyncFd.
-        let fd = unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }.map_err(|e| e.into_parts().1)?;
+        let fd = unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
+            .map_err(|e| e.into_parts().1)?;
         Ok(Pidfd { pid, fd })
     }
 

@@ -83,11 +83,20 @@ pub struct NginxStatus {
 
 pub enum Command {
     /// Test the nginx config and reload; answered when the reload completed or was rejected.
-    Reload { reply: oneshot::Sender<Result<(), String>> },
+    Reload {
+        reply: oneshot::Sender<Result<(), String>>,
+    },
     /// nginx-ha's own config failed to load on `nginx-ha reload`.
-    RejectOwnConfig { error: String, reply: oneshot::Sender<Result<(), String>> },
+    RejectOwnConfig {
+        error: String,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
     /// Apply changed health settings (from `nginx-ha reload`).
-    UpdateHealth { policy: PolicyConfig, prober: Option<Prober>, probe_interval: Duration },
+    UpdateHealth {
+        policy: PolicyConfig,
+        prober: Option<Prober>,
+        probe_interval: Duration,
+    },
     Shutdown,
 }
 
@@ -177,7 +186,12 @@ struct Supervisor {
 }
 
 impl Supervisor {
-    fn new(config: SupervisorConfig, policy: Policy, status_tx: watch::Sender<NginxStatus>, health_tx: watch::Sender<bool>) -> Self {
+    fn new(
+        config: SupervisorConfig,
+        policy: Policy,
+        status_tx: watch::Sender<NginxStatus>,
+        health_tx: watch::Sender<bool>,
+    ) -> Self {
         let (internal_tx, internal_rx) = mpsc::unbounded_channel();
         Supervisor {
             config,
@@ -307,7 +321,8 @@ impl Supervisor {
     async fn act(&mut self, action: Action) -> Option<Event> {
         match action {
             Action::TestConfig => {
-                let (binary, config, tx) = (self.config.binary.clone(), self.config.config.clone(), self.internal_tx.clone());
+                let (binary, config, tx) =
+                    (self.config.binary.clone(), self.config.config.clone(), self.internal_tx.clone());
                 tokio::spawn(async move {
                     let result = conf::test(&binary, &config).await.map_err(|e| e.to_string());
                     let _ = tx.send(Internal::Tested(result));
@@ -409,7 +424,14 @@ impl Supervisor {
     /// Looks for workers of `master` not in `known`, every `every`, for at most `for_at_most`,
     /// then reports them all once the set has settled (nginx forks its workers one by one).
     /// Bounded confirmation after a start, reload or worker death; not a liveness poll.
-    fn poll_workers(&self, master: i32, known: HashSet<i32>, why: WorkersFound, every: Duration, for_at_most: Duration) {
+    fn poll_workers(
+        &self,
+        master: i32,
+        known: HashSet<i32>,
+        why: WorkersFound,
+        every: Duration,
+        for_at_most: Duration,
+    ) {
         let (tx, generation) = (self.internal_tx.clone(), self.generation);
         tokio::spawn(async move {
             let give_up = Instant::now() + for_at_most;
@@ -445,7 +467,13 @@ impl Supervisor {
         info!(pid = master.pidfd.pid(), "config valid; sent HUP to nginx");
         master.draining.extend(old.iter().copied());
         let pid = master.pidfd.pid();
-        self.poll_workers(pid, old, WorkersFound::ReloadConfirmed, Duration::from_millis(5), self.config.policy.reload_timeout);
+        self.poll_workers(
+            pid,
+            old,
+            WorkersFound::ReloadConfirmed,
+            Duration::from_millis(5),
+            self.config.policy.reload_timeout,
+        );
     }
 
     fn stop_master(&mut self) {
@@ -455,7 +483,11 @@ impl Supervisor {
         let _ = pidfd.signal(Signal::SIGQUIT);
         tokio::spawn(async move {
             if tokio::time::timeout(timeout, pidfd.exited()).await.is_err() {
-                warn!(pid = pidfd.pid(), "nginx did not stop gracefully within {} ms; sending TERM", timeout.as_millis());
+                warn!(
+                    pid = pidfd.pid(),
+                    "nginx did not stop gracefully within {} ms; sending TERM",
+                    timeout.as_millis()
+                );
                 let _ = pidfd.signal(Signal::SIGTERM);
                 if tokio::time::timeout(Duration::from_secs(3), pidfd.exited()).await.is_err() {
                     warn!(pid = pidfd.pid(), "nginx ignored TERM; sending KILL");
@@ -478,11 +510,12 @@ impl Supervisor {
         let known: HashSet<i32> = self.dead.iter().map(|pidfd| pidfd.pid()).collect();
         for pid in process::orphans().into_iter().filter(|pid| !known.contains(pid)) {
             if process::title(pid).is_some_and(|t| t.starts_with("nginx"))
-                && let Ok(pidfd) = Pidfd::open(pid) {
-                    warn!(pid, "killing an orphaned nginx process");
-                    let _ = pidfd.signal(Signal::SIGKILL);
-                    self.dead.push(Arc::new(pidfd));
-                }
+                && let Ok(pidfd) = Pidfd::open(pid)
+            {
+                warn!(pid, "killing an orphaned nginx process");
+                let _ = pidfd.signal(Signal::SIGKILL);
+                self.dead.push(Arc::new(pidfd));
+            }
         }
         process::reap_orphans();
     }
@@ -532,7 +565,11 @@ impl Supervisor {
             }
             Internal::Tested(result) => {
                 if let Err(e) = &result {
-                    let consequence = if self.master.is_some() { "nginx keeps running its current config" } else { "nginx is not started" };
+                    let consequence = if self.master.is_some() {
+                        "nginx keeps running its current config"
+                    } else {
+                        "nginx is not started"
+                    };
                     error!("nginx config test failed; {consequence}:\n{e}");
                     // The fix may come in a file the config now includes.
                     self.refresh_watch();
@@ -669,7 +706,8 @@ impl Supervisor {
 
     /// A master from before (nginx-ha restarted, nginx did not) running our config.
     async fn find_adoptable(&self) -> Option<Pidfd> {
-        let pid_file = conf::pid_file(&self.config.binary, &self.config.config, self.config.pid_file.as_deref()).await?;
+        let pid_file =
+            conf::pid_file(&self.config.binary, &self.config.config, self.config.pid_file.as_deref()).await?;
         let pid: i32 = std::fs::read_to_string(&pid_file).ok()?.trim().parse().ok()?;
         let title = process::title(pid)?;
         if !title.starts_with("nginx: master process") {
@@ -724,7 +762,8 @@ impl Supervisor {
         let policy = self.policy.status();
         let (master_pid, worker_pids) = match &self.master {
             Some(master) => {
-                let mut workers: Vec<i32> = master.workers.keys().filter(|pid| !master.draining.contains(pid)).copied().collect();
+                let mut workers: Vec<i32> =
+                    master.workers.keys().filter(|pid| !master.draining.contains(pid)).copied().collect();
                 workers.sort_unstable();
                 (Some(master.pidfd.pid()), workers)
             }

@@ -72,7 +72,8 @@ impl ConfigWatcher {
             .iter()
             .filter_map(|pattern| glob::Pattern::new(&pattern.to_string_lossy()).ok())
             .collect();
-        let mut dirs: HashSet<PathBuf> = targets.files.iter().filter_map(|f| f.parent().map(Path::to_path_buf)).collect();
+        let mut dirs: HashSet<PathBuf> =
+            targets.files.iter().filter_map(|f| f.parent().map(Path::to_path_buf)).collect();
         dirs.extend(dump.include_patterns.iter().filter_map(|p| p.parent().map(Path::to_path_buf)));
         dirs.retain(|dir| dir.is_dir());
 

@@ -4,5 +4,5 @@
 
 pub mod packet;
 pub mod router;
-pub mod socket;
 pub mod shell;
+pub mod socket;

@@ -77,9 +77,7 @@ pub struct CodecOptions {
 
 impl Default for CodecOptions {
     fn default() -> Self {
-        CodecOptions {
-            v3_pseudo_header_checksum: true,
-        }
+        CodecOptions { v3_pseudo_header_checksum: true }
     }
 }
 
@@ -130,9 +128,8 @@ pub enum PacketError {
 /// interval that is not 1..=255 whole seconds, VRRPv3 with authentication or an interval
 /// outside 1..=4095 centiseconds. `RouterConfig::validate` rules all of these out.
 pub fn encode(advert: &Advert, src: IpAddr, dst: IpAddr, opts: &CodecOptions) -> Vec<u8> {
-    let endpoints = check_encodable(advert, src, dst).unwrap_or_else(|error| {
-        panic!("VRRP advert cannot be encoded: {error}: {advert:?} from {src} to {dst}")
-    });
+    let endpoints = check_encodable(advert, src, dst)
+        .unwrap_or_else(|error| panic!("VRRP advert cannot be encoded: {error}: {advert:?} from {src} to {dst}"));
     let mut payload = Vec::with_capacity(HEADER_LEN + advert.addresses.len() * 16 + V2_AUTH_LEN);
     payload.extend_from_slice(&[
         advert.version.number() << 4 | TYPE_ADVERTISEMENT,
@@ -174,12 +171,7 @@ pub fn encode(advert: &Advert, src: IpAddr, dst: IpAddr, opts: &CodecOptions) ->
 /// Checks, in this order: length, version, type, address families, checksum, address count,
 /// interval, v2 authentication type. Reserved bits and v2 authentication data with
 /// authentication type 0 are ignored, as RFC 5798 §5.2.7 and RFC 3768 §5.3.10 ask.
-pub fn decode(
-    payload: &[u8],
-    src: IpAddr,
-    dst: IpAddr,
-    opts: &CodecOptions,
-) -> Result<Advert, PacketError> {
+pub fn decode(payload: &[u8], src: IpAddr, dst: IpAddr, opts: &CodecOptions) -> Result<Advert, PacketError> {
     if payload.len() < HEADER_LEN {
         return Err(PacketError::TooShort);
     }
@@ -200,11 +192,7 @@ pub fn decode(
 
     let count = usize::from(payload[3]);
     let address_len = if endpoints.is_ipv4() { 4 } else { 16 };
-    let auth_len = if version == Version::V2 {
-        V2_AUTH_LEN
-    } else {
-        0
-    };
+    let auth_len = if version == Version::V2 { V2_AUTH_LEN } else { 0 };
     let addresses_end = HEADER_LEN + count * address_len;
     if count == 0 || payload.len() != addresses_end + auth_len {
         return Err(PacketError::AddressCount);
@@ -220,11 +208,7 @@ pub fn decode(
         Version::V3 => Auth::None,
         Version::V2 => match payload[4] {
             V2_AUTH_NONE => Auth::None,
-            V2_AUTH_SIMPLE => Auth::Simple(
-                payload[addresses_end..]
-                    .try_into()
-                    .expect("length checked above"),
-            ),
+            V2_AUTH_SIMPLE => Auth::Simple(payload[addresses_end..].try_into().expect("length checked above")),
             other => return Err(PacketError::AuthType(other)),
         },
     };
@@ -236,14 +220,7 @@ pub fn decode(
         })
         .collect();
 
-    Ok(Advert {
-        version,
-        vrid: payload[1],
-        priority: payload[2],
-        interval_cs,
-        auth,
-        addresses,
-    })
+    Ok(Advert { version, vrid: payload[1], priority: payload[2], interval_cs, auth, addresses })
 }
 
 /// Splits what an IPv4 raw socket delivers into the header fields VRRP cares about and the
@@ -268,20 +245,8 @@ pub fn split_ipv4_header(datagram: &[u8]) -> Result<(Ipv4Meta, &[u8]), PacketErr
     if protocol != IPPROTO_VRRP {
         return Err(PacketError::Protocol(protocol));
     }
-    let address = |at: usize| {
-        Ipv4Addr::new(
-            datagram[at],
-            datagram[at + 1],
-            datagram[at + 2],
-            datagram[at + 3],
-        )
-    };
-    let meta = Ipv4Meta {
-        src: address(12),
-        dst: address(16),
-        ttl: datagram[8],
-        protocol,
-    };
+    let address = |at: usize| Ipv4Addr::new(datagram[at], datagram[at + 1], datagram[at + 2], datagram[at + 3]);
+    let meta = Ipv4Meta { src: address(12), dst: address(16), ttl: datagram[8], protocol };
     Ok((meta, &datagram[header_len..total_len]))
 }
 
@@ -308,21 +273,14 @@ impl Endpoints {
 
 fn check_encodable(advert: &Advert, src: IpAddr, dst: IpAddr) -> Result<Endpoints, PacketError> {
     let endpoints = Endpoints::new(advert.version, src, dst)?;
-    if advert
-        .addresses
-        .iter()
-        .any(|address| address.is_ipv4() != endpoints.is_ipv4())
-    {
+    if advert.addresses.iter().any(|address| address.is_ipv4() != endpoints.is_ipv4()) {
         return Err(PacketError::AddressFamily);
     }
     if advert.addresses.is_empty() || advert.addresses.len() > usize::from(u8::MAX) {
         return Err(PacketError::AddressCount);
     }
     let interval_ok = match advert.version {
-        Version::V2 => {
-            advert.interval_cs.is_multiple_of(100)
-                && (1..=255).contains(&(advert.interval_cs / 100))
-        }
+        Version::V2 => advert.interval_cs.is_multiple_of(100) && (1..=255).contains(&(advert.interval_cs / 100)),
         Version::V3 => (1..=V3_MAX_INTERVAL_CS).contains(&advert.interval_cs),
     };
     if !interval_ok {
@@ -368,10 +326,7 @@ struct OnesComplementSum(u64);
 impl OnesComplementSum {
     fn add(&mut self, bytes: &[u8]) {
         for word in bytes.chunks(2) {
-            self.0 += u64::from(u16::from_be_bytes([
-                word[0],
-                word.get(1).copied().unwrap_or(0),
-            ]));
+            self.0 += u64::from(u16::from_be_bytes([word[0], word.get(1).copied().unwrap_or(0)]));
         }
     }
 
@@ -398,14 +353,7 @@ mod tests {
     }
 
     fn advert(version: Version, address: &str) -> Advert {
-        Advert {
-            version,
-            vrid: 51,
-            priority: 100,
-            interval_cs: 100,
-            auth: Auth::None,
-            addresses: vec![ip(address)],
-        }
+        Advert { version, vrid: 51, priority: 100, interval_cs: 100, auth: Auth::None, addresses: vec![ip(address)] }
     }
 
     fn roundtrip(advert: &Advert, src: IpAddr, dst: IpAddr, opts: &CodecOptions) -> Vec<u8> {
@@ -450,12 +398,7 @@ mod tests {
         let advert = advert(Version::V2, "192.168.200.16");
         // v2 has no pseudo-header: neither the addresses nor the option matter.
         for (src, dst) in [(V4_PEER, V4_GROUP), (ip("10.0.0.1"), ip("10.0.0.2"))] {
-            for opts in [
-                CodecOptions::default(),
-                CodecOptions {
-                    v3_pseudo_header_checksum: false,
-                },
-            ] {
+            for opts in [CodecOptions::default(), CodecOptions { v3_pseudo_header_checksum: false }] {
                 assert_eq!(roundtrip(&advert, src, dst, &opts), expected);
             }
         }
@@ -469,10 +412,7 @@ mod tests {
             0x21, 0x33, 0x64, 0x01, 0x01, 0x01, 0xb4, 0xc4, 0xc0, 0xa8, 0xc8, 0x10, //
             b's', b'e', b'c', b'r', b'e', b't', 0, 0,
         ];
-        assert_eq!(
-            roundtrip(&advert, V4_PEER, V4_GROUP, &CodecOptions::default()),
-            expected
-        );
+        assert_eq!(roundtrip(&advert, V4_PEER, V4_GROUP, &CodecOptions::default()), expected);
     }
 
     #[test]
@@ -484,49 +424,17 @@ mod tests {
     #[test]
     fn v3_ipv4_vectors_with_and_without_pseudo_header() {
         let advert = advert(Version::V3, "192.168.200.16");
-        let body = |checksum: [u8; 2]| {
-            [
-                0x31,
-                51,
-                100,
-                1,
-                0x00,
-                100,
-                checksum[0],
-                checksum[1],
-                192,
-                168,
-                200,
-                16,
-            ]
-        };
+        let body = |checksum: [u8; 2]| [0x31, 51, 100, 1, 0x00, 100, checksum[0], checksum[1], 192, 168, 200, 16];
         let with = CodecOptions::default();
-        let without = CodecOptions {
-            v3_pseudo_header_checksum: false,
-        };
-        assert_eq!(
-            roundtrip(&advert, V4_PEER, V4_GROUP, &with),
-            body([0x78, 0x74])
-        );
-        assert_eq!(
-            roundtrip(&advert, V4_PEER, V4_GROUP, &without),
-            body([0xe1, 0xad])
-        );
+        let without = CodecOptions { v3_pseudo_header_checksum: false };
+        assert_eq!(roundtrip(&advert, V4_PEER, V4_GROUP, &with), body([0x78, 0x74]));
+        assert_eq!(roundtrip(&advert, V4_PEER, V4_GROUP, &without), body([0xe1, 0xad]));
 
         // Each side rejects the other variant, and the pseudo-header binds src and dst.
         let payload = encode(&advert, V4_PEER, V4_GROUP, &with);
-        assert_eq!(
-            decode(&payload, V4_PEER, V4_GROUP, &without),
-            Err(PacketError::Checksum)
-        );
-        assert_eq!(
-            decode(&payload, ip("192.168.200.2"), V4_GROUP, &with),
-            Err(PacketError::Checksum)
-        );
-        assert_eq!(
-            decode(&payload, V4_PEER, ip("192.168.200.2"), &with),
-            Err(PacketError::Checksum)
-        );
+        assert_eq!(decode(&payload, V4_PEER, V4_GROUP, &without), Err(PacketError::Checksum));
+        assert_eq!(decode(&payload, ip("192.168.200.2"), V4_GROUP, &with), Err(PacketError::Checksum));
+        assert_eq!(decode(&payload, V4_PEER, ip("192.168.200.2"), &with), Err(PacketError::Checksum));
     }
 
     #[test]
@@ -534,12 +442,7 @@ mod tests {
         let advert = advert(Version::V3, "2001:db8::100");
         let mut expected = vec![0x31, 51, 100, 1, 0x00, 100, 0x3d, 0x8f];
         expected.extend_from_slice(&"2001:db8::100".parse::<Ipv6Addr>().unwrap().octets());
-        for opts in [
-            CodecOptions::default(),
-            CodecOptions {
-                v3_pseudo_header_checksum: false,
-            },
-        ] {
+        for opts in [CodecOptions::default(), CodecOptions { v3_pseudo_header_checksum: false }] {
             assert_eq!(roundtrip(&advert, V6_PEER, V6_GROUP, &opts), expected);
         }
     }
@@ -555,74 +458,29 @@ mod tests {
 
     #[test]
     fn rejects_each_malformation_with_its_own_error() {
-        let valid = encode(
-            &advert(Version::V2, "192.168.200.16"),
-            V4_PEER,
-            V4_GROUP,
-            &CodecOptions::default(),
-        );
+        let valid = encode(&advert(Version::V2, "192.168.200.16"), V4_PEER, V4_GROUP, &CodecOptions::default());
         assert_eq!(decode_v4(&valid[..7]), Err(PacketError::TooShort));
         assert_eq!(decode_v4(&[]), Err(PacketError::TooShort));
-        assert_eq!(
-            decode_v4(&patched(Version::V2, 1, |p| p[0] = 0x41)),
-            Err(PacketError::Version(4))
-        );
-        assert_eq!(
-            decode_v4(&patched(Version::V3, 1, |p| p[0] = 0x32)),
-            Err(PacketError::Type(2))
-        );
+        assert_eq!(decode_v4(&patched(Version::V2, 1, |p| p[0] = 0x41)), Err(PacketError::Version(4)));
+        assert_eq!(decode_v4(&patched(Version::V3, 1, |p| p[0] = 0x32)), Err(PacketError::Type(2)));
         let mut corrupt = valid.clone();
         corrupt[2] ^= 0x01;
         assert_eq!(decode_v4(&corrupt), Err(PacketError::Checksum));
-        assert_eq!(
-            decode_v4(&patched(Version::V2, 1, |p| p[3] = 2)),
-            Err(PacketError::AddressCount)
-        );
-        assert_eq!(
-            decode_v4(&patched(Version::V3, 2, |p| p[3] = 0)),
-            Err(PacketError::AddressCount)
-        );
-        assert_eq!(
-            decode_v4(&patched(Version::V3, 1, |p| p.push(0))),
-            Err(PacketError::AddressCount)
-        );
-        assert_eq!(
-            decode_v4(&patched(Version::V2, 1, |p| p[5] = 0)),
-            Err(PacketError::Interval)
-        );
-        assert_eq!(
-            decode_v4(&patched(Version::V3, 1, |p| p[4..6].fill(0))),
-            Err(PacketError::Interval)
-        );
-        assert_eq!(
-            decode_v4(&patched(Version::V2, 1, |p| p[4] = 2)),
-            Err(PacketError::AuthType(2))
-        );
+        assert_eq!(decode_v4(&patched(Version::V2, 1, |p| p[3] = 2)), Err(PacketError::AddressCount));
+        assert_eq!(decode_v4(&patched(Version::V3, 2, |p| p[3] = 0)), Err(PacketError::AddressCount));
+        assert_eq!(decode_v4(&patched(Version::V3, 1, |p| p.push(0))), Err(PacketError::AddressCount));
+        assert_eq!(decode_v4(&patched(Version::V2, 1, |p| p[5] = 0)), Err(PacketError::Interval));
+        assert_eq!(decode_v4(&patched(Version::V3, 1, |p| p[4..6].fill(0))), Err(PacketError::Interval));
+        assert_eq!(decode_v4(&patched(Version::V2, 1, |p| p[4] = 2)), Err(PacketError::AuthType(2)));
     }
 
     #[test]
     fn rejects_family_mismatches() {
         let options = CodecOptions::default();
-        let v2 = encode(
-            &advert(Version::V2, "192.168.200.16"),
-            V4_PEER,
-            V4_GROUP,
-            &options,
-        );
-        assert_eq!(
-            decode(&v2, V6_PEER, V6_GROUP, &options),
-            Err(PacketError::AddressFamily)
-        );
-        let v3 = encode(
-            &advert(Version::V3, "192.168.200.16"),
-            V4_PEER,
-            V4_GROUP,
-            &options,
-        );
-        assert_eq!(
-            decode(&v3, V4_PEER, V6_GROUP, &options),
-            Err(PacketError::AddressFamily)
-        );
+        let v2 = encode(&advert(Version::V2, "192.168.200.16"), V4_PEER, V4_GROUP, &options);
+        assert_eq!(decode(&v2, V6_PEER, V6_GROUP, &options), Err(PacketError::AddressFamily));
+        let v3 = encode(&advert(Version::V3, "192.168.200.16"), V4_PEER, V4_GROUP, &options);
+        assert_eq!(decode(&v3, V4_PEER, V6_GROUP, &options), Err(PacketError::AddressFamily));
     }
 
     #[test]
@@ -636,12 +494,7 @@ mod tests {
     #[test]
     #[should_panic(expected = "cannot be encoded")]
     fn encode_refuses_addresses_of_another_family() {
-        encode(
-            &advert(Version::V3, "2001:db8::1"),
-            V4_PEER,
-            V4_GROUP,
-            &CodecOptions::default(),
-        );
+        encode(&advert(Version::V3, "2001:db8::1"), V4_PEER, V4_GROUP, &CodecOptions::default());
     }
 
     fn ipv4_datagram(options: &[u8], protocol: u8, payload: &[u8], trailer: &[u8]) -> Vec<u8> {
@@ -659,32 +512,15 @@ mod tests {
 
     #[test]
     fn split_ipv4_header_returns_meta_and_payload() {
-        let payload = encode(
-            &advert(Version::V3, "192.168.200.16"),
-            V4_PEER,
-            V4_GROUP,
-            &CodecOptions::default(),
-        );
-        let expected_meta = Ipv4Meta {
-            src: Ipv4Addr::new(192, 168, 200, 1),
-            dst: MULTICAST_V4,
-            ttl: 255,
-            protocol: IPPROTO_VRRP,
-        };
+        let payload = encode(&advert(Version::V3, "192.168.200.16"), V4_PEER, V4_GROUP, &CodecOptions::default());
+        let expected_meta =
+            Ipv4Meta { src: Ipv4Addr::new(192, 168, 200, 1), dst: MULTICAST_V4, ttl: 255, protocol: IPPROTO_VRRP };
         // With IP options (IHL 6) and bytes past the total length.
         let datagram = ipv4_datagram(&[1, 1, 1, 0], IPPROTO_VRRP, &payload, &[0xee; 3]);
         let (meta, split) = split_ipv4_header(&datagram).unwrap();
         assert_eq!(meta, expected_meta);
         assert_eq!(split, payload);
-        assert!(
-            decode(
-                split,
-                meta.src.into(),
-                meta.dst.into(),
-                &CodecOptions::default()
-            )
-            .is_ok()
-        );
+        assert!(decode(split, meta.src.into(), meta.dst.into(), &CodecOptions::default()).is_ok());
     }
 
     #[test]
@@ -696,26 +532,14 @@ mod tests {
         assert_eq!(split_ipv4_header(&ipv6), Err(PacketError::NotIpv4(6)));
         let mut short_ihl = good.clone();
         short_ihl[0] = 0x44;
-        assert_eq!(
-            split_ipv4_header(&short_ihl),
-            Err(PacketError::Ipv4HeaderLength(16))
-        );
+        assert_eq!(split_ipv4_header(&short_ihl), Err(PacketError::Ipv4HeaderLength(16)));
         let mut long_ihl = good.clone();
         long_ihl[0] = 0x4f;
-        assert_eq!(
-            split_ipv4_header(&long_ihl),
-            Err(PacketError::Ipv4HeaderLength(60))
-        );
-        assert_eq!(
-            split_ipv4_header(&good[..31]),
-            Err(PacketError::Ipv4TotalLength(32))
-        );
+        assert_eq!(split_ipv4_header(&long_ihl), Err(PacketError::Ipv4HeaderLength(60)));
+        assert_eq!(split_ipv4_header(&good[..31]), Err(PacketError::Ipv4TotalLength(32)));
         let mut tiny_total = good.clone();
         tiny_total[2..4].copy_from_slice(&19u16.to_be_bytes());
-        assert_eq!(
-            split_ipv4_header(&tiny_total),
-            Err(PacketError::Ipv4TotalLength(19))
-        );
+        assert_eq!(split_ipv4_header(&tiny_total), Err(PacketError::Ipv4TotalLength(19)));
         let tcp = ipv4_datagram(&[], 6, &[0; 12], &[]);
         assert_eq!(split_ipv4_header(&tcp), Err(PacketError::Protocol(6)));
     }

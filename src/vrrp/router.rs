@@ -13,9 +13,7 @@ use std::time::{Duration, Instant};
 use ipnet::IpNet;
 use thiserror::Error;
 
-use super::packet::{
-    self, Advert, Auth, CodecOptions, HOP_LIMIT, MULTICAST_V4, MULTICAST_V6, PacketError, Version,
-};
+use super::packet::{self, Advert, Auth, CodecOptions, HOP_LIMIT, MULTICAST_V4, MULTICAST_V6, PacketError, Version};
 
 #[cfg(test)]
 mod tests;
@@ -118,11 +116,7 @@ impl RouterConfig {
         if self.vips.iter().any(|vip| vip.addr().is_ipv4() != ipv4) {
             return Err(ConfigError::MixedVipFamilies);
         }
-        if let Some(&peer) = self
-            .unicast_peers
-            .iter()
-            .find(|peer| peer.is_ipv4() != ipv4)
-        {
+        if let Some(&peer) = self.unicast_peers.iter().find(|peer| peer.is_ipv4() != ipv4) {
             return Err(ConfigError::PeerFamily(peer));
         }
         match self.version {
@@ -137,17 +131,12 @@ impl RouterConfig {
     fn interval_cs(&self) -> Result<u16, ConfigError> {
         let interval = self.advert_interval;
         match self.version {
-            Version::V2
-                if interval.subsec_nanos() == 0 && (1..=255).contains(&interval.as_secs()) =>
-            {
+            Version::V2 if interval.subsec_nanos() == 0 && (1..=255).contains(&interval.as_secs()) => {
                 Ok(interval.as_secs() as u16 * 100)
             }
             Version::V2 => Err(ConfigError::V2Interval(interval)),
             Version::V3 => match interval.as_nanos() {
-                nanos
-                    if nanos.is_multiple_of(10_000_000)
-                        && (1..=4095).contains(&(nanos / 10_000_000)) =>
-                {
+                nanos if nanos.is_multiple_of(10_000_000) && (1..=4095).contains(&(nanos / 10_000_000)) => {
                     Ok((nanos / 10_000_000) as u16)
                 }
                 _ => Err(ConfigError::V3Interval(interval)),
@@ -241,9 +230,7 @@ impl fmt::Display for Reason {
             Reason::InterfaceUp => "interface up",
             Reason::InterfaceDown => "interface down",
             Reason::MasterDown => "no advert from the master within the master down interval",
-            Reason::PreferredPeer => {
-                "advert from a peer with higher priority or equal priority and higher address"
-            }
+            Reason::PreferredPeer => "advert from a peer with higher priority or equal priority and higher address",
         })
     }
 }
@@ -254,16 +241,9 @@ pub enum Notice {
     /// A v2 advert with other authentication than ours; dropped (RFC 3768 §7.1).
     AuthMismatch { from: IpAddr },
     /// A v2 advert with another interval than ours; dropped (RFC 3768 §7.1).
-    IntervalMismatch {
-        from: IpAddr,
-        advertised: Duration,
-        ours: Duration,
-    },
+    IntervalMismatch { from: IpAddr, advertised: Duration, ours: Duration },
     /// An advert listing other addresses than our VIPs; still processed.
-    VipMismatch {
-        from: IpAddr,
-        advertised: Vec<IpAddr>,
-    },
+    VipMismatch { from: IpAddr, advertised: Vec<IpAddr> },
     /// Unicast mode: an advert from a source not among `unicast_peers`; dropped.
     UnknownPeer { from: IpAddr },
 }
@@ -272,25 +252,14 @@ impl fmt::Display for Notice {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Notice::AuthMismatch { from } => write!(f, "advert from {from} fails authentication"),
-            Notice::IntervalMismatch {
-                from,
-                advertised,
-                ours,
-            } => write!(
-                f,
-                "advert from {from} has interval {advertised:?}, ours is {ours:?}: dropped"
-            ),
+            Notice::IntervalMismatch { from, advertised, ours } => {
+                write!(f, "advert from {from} has interval {advertised:?}, ours is {ours:?}: dropped")
+            }
             Notice::VipMismatch { from, advertised } => {
-                write!(
-                    f,
-                    "advert from {from} lists other virtual IPs: {advertised:?}"
-                )
+                write!(f, "advert from {from} lists other virtual IPs: {advertised:?}")
             }
             Notice::UnknownPeer { from } => {
-                write!(
-                    f,
-                    "advert from {from}, which is not a configured unicast peer"
-                )
+                write!(f, "advert from {from}, which is not a configured unicast peer")
             }
         }
     }
@@ -433,21 +402,12 @@ impl Router {
                 self.started = true;
                 self.reconcile(now, Reason::Startup, &mut out);
             }
-            Input::Packet {
-                src,
-                dst,
-                hop_limit,
-                payload,
-            } => self.receive(now, src, dst, hop_limit, payload, &mut out),
+            Input::Packet { src, dst, hop_limit, payload } => self.receive(now, src, dst, hop_limit, payload, &mut out),
             Input::TimerFired => self.fire_timers(now, &mut out),
             Input::Health { healthy } => {
                 self.nginx_healthy = healthy;
                 self.ever_healthy |= healthy;
-                let reason = if healthy {
-                    Reason::NginxHealthy
-                } else {
-                    Reason::NginxUnhealthy
-                };
+                let reason = if healthy { Reason::NginxHealthy } else { Reason::NginxUnhealthy };
                 self.reconcile(now, reason, &mut out);
             }
             Input::TrackedLink { name, up } => {
@@ -456,20 +416,12 @@ impl Router {
                 } else {
                     self.tracked_links_down.insert(name);
                 }
-                let reason = if up {
-                    Reason::TrackedLinkUp
-                } else {
-                    Reason::TrackedLinkDown
-                };
+                let reason = if up { Reason::TrackedLinkUp } else { Reason::TrackedLinkDown };
                 self.reconcile(now, reason, &mut out);
             }
             Input::InterfaceLink { up } => {
                 self.interface_up = up;
-                let reason = if up {
-                    Reason::InterfaceUp
-                } else {
-                    Reason::InterfaceDown
-                };
+                let reason = if up { Reason::InterfaceUp } else { Reason::InterfaceDown };
                 self.reconcile(now, reason, &mut out);
             }
             // Never one of our VIPs: the kernel lists a link-local IPv6 VIP (RFC 5798
@@ -494,10 +446,7 @@ impl Router {
 
     /// When to come back with `Input::TimerFired`; `None`: only other inputs can change anything.
     pub fn next_deadline(&self) -> Option<Instant> {
-        [self.master_down_at, self.advert_at, self.reannounce_at]
-            .into_iter()
-            .flatten()
-            .min()
+        [self.master_down_at, self.advert_at, self.reannounce_at].into_iter().flatten().min()
     }
 
     pub fn status(&self) -> RouterStatus {
@@ -516,11 +465,7 @@ impl Router {
     }
 
     fn set_primary(&mut self, primary: IpAddr) {
-        assert_eq!(
-            primary.is_ipv4(),
-            self.is_ipv4(),
-            "primary address {primary} is not of the VIPs' family"
-        );
+        assert_eq!(primary.is_ipv4(), self.is_ipv4(), "primary address {primary} is not of the VIPs' family");
         self.primary = Some(primary);
     }
 
@@ -535,9 +480,7 @@ impl Router {
 
     fn effective_priority(&self) -> u8 {
         match self.config.failure_mode {
-            FailureMode::Demote { weight } if self.degraded() => {
-                self.config.priority.saturating_sub(weight).max(1)
-            }
+            FailureMode::Demote { weight } if self.degraded() => self.config.priority.saturating_sub(weight).max(1),
             _ => self.config.priority,
         }
     }
@@ -546,9 +489,7 @@ impl Router {
     fn parked_state(&self) -> Option<State> {
         if !self.started || !self.ever_healthy {
             Some(State::Init)
-        } else if !self.interface_up
-            || (self.config.failure_mode == FailureMode::Relinquish && self.degraded())
-        {
+        } else if !self.interface_up || (self.config.failure_mode == FailureMode::Relinquish && self.degraded()) {
             Some(State::Fault)
         } else {
             None
@@ -586,11 +527,7 @@ impl Router {
     }
 
     fn transition(&mut self, to: State, reason: Reason, out: &mut Vec<Action>) {
-        out.push(Action::StateChanged {
-            from: self.state,
-            to,
-            reason,
-        });
+        out.push(Action::StateChanged { from: self.state, to, reason });
         self.state = to;
         self.master_address = None;
         self.master_down_at = None;
@@ -653,18 +590,11 @@ impl Router {
             IpAddr::V4(_) => IpAddr::V4(MULTICAST_V4),
             IpAddr::V6(_) => IpAddr::V6(MULTICAST_V6),
         }];
-        let destinations = if self.config.unicast_peers.is_empty() {
-            &multicast[..]
-        } else {
-            &self.config.unicast_peers
-        };
+        let destinations =
+            if self.config.unicast_peers.is_empty() { &multicast[..] } else { &self.config.unicast_peers };
         for &dst in destinations {
             let payload = packet::encode(&advert, src, dst, &self.config.codec);
-            out.push(Action::SendAdvert {
-                dst,
-                priority,
-                payload,
-            });
+            out.push(Action::SendAdvert { dst, priority, payload });
             self.counters.adverts_sent += 1;
             if priority == 0 {
                 self.counters.priority_zero_sent += 1;
@@ -702,10 +632,7 @@ impl Router {
         if advert.addresses.iter().copied().collect::<BTreeSet<_>>() != self.vip_addresses {
             self.counters.vip_mismatches += 1;
             let advertised = advert.addresses.clone();
-            out.push(Action::Notice(Notice::VipMismatch {
-                from: src,
-                advertised,
-            }));
+            out.push(Action::Notice(Notice::VipMismatch { from: src, advertised }));
         }
         if self.state == State::Master {
             self.receive_as_master(now, src, &advert, out);
@@ -715,38 +642,28 @@ impl Router {
     }
 
     /// The checks of RFC 5798 §7.1 / RFC 3768 §7.1 in their order, plus unicast peers.
-    fn validate(
-        &self,
-        src: IpAddr,
-        dst: IpAddr,
-        hop_limit: u8,
-        payload: &[u8],
-    ) -> Result<Advert, Rejection> {
+    fn validate(&self, src: IpAddr, dst: IpAddr, hop_limit: u8, payload: &[u8]) -> Result<Advert, Rejection> {
         // Unicast adverts are sent with 255 too, but are accepted with any TTL like keepalived.
         if dst.is_multicast() && hop_limit != HOP_LIMIT {
             return Err(Rejection::Ttl);
         }
         // Checked before decoding so that a packet of the other version counts as such even
         // when its checksum does not verify under our options.
-        if payload
-            .first()
-            .is_some_and(|byte| byte >> 4 != self.config.version.number())
-        {
+        if payload.first().is_some_and(|byte| byte >> 4 != self.config.version.number()) {
             return Err(Rejection::Version);
         }
-        let advert =
-            packet::decode(payload, src, dst, &self.config.codec).map_err(|error| match error {
-                PacketError::Version(_) => Rejection::Version,
-                PacketError::Type(_) => Rejection::Type,
-                PacketError::Checksum => Rejection::Checksum,
-                PacketError::AddressFamily => Rejection::AddressFamily,
-                PacketError::TooShort => Rejection::Malformed,
-                // Past the checksum the VRID byte can be trusted: another router's malformed
-                // advert is none of our business.
-                _ if payload[1] != self.config.vrid => Rejection::OtherVrid,
-                PacketError::AuthType(_) => Rejection::Auth,
-                _ => Rejection::Malformed,
-            })?;
+        let advert = packet::decode(payload, src, dst, &self.config.codec).map_err(|error| match error {
+            PacketError::Version(_) => Rejection::Version,
+            PacketError::Type(_) => Rejection::Type,
+            PacketError::Checksum => Rejection::Checksum,
+            PacketError::AddressFamily => Rejection::AddressFamily,
+            PacketError::TooShort => Rejection::Malformed,
+            // Past the checksum the VRID byte can be trusted: another router's malformed
+            // advert is none of our business.
+            _ if payload[1] != self.config.vrid => Rejection::OtherVrid,
+            PacketError::AuthType(_) => Rejection::Auth,
+            _ => Rejection::Malformed,
+        })?;
         if advert.vrid != self.config.vrid {
             return Err(Rejection::OtherVrid);
         }
@@ -781,10 +698,7 @@ impl Router {
             Rejection::Checksum => (&mut counters.checksum_errors, None),
             Rejection::Malformed => (&mut counters.malformed_errors, None),
             Rejection::OtherVrid => (&mut counters.other_vrid, None),
-            Rejection::Auth => (
-                &mut counters.auth_errors,
-                Some(Notice::AuthMismatch { from }),
-            ),
+            Rejection::Auth => (&mut counters.auth_errors, Some(Notice::AuthMismatch { from })),
             Rejection::Interval(advertised) => (
                 &mut counters.interval_errors,
                 Some(Notice::IntervalMismatch {
@@ -795,10 +709,7 @@ impl Router {
             ),
             Rejection::AddressFamily => (&mut counters.address_family_errors, None),
             Rejection::Own => (&mut counters.own_adverts, None),
-            Rejection::UnknownPeer => (
-                &mut counters.unknown_peer_errors,
-                Some(Notice::UnknownPeer { from }),
-            ),
+            Rejection::UnknownPeer => (&mut counters.unknown_peer_errors, Some(Notice::UnknownPeer { from })),
         };
         *counter += 1;
         out.extend(notice.map(Action::Notice));
@@ -817,19 +728,10 @@ impl Router {
 
     /// RFC 5798 §6.4.3, plus keepalived's immediate re-assertion against a lower priority
     /// master, which ends a split brain within one round trip.
-    fn receive_as_master(
-        &mut self,
-        now: Instant,
-        src: IpAddr,
-        advert: &Advert,
-        out: &mut Vec<Action>,
-    ) {
+    fn receive_as_master(&mut self, now: Instant, src: IpAddr, advert: &Advert, out: &mut Vec<Action>) {
         let ours = self.effective_priority();
         let peer_wins = advert.priority > ours
-            || (advert.priority == ours
-                && self
-                    .primary
-                    .is_some_and(|primary| as_number(src) > as_number(primary)));
+            || (advert.priority == ours && self.primary.is_some_and(|primary| as_number(src) > as_number(primary)));
         if peer_wins {
             self.become_backup(now, Reason::PreferredPeer, out);
             self.accept_master(now, src, advert);
@@ -849,9 +751,7 @@ impl Router {
     /// Whether a lower-priority master may be preempted now. The owner always preempts
     /// (RFC 5798 §6.1, Preempt_Mode).
     fn may_preempt(&self, now: Instant) -> bool {
-        let delay_over = self
-            .first_backup_at
-            .is_none_or(|at| now >= at + self.config.preempt_delay);
+        let delay_over = self.first_backup_at.is_none_or(|at| now >= at + self.config.preempt_delay);
         self.effective_priority() == OWNER_PRIORITY || (self.config.preempt && delay_over)
     }
 
@@ -861,9 +761,7 @@ impl Router {
         let unused = 256 - u32::from(self.effective_priority());
         match self.config.version {
             Version::V2 => Duration::from_secs(1) * unused / 256,
-            Version::V3 => {
-                centiseconds((unused * u32::from(self.master_adver_interval_cs) / 256) as u16)
-            }
+            Version::V3 => centiseconds((unused * u32::from(self.master_adver_interval_cs) / 256) as u16),
         }
     }
 

@@ -162,7 +162,8 @@ pub async fn spawn(specs: Vec<RouterSpec>, health: watch::Receiver<bool>) -> Res
     let (requests_tx, requests_rx) = mpsc::channel(8);
     let (received_tx, received_rx) = mpsc::unbounded_channel();
     let healthy = *health.borrow();
-    let mut shell = Shell { net, routers, sockets: HashMap::new(), received_tx, healthy, notices_logged: HashMap::new() };
+    let mut shell =
+        Shell { net, routers, sockets: HashMap::new(), received_tx, healthy, notices_logged: HashMap::new() };
     shell.set_up_pending().await?;
     let task = tokio::spawn(shell.run(health, events, received_rx, requests_rx));
     Ok(VrrpHandle { requests: requests_tx, task })
@@ -359,7 +360,12 @@ impl Shell {
             let on_socket = slot.link.as_ref().is_some_and(|l| l.index == key.0) && slot.spec.family() == key.1;
             if on_socket && slot.spec.router.vrid == vrid {
                 delivered = true;
-                let input = Input::Packet { src: packet.src, dst: packet.dst, hop_limit: packet.hop_limit, payload: &packet.payload };
+                let input = Input::Packet {
+                    src: packet.src,
+                    dst: packet.dst,
+                    hop_limit: packet.hop_limit,
+                    payload: &packet.payload,
+                };
                 let actions = self.routers[i].router.handle(std::time::Instant::now(), input);
                 self.carry_out(i, actions).await;
             }
@@ -424,7 +430,8 @@ impl Shell {
                 // A VIP of any router on the link (like a link-local IPv6 VIP, listed before
                 // the interface's own link-local) is no advert source; see the Router.
                 let is_vip = self.routers.iter().any(|other| {
-                    other.link.as_ref().is_some_and(|l| l.index == ifindex) && other.spec.router.vips.iter().any(|vip| vip.addr() == primary)
+                    other.link.as_ref().is_some_and(|l| l.index == ifindex)
+                        && other.spec.router.vips.iter().any(|vip| vip.addr() == primary)
                 });
                 if is_vip {
                     continue;
@@ -472,9 +479,10 @@ impl Shell {
                 Action::SendAdvert { dst, priority, payload } => {
                     let key = slot.link.as_ref().map(|l| (l.index, slot.spec.family()));
                     if let Some(socket) = key.and_then(|key| self.sockets.get(&key))
-                        && let Err(e) = socket.send(dst, &payload).await {
-                            warn!(router = %name, %dst, priority, "cannot send advert: {e}");
-                        }
+                        && let Err(e) = socket.send(dst, &payload).await
+                    {
+                        warn!(router = %name, %dst, priority, "cannot send advert: {e}");
+                    }
                 }
                 Action::AddVips => {
                     let Some(link) = slot.link.clone() else { continue };
@@ -519,8 +527,7 @@ impl Shell {
     }
 
     fn reports(&self) -> Vec<RouterReport> {
-        self
-            .routers
+        self.routers
             .iter()
             .map(|slot| {
                 let status = slot.router.status();
@@ -562,7 +569,10 @@ impl Shell {
         }
         self.notices_logged.insert(key, now);
         match notice {
-            Notice::VipMismatch { .. } => warn!(router, "{notice} (not fatal; both nodes should list the same virtual_ips; repeats are logged once a minute)"),
+            Notice::VipMismatch { .. } => warn!(
+                router,
+                "{notice} (not fatal; both nodes should list the same virtual_ips; repeats are logged once a minute)"
+            ),
             _ => warn!(router, "{notice} (repeats are logged once a minute)"),
         }
     }
@@ -591,8 +601,12 @@ impl Notifier {
                 };
                 let pid = child.id();
                 match tokio::time::timeout(timeout, child.wait()).await {
-                    Ok(Ok(status)) if status.success() => debug!(program = %program.display(), %name, %state, "notify ran"),
-                    Ok(Ok(status)) => warn!(program = %program.display(), %name, %state, "notify program failed: {status}"),
+                    Ok(Ok(status)) if status.success() => {
+                        debug!(program = %program.display(), %name, %state, "notify ran")
+                    }
+                    Ok(Ok(status)) => {
+                        warn!(program = %program.display(), %name, %state, "notify program failed: {status}")
+                    }
                     Ok(Err(e)) => warn!(program = %program.display(), "notify program: {e}"),
                     Err(_) => {
                         warn!(program = %program.display(), "notify program still running after {} ms; killed", timeout.as_millis());

@@ -6,14 +6,14 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::netns::{Bridge, NetNs, join, wait_until};
-pub use super::process::{BIN, PATIENCE, http_get, is_nginx, nginx_binary, signal};
 use super::process::stop_child;
+pub use super::process::{BIN, PATIENCE, http_get, is_nginx, nginx_binary, signal};
 
 /// A host on the bridge: its namespace, its eth0 address, its nginx (answering its name on
 /// port 80) and optionally nginx-ha.
@@ -32,7 +32,14 @@ impl Node {
         let ns = NetNs::new();
         let bridge_port = bridge.connect(&ns, "eth0", cidr);
         let dir = tempfile::Builder::new().prefix(&format!("nginx-ha-{name}-")).tempdir().unwrap();
-        let node = Node { name: name.into(), ns, address: cidr.split('/').next().unwrap().into(), bridge_port, dir, daemon: None };
+        let node = Node {
+            name: name.into(),
+            ns,
+            address: cidr.split('/').next().unwrap().into(),
+            bridge_port,
+            dir,
+            daemon: None,
+        };
         let d = node.dir.path().display().to_string();
         node.write(
             "nginx.conf",

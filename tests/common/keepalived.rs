@@ -22,7 +22,7 @@ pub const KEEPALIVED: &str = "keepalived";
 /// complaint if it contains all parts of one entry, in order.
 pub const COMPLAINTS: &[&[&str]] = &[
     // Lengths and headers.
-    &["VRRP packet too short - "],                 // "IPv4 VRRP packet too short - %zu bytes"
+    &["VRRP packet too short - "], // "IPv4 VRRP packet too short - %zu bytes"
     &["VRRP packet with AH too short - "],
     &[") vrrp packet too ", ", length ", " and expect "],
     &[") ip_tot_len mismatch against received length."],
@@ -94,7 +94,8 @@ impl KeepalivedNode {
         );
         // notify TYPE NAME STATE PRIORITY
         let notify = node.path("notify.sh");
-        std::fs::write(&notify, format!("#!/bin/sh\necho \"$3\" > {d}/state.tmp && mv {d}/state.tmp {d}/state\n")).unwrap();
+        std::fs::write(&notify, format!("#!/bin/sh\necho \"$3\" > {d}/state.tmp && mv {d}/state.tmp {d}/state\n"))
+            .unwrap();
         std::fs::set_permissions(&notify, std::fs::Permissions::from_mode(0o755)).unwrap();
         node.start_nginx();
         node
@@ -140,7 +141,17 @@ impl KeepalivedNode {
         let _ = std::fs::remove_file(self.path("state"));
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.path("keepalived.log")).unwrap();
         let child = Command::new("ip")
-            .args(["netns", "exec", self.ns.name(), KEEPALIVED, "--vrrp", "--dont-fork", "--log-console", "--log-detail", "--no-syslog"])
+            .args([
+                "netns",
+                "exec",
+                self.ns.name(),
+                KEEPALIVED,
+                "--vrrp",
+                "--dont-fork",
+                "--log-console",
+                "--log-detail",
+                "--no-syslog",
+            ])
             .arg("--use-file")
             .arg(self.path("keepalived.conf"))
             .arg("--pid")
@@ -213,7 +224,12 @@ impl KeepalivedNode {
     /// Panics with the offending lines if keepalived complained about any advert.
     pub fn assert_no_complaints(&self) {
         let complaints = self.complaints();
-        assert!(complaints.is_empty(), "{}: keepalived complained about adverts:\n{}", self.name, complaints.join("\n"));
+        assert!(
+            complaints.is_empty(),
+            "{}: keepalived complained about adverts:\n{}",
+            self.name,
+            complaints.join("\n")
+        );
     }
 
     fn start_nginx(&mut self) {
@@ -233,7 +249,8 @@ impl KeepalivedNode {
     /// Whether this node's nginx answers a GET from inside the namespace.
     fn own_nginx_answers(&self) -> bool {
         let address = format!("{}:80", self.address).parse().unwrap();
-        super::netns::join(self.ns.enter(move || super::cluster::http_get(address, Duration::from_millis(300)))).is_some()
+        super::netns::join(self.ns.enter(move || super::cluster::http_get(address, Duration::from_millis(300))))
+            .is_some()
     }
 
     fn stop_nginx(&mut self) {

@@ -89,7 +89,13 @@ impl Setup {
             .stderr(log)
             .spawn()
             .unwrap();
-        Daemon { child: Some(child), config: self.config(), log: self.path("daemon.log"), port: self.port, nginx_pids: Vec::new() }
+        Daemon {
+            child: Some(child),
+            config: self.config(),
+            log: self.path("daemon.log"),
+            port: self.port,
+            nginx_pids: Vec::new(),
+        }
     }
 
     pub fn cli(&self, args: &[&str]) -> Output {
@@ -129,7 +135,10 @@ impl Daemon {
 
     fn remember(&mut self, status: &serde_json::Value) {
         let nginx = &status["nginx"];
-        let pids = nginx["master_pid"].as_i64().into_iter().chain(nginx["worker_pids"].as_array().into_iter().flatten().filter_map(|p| p.as_i64()));
+        let pids = nginx["master_pid"]
+            .as_i64()
+            .into_iter()
+            .chain(nginx["worker_pids"].as_array().into_iter().flatten().filter_map(|p| p.as_i64()));
         for pid in pids {
             if !self.nginx_pids.contains(&(pid as i32)) {
                 self.nginx_pids.push(pid as i32);

@@ -37,15 +37,9 @@ pub struct NetNs {
 
 impl NetNs {
     pub fn new() -> NetNs {
-        let name = format!(
-            "nha-{}-{}",
-            std::process::id(),
-            NEXT_ID.fetch_add(1, Ordering::Relaxed)
-        );
+        let name = format!("nha-{}-{}", std::process::id(), NEXT_ID.fetch_add(1, Ordering::Relaxed));
         {
-            let _serialized = CREATING
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let _serialized = CREATING.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             run("ip", &["netns", "add", &name]);
         }
         let ns = NetNs { name };
@@ -66,10 +60,7 @@ impl NetNs {
     pub fn exec(&self, command: &[&str]) -> Output {
         let mut full = vec!["netns", "exec", &self.name];
         full.extend_from_slice(command);
-        Command::new("ip")
-            .args(&full)
-            .output()
-            .expect("cannot run ip")
+        Command::new("ip").args(&full).output().expect("cannot run ip")
     }
 
     /// Sets `key` (like `net.ipv4.conf.eth0.arp_accept`) inside the namespace.
@@ -82,10 +73,7 @@ impl NetNs {
 
     /// Runs `f` on a new thread that has entered the namespace, so the sockets it opens
     /// (netlink, raw, packet) belong to the namespace.
-    pub fn enter<T: Send + 'static>(
-        &self,
-        f: impl FnOnce() -> T + Send + 'static,
-    ) -> JoinHandle<T> {
+    pub fn enter<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> JoinHandle<T> {
         let file = File::open(format!("/run/netns/{}", self.name)).expect("namespace file");
         thread::spawn(move || {
             // SAFETY: setns only changes this thread's network namespace.
@@ -105,10 +93,7 @@ impl NetNs {
         Fut::Output: Send + 'static,
     {
         self.enter(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("tokio runtime");
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
             runtime.block_on(f())
         })
     }
@@ -126,9 +111,7 @@ impl NetNs {
 
 impl Drop for NetNs {
     fn drop(&mut self) {
-        let deleted = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
+        let deleted = Command::new("ip").args(["netns", "del", &self.name]).status();
         if !matches!(deleted, Ok(status) if status.success()) {
             eprintln!("could not delete network namespace {}", self.name);
         }
@@ -145,20 +128,9 @@ pub struct Bridge {
 impl Bridge {
     pub fn new() -> Bridge {
         let ns = NetNs::new();
-        ns.ip(&[
-            "link",
-            "add",
-            "br0",
-            "type",
-            "bridge",
-            "mcast_snooping",
-            "0",
-        ]);
+        ns.ip(&["link", "add", "br0", "type", "bridge", "mcast_snooping", "0"]);
         ns.ip(&["link", "set", "br0", "up"]);
-        Bridge {
-            ns,
-            next_port: AtomicUsize::new(0),
-        }
+        Bridge { ns, next_port: AtomicUsize::new(0) }
     }
 
     /// Creates `ifname` in `node`, up with `cidr`, wired to br0, and waits for its IPv6
@@ -166,30 +138,14 @@ impl Bridge {
     /// name of the bridge-side end: set it down to make `ifname` lose its carrier.
     pub fn connect(&self, node: &NetNs, ifname: &str, cidr: &str) -> String {
         let port = format!("port{}", self.next_port.fetch_add(1, Ordering::Relaxed));
-        node.ip(&[
-            "link",
-            "add",
-            ifname,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &port,
-            "netns",
-            self.ns.name(),
-        ]);
+        node.ip(&["link", "add", ifname, "type", "veth", "peer", "name", &port, "netns", self.ns.name()]);
         node.sysctl(&format!("net.ipv6.conf.{ifname}.accept_dad"), "0");
         self.ns.ip(&["link", "set", &port, "master", "br0", "up"]);
         node.ip(&["addr", "add", cidr, "dev", ifname]);
         node.ip(&["link", "set", ifname, "up"]);
-        wait_until(
-            Duration::from_secs(10),
-            "the IPv6 link-local address",
-            || {
-                node.ip(&["-6", "addr", "show", "dev", ifname, "scope", "link"])
-                    .contains("fe80::")
-            },
-        );
+        wait_until(Duration::from_secs(10), "the IPv6 link-local address", || {
+            node.ip(&["-6", "addr", "show", "dev", ifname, "scope", "link"]).contains("fe80::")
+        });
         port
     }
 }
@@ -204,10 +160,7 @@ pub fn ip_in(ns_name: &str, args: &[&str]) -> String {
 /// The MAC address of `ifname` in `ns`, as `ip` prints it (`aa:bb:cc:dd:ee:ff`).
 pub fn mac_of(ns: &NetNs, ifname: &str) -> String {
     let output = ns.ip(&["-o", "link", "show", "dev", ifname]);
-    let after = output
-        .split("link/ether ")
-        .nth(1)
-        .unwrap_or_else(|| panic!("no MAC in {output:?}"));
+    let after = output.split("link/ether ").nth(1).unwrap_or_else(|| panic!("no MAC in {output:?}"));
     after.split_whitespace().next().unwrap().to_owned()
 }
 
@@ -215,26 +168,18 @@ pub fn mac_of(ns: &NetNs, ifname: &str) -> String {
 pub fn wait_until(timeout: Duration, what: &str, mut condition: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !condition() {
-        assert!(
-            Instant::now() < deadline,
-            "still waiting for {what} after {timeout:?}"
-        );
+        assert!(Instant::now() < deadline, "still waiting for {what} after {timeout:?}");
         thread::sleep(Duration::from_millis(50));
     }
 }
 
 /// Joins a test thread, re-raising its panic with the original message.
 pub fn join<T>(handle: JoinHandle<T>) -> T {
-    handle
-        .join()
-        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
 fn run(program: &str, args: &[&str]) -> String {
-    let output = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    let output = Command::new(program).args(args).output().unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
     assert!(
         output.status.success(),
         "{program} {} failed: {}",

@@ -11,7 +11,10 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_nginx-ha");
 pub const PATIENCE: Duration = Duration::from_secs(30);
 
 pub fn nginx_binary() -> &'static str {
-    ["/usr/sbin/nginx", "/usr/bin/nginx"].into_iter().find(|p| Path::new(p).exists()).expect("nginx is installed (.ci/run installs it)")
+    ["/usr/sbin/nginx", "/usr/bin/nginx"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("nginx is installed (.ci/run installs it)")
 }
 
 pub fn signal(pid: i32, sig: i32) {

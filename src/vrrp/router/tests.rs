@@ -69,22 +69,16 @@ fn without_payloads(actions: &[Action]) -> Vec<Action> {
     actions
         .iter()
         .map(|action| match action {
-            Action::SendAdvert { dst, priority, .. } => Action::SendAdvert {
-                dst: *dst,
-                priority: *priority,
-                payload: vec![],
-            },
+            Action::SendAdvert { dst, priority, .. } => {
+                Action::SendAdvert { dst: *dst, priority: *priority, payload: vec![] }
+            }
             other => other.clone(),
         })
         .collect()
 }
 
 fn send(priority: u8) -> Action {
-    Action::SendAdvert {
-        dst: GROUP,
-        priority,
-        payload: vec![],
-    }
+    Action::SendAdvert { dst: GROUP, priority, payload: vec![] }
 }
 
 struct Node {
@@ -112,18 +106,9 @@ impl Sim {
         let start = Instant::now();
         let nodes = nodes
             .into_iter()
-            .map(|(config, primary)| Node {
-                router: Router::new(config, start),
-                primary: ip(primary),
-                connected: true,
-            })
+            .map(|(config, primary)| Node { router: Router::new(config, start), primary: ip(primary), connected: true })
             .collect();
-        Sim {
-            start,
-            now: start,
-            nodes,
-            log: Vec::new(),
-        }
+        Sim { start, now: start, nodes, log: Vec::new() }
     }
 
     /// Simulated time since the start.
@@ -161,11 +146,7 @@ impl Sim {
             let mut next = Vec::new();
             for (from, actions) in round {
                 for action in actions {
-                    self.log.push(Entry {
-                        at: self.elapsed(),
-                        node: from,
-                        action: action.clone(),
-                    });
+                    self.log.push(Entry { at: self.elapsed(), node: from, action: action.clone() });
                     let Action::SendAdvert { dst, payload, .. } = action else {
                         continue;
                     };
@@ -179,12 +160,7 @@ impl Sim {
                         if to == from || !receiver.connected || !addressed {
                             continue;
                         }
-                        let packet = Input::Packet {
-                            src,
-                            dst,
-                            hop_limit: 255,
-                            payload: &payload,
-                        };
+                        let packet = Input::Packet { src, dst, hop_limit: 255, payload: &payload };
                         next.push((to, receiver.router.handle(self.now, packet)));
                     }
                 }
@@ -197,12 +173,7 @@ impl Sim {
     /// Fires timers deadline by deadline up to `at` after the start, then sets the clock there.
     fn run_until(&mut self, at: Duration) {
         let limit = self.start + at;
-        while let Some(deadline) = self
-            .nodes
-            .iter()
-            .filter_map(|n| n.router.next_deadline())
-            .min()
-        {
+        while let Some(deadline) = self.nodes.iter().filter_map(|n| n.router.next_deadline()).min() {
             if deadline > limit {
                 break;
             }
@@ -246,11 +217,7 @@ impl Sim {
     }
 
     fn actions_at(&self, node: usize, at: Duration) -> Vec<Action> {
-        let actions: Vec<_> = self
-            .entries(node)
-            .filter(|e| e.at == at)
-            .map(|e| e.action.clone())
-            .collect();
+        let actions: Vec<_> = self.entries(node).filter(|e| e.at == at).map(|e| e.action.clone()).collect();
         without_payloads(&actions)
     }
 
@@ -259,9 +226,7 @@ impl Sim {
     }
 
     fn masters(&self) -> Vec<usize> {
-        (0..self.nodes.len())
-            .filter(|&node| self.state(node) == State::Master)
-            .collect()
+        (0..self.nodes.len()).filter(|&node| self.state(node) == State::Master).collect()
     }
 }
 
@@ -278,19 +243,11 @@ fn pair_with_a_master() -> Sim {
 fn startup_election_goes_to_the_higher_priority_after_its_master_down_interval() {
     let mut sim = pair_with_a_master();
     sim.run_until(secs(30));
-    assert_eq!(
-        sim.transitions(0),
-        [(ms(0), State::Backup), (ms(3410), State::Master)]
-    );
+    assert_eq!(sim.transitions(0), [(ms(0), State::Backup), (ms(3410), State::Master)]);
     assert_eq!(sim.transitions(1), [(ms(0), State::Backup)]);
     assert_eq!(
         sim.actions_at(0, ms(3410)),
-        [
-            changed(State::Backup, State::Master, Reason::MasterDown),
-            send(150),
-            Action::AddVips,
-            Action::Announce
-        ]
+        [changed(State::Backup, State::Master, Reason::MasterDown), send(150), Action::AddVips, Action::Announce]
     );
     // One advert per interval, carrying our priority.
     let expected: Vec<_> = (0..27).map(|k| (ms(3410 + k * 1000), 150)).collect();
@@ -309,18 +266,10 @@ fn backup_takes_over_exactly_master_down_interval_after_the_last_advert() {
     sim.run_until(ms(5410)); // A's advert at 5.41 s is the last B hears
     sim.nodes[0].connected = false;
     sim.run_until(secs(20));
-    assert_eq!(
-        sim.transitions(1),
-        [(ms(0), State::Backup), (ms(9010), State::Master)]
-    );
+    assert_eq!(sim.transitions(1), [(ms(0), State::Backup), (ms(9010), State::Master)]);
     assert_eq!(
         sim.actions_at(1, ms(9010)),
-        [
-            changed(State::Backup, State::Master, Reason::MasterDown),
-            send(100),
-            Action::AddVips,
-            Action::Announce
-        ]
+        [changed(State::Backup, State::Master, Reason::MasterDown), send(100), Action::AddVips, Action::Announce]
     );
 }
 
@@ -331,18 +280,11 @@ fn priority_zero_hands_over_after_skew_time() {
     let actions = sim.input(0, Input::Shutdown);
     assert_eq!(
         without_payloads(&actions),
-        [
-            changed(State::Master, State::Init, Reason::Shutdown),
-            send(0),
-            Action::RemoveVips
-        ]
+        [changed(State::Master, State::Init, Reason::Shutdown), send(0), Action::RemoveVips]
     );
     assert_eq!(sim.nodes[0].router.next_deadline(), None);
     sim.run_until(secs(20));
-    assert_eq!(
-        sim.transitions(1),
-        [(ms(0), State::Backup), (ms(5600), State::Master)]
-    );
+    assert_eq!(sim.transitions(1), [(ms(0), State::Backup), (ms(5600), State::Master)]);
     assert_eq!(sim.status(1).counters.priority_zero_received, 1);
     assert_eq!(sim.status(0).counters.priority_zero_sent, 1);
     assert_eq!(sim.transitions(0).last(), Some(&(secs(5), State::Init)));
@@ -363,26 +305,17 @@ fn higher_priority_preempts_a_running_master() {
     let mut sim = a_joins_running_b(config(150));
     sim.run_until(secs(30));
     // A ignores B's lower adverts and its Master_Down timer from 10 s runs out.
-    assert_eq!(
-        sim.transitions(0),
-        [(secs(10), State::Backup), (ms(13410), State::Master)]
-    );
+    assert_eq!(sim.transitions(0), [(secs(10), State::Backup), (ms(13410), State::Master)]);
     assert_eq!(
         sim.actions_at(1, ms(13410)),
-        [
-            changed(State::Master, State::Backup, Reason::PreferredPeer),
-            Action::RemoveVips
-        ]
+        [changed(State::Master, State::Backup, Reason::PreferredPeer), Action::RemoveVips]
     );
     assert_eq!(sim.status(1).master_address, Some(ip(A)));
 }
 
 #[test]
 fn without_preempt_a_higher_priority_backup_leaves_the_master_alone() {
-    let mut sim = a_joins_running_b(RouterConfig {
-        preempt: false,
-        ..config(150)
-    });
+    let mut sim = a_joins_running_b(RouterConfig { preempt: false, ..config(150) });
     sim.run_until(secs(60));
     assert_eq!(sim.transitions(0), [(secs(10), State::Backup)]);
     assert_eq!(sim.masters(), [1]);
@@ -391,26 +324,17 @@ fn without_preempt_a_higher_priority_backup_leaves_the_master_alone() {
 
 #[test]
 fn preempt_delay_accepts_a_lower_master_until_it_has_passed() {
-    let mut sim = a_joins_running_b(RouterConfig {
-        preempt_delay: secs(10),
-        ..config(150)
-    });
+    let mut sim = a_joins_running_b(RouterConfig { preempt_delay: secs(10), ..config(150) });
     sim.run_until(secs(40));
     // B's advert at 19.60 s still falls in the delay (10 s..20 s) and restarts the timer;
     // the one at 20.60 s does not: 19.60 + 3.41.
-    assert_eq!(
-        sim.transitions(0),
-        [(secs(10), State::Backup), (ms(23010), State::Master)]
-    );
+    assert_eq!(sim.transitions(0), [(secs(10), State::Backup), (ms(23010), State::Master)]);
     assert_eq!(sim.masters(), [0]);
 }
 
 #[test]
 fn preempt_delay_counts_again_after_a_restart() {
-    let mut sim = a_joins_running_b(RouterConfig {
-        preempt_delay: secs(10),
-        ..config(150)
-    });
+    let mut sim = a_joins_running_b(RouterConfig { preempt_delay: secs(10), ..config(150) });
     sim.run_until(secs(30));
     sim.input(0, Input::Shutdown);
     sim.run_until(secs(40));
@@ -418,43 +342,26 @@ fn preempt_delay_counts_again_after_a_restart() {
     sim.start(0);
     sim.run_until(secs(60));
     // B is master from 30.60 s; its advert at 49.60 s is the last A accepts.
-    assert_eq!(
-        sim.transitions(0)[3..],
-        [(secs(40), State::Backup), (ms(53010), State::Master)]
-    );
+    assert_eq!(sim.transitions(0)[3..], [(secs(40), State::Backup), (ms(53010), State::Master)]);
 }
 
 #[test]
 fn preempt_delay_does_not_apply_again_after_a_fault() {
-    let mut sim = a_joins_running_b(RouterConfig {
-        preempt_delay: secs(10),
-        ..config(150)
-    });
+    let mut sim = a_joins_running_b(RouterConfig { preempt_delay: secs(10), ..config(150) });
     sim.run_until(secs(30));
     sim.input(0, Input::Health { healthy: false });
     sim.run_until(secs(40));
     sim.input(0, Input::Health { healthy: true });
     sim.run_until(secs(60));
-    assert_eq!(
-        sim.transitions(0)[3..],
-        [(secs(40), State::Backup), (ms(43410), State::Master)]
-    );
+    assert_eq!(sim.transitions(0)[3..], [(secs(40), State::Backup), (ms(43410), State::Master)]);
 }
 
 #[test]
 fn address_owner_takes_over_at_once_and_always_preempts() {
-    let mut sim = a_joins_running_b(RouterConfig {
-        preempt: false,
-        ..config(255)
-    });
+    let mut sim = a_joins_running_b(RouterConfig { preempt: false, ..config(255) });
     assert_eq!(
         sim.actions_at(0, secs(10)),
-        [
-            changed(State::Init, State::Master, Reason::Startup),
-            send(255),
-            Action::AddVips,
-            Action::Announce
-        ]
+        [changed(State::Init, State::Master, Reason::Startup), send(255), Action::AddVips, Action::Announce]
     );
     assert_eq!(sim.transitions(1).last(), Some(&(secs(10), State::Backup)));
     sim.run_until(secs(30));
@@ -472,16 +379,9 @@ fn equal_priorities_tie_break_on_the_higher_primary_address() {
         // Both time out together, both become master, and the lower address yields.
         assert_eq!(
             sim.transitions(low),
-            [
-                (ms(0), State::Backup),
-                (ms(3600), State::Master),
-                (ms(3600), State::Backup)
-            ]
+            [(ms(0), State::Backup), (ms(3600), State::Master), (ms(3600), State::Backup)]
         );
-        assert_eq!(
-            sim.transitions(high),
-            [(ms(0), State::Backup), (ms(3600), State::Master)]
-        );
+        assert_eq!(sim.transitions(high), [(ms(0), State::Backup), (ms(3600), State::Master)]);
         assert_eq!(sim.masters(), [high]);
     }
 }
@@ -497,10 +397,7 @@ fn split_brain_heals_within_one_advert() {
     sim.nodes[1].connected = true;
     sim.run_until(secs(20));
     // B's advert at 10.01 s reaches A, which re-asserts at once; B yields.
-    assert_eq!(
-        sim.transitions(1)[1..],
-        [(ms(8010), State::Master), (ms(10010), State::Backup)]
-    );
+    assert_eq!(sim.transitions(1)[1..], [(ms(8010), State::Master), (ms(10010), State::Backup)]);
     assert!(sim.adverts(0).contains(&(ms(10010), 150)));
     // The re-assertion restarted A's advert timer.
     assert!(sim.adverts(0).contains(&(ms(11010), 150)));
@@ -510,26 +407,13 @@ fn split_brain_heals_within_one_advert() {
 
 #[test]
 fn v3_backup_adopts_the_masters_advert_interval() {
-    let a = RouterConfig {
-        advert_interval: secs(2),
-        ..config(150)
-    };
+    let a = RouterConfig { advert_interval: secs(2), ..config(150) };
     let mut sim = Sim::new(vec![(a, A), (config(100), B)]);
     sim.start_all();
     sim.run_until(ms(10820));
     // A: 3 × 200 + 106 × 200 / 256 = 682 cs. B times out first (3.60 s), A preempts it.
-    assert_eq!(
-        sim.transitions(0),
-        [(ms(0), State::Backup), (ms(6820), State::Master)]
-    );
-    assert_eq!(
-        sim.transitions(1),
-        [
-            (ms(0), State::Backup),
-            (ms(3600), State::Master),
-            (ms(6820), State::Backup)
-        ]
-    );
+    assert_eq!(sim.transitions(0), [(ms(0), State::Backup), (ms(6820), State::Master)]);
+    assert_eq!(sim.transitions(1), [(ms(0), State::Backup), (ms(3600), State::Master), (ms(6820), State::Backup)]);
     assert_eq!(sim.status(1).master_advert_interval, secs(2));
     sim.nodes[0].connected = false;
     sim.run_until(secs(30));
@@ -540,41 +424,19 @@ fn v3_backup_adopts_the_masters_advert_interval() {
 
 #[test]
 fn v2_skew_is_independent_of_the_interval_and_a_different_interval_is_dropped() {
-    let a = RouterConfig {
-        advert_interval: secs(2),
-        ..v2(config(150))
-    };
+    let a = RouterConfig { advert_interval: secs(2), ..v2(config(150)) };
     let mut sim = Sim::new(vec![(a, A), (v2(config(100)), B)]);
     sim.start_all();
     sim.run_until(secs(20));
     // RFC 3768 §6.1: 3 × interval + (256 - priority) / 256 s.
-    assert_eq!(
-        sim.transitions(1),
-        [
-            (ms(0), State::Backup),
-            (Duration::from_micros(3_609_375), State::Master)
-        ]
-    );
-    assert_eq!(
-        sim.transitions(0),
-        [
-            (ms(0), State::Backup),
-            (Duration::from_nanos(6_414_062_500), State::Master)
-        ]
-    );
+    assert_eq!(sim.transitions(1), [(ms(0), State::Backup), (Duration::from_micros(3_609_375), State::Master)]);
+    assert_eq!(sim.transitions(0), [(ms(0), State::Backup), (Duration::from_nanos(6_414_062_500), State::Master)]);
     // Neither accepts the other's adverts: both stay master.
     assert_eq!(sim.masters(), [0, 1]);
     assert!(sim.status(0).counters.interval_errors > 0);
     assert_eq!(sim.status(0).counters.adverts_received, 0);
-    let notice = Notice::IntervalMismatch {
-        from: ip(A),
-        advertised: secs(2),
-        ours: secs(1),
-    };
-    assert!(
-        sim.entries(1)
-            .any(|entry| entry.action == Action::Notice(notice.clone()))
-    );
+    let notice = Notice::IntervalMismatch { from: ip(A), advertised: secs(2), ours: secs(1) };
+    assert!(sim.entries(1).any(|entry| entry.action == Action::Notice(notice.clone())));
 }
 
 #[test]
@@ -584,11 +446,7 @@ fn unhealthy_nginx_relinquishes_to_fault_and_comes_back() {
     let actions = sim.input(0, Input::Health { healthy: false });
     assert_eq!(
         without_payloads(&actions),
-        [
-            changed(State::Master, State::Fault, Reason::NginxUnhealthy),
-            send(0),
-            Action::RemoveVips
-        ]
+        [changed(State::Master, State::Fault, Reason::NginxUnhealthy), send(0), Action::RemoveVips]
     );
     assert_eq!(sim.nodes[0].router.next_deadline(), None);
     sim.run_until(secs(20));
@@ -598,10 +456,7 @@ fn unhealthy_nginx_relinquishes_to_fault_and_comes_back() {
     assert_eq!(sim.status(0).counters.adverts_received, 0);
 
     let actions = sim.input(0, Input::Health { healthy: true });
-    assert_eq!(
-        actions,
-        [changed(State::Fault, State::Backup, Reason::NginxHealthy)]
-    );
+    assert_eq!(actions, [changed(State::Fault, State::Backup, Reason::NginxHealthy)]);
     sim.run_until(secs(30));
     assert_eq!(sim.transitions(0).last(), Some(&(ms(23410), State::Master)));
     assert_eq!(sim.masters(), [0]);
@@ -610,47 +465,28 @@ fn unhealthy_nginx_relinquishes_to_fault_and_comes_back() {
 #[test]
 fn tracked_links_down_count_like_nginx_failing() {
     let mut sim = pair_with_a_master();
-    let down = |name: &str| Input::TrackedLink {
-        name: name.into(),
-        up: false,
-    };
-    let up = |name: &str| Input::TrackedLink {
-        name: name.into(),
-        up: true,
-    };
+    let down = |name: &str| Input::TrackedLink { name: name.into(), up: false };
+    let up = |name: &str| Input::TrackedLink { name: name.into(), up: true };
     let actions = sim.input(0, down("eth1"));
     assert_eq!(
         without_payloads(&actions),
-        [
-            changed(State::Master, State::Fault, Reason::TrackedLinkDown),
-            send(0),
-            Action::RemoveVips
-        ]
+        [changed(State::Master, State::Fault, Reason::TrackedLinkDown), send(0), Action::RemoveVips]
     );
     assert!(sim.input(0, down("eth2")).is_empty());
     assert!(sim.input(0, up("eth1")).is_empty(), "eth2 is still down");
     assert!(sim.input(0, Input::Health { healthy: true }).is_empty());
-    assert_eq!(
-        sim.input(0, up("eth2")),
-        [changed(State::Fault, State::Backup, Reason::TrackedLinkUp)]
-    );
+    assert_eq!(sim.input(0, up("eth2")), [changed(State::Fault, State::Backup, Reason::TrackedLinkUp)]);
 }
 
 #[test]
 fn demoted_master_loses_to_a_preempting_peer_and_wins_back_when_healthy() {
-    let a = RouterConfig {
-        failure_mode: FailureMode::Demote { weight: 60 },
-        ..config(150)
-    };
+    let a = RouterConfig { failure_mode: FailureMode::Demote { weight: 60 }, ..config(150) };
     let mut sim = Sim::new(vec![(a, A), (config(100), B)]);
     sim.start_all();
     sim.run_until(secs(10));
     assert!(sim.input(0, Input::Health { healthy: false }).is_empty());
     let status = sim.status(0);
-    assert_eq!(
-        (status.state, status.priority, status.effective_priority),
-        (State::Master, 150, 90)
-    );
+    assert_eq!((status.state, status.priority, status.effective_priority), (State::Master, 150, 90));
     sim.run_until(secs(20));
     // A keeps advertising, now with 90, which B ignores: B's timer from A's advert at
     // 9.41 s runs out at 13.01 s, and A yields to B's 100.
@@ -658,10 +494,7 @@ fn demoted_master_loses_to_a_preempting_peer_and_wins_back_when_healthy() {
     assert_eq!(sim.transitions(1).last(), Some(&(ms(13010), State::Master)));
     assert_eq!(
         sim.actions_at(0, ms(13010)),
-        [
-            changed(State::Master, State::Backup, Reason::PreferredPeer),
-            Action::RemoveVips
-        ]
+        [changed(State::Master, State::Backup, Reason::PreferredPeer), Action::RemoveVips]
     );
 
     assert!(sim.input(0, Input::Health { healthy: true }).is_empty());
@@ -675,31 +508,15 @@ fn demoted_master_loses_to_a_preempting_peer_and_wins_back_when_healthy() {
 
 #[test]
 fn restored_owner_preempts_even_without_preempt() {
-    let a = RouterConfig {
-        preempt: false,
-        failure_mode: FailureMode::Demote { weight: 200 },
-        ..config(255)
-    };
+    let a = RouterConfig { preempt: false, failure_mode: FailureMode::Demote { weight: 200 }, ..config(255) };
     let mut sim = Sim::new(vec![(a, A), (config(100), B)]);
     sim.start(1);
     sim.run_until(secs(10));
-    sim.input(
-        0,
-        Input::TrackedLink {
-            name: "eth1".into(),
-            up: false,
-        },
-    );
+    sim.input(0, Input::TrackedLink { name: "eth1".into(), up: false });
     sim.start(0);
     sim.run_until(secs(20));
     assert_eq!(sim.transitions(0), [(secs(10), State::Backup)]);
-    sim.input(
-        0,
-        Input::TrackedLink {
-            name: "eth1".into(),
-            up: true,
-        },
-    );
+    sim.input(0, Input::TrackedLink { name: "eth1".into(), up: true });
     sim.run_until(secs(30));
     // Back at 255, A ignores B's adverts from 20.60 s on; its timer from B's advert at
     // 19.60 s (set while at 55: 3 × 100 + 201 × 100 / 256 = 378 cs) runs out.
@@ -708,14 +525,8 @@ fn restored_owner_preempts_even_without_preempt() {
 
 #[test]
 fn demoted_master_stays_master_when_the_peer_does_not_preempt() {
-    let a = RouterConfig {
-        failure_mode: FailureMode::Demote { weight: 60 },
-        ..config(150)
-    };
-    let b = RouterConfig {
-        preempt: false,
-        ..config(100)
-    };
+    let a = RouterConfig { failure_mode: FailureMode::Demote { weight: 60 }, ..config(150) };
+    let b = RouterConfig { preempt: false, ..config(100) };
     let mut sim = Sim::new(vec![(a, A), (b, B)]);
     sim.start_all();
     sim.run_until(secs(10));
@@ -727,19 +538,10 @@ fn demoted_master_stays_master_when_the_peer_does_not_preempt() {
 
 #[test]
 fn demotion_never_goes_below_one() {
-    let a = RouterConfig {
-        failure_mode: FailureMode::Demote { weight: 200 },
-        ..config(150)
-    };
+    let a = RouterConfig { failure_mode: FailureMode::Demote { weight: 200 }, ..config(150) };
     let mut sim = Sim::new(vec![(a, A)]);
     sim.start(0);
-    sim.input(
-        0,
-        Input::TrackedLink {
-            name: "eth1".into(),
-            up: false,
-        },
-    );
+    sim.input(0, Input::TrackedLink { name: "eth1".into(), up: false });
     assert_eq!(sim.status(0).effective_priority, 1);
     assert_eq!(sim.state(0), State::Backup);
 }
@@ -749,22 +551,13 @@ fn interface_down_faults_without_a_priority_zero_advert() {
     let mut sim = pair_with_a_master();
     sim.run_until(secs(10));
     let actions = sim.input(0, Input::InterfaceLink { up: false });
-    assert_eq!(
-        actions,
-        [
-            changed(State::Master, State::Fault, Reason::InterfaceDown),
-            Action::RemoveVips
-        ]
-    );
+    assert_eq!(actions, [changed(State::Master, State::Fault, Reason::InterfaceDown), Action::RemoveVips]);
     sim.nodes[0].connected = false;
     sim.run_until(secs(20));
     assert_eq!(sim.transitions(1).last(), Some(&(ms(13010), State::Master)));
     sim.nodes[0].connected = true;
     let actions = sim.input(0, Input::InterfaceLink { up: true });
-    assert_eq!(
-        actions,
-        [changed(State::Fault, State::Backup, Reason::InterfaceUp)]
-    );
+    assert_eq!(actions, [changed(State::Fault, State::Backup, Reason::InterfaceUp)]);
     sim.run_until(secs(30));
     assert_eq!(sim.transitions(0).last(), Some(&(ms(23410), State::Master)));
 }
@@ -773,22 +566,12 @@ fn interface_down_faults_without_a_priority_zero_advert() {
 fn shutdown_from_backup_is_silent_and_restart_works() {
     let mut sim = pair_with_a_master();
     sim.run_until(secs(5));
-    assert_eq!(
-        sim.input(1, Input::Shutdown),
-        [changed(State::Backup, State::Init, Reason::Shutdown)]
-    );
+    assert_eq!(sim.input(1, Input::Shutdown), [changed(State::Backup, State::Init, Reason::Shutdown)]);
     assert_eq!(sim.nodes[1].router.next_deadline(), None);
     let received = sim.status(1).counters.adverts_received;
     sim.run_until(secs(10));
-    assert_eq!(
-        sim.status(1).counters.adverts_received,
-        received,
-        "INIT ignores adverts"
-    );
-    assert_eq!(
-        sim.input(1, Input::Startup { primary: ip(B) }),
-        [changed(State::Init, State::Backup, Reason::Startup)]
-    );
+    assert_eq!(sim.status(1).counters.adverts_received, received, "INIT ignores adverts");
+    assert_eq!(sim.input(1, Input::Startup { primary: ip(B) }), [changed(State::Init, State::Backup, Reason::Startup)]);
     sim.run_until(secs(20));
     assert_eq!(sim.status(1).master_address, Some(ip(A)));
 }
@@ -796,10 +579,7 @@ fn shutdown_from_backup_is_silent_and_restart_works() {
 #[test]
 fn missing_vips_are_restored_only_by_the_master() {
     let mut sim = pair_with_a_master();
-    assert_eq!(
-        sim.input(0, Input::VipsMissing),
-        [Action::AddVips, Action::Announce]
-    );
+    assert_eq!(sim.input(0, Input::VipsMissing), [Action::AddVips, Action::Announce]);
     assert!(sim.input(1, Input::VipsMissing).is_empty());
 }
 
@@ -807,11 +587,7 @@ fn missing_vips_are_restored_only_by_the_master() {
 fn new_master_announces_again_one_second_later() {
     let mut sim = pair_with_a_master();
     sim.run_until(secs(30));
-    let announced: Vec<_> = sim
-        .entries(0)
-        .filter(|e| e.action == Action::Announce)
-        .map(|e| e.at)
-        .collect();
+    let announced: Vec<_> = sim.entries(0).filter(|e| e.action == Action::Announce).map(|e| e.at).collect();
     assert_eq!(announced, [ms(3410), ms(4410)]);
 }
 
@@ -819,49 +595,27 @@ fn new_master_announces_again_one_second_later() {
 fn stays_in_init_until_nginx_is_first_healthy() {
     let t0 = Instant::now();
     let mut router = Router::new(config(255), t0);
-    assert!(
-        router
-            .handle(t0, Input::Startup { primary: ip(A) })
-            .is_empty()
-    );
-    assert!(
-        router
-            .handle(t0, Input::Health { healthy: false })
-            .is_empty()
-    );
+    assert!(router.handle(t0, Input::Startup { primary: ip(A) }).is_empty());
+    assert!(router.handle(t0, Input::Health { healthy: false }).is_empty());
     assert_eq!(router.next_deadline(), None);
     assert!(router.handle(t0 + secs(60), Input::TimerFired).is_empty());
     let advert = peer_advert(100);
-    assert!(
-        router
-            .handle(t0 + secs(60), packet_from(B, &advert))
-            .is_empty()
-    );
+    assert!(router.handle(t0 + secs(60), packet_from(B, &advert)).is_empty());
     assert_eq!(router.status().state, State::Init);
     assert_eq!(router.status().counters, Counters::default());
 
     let actions = router.handle(t0 + secs(61), Input::Health { healthy: true });
-    assert_eq!(
-        actions[0],
-        changed(State::Init, State::Master, Reason::NginxHealthy)
-    );
+    assert_eq!(actions[0], changed(State::Init, State::Master, Reason::NginxHealthy));
 }
 
 #[test]
 fn health_before_startup_starts_as_backup() {
     let t0 = Instant::now();
     let mut router = Router::new(config(100), t0);
-    assert!(
-        router
-            .handle(t0, Input::Health { healthy: true })
-            .is_empty()
-    );
+    assert!(router.handle(t0, Input::Health { healthy: true }).is_empty());
     assert_eq!(router.next_deadline(), None);
     let actions = router.handle(t0, Input::Startup { primary: ip(A) });
-    assert_eq!(
-        actions,
-        [changed(State::Init, State::Backup, Reason::Startup)]
-    );
+    assert_eq!(actions, [changed(State::Init, State::Backup, Reason::Startup)]);
     assert_eq!(router.next_deadline(), Some(t0 + ms(3600)));
     assert_eq!(router.status().master_advert_interval, secs(1));
 }
@@ -871,11 +625,7 @@ fn interface_down_before_the_first_healthy_report_stays_init_then_faults() {
     let t0 = Instant::now();
     let mut router = Router::new(config(100), t0);
     router.handle(t0, Input::Startup { primary: ip(A) });
-    assert!(
-        router
-            .handle(t0, Input::InterfaceLink { up: false })
-            .is_empty()
-    );
+    assert!(router.handle(t0, Input::InterfaceLink { up: false }).is_empty());
     assert_eq!(
         router.handle(t0, Input::Health { healthy: true }),
         [changed(State::Init, State::Fault, Reason::NginxHealthy)]
@@ -895,33 +645,16 @@ fn started(config: RouterConfig, t0: Instant) -> Router {
 }
 
 fn advert(version: Version, priority: u8) -> Advert {
-    Advert {
-        version,
-        vrid: VRID,
-        priority,
-        interval_cs: 100,
-        auth: Auth::None,
-        addresses: vec![ip("192.0.2.100")],
-    }
+    Advert { version, vrid: VRID, priority, interval_cs: 100, auth: Auth::None, addresses: vec![ip("192.0.2.100")] }
 }
 
 /// An advert from B to the multicast group as a v3 peer would send it.
 fn peer_advert(priority: u8) -> Vec<u8> {
-    packet::encode(
-        &advert(Version::V3, priority),
-        ip(B),
-        GROUP,
-        &CodecOptions::default(),
-    )
+    packet::encode(&advert(Version::V3, priority), ip(B), GROUP, &CodecOptions::default())
 }
 
 fn packet_from<'a>(src: &str, payload: &'a [u8]) -> Input<'a> {
-    Input::Packet {
-        src: ip(src),
-        dst: GROUP,
-        hop_limit: 255,
-        payload,
-    }
+    Input::Packet { src: ip(src), dst: GROUP, hop_limit: 255, payload }
 }
 
 #[test]
@@ -932,16 +665,9 @@ fn owner_starts_as_master_and_keeps_its_timers() {
     let actions = router.handle(t0, Input::Startup { primary: ip(A) });
     assert_eq!(
         without_payloads(&actions),
-        [
-            changed(State::Init, State::Master, Reason::Startup),
-            send(255),
-            Action::AddVips,
-            Action::Announce
-        ]
+        [changed(State::Init, State::Master, Reason::Startup), send(255), Action::AddVips, Action::Announce]
     );
-    let Action::SendAdvert { payload, .. } = &actions[1] else {
-        unreachable!()
-    };
+    let Action::SendAdvert { payload, .. } = &actions[1] else { unreachable!() };
     let sent = packet::decode(payload, ip(A), GROUP, &CodecOptions::default()).unwrap();
     assert_eq!(sent, advert(Version::V3, 255));
 
@@ -949,10 +675,7 @@ fn owner_starts_as_master_and_keeps_its_timers() {
     let actions = router.handle(t0 + secs(1), Input::TimerFired);
     assert_eq!(without_payloads(&actions), [Action::Announce, send(255)]);
     assert_eq!(router.next_deadline(), Some(t0 + secs(2)));
-    assert!(
-        router.handle(t0 + ms(1500), Input::TimerFired).is_empty(),
-        "nothing due yet"
-    );
+    assert!(router.handle(t0 + ms(1500), Input::TimerFired).is_empty(), "nothing due yet");
 }
 
 #[test]
@@ -965,45 +688,20 @@ fn master_answers_priority_zero_and_lower_priorities_with_an_advert_at_once() {
     let at = t0 + ms(3700);
     for priority in [0, 100] {
         let payload = peer_advert(priority);
-        assert_eq!(
-            without_payloads(&router.handle(at, packet_from(B, &payload))),
-            [send(150)]
-        );
+        assert_eq!(without_payloads(&router.handle(at, packet_from(B, &payload))), [send(150)]);
     }
     // Equal priority from a lower address than ours (192.0.2.1).
-    let payload = packet::encode(
-        &advert(Version::V3, 150),
-        ip("192.0.2.0"),
-        GROUP,
-        &CodecOptions::default(),
-    );
-    assert_eq!(
-        without_payloads(&router.handle(at, packet_from("192.0.2.0", &payload))),
-        [send(150)]
-    );
+    let payload = packet::encode(&advert(Version::V3, 150), ip("192.0.2.0"), GROUP, &CodecOptions::default());
+    assert_eq!(without_payloads(&router.handle(at, packet_from("192.0.2.0", &payload))), [send(150)]);
     // The Adver_Timer restarted with the last of them; only the reannouncement is due before.
-    assert_eq!(
-        without_payloads(&router.handle(t0 + ms(4410), Input::TimerFired)),
-        [Action::Announce]
-    );
+    assert_eq!(without_payloads(&router.handle(t0 + ms(4410), Input::TimerFired)), [Action::Announce]);
     assert_eq!(router.next_deadline(), Some(at + secs(1)));
 
     // Equal priority from a higher address wins.
     let later = t0 + ms(4500);
-    let payload = packet::encode(
-        &advert(Version::V3, 150),
-        ip(C),
-        GROUP,
-        &CodecOptions::default(),
-    );
+    let payload = packet::encode(&advert(Version::V3, 150), ip(C), GROUP, &CodecOptions::default());
     let actions = router.handle(later, packet_from(C, &payload));
-    assert_eq!(
-        actions,
-        [
-            changed(State::Master, State::Backup, Reason::PreferredPeer),
-            Action::RemoveVips
-        ]
-    );
+    assert_eq!(actions, [changed(State::Master, State::Backup, Reason::PreferredPeer), Action::RemoveVips]);
     assert_eq!(router.status().master_address, Some(ip(C)));
     assert_eq!(router.next_deadline(), Some(later + ms(3410)));
 }
@@ -1016,11 +714,7 @@ fn backup_sets_skew_time_on_priority_zero() {
     router.handle(t0 + secs(1), packet_from(B, &advert));
     assert_eq!(router.status().master_address, Some(ip(B)));
     let advert = peer_advert(0);
-    assert!(
-        router
-            .handle(t0 + secs(2), packet_from(B, &advert))
-            .is_empty()
-    );
+    assert!(router.handle(t0 + secs(2), packet_from(B, &advert)).is_empty());
     assert_eq!(router.next_deadline(), Some(t0 + secs(2) + ms(600)));
     assert_eq!(router.status().master_address, None);
 }
@@ -1047,80 +741,34 @@ fn accepts_a_valid_advert() {
     let (accepted, actions, counters) = counters_after(config(100), packet_from(B, &advert));
     assert!(accepted);
     assert!(actions.is_empty());
-    assert_eq!(
-        counters,
-        Counters {
-            adverts_received: 1,
-            ..Counters::default()
-        }
-    );
+    assert_eq!(counters, Counters { adverts_received: 1, ..Counters::default() });
 }
 
 #[test]
 fn drops_multicast_adverts_whose_ttl_is_not_255() {
     let advert = peer_advert(120);
-    let input = Input::Packet {
-        src: ip(B),
-        dst: GROUP,
-        hop_limit: 254,
-        payload: &advert,
-    };
+    let input = Input::Packet { src: ip(B), dst: GROUP, hop_limit: 254, payload: &advert };
     let (accepted, _, counters) = counters_after(config(100), input);
     assert!(!accepted);
-    assert_eq!(
-        counters,
-        Counters {
-            ttl_errors: 1,
-            ..Counters::default()
-        }
-    );
+    assert_eq!(counters, Counters { ttl_errors: 1, ..Counters::default() });
 }
 
 #[test]
 fn unicast_adverts_are_accepted_with_any_ttl_from_known_peers_only() {
-    let unicast = RouterConfig {
-        unicast_peers: vec![ip(B)],
-        ..config(100)
-    };
-    let to_us = |src: &str| {
-        packet::encode(
-            &advert(Version::V3, 120),
-            ip(src),
-            ip(A),
-            &CodecOptions::default(),
-        )
-    };
+    let unicast = RouterConfig { unicast_peers: vec![ip(B)], ..config(100) };
+    let to_us = |src: &str| packet::encode(&advert(Version::V3, 120), ip(src), ip(A), &CodecOptions::default());
     let from_b = to_us(B);
-    let input = Input::Packet {
-        src: ip(B),
-        dst: ip(A),
-        hop_limit: 64,
-        payload: &from_b,
-    };
+    let input = Input::Packet { src: ip(B), dst: ip(A), hop_limit: 64, payload: &from_b };
     let (accepted, _, counters) = counters_after(unicast.clone(), input);
     assert!(accepted);
     assert_eq!(counters.adverts_received, 1);
 
     let from_c = to_us(C);
-    let input = Input::Packet {
-        src: ip(C),
-        dst: ip(A),
-        hop_limit: 255,
-        payload: &from_c,
-    };
+    let input = Input::Packet { src: ip(C), dst: ip(A), hop_limit: 255, payload: &from_c };
     let (accepted, actions, counters) = counters_after(unicast, input);
     assert!(!accepted);
-    assert_eq!(
-        actions,
-        [Action::Notice(Notice::UnknownPeer { from: ip(C) })]
-    );
-    assert_eq!(
-        counters,
-        Counters {
-            unknown_peer_errors: 1,
-            ..Counters::default()
-        }
-    );
+    assert_eq!(actions, [Action::Notice(Notice::UnknownPeer { from: ip(C) })]);
+    assert_eq!(counters, Counters { unknown_peer_errors: 1, ..Counters::default() });
 }
 
 #[test]
@@ -1129,119 +777,55 @@ fn drops_adverts_with_a_bad_checksum() {
     advert[2] ^= 0x40;
     let (accepted, _, counters) = counters_after(config(100), packet_from(B, &advert));
     assert!(!accepted);
-    assert_eq!(
-        counters,
-        Counters {
-            checksum_errors: 1,
-            ..Counters::default()
-        }
-    );
+    assert_eq!(counters, Counters { checksum_errors: 1, ..Counters::default() });
 }
 
 #[test]
 fn drops_other_versions_and_types() {
-    let v2_advert = packet::encode(
-        &advert(Version::V2, 120),
-        ip(B),
-        GROUP,
-        &CodecOptions::default(),
-    );
+    let v2_advert = packet::encode(&advert(Version::V2, 120), ip(B), GROUP, &CodecOptions::default());
     let (_, _, counters) = counters_after(config(100), packet_from(B, &v2_advert));
-    assert_eq!(
-        counters,
-        Counters {
-            version_errors: 1,
-            ..Counters::default()
-        }
-    );
+    assert_eq!(counters, Counters { version_errors: 1, ..Counters::default() });
 
     let mut wrong_type = peer_advert(120);
     wrong_type[0] = 0x32;
     let (_, _, counters) = counters_after(config(100), packet_from(B, &wrong_type));
-    assert_eq!(
-        counters,
-        Counters {
-            type_errors: 1,
-            ..Counters::default()
-        }
-    );
+    assert_eq!(counters, Counters { type_errors: 1, ..Counters::default() });
 }
 
 #[test]
 fn ignores_other_virtual_routers_silently() {
-    let other = Advert {
-        vrid: VRID + 1,
-        ..advert(Version::V3, 120)
-    };
+    let other = Advert { vrid: VRID + 1, ..advert(Version::V3, 120) };
     let payload = packet::encode(&other, ip(B), GROUP, &CodecOptions::default());
     let (accepted, actions, counters) = counters_after(config(100), packet_from(B, &payload));
     assert!(!accepted);
     assert!(actions.is_empty());
-    assert_eq!(
-        counters,
-        Counters {
-            other_vrid: 1,
-            ..Counters::default()
-        }
-    );
+    assert_eq!(counters, Counters { other_vrid: 1, ..Counters::default() });
 }
 
 #[test]
 fn malformed_adverts_count_as_ours_only_with_our_vrid() {
     // v2 has no pseudo-header, so appended zeros keep the checksum valid but break the length.
     let malformed = |vrid: u8| {
-        let advert = Advert {
-            vrid,
-            ..advert(Version::V2, 120)
-        };
+        let advert = Advert { vrid, ..advert(Version::V2, 120) };
         let mut payload = packet::encode(&advert, ip(B), GROUP, &CodecOptions::default());
         payload.extend_from_slice(&[0, 0]);
         payload
     };
     let ours = malformed(VRID);
     let (_, _, counters) = counters_after(v2(config(100)), packet_from(B, &ours));
-    assert_eq!(
-        counters,
-        Counters {
-            malformed_errors: 1,
-            ..Counters::default()
-        }
-    );
+    assert_eq!(counters, Counters { malformed_errors: 1, ..Counters::default() });
     let theirs = malformed(VRID + 1);
     let (_, _, counters) = counters_after(v2(config(100)), packet_from(B, &theirs));
-    assert_eq!(
-        counters,
-        Counters {
-            other_vrid: 1,
-            ..Counters::default()
-        }
-    );
+    assert_eq!(counters, Counters { other_vrid: 1, ..Counters::default() });
     let (_, _, counters) = counters_after(config(100), packet_from(B, &[0x31, VRID]));
-    assert_eq!(
-        counters,
-        Counters {
-            malformed_errors: 1,
-            ..Counters::default()
-        }
-    );
+    assert_eq!(counters, Counters { malformed_errors: 1, ..Counters::default() });
 }
 
 #[test]
 fn v2_authentication_must_match() {
-    let with_pass = RouterConfig {
-        auth_pass: Some(*b"secret\0\0"),
-        ..v2(config(100))
-    };
+    let with_pass = RouterConfig { auth_pass: Some(*b"secret\0\0"), ..v2(config(100)) };
     let v2_advert = |auth: Auth| {
-        packet::encode(
-            &Advert {
-                auth,
-                ..advert(Version::V2, 120)
-            },
-            ip(B),
-            GROUP,
-            &CodecOptions::default(),
-        )
+        packet::encode(&Advert { auth, ..advert(Version::V2, 120) }, ip(B), GROUP, &CodecOptions::default())
     };
     let rejected = [
         (with_pass.clone(), v2_advert(Auth::None)),
@@ -1251,17 +835,8 @@ fn v2_authentication_must_match() {
     for (config, payload) in rejected {
         let (accepted, actions, counters) = counters_after(config, packet_from(B, &payload));
         assert!(!accepted);
-        assert_eq!(
-            actions,
-            [Action::Notice(Notice::AuthMismatch { from: ip(B) })]
-        );
-        assert_eq!(
-            counters,
-            Counters {
-                auth_errors: 1,
-                ..Counters::default()
-            }
-        );
+        assert_eq!(actions, [Action::Notice(Notice::AuthMismatch { from: ip(B) })]);
+        assert_eq!(counters, Counters { auth_errors: 1, ..Counters::default() });
     }
     let good = v2_advert(Auth::Simple(*b"secret\0\0"));
     let (accepted, _, _) = counters_after(with_pass.clone(), packet_from(B, &good));
@@ -1273,116 +848,56 @@ fn v2_authentication_must_match() {
     ah[4] = 2;
     ah[2] -= 2;
     let (_, _, counters) = counters_after(with_pass, packet_from(B, &ah));
-    assert_eq!(
-        counters,
-        Counters {
-            auth_errors: 1,
-            ..Counters::default()
-        }
-    );
+    assert_eq!(counters, Counters { auth_errors: 1, ..Counters::default() });
 }
 
 #[test]
 fn v2_drops_a_different_interval() {
-    let slow = Advert {
-        interval_cs: 200,
-        ..advert(Version::V2, 120)
-    };
+    let slow = Advert { interval_cs: 200, ..advert(Version::V2, 120) };
     let payload = packet::encode(&slow, ip(B), GROUP, &CodecOptions::default());
     let (accepted, actions, counters) = counters_after(v2(config(100)), packet_from(B, &payload));
     assert!(!accepted);
-    let notice = Notice::IntervalMismatch {
-        from: ip(B),
-        advertised: secs(2),
-        ours: secs(1),
-    };
+    let notice = Notice::IntervalMismatch { from: ip(B), advertised: secs(2), ours: secs(1) };
     assert_eq!(actions, [Action::Notice(notice)]);
-    assert_eq!(
-        counters,
-        Counters {
-            interval_errors: 1,
-            ..Counters::default()
-        }
-    );
+    assert_eq!(counters, Counters { interval_errors: 1, ..Counters::default() });
 }
 
 #[test]
 fn drops_adverts_of_the_other_address_family() {
-    let v6 = Advert {
-        addresses: vec![ip("2001:db8::100")],
-        ..advert(Version::V3, 120)
-    };
+    let v6 = Advert { addresses: vec![ip("2001:db8::100")], ..advert(Version::V3, 120) };
     let (peer, group) = (ip("fe80::2"), IpAddr::V6(MULTICAST_V6));
     let payload = packet::encode(&v6, peer, group, &CodecOptions::default());
-    let input = Input::Packet {
-        src: peer,
-        dst: group,
-        hop_limit: 255,
-        payload: &payload,
-    };
+    let input = Input::Packet { src: peer, dst: group, hop_limit: 255, payload: &payload };
     let (accepted, _, counters) = counters_after(config(100), input);
     assert!(!accepted);
-    assert_eq!(
-        counters,
-        Counters {
-            address_family_errors: 1,
-            ..Counters::default()
-        }
-    );
+    assert_eq!(counters, Counters { address_family_errors: 1, ..Counters::default() });
 }
 
 #[test]
 fn ignores_its_own_looped_back_adverts() {
-    let own = packet::encode(
-        &advert(Version::V3, 100),
-        ip(A),
-        GROUP,
-        &CodecOptions::default(),
-    );
+    let own = packet::encode(&advert(Version::V3, 100), ip(A), GROUP, &CodecOptions::default());
     let (accepted, _, counters) = counters_after(config(100), packet_from(A, &own));
     assert!(!accepted);
-    assert_eq!(
-        counters,
-        Counters {
-            own_adverts: 1,
-            ..Counters::default()
-        }
-    );
+    assert_eq!(counters, Counters { own_adverts: 1, ..Counters::default() });
 }
 
 #[test]
 fn a_different_vip_list_is_noticed_but_not_fatal() {
-    let other = Advert {
-        addresses: vec![ip("192.0.2.101")],
-        ..advert(Version::V3, 120)
-    };
+    let other = Advert { addresses: vec![ip("192.0.2.101")], ..advert(Version::V3, 120) };
     let payload = packet::encode(&other, ip(B), GROUP, &CodecOptions::default());
     let (accepted, actions, router) = deliver_to_backup(config(100), packet_from(B, &payload));
     assert!(accepted);
-    let notice = Notice::VipMismatch {
-        from: ip(B),
-        advertised: vec![ip("192.0.2.101")],
-    };
+    let notice = Notice::VipMismatch { from: ip(B), advertised: vec![ip("192.0.2.101")] };
     assert_eq!(actions, [Action::Notice(notice)]);
     let status = router.status();
     assert_eq!(status.master_address, Some(ip(B)));
-    assert_eq!(
-        status.counters,
-        Counters {
-            adverts_received: 1,
-            vip_mismatches: 1,
-            ..Counters::default()
-        }
-    );
+    assert_eq!(status.counters, Counters { adverts_received: 1, vip_mismatches: 1, ..Counters::default() });
 }
 
 #[test]
 fn v3_unicast_sends_one_advert_per_peer_with_its_own_checksum() {
     let peers = vec![ip(B), ip(C)];
-    let owner = RouterConfig {
-        unicast_peers: peers.clone(),
-        ..config(255)
-    };
+    let owner = RouterConfig { unicast_peers: peers.clone(), ..config(255) };
     let t0 = Instant::now();
     let mut router = Router::new(owner, t0);
     router.handle(t0, Input::Health { healthy: true });
@@ -1405,38 +920,23 @@ fn v3_unicast_sends_one_advert_per_peer_with_its_own_checksum() {
 
 #[test]
 fn unicast_pair_elects_a_master() {
-    let a = RouterConfig {
-        unicast_peers: vec![ip(B)],
-        ..config(150)
-    };
-    let b = RouterConfig {
-        unicast_peers: vec![ip(A)],
-        ..config(100)
-    };
+    let a = RouterConfig { unicast_peers: vec![ip(B)], ..config(150) };
+    let b = RouterConfig { unicast_peers: vec![ip(A)], ..config(100) };
     let mut sim = Sim::new(vec![(a, A), (b, B)]);
     sim.start_all();
     sim.run_until(secs(20));
-    assert_eq!(
-        sim.transitions(0),
-        [(ms(0), State::Backup), (ms(3410), State::Master)]
-    );
+    assert_eq!(sim.transitions(0), [(ms(0), State::Backup), (ms(3410), State::Master)]);
     assert_eq!(sim.status(1).master_address, Some(ip(A)));
     assert_eq!(sim.status(1).counters.adverts_received, 17);
 }
 
 #[test]
 fn ipv6_pair_elects_a_master() {
-    let ipv6 = |priority| RouterConfig {
-        vips: vec!["2001:db8::100/64".parse().unwrap()],
-        ..config(priority)
-    };
+    let ipv6 = |priority| RouterConfig { vips: vec!["2001:db8::100/64".parse().unwrap()], ..config(priority) };
     let mut sim = Sim::new(vec![(ipv6(150), "fe80::1"), (ipv6(100), "fe80::2")]);
     sim.start_all();
     sim.run_until(secs(20));
-    assert_eq!(
-        sim.transitions(0),
-        [(ms(0), State::Backup), (ms(3410), State::Master)]
-    );
+    assert_eq!(sim.transitions(0), [(ms(0), State::Backup), (ms(3410), State::Master)]);
     assert_eq!(sim.status(1).master_address, Some(ip("fe80::1")));
     let first_advert = sim.entries(0).find_map(|entry| match &entry.action {
         Action::SendAdvert { dst, .. } => Some(*dst),
@@ -1452,15 +952,10 @@ fn primary_address_change_moves_the_advert_source() {
     router.handle(t0, Input::PrimaryAddress(ip(C)));
     assert_eq!(router.status().master_address, Some(ip(C)));
     let actions = router.handle(t0 + secs(1), Input::TimerFired);
-    let Some(Action::SendAdvert { payload, .. }) = actions.last() else {
-        panic!("no advert")
-    };
+    let Some(Action::SendAdvert { payload, .. }) = actions.last() else { panic!("no advert") };
     let opts = CodecOptions::default();
     assert!(packet::decode(payload, ip(C), GROUP, &opts).is_ok());
-    assert_eq!(
-        packet::decode(payload, ip(A), GROUP, &opts),
-        Err(PacketError::Checksum)
-    );
+    assert_eq!(packet::decode(payload, ip(A), GROUP, &opts), Err(PacketError::Checksum));
 }
 
 #[test]
@@ -1468,10 +963,7 @@ fn a_vip_never_becomes_the_advert_source() {
     // keepalived's IPv6 configs list a link-local VIP first (RFC 5798 §5.2.9); once held it
     // is the first link-local the kernel lists, and the shell reports it as the primary.
     let config = RouterConfig {
-        vips: vec![
-            "fe80::100/64".parse().unwrap(),
-            "2001:db8::100/64".parse().unwrap(),
-        ],
+        vips: vec!["fe80::100/64".parse().unwrap(), "2001:db8::100/64".parse().unwrap()],
         ..config(255)
     };
     let (own, vip, group) = (ip("fe80::1"), ip("fe80::100"), IpAddr::V6(MULTICAST_V6));
@@ -1483,32 +975,19 @@ fn a_vip_never_becomes_the_advert_source() {
     router.handle(t0, Input::PrimaryAddress(vip));
     assert_eq!(router.status().master_address, Some(own));
     let actions = router.handle(t0 + secs(1), Input::TimerFired);
-    let Some(Action::SendAdvert { payload, .. }) = actions.last() else {
-        panic!("no advert")
-    };
+    let Some(Action::SendAdvert { payload, .. }) = actions.last() else { panic!("no advert") };
     // The v3 IPv6 checksum covers the source: the advert is still from our own address.
     let opts = CodecOptions::default();
     assert!(packet::decode(payload, own, group, &opts).is_ok());
-    assert_eq!(
-        packet::decode(payload, vip, group, &opts),
-        Err(PacketError::Checksum)
-    );
+    assert_eq!(packet::decode(payload, vip, group, &opts), Err(PacketError::Checksum));
     // Another master holding the same VIP is a peer, not our own loopback.
     let peer = packet::encode(
-        &Advert {
-            addresses: vec![vip, ip("2001:db8::100")],
-            ..advert(Version::V3, 255)
-        },
+        &Advert { addresses: vec![vip, ip("2001:db8::100")], ..advert(Version::V3, 255) },
         vip,
         group,
         &opts,
     );
-    let input = Input::Packet {
-        src: vip,
-        dst: group,
-        hop_limit: 255,
-        payload: &peer,
-    };
+    let input = Input::Packet { src: vip, dst: group, hop_limit: 255, payload: &peer };
     router.handle(t0 + secs(1), input);
     assert_eq!(router.status().counters.own_adverts, 0);
     assert_eq!(router.status().counters.adverts_received, 1);
@@ -1517,111 +996,28 @@ fn a_vip_never_becomes_the_advert_source() {
 #[test]
 fn config_validation_names_the_problem() {
     let cases = [
-        (
-            RouterConfig {
-                vrid: 0,
-                ..config(100)
-            },
-            ConfigError::Vrid,
-        ),
+        (RouterConfig { vrid: 0, ..config(100) }, ConfigError::Vrid),
         (config(0), ConfigError::Priority),
+        (RouterConfig { vips: vec![], ..config(100) }, ConfigError::NoVips),
         (
-            RouterConfig {
-                vips: vec![],
-                ..config(100)
-            },
-            ConfigError::NoVips,
-        ),
-        (
-            RouterConfig {
-                vips: vec![VIP.parse().unwrap(), "2001:db8::1/64".parse().unwrap()],
-                ..config(100)
-            },
+            RouterConfig { vips: vec![VIP.parse().unwrap(), "2001:db8::1/64".parse().unwrap()], ..config(100) },
             ConfigError::MixedVipFamilies,
         ),
-        (
-            RouterConfig {
-                vips: vec![VIP.parse().unwrap(); 256],
-                ..config(100)
-            },
-            ConfigError::TooManyVips(256),
-        ),
-        (
-            RouterConfig {
-                vips: vec!["2001:db8::1/64".parse().unwrap()],
-                ..v2(config(100))
-            },
-            ConfigError::V2Ipv6,
-        ),
-        (
-            RouterConfig {
-                advert_interval: ms(1500),
-                ..v2(config(100))
-            },
-            ConfigError::V2Interval(ms(1500)),
-        ),
-        (
-            RouterConfig {
-                advert_interval: secs(256),
-                ..v2(config(100))
-            },
-            ConfigError::V2Interval(secs(256)),
-        ),
-        (
-            RouterConfig {
-                advert_interval: ms(15),
-                ..config(100)
-            },
-            ConfigError::V3Interval(ms(15)),
-        ),
-        (
-            RouterConfig {
-                advert_interval: ms(40960),
-                ..config(100)
-            },
-            ConfigError::V3Interval(ms(40960)),
-        ),
-        (
-            RouterConfig {
-                advert_interval: Duration::ZERO,
-                ..config(100)
-            },
-            ConfigError::V3Interval(Duration::ZERO),
-        ),
-        (
-            RouterConfig {
-                auth_pass: Some([0; 8]),
-                ..config(100)
-            },
-            ConfigError::V3Auth,
-        ),
-        (
-            RouterConfig {
-                unicast_peers: vec![ip("fe80::2")],
-                ..config(100)
-            },
-            ConfigError::PeerFamily(ip("fe80::2")),
-        ),
+        (RouterConfig { vips: vec![VIP.parse().unwrap(); 256], ..config(100) }, ConfigError::TooManyVips(256)),
+        (RouterConfig { vips: vec!["2001:db8::1/64".parse().unwrap()], ..v2(config(100)) }, ConfigError::V2Ipv6),
+        (RouterConfig { advert_interval: ms(1500), ..v2(config(100)) }, ConfigError::V2Interval(ms(1500))),
+        (RouterConfig { advert_interval: secs(256), ..v2(config(100)) }, ConfigError::V2Interval(secs(256))),
+        (RouterConfig { advert_interval: ms(15), ..config(100) }, ConfigError::V3Interval(ms(15))),
+        (RouterConfig { advert_interval: ms(40960), ..config(100) }, ConfigError::V3Interval(ms(40960))),
+        (RouterConfig { advert_interval: Duration::ZERO, ..config(100) }, ConfigError::V3Interval(Duration::ZERO)),
+        (RouterConfig { auth_pass: Some([0; 8]), ..config(100) }, ConfigError::V3Auth),
+        (RouterConfig { unicast_peers: vec![ip("fe80::2")], ..config(100) }, ConfigError::PeerFamily(ip("fe80::2"))),
     ];
     for (config, error) in cases {
         assert_eq!(config.validate(), Err(error));
     }
-    assert_eq!(
-        RouterConfig {
-            advert_interval: ms(40950),
-            ..config(100)
-        }
-        .validate(),
-        Ok(())
-    );
-    assert_eq!(
-        RouterConfig {
-            advert_interval: secs(255),
-            ..v2(config(100))
-        }
-        .validate(),
-        Ok(())
-    );
+    assert_eq!(RouterConfig { advert_interval: ms(40950), ..config(100) }.validate(), Ok(()));
+    assert_eq!(RouterConfig { advert_interval: secs(255), ..v2(config(100)) }.validate(), Ok(()));
 }
 
 #[test]
@@ -1634,20 +1030,13 @@ fn new_refuses_an_invalid_config() {
 #[should_panic(expected = "not of the VIPs' family")]
 fn a_primary_address_of_the_wrong_family_is_a_caller_bug() {
     let t0 = Instant::now();
-    Router::new(config(100), t0).handle(
-        t0,
-        Input::Startup {
-            primary: ip("fe80::1"),
-        },
-    );
+    Router::new(config(100), t0).handle(t0, Input::Startup { primary: ip("fe80::1") });
 }
 
 #[test]
 fn states_display_like_keepalived() {
-    let names: Vec<_> = [State::Init, State::Backup, State::Master, State::Fault]
-        .iter()
-        .map(State::to_string)
-        .collect();
+    let names: Vec<_> =
+        [State::Init, State::Backup, State::Master, State::Fault].iter().map(State::to_string).collect();
     assert_eq!(names, ["INIT", "BACKUP", "MASTER", "FAULT"]);
 }
 
@@ -1672,29 +1061,20 @@ mod properties {
             Version::V3 => (1u16..=400).boxed(),
         };
         let auth = match version {
-            Version::V2 => {
-                prop_oneof![Just(Auth::None), Just(Auth::Simple(*b"secret\0\0"))].boxed()
-            }
+            Version::V2 => prop_oneof![Just(Auth::None), Just(Auth::Simple(*b"secret\0\0"))].boxed(),
             Version::V3 => Just(Auth::None).boxed(),
         };
         let addresses = prop_oneof![Just(vec![ip("192.0.2.100")]), Just(vec![ip("192.0.2.101")])];
-        let advert = (
-            prop_oneof![Just(VRID), Just(VRID + 1)],
-            any::<u8>(),
-            interval_cs,
-            auth,
-            addresses,
-        )
-            .prop_map(
-                move |(vrid, priority, interval_cs, auth, addresses)| Advert {
-                    version,
-                    vrid,
-                    priority,
-                    interval_cs,
-                    auth,
-                    addresses,
-                },
-            );
+        let advert = (prop_oneof![Just(VRID), Just(VRID + 1)], any::<u8>(), interval_cs, auth, addresses).prop_map(
+            move |(vrid, priority, interval_cs, auth, addresses)| Advert {
+                version,
+                vrid,
+                priority,
+                interval_cs,
+                auth,
+                addresses,
+            },
+        );
         (
             0u64..3000,
             advert,
@@ -1712,12 +1092,8 @@ mod properties {
     }
 
     fn scenario() -> impl Strategy<Value = (RouterConfig, Vec<Arrival>)> {
-        (
-            prop_oneof![Just(Version::V2), Just(Version::V3)],
-            1u8..=255,
-            any::<bool>(),
-        )
-            .prop_flat_map(|(version, priority, unicast)| {
+        (prop_oneof![Just(Version::V2), Just(Version::V3)], 1u8..=255, any::<bool>()).prop_flat_map(
+            |(version, priority, unicast)| {
                 let config = RouterConfig {
                     version,
                     auth_pass: (version == Version::V2).then_some(*b"secret\0\0"),
@@ -1725,7 +1101,8 @@ mod properties {
                     ..config(priority)
                 };
                 (Just(config), prop::collection::vec(arrival(version), 1..40))
-            })
+            },
+        )
     }
 
     proptest! {
