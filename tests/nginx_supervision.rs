@@ -345,3 +345,18 @@ fn every_worker_is_tracked_and_a_reload_is_confirmed_by_new_ones_only() {
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(daemon.nginx()["worker_exits"], 0, "old workers draining after a reload are not crashes");
 }
+
+#[test]
+fn an_edit_made_while_the_daemon_was_down_is_applied_on_adoption() {
+    let setup = Setup::new("before");
+    let mut daemon = setup.start();
+    let before = daemon.wait_serving();
+    daemon.kill9();
+    std::thread::sleep(Duration::from_millis(1100));
+    setup.set_body("while-away");
+    assert_eq!(get(setup.port).as_deref(), Some("before"), "nobody reloads nginx while nginx-ha is down");
+    let mut second = setup.start();
+    wait_body(setup.port, "while-away", || second.log_text());
+    let after = second.wait_serving();
+    assert_eq!(after["master_pid"], before["master_pid"], "adopted and reloaded, not restarted");
+}

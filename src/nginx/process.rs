@@ -145,6 +145,19 @@ pub fn parent_of(pid: i32) -> Option<i32> {
     after_name.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// When the process started, from /proc (field 22 of stat: clock ticks after boot).
+pub fn start_time(pid: i32) -> Option<std::time::SystemTime> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let ticks: u64 = stat[stat.rfind(')')? + 1..].split_whitespace().nth(19)?.parse().ok()?;
+    let boot: u64 = std::fs::read_to_string("/proc/stat")
+        .ok()?
+        .lines()
+        .find_map(|line| line.strip_prefix("btime ")?.trim().parse().ok())?;
+    let per_second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok()??.max(1) as u64;
+    let after_boot = std::time::Duration::from_millis(ticks * 1000 / per_second);
+    Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(boot) + after_boot)
+}
+
 /// The process title (nginx rewrites argv: "nginx: worker process").
 pub fn title(pid: i32) -> Option<String> {
     let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
@@ -194,6 +207,13 @@ mod tests {
         pidfd.exited().await;
         assert!(!child.wait().unwrap().success());
         release(child.id() as i32);
+    }
+
+    #[test]
+    fn start_time_of_self_is_recent() {
+        let started = start_time(std::process::id() as i32).unwrap();
+        let age = std::time::SystemTime::now().duration_since(started).unwrap_or_default();
+        assert!(age < std::time::Duration::from_secs(600), "{age:?}");
     }
 
     #[test]

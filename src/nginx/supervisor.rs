@@ -220,7 +220,12 @@ impl Supervisor {
         let mut sigchld = signal(SignalKind::child()).ok();
         self.start_watching().await;
         if let Some(master) = self.find_adoptable().await {
+            let pid = master.pid();
             self.adopt(master);
+            if self.config_changed_since_start(pid).await {
+                info!("the nginx config changed while nginx-ha was away; testing and reloading it");
+                self.feed(Event::ConfigChanged).await;
+            }
         } else {
             self.feed(Event::Launch).await;
         }
@@ -730,6 +735,16 @@ impl Supervisor {
             return None;
         }
         Pidfd::open(pid).ok()
+    }
+
+    /// Whether a file of the nginx config is newer than the adopted master (an edit made while
+    /// nginx-ha was down would otherwise wait for the next edit). At worst one extra reload.
+    async fn config_changed_since_start(&self, pid: i32) -> bool {
+        let Some(started) = process::start_time(pid) else { return false };
+        let dump = watch_set(&self.config.binary, &self.config.config).await;
+        dump.files
+            .iter()
+            .any(|file| std::fs::metadata(file).and_then(|m| m.modified()).is_ok_and(|modified| modified > started))
     }
 
     fn adopt(&mut self, pidfd: Pidfd) {
