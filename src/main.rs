@@ -127,6 +127,7 @@ async fn check(path: &Path) -> ExitCode {
         Err(code) => return code,
     };
     println!("{}: ok", path.display());
+    warn_about_missing_interfaces(&config).await;
     let binary = config.nginx.binary_path();
     match nginx_ha::nginx::conf::test(&binary, &config.nginx.config).await {
         Ok(()) => {
@@ -136,6 +137,24 @@ async fn check(path: &Path) -> ExitCode {
         Err(e) => {
             eprintln!("{}: nginx -t failed:\n{e}", config.nginx.config.display());
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Interfaces may legitimately appear after nginx-ha starts (the router waits for them), so a
+/// missing one is a warning on this host, not an error in the file.
+async fn warn_about_missing_interfaces(config: &Config) {
+    let routers = config.vrrp.iter().flat_map(|r| std::iter::once(&r.interface).chain(&r.track_interfaces));
+    let mut names: Vec<&String> = routers.chain(config.alias.iter().map(|a| &a.interface)).collect();
+    names.sort();
+    names.dedup();
+    if names.is_empty() {
+        return;
+    }
+    let Ok(net) = nginx_ha::net::Net::new().await else { return };
+    for name in names {
+        if net.link(name).await.is_err() {
+            eprintln!("warning: interface {name} does not exist on this host (yet); routers on it wait for it");
         }
     }
 }

@@ -265,6 +265,13 @@ fn check_validates_both_configs() {
 
     setup.set_body("c");
     let toml = std::fs::read_to_string(setup.config()).unwrap();
+    let router = "\n[[vrrp]]\nname = \"VI_1\"\ninterface = \"nhamissing0\"\nvrid = 1\npriority = 100\nvirtual_ips = [\"198.18.0.100/24\"]\n";
+    setup.write("nginx-ha.toml", &format!("{toml}{router}"));
+    let out = setup.cli(&["check"]);
+    assert!(out.status.success(), "a missing interface is no config error");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("warning: interface nhamissing0 does not exist"), "{stderr}");
+
     setup.write("nginx-ha.toml", &toml.replace("[health]\n", "[health]\nfal = 3\n"));
     let out = setup.cli(&["check"]);
     assert_eq!(out.status.code(), Some(1));
