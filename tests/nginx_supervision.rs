@@ -367,3 +367,23 @@ fn an_edit_made_while_the_daemon_was_down_is_applied_on_adoption() {
     let after = second.wait_serving();
     assert_eq!(after["master_pid"], before["master_pid"], "adopted and reloaded, not restarted");
 }
+
+#[test]
+fn metrics_listen_serves_prometheus_text() {
+    let setup = Setup::new("m");
+    let port = free_port();
+    let toml = std::fs::read_to_string(setup.config()).unwrap();
+    setup.write(
+        "nginx-ha.toml",
+        &toml.replace("[daemon]\n", &format!("[daemon]\nmetrics_listen = \"127.0.0.1:{port}\"\n")),
+    );
+    let mut daemon = setup.start();
+    daemon.wait_serving();
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    std::io::Write::write_all(&mut stream, b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut text).unwrap();
+    assert!(text.starts_with("HTTP/1.0 200 OK"), "{text}");
+    assert!(text.lines().any(|l| l == "nginx_ha_nginx_healthy 1"), "{text}");
+    assert!(text.lines().any(|l| l == "nginx_ha_nginx_workers 2"), "{text}");
+}

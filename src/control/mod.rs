@@ -2,6 +2,7 @@
 //! response per line. `server` runs in the daemon, `client` in the CLI; `status` is the document.
 
 pub mod client;
+pub mod metrics;
 pub mod server;
 pub mod status;
 

@@ -31,6 +31,11 @@ pub async fn run(config_path: &Path, config: Config) -> anyhow::Result<()> {
     nix::sys::prctl::set_child_subreaper(true).context("cannot become the child subreaper")?;
 
     let (requests_tx, mut requests) = mpsc::channel::<Incoming>(16);
+    if let Some(listen) = &config.daemon.metrics_listen {
+        let address = listen.parse().context("[daemon] metrics_listen was validated")?;
+        crate::control::metrics::start(address, requests_tx.clone()).await?;
+        info!(%address, "serving Prometheus metrics");
+    }
     let _control = ControlServer::start(&config.daemon.control_socket, requests_tx).await?;
     info!(socket = %config.daemon.control_socket.display(), config = %config_path.display(), "nginx-ha started");
 

@@ -1,0 +1,152 @@
+//! `[daemon] metrics_listen`: the status document as Prometheus text, over plain HTTP.
+//! It asks the daemon loop for the status like the CLI does, so it holds no state of its own.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+use tracing::warn;
+
+use super::Request;
+use super::server::Incoming;
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen for metrics on {address}: {source}; change or remove [daemon] metrics_listen")]
+pub struct MetricsError {
+    address: SocketAddr,
+    source: std::io::Error,
+}
+
+pub async fn start(address: SocketAddr, requests: mpsc::Sender<Incoming>) -> Result<(), MetricsError> {
+    let listener = TcpListener::bind(address).await.map_err(|source| MetricsError { address, source })?;
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else { continue };
+            let requests = requests.clone();
+            tokio::spawn(async move {
+                // The request itself does not matter: every path serves the metrics.
+                let mut buf = [0u8; 1024];
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(2), stream.read(&mut buf)).await;
+                let (reply_tx, reply_rx) = oneshot::channel();
+                let body = match requests.send((Request::Status, reply_tx)).await {
+                    Ok(()) => reply_rx.await.ok().and_then(|r| r.status).map(|doc| render(&doc)),
+                    Err(_) => None,
+                };
+                let response = match body {
+                    Some(body) => format!(
+                        "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n\r\n{body}",
+                        body.len()
+                    ),
+                    None => "HTTP/1.0 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n".to_string(),
+                };
+                if let Err(e) = stream.write_all(response.as_bytes()).await {
+                    warn!("metrics: {e}");
+                }
+            });
+        }
+    });
+    Ok(())
+}
+
+const NGINX_STATES: [&str; 6] = ["starting", "running", "reloading", "restarting", "stopped", "failed"];
+const VRRP_STATES: [&str; 4] = ["INIT", "BACKUP", "MASTER", "FAULT"];
+
+/// The status document in the Prometheus text exposition format.
+pub fn render(document: &serde_json::Value) -> String {
+    let mut out = String::new();
+    let nginx = &document["nginx"];
+    let number = |value: &serde_json::Value| value.as_u64().unwrap_or(0);
+    let flag = |yes: bool| u8::from(yes);
+    let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, u64)]| {
+        let _ = writeln!(out, "# HELP nginx_ha_{name} {help}\n# TYPE nginx_ha_{name} {kind}");
+        for (labels, value) in samples {
+            let _ = writeln!(out, "nginx_ha_{name}{labels} {value}");
+        }
+    };
+    metric(
+        "nginx_healthy",
+        "gauge",
+        "1 while nginx is healthy.",
+        &[(String::new(), flag(nginx["healthy"] == true).into())],
+    );
+    let states: Vec<(String, u64)> =
+        NGINX_STATES.iter().map(|s| (format!("{{state=\"{s}\"}}"), flag(nginx["state"] == *s).into())).collect();
+    metric("nginx_state", "gauge", "1 for the supervisor's current state of nginx.", &states);
+    metric(
+        "nginx_restarts_total",
+        "counter",
+        "Restarts of nginx after a crash.",
+        &[(String::new(), number(&nginx["restarts"]))],
+    );
+    let exits = number(&nginx["worker_exits"]);
+    metric(
+        "nginx_worker_exits_total",
+        "counter",
+        "Workers that died and were respawned by the master.",
+        &[(String::new(), exits)],
+    );
+    let workers = nginx["worker_pids"].as_array().map_or(0, Vec::len) as u64;
+    metric("nginx_workers", "gauge", "nginx worker processes serving.", &[(String::new(), workers)]);
+    let rejected = flag(!nginx["config_error"].is_null()).into();
+    metric("config_rejected", "gauge", "1 while the last config change was rejected.", &[(String::new(), rejected)]);
+
+    let routers = document["vrrp"].as_array().cloned().unwrap_or_default();
+    let label = |router: &serde_json::Value| format!("router=\"{}\"", router["name"].as_str().unwrap_or(""));
+    let per_state: Vec<(String, u64)> = routers
+        .iter()
+        .flat_map(|r| {
+            VRRP_STATES.iter().map(move |s| (format!("{{{},state=\"{s}\"}}", label(r)), flag(r["state"] == *s).into()))
+        })
+        .collect();
+    metric("vrrp_state", "gauge", "1 for each virtual router's current state.", &per_state);
+    for (key, help) in [("priority", "Configured priority."), ("effective_priority", "Priority advertised now.")] {
+        let samples: Vec<(String, u64)> =
+            routers.iter().map(|r| (format!("{{{}}}", label(r)), number(&r[key]))).collect();
+        metric(&format!("vrrp_{key}"), "gauge", help, &samples);
+    }
+    let counter_names: Vec<String> = routers
+        .first()
+        .and_then(|r| r["counters"].as_object())
+        .map(|counters| counters.keys().cloned().collect())
+        .unwrap_or_default();
+    for name in counter_names {
+        let samples: Vec<(String, u64)> =
+            routers.iter().map(|r| (format!("{{{}}}", label(r)), number(&r["counters"][&name]))).collect();
+        metric(&format!("vrrp_{name}_total"), "counter", &format!("VRRP {}.", name.replace('_', " ")), &samples);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_nginx_and_vrrp() {
+        let document = serde_json::json!({
+          "nginx": {"state": "running", "healthy": true, "master_pid": 1, "worker_pids": [2, 3],
+                    "restarts": 4, "worker_exits": 1, "config_error": null},
+          "vrrp": [{"name": "VI_1", "state": "MASTER", "priority": 100, "effective_priority": 80,
+                    "counters": {"adverts_sent": 7, "checksum_errors": 0}}],
+          "aliases": []
+        });
+        let text = render(&document);
+        for line in [
+            "nginx_ha_nginx_healthy 1",
+            "nginx_ha_nginx_state{state=\"running\"} 1",
+            "nginx_ha_nginx_state{state=\"failed\"} 0",
+            "nginx_ha_nginx_restarts_total 4",
+            "nginx_ha_nginx_workers 2",
+            "nginx_ha_config_rejected 0",
+            "nginx_ha_vrrp_state{router=\"VI_1\",state=\"MASTER\"} 1",
+            "nginx_ha_vrrp_state{router=\"VI_1\",state=\"BACKUP\"} 0",
+            "nginx_ha_vrrp_effective_priority{router=\"VI_1\"} 80",
+            "nginx_ha_vrrp_adverts_sent_total{router=\"VI_1\"} 7",
+            "# TYPE nginx_ha_vrrp_checksum_errors_total counter",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+        }
+    }
+}
