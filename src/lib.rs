@@ -4,7 +4,6 @@
 //! return actions; the I/O shells around them (`nginx::supervisor`, `vrrp::shell`, `net`,
 //! `control`) carry those actions out. `daemon` wires everything together.
 
-pub mod alias;
 pub mod config;
 pub mod control;
 pub mod daemon;
