@@ -261,14 +261,19 @@ fn announce_repoints_neighbours_to_the_new_master() {
     b.ip(&["neigh", "replace", "198.18.0.100", "lladdr", old_mac, "dev", "eth0", "nud", "stale"]);
     b.ip(&["-6", "neigh", "replace", "fd00:198:18::100", "lladdr", old_mac, "dev", "eth0", "nud", "stale"]);
 
-    a.run(|| async {
+    let capture = capture_announcements(&b, Duration::from_secs(2));
+    let sent = a.run(|| async {
         let net = Net::new().await.unwrap();
         let eth0 = net.link("eth0").await.unwrap();
         for vip in ["198.18.0.100/24", "fd00:198:18::100/64"] {
             net.add_address(eth0.index, cidr(vip), None, OWNER_PROTO).await.unwrap();
         }
-        net::announce(&eth0, &[ip("198.18.0.100"), ip("fd00:198:18::100")]).await.unwrap();
+        net::announce(&eth0, &[ip("198.18.0.100"), ip("fd00:198:18::100")]).await.unwrap()
     });
+    assert_eq!(sent, 2 * net::ANNOUNCE_REPEAT);
+    // Each address is announced ANNOUNCE_REPEAT times in one burst, and B sees every frame.
+    let (arps, nas) = join(capture);
+    assert_eq!((arps, nas), (net::ANNOUNCE_REPEAT, net::ANNOUNCE_REPEAT), "gratuitous ARPs and NAs seen by B");
 
     let a_mac = mac_of(&a, "eth0");
     for vip in ["198.18.0.100", "fd00:198:18::100"] {
@@ -276,6 +281,40 @@ fn announce_repoints_neighbours_to_the_new_master() {
             b.ip(&["neigh", "show", vip, "dev", "eth0"]).contains(&a_mac)
         });
     }
+}
+
+/// Counts, for `wait`, the gratuitous ARPs for 198.18.0.100 and the unsolicited neighbour
+/// advertisements for fd00:198:18::100 arriving on `ns`'s eth0. Returns once it listens.
+fn capture_announcements(ns: &NetNs, wait: Duration) -> JoinHandle<(usize, usize)> {
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let capture = ns.enter(move || {
+        let all = (libc::ETH_P_ALL as u16).to_be() as i32;
+        let socket = socket2::Socket::new(socket2::Domain::PACKET, socket2::Type::DGRAM, Some(all.into())).unwrap();
+        socket.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        ready_tx.send(()).unwrap();
+        let (vip4, vip6) = ([198u8, 18, 0, 100], "fd00:198:18::100".parse::<std::net::Ipv6Addr>().unwrap().octets());
+        let (mut arps, mut nas) = (0, 0);
+        let deadline = std::time::Instant::now() + wait;
+        let mut frame = [std::mem::MaybeUninit::<u8>::uninit(); 2048];
+        while std::time::Instant::now() < deadline {
+            let Ok(len) = socket.recv(&mut frame) else { continue };
+            // SAFETY: recv initialised the first `len` bytes.
+            let packet: Vec<u8> = frame[..len].iter().map(|b| unsafe { b.assume_init() }).collect();
+            // A datagram packet socket gives the network-layer packet: ARP or IPv6.
+            let is_garp =
+                packet.len() >= 28 && packet[6..8] == [0, 1] && packet[14..18] == vip4 && packet[24..28] == vip4;
+            let is_na = packet.len() >= 64
+                && packet[0] >> 4 == 6
+                && packet[6] == 58
+                && packet[40] == 136
+                && packet[48..64] == vip6;
+            arps += usize::from(is_garp);
+            nas += usize::from(is_na);
+        }
+        (arps, nas)
+    });
+    ready_rx.recv_timeout(TIMEOUT).expect("the capture socket did not open");
+    capture
 }
 
 /// Opens a VRRP socket on `ns`'s eth0; the handle yields the first packet it receives,

@@ -321,3 +321,39 @@ fn a_router_waits_for_its_interface_to_appear() {
     });
     assert!(a.status().unwrap()["vrrp"][0]["problem"].is_null());
 }
+
+#[test]
+fn a_thousand_vips_neither_stall_the_election_nor_the_takeover() {
+    // 1 advertised VIP and 999 excluded ones (keepalived's virtual_ipaddress_excluded). Adding
+    // them floods the netlink event stream of both daemons; an earlier version re-read the
+    // address list for each event and stopped handling adverts for half a minute: B stayed
+    // MASTER beside A (split brain) until the backlog was gone.
+    let excluded: Vec<String> = (0..999).map(|n| format!("\"198.19.{}.{}/32\"", n / 250, n % 250 + 1)).collect();
+    let extra = format!("version = 3\nadvert_interval_ms = 100\nvirtual_ips_excluded = [{}]", excluded.join(", "));
+    let started = std::time::Instant::now();
+    let (_bridge, mut a, b, client) = pair(&extra);
+    client.ns.ip(&["route", "add", "198.19.0.0/16", "dev", "eth0"]);
+    let count_held = |node: &Node| node.ns.ip(&["-o", "addr", "show", "dev", "eth0"]).matches(" 198.19.").count();
+
+    a.wait_state("VI_1", "MASTER");
+    // With 100 ms adverts B must be BACKUP well within a second or two of A's first adverts;
+    // 10 s leaves room for a slow machine, not for a stalled daemon.
+    wait_until(Duration::from_secs(10), "B to be BACKUP beside A's MASTER", || {
+        b.state("VI_1").as_deref() == Some("BACKUP")
+    });
+    wait_until(Duration::from_secs(10), "A to hold every VIP", || count_held(&a) == 999);
+    assert_eq!(count_held(&b), 0, "B holds none of the VIPs while BACKUP");
+    client.wait_served_by("198.19.3.249", "A");
+    // `status` waits for a busy daemon, so the waits above cannot see a stall; their sum can.
+    // This takes about 2 s; the stalled version took about 50.
+    assert!(started.elapsed() < Duration::from_secs(20), "settling took {:?}", started.elapsed());
+
+    // A stops for good: B takes every VIP over and the last one answers there.
+    let stopped = std::time::Instant::now();
+    assert!(a.stop().success());
+    b.wait_state("VI_1", "MASTER");
+    wait_until(Duration::from_secs(10), "B to hold every VIP", || count_held(&b) == 999 && b.has_address(VIP));
+    client.wait_served_by("198.19.3.249", "B");
+    assert!(stopped.elapsed() < Duration::from_secs(10), "the takeover took {:?}", stopped.elapsed());
+    assert_eq!(count_held(&a), 0, "A removed the VIPs when it stopped");
+}

@@ -103,7 +103,10 @@ impl Net {
     /// Opens the socket and spawns its connection task on the current tokio runtime; the
     /// task ends when the last clone of this `Net` is dropped.
     pub async fn new() -> Result<Net, NetError> {
-        let (connection, handle, _) = rtnetlink::new_connection().map_err(NetError::Connect)?;
+        let (mut connection, handle, _) = rtnetlink::new_connection().map_err(NetError::Connect)?;
+        // Requests are sent concurrently (a takeover adds every VIP at once); their acks
+        // must all fit, or netlink drops them and the requests never complete.
+        super::enlarge_receive_buffer(rtnetlink::sys::AsyncSocket::socket_ref(connection.socket_mut()));
         tokio::spawn(connection);
         Ok(Net { handle })
     }

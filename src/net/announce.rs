@@ -14,32 +14,83 @@ use super::{LinkInfo, NetError};
 
 const BROADCAST_MAC: [u8; 6] = [0xff; 6];
 
-/// Sends one announcement per address on `link`: a gratuitous ARP request for each IPv4
-/// address, an unsolicited neighbour advertisement to ff02::1 for each IPv6 one (whose
-/// source is the address itself, so it must already be on the link). Every address is
-/// tried; the first failure is returned and later ones are logged.
-pub async fn announce(link: &LinkInfo, addrs: &[IpAddr]) -> Result<(), NetError> {
+/// How many times each address is announced per burst: one lost frame must not leave a
+/// neighbour pointing at the old master (keepalived repeats 5 times by default).
+pub const ANNOUNCE_REPEAT: usize = 3;
+
+/// Sends a burst of announcements on `link`: [`ANNOUNCE_REPEAT`] rounds of a gratuitous ARP
+/// request for each IPv4 address and an unsolicited neighbour advertisement to ff02::1 for
+/// each IPv6 one (whose source is the address itself, so it must already be on the link).
+/// Each round covers every address before the next starts. Every address is tried; the first
+/// failure is returned and later ones are logged. Returns the number of packets sent.
+pub async fn announce(link: &LinkInfo, addrs: &[IpAddr]) -> Result<usize, NetError> {
     let mut first_error = None;
-    for &address in addrs {
-        let sent = match (link.mac, address) {
-            (None, _) => Err(io::Error::new(io::ErrorKind::InvalidInput, "the interface has no Ethernet address")),
-            (Some(mac), IpAddr::V4(ip)) => send_gratuitous_arp(link.index, mac, ip),
-            (Some(mac), IpAddr::V6(ip)) => send_unsolicited_na(link.index, mac, ip),
-        };
-        if let Err(error) = sent {
-            let error = NetError::Announce { interface: link.name.clone(), address, error };
-            match first_error {
-                None => first_error = Some(error),
-                Some(_) => tracing::warn!("{error}"),
+    let mut sent_count = 0;
+    // One socket per family for the whole burst: closing a packet socket waits for an RCU
+    // grace period, which at one socket per address made 1000 VIPs take most of a second.
+    let mut sockets = AnnounceSockets::default();
+    for _round in 0..ANNOUNCE_REPEAT {
+        for &address in addrs {
+            let sent = match (link.mac, address) {
+                (None, _) => Err(io::Error::new(io::ErrorKind::InvalidInput, "the interface has no Ethernet address")),
+                (Some(mac), IpAddr::V4(ip)) => {
+                    sockets.arp().and_then(|socket| send_gratuitous_arp(socket, link.index, mac, ip))
+                }
+                (Some(mac), IpAddr::V6(ip)) => {
+                    sockets.icmpv6().and_then(|socket| send_unsolicited_na(socket, link.index, mac, ip))
+                }
+            };
+            match sent {
+                Ok(()) => sent_count += 1,
+                Err(error) => {
+                    let error = NetError::Announce { interface: link.name.clone(), address, error };
+                    match first_error {
+                        None => first_error = Some(error),
+                        Some(_) => tracing::warn!("{error}"),
+                    }
+                }
             }
         }
+        // Later rounds repeat only what could be sent; one error per address is enough.
+        if first_error.is_some() {
+            break;
+        }
     }
-    first_error.map_or(Ok(()), Err)
+    first_error.map_or(Ok(sent_count), Err)
+}
+
+/// The sockets of one burst, opened on first use.
+#[derive(Default)]
+struct AnnounceSockets {
+    arp: Option<Socket>,
+    icmpv6: Option<Socket>,
+}
+
+impl AnnounceSockets {
+    /// A datagram packet socket: the kernel builds the Ethernet header from the destination
+    /// and the link's own MAC. Protocol 0 means it receives nothing.
+    fn arp(&mut self) -> io::Result<&Socket> {
+        if self.arp.is_none() {
+            self.arp = Some(Socket::new(Domain::PACKET, Type::DGRAM, None)?);
+        }
+        Ok(self.arp.as_ref().expect("just opened"))
+    }
+
+    fn icmpv6(&mut self) -> io::Result<&Socket> {
+        if self.icmpv6.is_none() {
+            let socket = Socket::new(Domain::IPV6, Type::RAW, Some(Protocol::ICMPV6))?;
+            // Receivers drop neighbour discovery packets that may have crossed a router.
+            socket.set_multicast_hops_v6(255)?;
+            socket.set_multicast_loop_v6(false)?;
+            self.icmpv6 = Some(socket);
+        }
+        Ok(self.icmpv6.as_ref().expect("just opened"))
+    }
 }
 
 /// An ARP request with sender = target = `ip` (RFC 5227 "ARP announcement"): receivers
 /// that have an entry for `ip` update it to `mac`.
-fn send_gratuitous_arp(ifindex: u32, mac: [u8; 6], ip: Ipv4Addr) -> io::Result<()> {
+fn send_gratuitous_arp(socket: &Socket, ifindex: u32, mac: [u8; 6], ip: Ipv4Addr) -> io::Result<()> {
     let mut packet = [0u8; 28];
     packet[0..2].copy_from_slice(&1u16.to_be_bytes()); // hardware type: Ethernet
     packet[2..4].copy_from_slice(&0x0800u16.to_be_bytes()); // protocol type: IPv4
@@ -51,9 +102,6 @@ fn send_gratuitous_arp(ifindex: u32, mac: [u8; 6], ip: Ipv4Addr) -> io::Result<(
     // Target hardware address stays zero: unknown, as in any request.
     packet[24..28].copy_from_slice(&ip.octets());
 
-    // A datagram packet socket: the kernel builds the Ethernet header from `destination`
-    // and the link's own MAC. Protocol 0 means it receives nothing.
-    let socket = Socket::new(Domain::PACKET, Type::DGRAM, None)?;
     let mut sll_addr = [0u8; 8];
     sll_addr[..6].copy_from_slice(&BROADCAST_MAC);
     let destination = libc::sockaddr_ll {
@@ -82,7 +130,7 @@ fn send_gratuitous_arp(ifindex: u32, mac: [u8; 6], ip: Ipv4Addr) -> io::Result<(
 /// A neighbour advertisement (RFC 4861 4.4) to all nodes, not solicited, with the
 /// Override flag and our MAC as target link-layer address: receivers replace the link
 /// address they had for `ip`.
-fn send_unsolicited_na(ifindex: u32, mac: [u8; 6], ip: Ipv6Addr) -> io::Result<()> {
+fn send_unsolicited_na(socket: &Socket, ifindex: u32, mac: [u8; 6], ip: Ipv6Addr) -> io::Result<()> {
     const NEIGHBOR_ADVERTISEMENT: u8 = 136;
     const OVERRIDE_FLAG: u8 = 0x20;
     const TARGET_LINK_LAYER_ADDRESS: u8 = 2;
@@ -96,10 +144,6 @@ fn send_unsolicited_na(ifindex: u32, mac: [u8; 6], ip: Ipv6Addr) -> io::Result<(
     packet[25] = 1; // option length, in units of 8 bytes
     packet[26..32].copy_from_slice(&mac);
 
-    let socket = Socket::new(Domain::IPV6, Type::RAW, Some(Protocol::ICMPV6))?;
-    // Receivers drop neighbour discovery packets that may have crossed a router.
-    socket.set_multicast_hops_v6(255)?;
-    socket.set_multicast_loop_v6(false)?;
     let all_nodes = SockaddrIn6::from(SocketAddrV6::new(Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1), 0, 0, ifindex));
     // Sent from the VIP itself, as the kernel does for its own unsolicited advertisements.
     let source = libc::in6_pktinfo { ipi6_addr: libc::in6_addr { s6_addr: ip.octets() }, ipi6_ifindex: ifindex };

@@ -35,12 +35,14 @@ pub enum NetEvent {
 /// Subscribes to link, IPv4 and IPv6 address changes in the current network namespace.
 /// Must be called inside a tokio runtime.
 pub fn events() -> Result<NetEvents, NetError> {
-    let (connection, _, messages) = rtnetlink::new_multicast_connection(&[
+    let (mut connection, _, messages) = rtnetlink::new_multicast_connection(&[
         MulticastGroup::Link,
         MulticastGroup::Ipv4Ifaddr,
         MulticastGroup::Ipv6Ifaddr,
     ])
     .map_err(NetError::Connect)?;
+    // A takeover with a thousand VIPs is a thousand notifications at once.
+    super::enlarge_receive_buffer(rtnetlink::sys::AsyncSocket::socket_ref(connection.socket_mut()));
     Ok(NetEvents { connection: Some(connection), messages, link_up: HashMap::new(), ended: false })
 }
 

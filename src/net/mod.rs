@@ -11,7 +11,7 @@ use std::{fmt, io, net::IpAddr};
 use ipnet::IpNet;
 
 pub use address::{Added, AddressInfo, LinkInfo, Net, Removed};
-pub use announce::announce;
+pub use announce::{ANNOUNCE_REPEAT, announce};
 pub use events::{NetEvent, NetEvents, events};
 
 /// The `IFA_PROTO` value marking addresses that nginx-ha added (0x6e, ASCII `n`).
@@ -64,4 +64,19 @@ pub enum NetError {
     Query { what: String, error: io::Error },
     #[error("cannot announce {address} on {interface}: {error}")]
     Announce { interface: String, address: IpAddr, error: io::Error },
+}
+
+/// Receive buffer of our netlink sockets: room for the notifications or acks of several
+/// thousand address changes (the kernel default, ~200 KiB, holds a few hundred).
+const NETLINK_RECEIVE_BUFFER: usize = 8 << 20;
+
+/// Raises a netlink socket's receive buffer to [`NETLINK_RECEIVE_BUFFER`], past
+/// `net.core.rmem_max` when we may (root); otherwise as far as that limit allows.
+fn enlarge_receive_buffer(socket: &impl std::os::fd::AsFd) {
+    use nix::sys::socket::{setsockopt, sockopt};
+    if setsockopt(socket, sockopt::RcvBufForce, &NETLINK_RECEIVE_BUFFER).is_err()
+        && let Err(e) = setsockopt(socket, sockopt::RcvBuf, &NETLINK_RECEIVE_BUFFER)
+    {
+        tracing::debug!("cannot enlarge a netlink receive buffer: {e}");
+    }
 }

@@ -2,13 +2,13 @@
 //! interface and address family), the timers, nginx health and netlink events, feeds the pure
 //! `Router`s and carries out their actions through `net`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -243,7 +243,19 @@ impl Shell {
                 }
                 Some((key, packet)) = received.recv() => self.packet(key, packet).await,
                 event = events.next(), if events_open => match event {
-                    Some(event) => self.net_event(event).await,
+                    Some(event) => {
+                        // A takeover elsewhere on the host can add a thousand addresses at
+                        // once: take the whole burst, then re-read the primaries once.
+                        let mut dirty = HashSet::new();
+                        self.net_event(event, &mut dirty).await;
+                        while let Some(Some(event)) = events.next().now_or_never() {
+                            self.net_event(event, &mut dirty).await;
+                        }
+                        for ifindex in dirty {
+                            self.refresh_primaries(ifindex).await;
+                        }
+                        self.retry_pending().await;
+                    }
                     None => {
                         warn!("netlink event stream ended (kernel dropped notifications); re-reading links");
                         self.resync_links().await;
@@ -375,7 +387,9 @@ impl Shell {
         }
     }
 
-    async fn net_event(&mut self, event: NetEvent) {
+    /// Handles one link or address change; the interfaces whose primary address may have
+    /// changed are added to `dirty` (the caller re-reads them once per burst of events).
+    async fn net_event(&mut self, event: NetEvent, dirty: &mut HashSet<u32>) {
         match event {
             NetEvent::LinkChanged { index, name, up } => {
                 for i in 0..self.routers.len() {
@@ -389,7 +403,6 @@ impl Shell {
                         self.feed(i, Input::TrackedLink { name: name.clone(), up }).await;
                     }
                 }
-                self.retry_pending().await;
             }
             NetEvent::AddressRemoved(address) => {
                 for i in 0..self.routers.len() {
@@ -401,13 +414,26 @@ impl Shell {
                         self.feed(i, Input::VipsMissing).await;
                     }
                 }
-                self.refresh_primaries(address.ifindex).await;
+                if !self.is_vip(&address) {
+                    dirty.insert(address.ifindex);
+                }
             }
             NetEvent::AddressAdded(address) => {
-                self.refresh_primaries(address.ifindex).await;
-                self.retry_pending().await;
+                if !self.is_vip(&address) {
+                    dirty.insert(address.ifindex);
+                }
             }
         }
+    }
+
+    /// A VIP (ours, by its tag, or any router's on that link) is never a primary address, so
+    /// its coming and going needs no re-read.
+    fn is_vip(&self, address: &net::AddressInfo) -> bool {
+        address.proto == Some(OWNER_PROTO)
+            || self.routers.iter().any(|slot| {
+                slot.link.as_ref().is_some_and(|l| l.index == address.ifindex)
+                    && slot.spec.all_vips().any(|vip| vip.addr() == address.address.addr())
+            })
     }
 
     async fn retry_pending(&mut self) {
@@ -487,9 +513,13 @@ impl Shell {
                 Action::AddVips => {
                     let Some(link) = slot.link.clone() else { continue };
                     slot.vips_present = true;
-                    let net = &self.net;
-                    let adds = slot.spec.all_vips().map(|vip| net.add_address(link.index, *vip, None, OWNER_PROTO));
-                    for result in futures::future::join_all(adds).await {
+                    let vips: Vec<ipnet::IpNet> = slot.spec.all_vips().copied().collect();
+                    let net = self.net.clone();
+                    let adds = vips.into_iter().map(move |vip| {
+                        let net = net.clone();
+                        async move { net.add_address(link.index, vip, None, OWNER_PROTO).await }
+                    });
+                    for result in in_flight(adds).await {
                         if let Err(e) = result {
                             error!(router = %name, "{e}");
                         }
@@ -498,9 +528,13 @@ impl Shell {
                 Action::RemoveVips => {
                     let Some(link) = slot.link.clone() else { continue };
                     slot.vips_present = false;
-                    let net = &self.net;
-                    let dels = slot.spec.all_vips().map(|vip| net.del_address(link.index, *vip));
-                    for result in futures::future::join_all(dels).await {
+                    let vips: Vec<ipnet::IpNet> = slot.spec.all_vips().copied().collect();
+                    let net = self.net.clone();
+                    let dels = vips.into_iter().map(move |vip| {
+                        let net = net.clone();
+                        async move { net.del_address(link.index, vip).await }
+                    });
+                    for result in in_flight(dels).await {
                         if let Err(e) = result {
                             error!(router = %name, "{e}");
                         }
@@ -624,6 +658,13 @@ impl Notifier {
     fn notify(&self, name: &str, state: State) {
         let _ = self.queue.send((name.to_string(), state));
     }
+}
+
+/// Runs address requests concurrently, a bounded number at a time: a thousand VIPs take a
+/// few milliseconds this way, and the acks in flight always fit the socket's buffer.
+async fn in_flight<F: std::future::Future>(requests: impl Iterator<Item = F>) -> Vec<F::Output> {
+    const AT_ONCE: usize = 256;
+    futures::stream::iter(requests).buffer_unordered(AT_ONCE).collect().await
 }
 
 async fn sleep_until(deadline: Option<std::time::Instant>) {

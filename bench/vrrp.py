@@ -1,0 +1,690 @@
+#!/usr/bin/env python3
+"""VRRP failover benchmarks: nginx-ha side by side with keepalived + a check script, in the same
+run, on two-node clusters in network namespaces. Prints figures (min/median/max); not a test.
+
+usage: bench/vrrp.sh [NGINX_HA_BINARY] [--reps N] [--only kill-v2,kill-v3,hang,link,idle,vips,routers]
+                     [--idle-seconds S] [--json FILE]
+       (NGINX_HA_BINARY defaults to target/release/nginx-ha; run `cargo build --release` first)
+
+Needs root, iproute2, nginx (/usr/sbin/nginx) and keepalived. Every cluster is built fresh for
+each repetition: a bridge in its own namespace, nodes A and B (each with its own nginx, under
+nginx-ha or beside keepalived) and a client C, addresses from 198.18.0.0/15 only. The client polls
+the VIP over HTTP: a new connection every 10 ms, each given 300 ms; the outage is the longest run
+of failed polls (from the start of its first failed poll to the start of the next answered one).
+Every process started here is stopped by pid and every namespace deleted, also on failure/Ctrl-C.
+"""
+
+import argparse
+import asyncio
+import datetime
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+NGINX = next((p for p in ("/usr/sbin/nginx", "/usr/bin/nginx") if os.path.exists(p)), "nginx")
+KEEPALIVED = next((p for p in ("/usr/sbin/keepalived", "/usr/bin/keepalived") if os.path.exists(p)), "keepalived")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+A_ADDR, B_ADDR, C_ADDR = "198.18.0.1", "198.18.0.2", "198.18.0.10"
+VIP = "198.18.0.100"
+POLL_INTERVAL, POLL_TIMEOUT = 0.010, 0.300
+
+
+# --------------------------------------------------------------------------------------------
+# The poller, run inside the client namespace as `vrrp.py poll VIP SECONDS`: prints one JSON list
+# of [start, end, body-or-null] with CLOCK_MONOTONIC times (the same clock in every namespace).
+
+async def poll_once(vip, timeout):
+    start = time.monotonic()
+    body = None
+    try:
+        async def get():
+            reader, writer = await asyncio.open_connection(vip, 80)
+            writer.write(b"GET / HTTP/1.0\r\nHost: vip\r\n\r\n")
+            data = await reader.read()
+            writer.close()
+            return data
+        data = await asyncio.wait_for(get(), timeout)
+        head, _, rest = data.partition(b"\r\n\r\n")
+        if b" 200 " in head.split(b"\r\n", 1)[0]:
+            body = rest.decode(errors="replace").strip()
+    except (OSError, asyncio.TimeoutError):
+        pass
+    return [start, time.monotonic(), body]
+
+
+async def poll_loop(vip, seconds):
+    tasks = []
+    begin = time.monotonic()
+    tick = begin
+    while tick < begin + seconds:
+        tasks.append(asyncio.ensure_future(poll_once(vip, POLL_TIMEOUT)))
+        tick += POLL_INTERVAL
+        await asyncio.sleep(max(0.0, tick - time.monotonic()))
+    return await asyncio.gather(*tasks)
+
+
+def sniff_adverts(seconds, into):
+    """Appends [time, source, vrid, priority] for every VRRP packet (IPv4) seen by this
+    namespace's eth0 for `seconds`: the client hears the multicast adverts on the bridge."""
+    import socket
+    sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(0x0800))
+    sock.settimeout(0.05)
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        try:
+            packet = sock.recv(2048)
+        except OSError:
+            continue
+        header = (packet[0] & 0x0F) * 4
+        if len(packet) >= header + 4 and packet[9] == 112:
+            source = ".".join(str(b) for b in packet[12:16])
+            into.append([time.monotonic(), source, packet[header + 1], packet[header + 2]])
+
+
+def poller_main(vip, seconds):
+    adverts = []
+    sniffer = threading.Thread(target=sniff_adverts, args=(float(seconds), adverts), daemon=True)
+    sniffer.start()
+    polls = asyncio.run(poll_loop(vip, float(seconds)))
+    sniffer.join()
+    print(json.dumps({"polls": polls, "adverts": adverts}))
+
+
+def outages(polls, after):
+    """Runs of failed polls that end (or are still going) after `after`: [(first failed start,
+    next answered start or None, answered by)]."""
+    runs, first_failed = [], None
+    for start, _end, body in sorted(polls):
+        if body is None:
+            first_failed = start if first_failed is None else first_failed
+        elif first_failed is not None:
+            if start > after:
+                runs.append((first_failed, start, body))
+            first_failed = None
+    if first_failed is not None:
+        runs.append((first_failed, None, None))
+    return runs
+
+
+# --------------------------------------------------------------------------------------------
+# Namespaces, processes, and their cleanup.
+
+def sh(*args, check=True):
+    done = subprocess.run(args, capture_output=True, text=True)
+    if check and done.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)}: {done.stderr.strip()}")
+    return done.stdout
+
+
+def read(path):
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def program_of(pid):
+    text = read(f"/proc/{pid}/cmdline")
+    return text.split("\0")[0] if text else None
+
+
+def children_of(pid):
+    return [int(p) for p in (read(f"/proc/{pid}/task/{pid}/children") or "").split()]
+
+
+def wait_until(what, condition, timeout=30.0, step=0.05):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"still waiting for {what} after {timeout:.0f} s")
+        time.sleep(step)
+
+
+OPEN_LABS = []
+
+
+class Lab:
+    """One cluster: its namespaces, the processes started in them, a temp dir. `close()` stops
+    every process by pid (those it started and the nginx processes they started) and deletes
+    every namespace."""
+
+    counter = 0
+
+    def __init__(self, root):
+        Lab.counter += 1
+        self.tag = f"nhb{os.getpid()}-{Lab.counter}"
+        self.dir = tempfile.mkdtemp(prefix=f"{self.tag}-", dir=root)
+        os.chmod(self.dir, 0o755)  # keepalived's script security wants a root-only path
+        self.namespaces, self.procs, self.nodes = [], [], []
+        self.bridge = self.netns("br")
+        sh("ip", "-n", self.bridge, "link", "add", "br0", "type", "bridge", "mcast_snooping", "0")
+        sh("ip", "-n", self.bridge, "link", "set", "br0", "up")
+        self.ports = 0
+        OPEN_LABS.append(self)
+
+    def netns(self, suffix):
+        name = f"{self.tag}-{suffix}"
+        sh("ip", "netns", "add", name)
+        self.namespaces.append(name)
+        sh("ip", "-n", name, "link", "set", "lo", "up")
+        return name
+
+    def connect(self, ns, cidr):
+        """eth0 in `ns`, on br0, with `cidr`; returns the bridge-side port (down = carrier lost)."""
+        self.ports += 1
+        port = f"port{self.ports}"
+        sh("ip", "-n", ns, "link", "add", "eth0", "type", "veth", "peer", "name", port, "netns", self.bridge)
+        sh("ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.eth0.accept_dad=0")
+        sh("ip", "-n", self.bridge, "link", "set", port, "master", "br0", "up")
+        sh("ip", "-n", ns, "addr", "add", cidr, "dev", "eth0")
+        sh("ip", "-n", ns, "link", "set", "eth0", "up")
+        return port
+
+    def spawn(self, ns, args, log, env=None):
+        with open(log, "ab") as out:
+            proc = subprocess.Popen(["ip", "netns", "exec", ns, *args], stdin=subprocess.DEVNULL, stdout=out,
+                                    stderr=out, env=env)
+        self.procs.append(proc)
+        return proc
+
+    def close(self):
+        if self in OPEN_LABS:
+            OPEN_LABS.remove(self)
+        for node in self.nodes:
+            node.resume()
+        for proc in reversed(self.procs):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        for node in self.nodes:
+            node.stop_leftovers()
+        for ns in reversed(self.namespaces):
+            sh("ip", "netns", "del", ns, check=False)
+        subprocess.run(["rm", "-rf", self.dir])
+
+
+def nginx_conf(d, name):
+    return (f"worker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/nginx-error.log;\n"
+            f"events {{ worker_connections 512; }}\nhttp {{\n  access_log off;\n"
+            f"  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n"
+            f"  server {{ listen 80; location / {{ return 200 \"{name}\\n\"; }} }}\n}}\n")
+
+
+class Node:
+    def __init__(self, lab, name, cidr):
+        self.lab, self.name = lab, name
+        self.ns = lab.netns(name)
+        self.port = lab.connect(self.ns, cidr)
+        self.address = cidr.split("/")[0]
+        self.dir = os.path.join(lab.dir, name)
+        os.makedirs(self.dir)
+        os.chmod(self.dir, 0o755)
+        with open(self.path("nginx.conf"), "w") as f:
+            f.write(nginx_conf(self.dir, name))
+        self.stopped = False
+        lab.nodes.append(self)
+
+    def path(self, name):
+        return os.path.join(self.dir, name)
+
+    def nginx_master(self):
+        text = read(self.path("nginx.pid"))
+        pid = int(text) if text and text.strip().isdigit() else None
+        if pid and (program_of(pid) or "").startswith("nginx") and self.dir in (read(f"/proc/{pid}/cmdline") or ""):
+            return pid
+        return None
+
+    def nginx_pids(self):
+        master = self.nginx_master()
+        return [master, *children_of(master)] if master else []
+
+    def signal_nginx(self, sig):
+        pids = self.nginx_pids()
+        if not pids:
+            raise RuntimeError(f"{self.name}: no nginx to signal")
+        for pid in pids:
+            os.kill(pid, sig)
+        self.stopped = self.stopped or sig == signal.SIGSTOP
+
+    def resume(self):
+        if self.stopped:
+            for pid in self.nginx_pids():
+                os.kill(pid, signal.SIGCONT)
+            self.stopped = False
+
+    def stop_leftovers(self):
+        for pid in self.nginx_pids():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def cut_link(self):
+        sh("ip", "-n", self.lab.bridge, "link", "set", self.port, "down")
+
+    def process_times(self):
+        """(cpu seconds of the VRRP processes incl. reaped children, RSS KiB) — see subclasses."""
+        raise NotImplementedError
+
+
+def cpu_seconds(pid, children=False):
+    """utime+stime of every thread, in ns resolution from schedstat; plus (tick resolution)
+    cutime+cstime of reaped children when asked."""
+    total = 0.0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        total += int((read(f"/proc/{pid}/task/{task}/schedstat") or "0").split()[0]) / 1e9
+    if children:
+        stat = read(f"/proc/{pid}/stat")
+        fields = stat[stat.rfind(")") + 2:].split()
+        total += (int(fields[13]) + int(fields[14])) / CLK_TCK
+    return total
+
+
+def rss_kib(pid):
+    for line in (read(f"/proc/{pid}/status") or "").splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+class NginxHaNode(Node):
+    """nginx-ha supervising this node's nginx and running the given [[vrrp]] tables."""
+
+    def start(self, binary, tables, health):
+        d = self.dir
+        with open(self.path("nginx-ha.toml"), "w") as f:
+            f.write(f"[nginx]\nbinary = \"{NGINX}\"\nconfig = \"{d}/nginx.conf\"\nwatch = false\n\n"
+                    f"[health]\n{health}\nhttp = \"http://127.0.0.1:80/\"\n\n"
+                    f"[daemon]\ncontrol_socket = \"{d}/control.sock\"\nstate_dir = \"{d}/state\"\n\n{tables}")
+        env = dict(os.environ, RUST_LOG="info")
+        self.daemon = self.lab.spawn(self.ns, [binary, "run", "-c", self.path("nginx-ha.toml")],
+                                     self.path("nginx-ha.log"), env)
+        self.binary = binary
+
+    def states(self):
+        done = subprocess.run([self.binary, "status", "--json", "-c", self.path("nginx-ha.toml")],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            return {}
+        return {r["name"]: r["state"] for r in json.loads(done.stdout).get("vrrp", [])}
+
+    def wait_state(self, router, state, timeout=30.0):
+        wait_until(f"{self.name} {router} {state}", lambda: self.states().get(router, "").upper() == state, timeout,
+                   0.1)
+
+    def pids(self):
+        return [self.daemon.pid]
+
+    def usage(self):
+        return cpu_seconds(self.daemon.pid), rss_kib(self.daemon.pid)
+
+
+class KeepalivedNode(Node):
+    """keepalived (VRRP only) beside this node's own nginx, with the usual check script: a
+    vrrp_script every 1 s (fall 1, rise 1, weight 0: failure means FAULT) that runs `kill -0`
+    on the pid in nginx's pid file (not `killall -0 nginx`, which would see the other nodes'
+    nginx in this shared pid namespace)."""
+
+    def start(self, instances, check=True):
+        d = self.dir
+        self.nginx = self.lab.spawn(self.ns, [NGINX, "-c", self.path("nginx.conf"), "-g",
+                                              "daemon off; master_process on;"], self.path("nginx.log"))
+        # Reap nginx the moment it dies, as systemd would: an unreaped master is a zombie, and
+        # `kill -0` on a zombie succeeds, so the check script would never fail.
+        threading.Thread(target=self.nginx.wait, daemon=True).start()
+        wait_until(f"{self.name} nginx", lambda: bool(self.nginx_pids()[1:]))
+        with open(self.path("notify.sh"), "w") as f:
+            f.write(f"#!/bin/sh\necho \"$3\" > {d}/state.$$ && mv {d}/state.$$ {d}/state-\"$2\"\n")
+        with open(self.path("check_nginx.sh"), "w") as f:
+            f.write(f"#!/bin/sh\nexec kill -0 \"$(cat {d}/nginx.pid)\"\n")
+        for script in ("notify.sh", "check_nginx.sh"):
+            os.chmod(self.path(script), 0o755)
+        script = (f"vrrp_script chk_nginx {{\n    script \"{d}/check_nginx.sh\"\n    interval 1\n    fall 1\n"
+                  f"    rise 1\n    weight 0\n}}\n\n") if check else ""
+        track = "    track_script {\n        chk_nginx\n    }\n" if check else ""
+        body = "".join(instance.replace("@TRACK@", track).replace("@NOTIFY@", f"{d}/notify.sh")
+                       for instance in instances)
+        with open(self.path("keepalived.conf"), "w") as f:
+            f.write(f"global_defs {{\n    router_id {self.name}\n    enable_script_security\n    script_user root\n"
+                    f"    vrrp_garp_master_delay 1\n}}\n\n{script}{body}")
+        self.keepalived = self.lab.spawn(self.ns, [
+            KEEPALIVED, "--vrrp", "--dont-fork", "--log-console", "--no-syslog", "--use-file",
+            self.path("keepalived.conf"), "--pid", self.path("keepalived.pid"), "--vrrp_pid",
+            self.path("vrrp.pid"), "--checkers_pid", self.path("checkers.pid")], self.path("keepalived.log"))
+
+    def wait_state(self, router, state, timeout=30.0):
+        wait_until(f"{self.name} {router} {state}",
+                   lambda: (read(self.path(f"state-{router}")) or "").strip() == state, timeout)
+
+    def vrrp_pid(self):
+        text = read(self.path("vrrp.pid"))
+        pid = int(text) if text and text.strip().isdigit() else None
+        return pid if pid and (program_of(pid) or "").endswith("keepalived") else None
+
+    def pids(self):
+        return [self.keepalived.pid] + ([self.vrrp_pid()] if self.vrrp_pid() else [])
+
+    def usage(self):
+        """Both keepalived processes; the VRRP child reaps the check scripts, so their CPU is
+        in its cutime/cstime."""
+        cpu = cpu_seconds(self.keepalived.pid, children=True)
+        rss = rss_kib(self.keepalived.pid)
+        if self.vrrp_pid():
+            cpu += cpu_seconds(self.vrrp_pid(), children=True)
+            rss += rss_kib(self.vrrp_pid())
+        return cpu, rss
+
+    def stop_leftovers(self):
+        super().stop_leftovers()
+        vrrp = self.vrrp_pid()
+        if vrrp and getattr(self, "keepalived", None) and self.keepalived.poll() is not None:
+            os.kill(vrrp, signal.SIGKILL)
+
+
+# --------------------------------------------------------------------------------------------
+# Configurations.
+
+def nha_router(name, vrid, priority, version, interval_ms, vips, excluded=()):
+    table = (f"[[vrrp]]\nname = \"{name}\"\ninterface = \"eth0\"\nvrid = {vrid}\npriority = {priority}\n"
+             f"version = {version}\nadvert_interval_ms = {interval_ms}\nvirtual_ips = {json.dumps(list(vips))}\n")
+    if excluded:
+        table += f"virtual_ips_excluded = {json.dumps(list(excluded))}\n"
+    return table + "\n"
+
+
+def ka_instance(name, vrid, priority, version, interval_ms, vips, excluded=()):
+    vip_lines = "".join(f"        {vip}\n" for vip in vips)
+    excluded_block = ("    virtual_ipaddress_excluded {\n" + "".join(f"        {v}\n" for v in excluded) + "    }\n"
+                      if excluded else "")
+    return (f"vrrp_instance {name} {{\n    state BACKUP\n    interface eth0\n    virtual_router_id {vrid}\n"
+            f"    priority {priority}\n    version {version}\n    advert_int {interval_ms / 1000:g}\n"
+            f"    virtual_ipaddress {{\n{vip_lines}    }}\n{excluded_block}    notify @NOTIFY@\n@TRACK@}}\n\n")
+
+
+FAST_HEALTH = "interval_ms = 200\ntimeout_ms = 150\nfall = 2\nrise = 2"
+DEFAULT_HEALTH = "interval_ms = 1000\ntimeout_ms = 500\nfall = 2\nrise = 2"
+
+
+def cluster(args, kind, routers, health=FAST_HEALTH, check=True, client_routes=()):
+    """A fresh lab with A (priorities 100) and B (90) of `kind` running `routers` — a list of
+    (name, vrid, version, interval_ms, vips, excluded) — and client C. Returns once A is MASTER
+    and B BACKUP of every router and C gets answers from A on the first VIP."""
+    lab = Lab(args.workdir)
+    try:
+        nodes = {}
+        for name, address, priority in (("A", A_ADDR, 100), ("B", B_ADDR, 90)):
+            node = (NginxHaNode if kind == "nginx-ha" else KeepalivedNode)(lab, name, f"{address}/24")
+            if kind == "nginx-ha":
+                node.start(args.binary, "".join(nha_router(r[0], r[1], priority, *r[2:]) for r in routers), health)
+            else:
+                node.start([ka_instance(r[0], r[1], priority, *r[2:]) for r in routers], check)
+            nodes[name] = node
+        client = lab.netns("C")
+        lab.connect(client, f"{C_ADDR}/24")
+        for route in client_routes:
+            sh("ip", "-n", client, "route", "add", route, "dev", "eth0")
+        for router in routers:
+            nodes["A"].wait_state(router[0], "MASTER", 60)
+            nodes["B"].wait_state(router[0], "BACKUP", 60)
+        first_vip = routers[0][4][0].split("/")[0]
+        wait_until("A answering on the VIP", lambda: all_from(poll(client, first_vip, 0.05), "A"), 30, 0.2)
+        return lab, nodes["A"], nodes["B"], client
+    except BaseException:
+        lab.close()
+        raise
+
+
+def poll(client, vip, seconds):
+    """Polls synchronously for `seconds`; the bodies (None for a failed poll)."""
+    out = sh("ip", "netns", "exec", client, sys.executable, os.path.abspath(__file__), "poll", vip, str(seconds))
+    return [body for _s, _e, body in json.loads(out)["polls"]]
+
+
+def all_from(bodies, name):
+    return bool(bodies) and all(body == name for body in bodies)
+
+
+def start_poller(client, vip, seconds):
+    return subprocess.Popen(["ip", "netns", "exec", client, sys.executable, os.path.abspath(__file__), "poll", vip,
+                             str(seconds)], stdout=subprocess.PIPE, text=True)
+
+
+def measure_outage(lab, client, vips, event, seconds, lead=1.0):
+    """Starts pollers on `vips`, runs `event()` after `lead` s. Returns the event time and per
+    VIP: the outage runs after the event (see `outages`), the number of failed polls, and the
+    adverts the client saw ([time, source, vrid, priority])."""
+    pollers = [start_poller(client, vip, lead + seconds) for vip in vips]
+    time.sleep(lead)
+    at = time.monotonic()
+    event()
+    results = []
+    for poller in pollers:
+        out, _ = poller.communicate(timeout=lead + seconds + 30)
+        seen = json.loads(out)
+        polls = seen["polls"]
+        failed = sum(1 for p in polls if p[2] is None and p[0] >= at - POLL_TIMEOUT)
+        results.append((outages(polls, at), failed, seen["adverts"]))
+    return at, results
+
+
+# --------------------------------------------------------------------------------------------
+# Scenarios. Each returns {row name: [figures]} for the summary.
+
+def fmt(values, unit="ms", scale=1000.0):
+    values = [v for v in values if v is not None]
+    if not values:
+        return "—"
+    v = sorted(x * scale for x in values)
+    return f"{v[0]:.0f} / {statistics.median(v):.0f} / {v[-1]:.0f} {unit}"
+
+
+def failover(args, title, kinds, routers, event_name, seconds, expect=None, health=FAST_HEALTH):
+    """Repeats: fresh cluster, poll the VIP, apply the event to A, record the first outage (the
+    failover) and, for nginx-ha, the failback glitch once A is healthy again and preempts."""
+    print(f"\n## {title}")
+    rows = {}
+    for kind in kinds:
+        fail, back, failed_polls, never, after_last_advert = [], [], [], 0, []
+        for rep in range(args.reps):
+            lab, a, b, client = cluster(args, kind, routers, health)
+            try:
+                events = {"kill": lambda: a.signal_nginx(signal.SIGKILL),
+                          "stop": lambda: a.signal_nginx(signal.SIGSTOP),
+                          "link": a.cut_link}
+                at, [(runs, failed, adverts)] = measure_outage(lab, client, [VIP], events[event_name], seconds)
+                failed_polls.append(failed)
+                if not runs:
+                    print(f"  {kind} rep {rep + 1}: no outage seen (?)")
+                    fail.append(0.0)
+                    continue
+                first = runs[0]
+                if first[1] is None:
+                    never += 1
+                    print(f"  {kind} rep {rep + 1}: VIP not answered again within {seconds:.0f} s of the event")
+                    continue
+                fail.append(first[1] - first[0])
+                last_from_a = max((t for t, source, _vrid, _prio in adverts if source == A_ADDR and t <= at), default=None)
+                if last_from_a is not None:
+                    after_last_advert.append(first[1] - last_from_a)
+                line = (f"  {kind} rep {rep + 1}: outage {1000 * (first[1] - first[0]):.0f} ms "
+                        f"(first failed poll {1000 * (first[0] - at):+.0f} ms after the event, then answered by "
+                        f"{first[2]}), {failed} failed polls")
+                if len(runs) > 1 and runs[1][1] is not None:
+                    back.append(runs[1][1] - runs[1][0])
+                    line += f"; failback to {runs[1][2]}: {1000 * (runs[1][1] - runs[1][0]):.0f} ms"
+                print(line, flush=True)
+            finally:
+                lab.close()
+        rows[kind] = {"outage_s": fail, "failback_s": back, "failed_polls": failed_polls, "not_recovered": never,
+                      "answered_after_last_advert_s": after_last_advert}
+        summary = f"  {kind}: outage {fmt(fail)}"
+        if never:
+            summary += f", not recovered in {never} of {args.reps}"
+        if back:
+            summary += f"; failback glitch {fmt(back)}"
+        if expect:
+            summary += f" (target {expect})"
+        print(summary, flush=True)
+    return rows
+
+
+def scenario_kill_v2(args):
+    return failover(args, "kill -9 nginx on the master, v2, 1 s adverts, priorities 100/90",
+                    ("nginx-ha", "keepalived"), [("VI_1", 51, 2, 1000, [f"{VIP}/24"], ())], "kill", 8.0,
+                    "≤ 900 ms")
+
+
+def scenario_kill_v3(args):
+    return failover(args, "kill -9 nginx on the master, v3, 100 ms adverts, priorities 100/90",
+                    ("nginx-ha", "keepalived"), [("VI_1", 51, 3, 100, [f"{VIP}/24"], ())], "kill", 4.0, "≤ 300 ms")
+
+
+def scenario_hang(args):
+    return failover(args, "nginx hung (SIGSTOP) on the master, v2 1 s, probes every 200 ms, fall 2",
+                    ("nginx-ha", "keepalived"), [("VI_1", 51, 2, 1000, [f"{VIP}/24"], ())], "stop", 8.0,
+                    "≤ 1.6 s")
+
+
+def scenario_link(args):
+    expected = 3 * 1.0 + (256 - 90) / 256
+    rows = failover(args, f"master link cut, v2 1 s, priorities 100/90 (3 × interval + skew = {expected * 1000:.0f} ms)",
+                    ("nginx-ha", "keepalived"), [("VI_1", 51, 2, 1000, [f"{VIP}/24"], ())], "link", 8.0,
+                    f"within 100 ms of {expected * 1000:.0f} ms")
+    for kind, row in rows.items():
+        # The backup's master-down timer started at the last advert it heard, before the cut.
+        late = [t - expected for t in row["answered_after_last_advert_s"]]
+        print(f"  {kind}: (VIP answered again − A's last advert before the cut) − (3 × interval + skew): "
+              f"{fmt(late)}")
+    return rows
+
+
+def idle_usage(args, kind, routers, health, check, seconds, client_routes=()):
+    lab, a, b, _client = cluster(args, kind, routers, health, check, client_routes)
+    try:
+        time.sleep(5)
+        before = {n.name: n.usage() for n in (a, b)}
+        time.sleep(seconds)
+        after = {n.name: n.usage() for n in (a, b)}
+        return {name: {"cpu_s": after[name][0] - before[name][0], "rss_kib": after[name][1]} for name in after}
+    finally:
+        lab.close()
+
+
+def scenario_idle(args):
+    print(f"\n## idle, one router at 1 s adverts, {args.idle_seconds:.0f} s after 5 s settling")
+    routers = [("VI_1", 51, 2, 1000, [f"{VIP}/24"], ())]
+    rows = {}
+    for kind, health in (("nginx-ha", DEFAULT_HEALTH), ("keepalived", None)):
+        rows[kind] = idle_usage(args, kind, routers, health, True, args.idle_seconds)
+        for node, u in rows[kind].items():
+            print(f"  {kind} {node}: CPU {1000 * u['cpu_s']:.1f} ms = {100 * u['cpu_s'] / args.idle_seconds:.3f} % "
+                  f"of a core, RSS {u['rss_kib'] / 1024:.2f} MiB", flush=True)
+    return rows
+
+
+def scenario_routers(args):
+    print(f"\n## 100 v3 routers at 100 ms adverts, A master of all, {args.idle_seconds:.0f} s")
+    routers = [(f"VI_{n}", n, 3, 100, [f"198.18.1.{n}/32"], ()) for n in range(1, 101)]
+    rows = {}
+    for kind, health in (("nginx-ha", DEFAULT_HEALTH), ("keepalived", None)):
+        rows[kind] = idle_usage(args, kind, routers, health, False, args.idle_seconds, ["198.18.1.0/24"])
+        for node, u in rows[kind].items():
+            print(f"  {kind} {node}: CPU {100 * u['cpu_s'] / args.idle_seconds:.2f} % of a core (target ≤ 10 %), "
+                  f"RSS {u['rss_kib'] / 1024:.2f} MiB", flush=True)
+    return rows
+
+
+def scenario_vips(args):
+    """kill -9 on the master with 1 VIP and with 1 + 999 excluded VIPs; outage on the last VIP."""
+    print("\n## 1000 VIPs on one router (1 advertised + 999 excluded), kill -9 nginx on the master, v3 100 ms")
+    excluded = [f"198.19.{n // 250}.{n % 250 + 1}/32" for n in range(999)]
+    last = excluded[-1].split("/")[0]
+    rows = {}
+    for kind in ("nginx-ha", "keepalived"):
+        rows[kind] = {}
+        for label, extra, watched in (("1 VIP", (), VIP), ("1000 VIPs", excluded, last)):
+            times = []
+            for rep in range(args.reps):
+                routers = [("VI_1", 51, 3, 100, [f"{VIP}/24"], extra)]
+                lab, a, _b, client = cluster(args, kind, routers, client_routes=["198.19.0.0/16"])
+                try:
+                    wait_until("A answering on the last VIP", lambda: all_from(poll(client, watched, 0.05), "A"), 30)
+                    _at, [(runs, _failed, _adverts)] = measure_outage(lab, client, [watched],
+                                                            lambda: a.signal_nginx(signal.SIGKILL), 4.0)
+                    if runs and runs[0][1] is not None:
+                        times.append(runs[0][1] - runs[0][0])
+                        print(f"  {kind} {label} rep {rep + 1}: outage on {watched} "
+                              f"{1000 * times[-1]:.0f} ms", flush=True)
+                    else:
+                        print(f"  {kind} {label} rep {rep + 1}: {watched} not answered again", flush=True)
+                finally:
+                    lab.close()
+            rows[kind][label] = times
+            print(f"  {kind} {label}: outage {fmt(times)}", flush=True)
+        one, many = rows[kind]["1 VIP"], rows[kind]["1000 VIPs"]
+        if one and many:
+            print(f"  {kind}: 1000 VIPs − 1 VIP (medians): "
+                  f"{1000 * (statistics.median(many) - statistics.median(one)):.0f} ms (target ≤ 200 ms)")
+    return rows
+
+
+SCENARIOS = {"kill-v2": scenario_kill_v2, "kill-v3": scenario_kill_v3, "hang": scenario_hang,
+             "link": scenario_link, "idle": scenario_idle, "vips": scenario_vips, "routers": scenario_routers}
+
+
+def main():
+    if len(sys.argv) >= 2 and sys.argv[1] == "poll":
+        return poller_main(sys.argv[2], sys.argv[3])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("binary", nargs="?", default="target/release/nginx-ha")
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--only", default=",".join(SCENARIOS))
+    parser.add_argument("--idle-seconds", type=float, default=30.0)
+    parser.add_argument("--json")
+    parser.add_argument("--workdir", default=None)
+    args = parser.parse_args()
+    args.binary = os.path.abspath(args.binary)
+    if os.geteuid() != 0:
+        sys.exit("vrrp.py: needs root (network namespaces, raw sockets)")
+    if not os.access(args.binary, os.X_OK):
+        sys.exit(f"vrrp.py: {args.binary} is not an executable; run `cargo build --release` first")
+    args.workdir = args.workdir or tempfile.mkdtemp(prefix="nginx-ha-vrrp-bench-")
+    os.chmod(args.workdir, 0o755)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    print(f"# nginx-ha VRRP benchmarks, {datetime.datetime.now():%Y-%m-%d %H:%M}, {args.reps} reps")
+    versions = [subprocess.run([p, flag], capture_output=True, text=True).stderr.splitlines()[0]
+                for p, flag in ((NGINX, "-v"), (KEEPALIVED, "--version"))]
+    print(f"# binary {args.binary}; {'; '.join(versions)}; nproc {os.cpu_count()}; "
+          f"load {os.getloadavg()[0]:.2f}; kernel {os.uname().release}")
+    results = {}
+    for name in args.only.split(","):
+        if name not in SCENARIOS:
+            sys.exit(f"vrrp.py: unknown scenario {name!r}; known: {', '.join(SCENARIOS)}")
+        results[name] = SCENARIOS[name](args)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except KeyboardInterrupt:
+        sys.exit(130)
+    finally:
+        for lab in list(OPEN_LABS):
+            lab.close()
