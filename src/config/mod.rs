@@ -3,6 +3,7 @@
 
 mod hints;
 mod locate;
+mod reload;
 mod validate;
 
 use std::net::IpAddr;
@@ -12,6 +13,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use locate::Location;
+pub use reload::RestartNeeded;
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/nginx-ha/nginx-ha.toml";
 

@@ -306,3 +306,53 @@ fn validation_messages_say_what_would_be_right() {
     );
     assert!(errors("[health]\nhttp = \"http://[::1/\"\n")[0].contains("write e.g. \"http://[::1]:80/\""));
 }
+
+fn reload_changes(before: &str, after: &str) -> Result<Vec<String>, RestartNeeded> {
+    parse(before).unwrap().reload_changes(&parse(after).unwrap())
+}
+
+#[test]
+fn reload_applies_health_and_the_live_nginx_keys() {
+    let before = format!("[nginx]\nwatch = true\n[health]\ninterval_ms = 1000\n{ROUTER}");
+    assert_eq!(reload_changes(&before, &before), Ok(vec![]));
+    let after = before
+        .replace("watch = true", "watch = false\nwatch_debounce_ms = 20\nstop_timeout_ms = 1\nreload_timeout_ms = 2")
+        .replace("interval_ms = 1000", "interval_ms = 500\nhttp = \"http://127.0.0.1:81/\"");
+    let applied = reload_changes(&before, &after).unwrap();
+    assert_eq!(
+        applied,
+        [
+            "[nginx] watch",
+            "[nginx] stop_timeout_ms",
+            "[nginx] reload_timeout_ms",
+            "[nginx] watch_debounce_ms",
+            "[health] interval_ms",
+            "[health] http"
+        ]
+    );
+}
+
+#[test]
+fn reload_rejects_every_key_that_needs_a_restart_by_name() {
+    let before = format!("[nginx]\nconfig = \"/etc/nginx/nginx.conf\"\n[health]\nfall = 2\n{ROUTER}");
+    let after = before
+        .replace("/etc/nginx/nginx.conf", "/etc/nginx/other.conf")
+        .replace("fall = 2", "fall = 3\n[daemon]\nmetrics_listen = \"127.0.0.1:9612\"")
+        .replace("priority = 100", "priority = 90");
+    let RestartNeeded(keys) = reload_changes(&before, &after).unwrap_err();
+    assert_eq!(keys, ["[nginx] config", "[daemon] metrics_listen", "[[vrrp]] \"VI_1\" priority"]);
+    let message = RestartNeeded(keys).to_string();
+    assert!(message.contains("restart it (`systemctl restart nginx-ha`)"), "{message}");
+    assert!(message.contains("hands the VIPs to the peer") && message.contains("nothing was changed"), "{message}");
+
+    let second = ROUTER.replace("VI_1", "VI_2").replace("vrid = 151", "vrid = 152");
+    let RestartNeeded(keys) = reload_changes(ROUTER, &second).unwrap_err();
+    assert_eq!(keys, ["[[vrrp]] \"VI_2\" (added)", "[[vrrp]] \"VI_1\" (removed)"]);
+    let RestartNeeded(keys) = reload_changes("", "[nginx]\npid_file = \"/run/x.pid\"\n").unwrap_err();
+    assert_eq!(keys, ["[nginx] pid_file"]);
+    let message = RestartNeeded(keys).to_string();
+    assert!(
+        message.starts_with("[nginx] pid_file changed; this key takes effect only when nginx-ha restarts"),
+        "{message}"
+    );
+}
