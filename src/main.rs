@@ -193,7 +193,11 @@ async fn reload(path: &Path) -> ExitCode {
     // nginx's own reload limit (reload_timeout_ms) plus the config test must fit in here.
     match client::request(&socket, &Request::Reload, Duration::from_secs(120)).await {
         Ok(response) if response.ok => {
-            println!("reload applied");
+            if response.applied.is_empty() {
+                println!("reload applied");
+            } else {
+                println!("reload applied; nginx-ha settings changed: {}", response.applied.join(", "));
+            }
             ExitCode::SUCCESS
         }
         Ok(response) => {

@@ -387,3 +387,94 @@ fn metrics_listen_serves_prometheus_text() {
     assert!(text.lines().any(|l| l == "nginx_ha_nginx_healthy 1"), "{text}");
     assert!(text.lines().any(|l| l == "nginx_ha_nginx_workers 2"), "{text}");
 }
+
+fn output(out: &std::process::Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+#[test]
+fn reload_applies_changed_health_and_watch_settings() {
+    let setup = Setup::new("one");
+    let mut daemon = setup.start();
+    daemon.wait_serving();
+    let probe = format!("http://127.0.0.1:{}/", setup.port);
+
+    // [health] http pointed at a port where nothing listens: the new probe fails at once.
+    let nothing = format!("http://127.0.0.1:{}/", free_port());
+    setup.edit("nginx-ha.toml", &probe, &nothing);
+    let out = setup.cli(&["reload"]);
+    assert!(out.status.success(), "{}", output(&out));
+    assert!(output(&out).contains("reload applied; nginx-ha settings changed: [health] http"), "{}", output(&out));
+    let failing = daemon.wait_for("the new probe failing", |n| n["healthy"] == false);
+    assert!(failing["last_probe_error"].is_string(), "{failing}");
+    assert_eq!(failing["state"], "running");
+    setup.edit("nginx-ha.toml", &nothing, &probe);
+    assert!(setup.cli(&["reload"]).status.success());
+    let back = daemon.wait_serving();
+    assert!(back["last_probe_error"].is_null(), "{back}");
+
+    // watch = false: an edit of the nginx config is no longer reloaded by itself.
+    setup.edit("nginx-ha.toml", "watch_debounce_ms = 50", "watch = false\nwatch_debounce_ms = 50");
+    let out = setup.cli(&["reload"]);
+    assert!(output(&out).contains("nginx-ha settings changed: [nginx] watch"), "{}", output(&out));
+    let before = daemon.wait_for("the reload confirmed", |n| n["state"] == "running");
+    setup.set_body("two");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(get(setup.port).as_deref(), Some("one"), "not reloaded with watch = false:\n{}", daemon.log_text());
+    assert_eq!(daemon.nginx()["worker_pids"], before["worker_pids"]);
+
+    // watch = true again: the reload itself applies the pending edit, and the next edit is seen.
+    setup.edit("nginx-ha.toml", "watch = false\n", "");
+    let out = setup.cli(&["reload"]);
+    assert!(output(&out).contains("nginx-ha settings changed: [nginx] watch"), "{}", output(&out));
+    // (Old workers may answer a moment longer: they close their listen sockets after the HUP.)
+    wait_body(setup.port, "two", || daemon.log_text());
+    setup.set_body("three");
+    wait_body(setup.port, "three", || daemon.log_text());
+
+    // Nothing changed: nothing to name.
+    let out = setup.cli(&["reload"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "reload applied\n");
+    assert_eq!(daemon.nginx()["restarts"], 0);
+}
+
+#[test]
+fn reload_rejects_a_key_that_needs_a_restart_and_keeps_the_old_settings() {
+    let setup = Setup::new("old");
+    let mut daemon = setup.start();
+    daemon.wait_serving();
+    let good = std::fs::read_to_string(setup.config()).unwrap();
+    // Live keys (watch, the probe) changed together with keys that need a restart: none applies.
+    let nothing = format!("http://127.0.0.1:{}/", free_port());
+    let router = "\n[[vrrp]]\nname = \"VI_1\"\ninterface = \"nhamissing0\"\nvrid = 1\npriority = 100\nvirtual_ips = [\"198.18.0.100/24\"]\n";
+    let changed = good
+        .replace("watch_debounce_ms = 50", "watch = false\nwatch_debounce_ms = 50")
+        .replace(&format!("http://127.0.0.1:{}/", setup.port), &nothing)
+        .replace("[daemon]\n", &format!("[daemon]\nmetrics_listen = \"127.0.0.1:{}\"\n", free_port()));
+    setup.write("nginx-ha.toml", &format!("{changed}{router}"));
+
+    let out = setup.cli(&["reload"]);
+    assert_eq!(out.status.code(), Some(1), "{}", output(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with("reload rejected: [daemon] metrics_listen, [[vrrp]] \"VI_1\" (added) changed;")
+            && stderr.contains("restart it (`systemctl restart nginx-ha`)")
+            && stderr.contains("nothing was changed"),
+        "{stderr}"
+    );
+    let nginx = daemon.nginx();
+    assert!(nginx["config_error"].as_str().is_some_and(|e| e.contains("[daemon] metrics_listen")), "{nginx}");
+
+    // The daemon runs on with the old settings: the old probe keeps it healthy, watch stays on.
+    std::thread::sleep(Duration::from_millis(1000));
+    let nginx = daemon.nginx();
+    assert_eq!(nginx["healthy"], true, "the old probe, not the unapplied one: {nginx}");
+    assert!(nginx["last_probe_error"].is_null(), "{nginx}");
+    setup.set_body("watched");
+    wait_body(setup.port, "watched", || daemon.log_text());
+
+    setup.write("nginx-ha.toml", &good);
+    let out = setup.cli(&["reload"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "reload applied\n", "{}", output(&out));
+    assert!(daemon.nginx()["config_error"].is_null());
+}

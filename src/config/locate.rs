@@ -49,3 +49,56 @@ pub fn locate(text: &str, path: &[Step]) -> Option<Location> {
     }
     found.map(|offset| Location::of_offset(text, offset))
 }
+
+/// One step of a path found in the text (owned: the keys are the file's, not the schema's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FoundStep {
+    Key(String),
+    Index(usize),
+}
+
+/// The reverse of [`locate`]: the path of the deepest key or value at byte `offset` (a table
+/// header gives the table's path), or empty if the text does not parse or nothing is there.
+pub fn path_at(text: &str, offset: usize) -> Vec<FoundStep> {
+    let Ok(root) = DeTable::parse(text) else { return Vec::new() };
+    let mut best = Vec::new();
+    let mut path = Vec::new();
+    for (key, value) in root.get_ref().iter() {
+        path.push(FoundStep::Key(key.get_ref().to_string()));
+        deepest(value, key.span().contains(&offset), offset, &mut path, &mut best);
+        path.pop();
+    }
+    best
+}
+
+/// Depth-first: `path` leads to `value`; the longest path at `offset` ends up in `best`.
+fn deepest(
+    value: &toml::Spanned<DeValue>,
+    key_here: bool,
+    offset: usize,
+    path: &mut Vec<FoundStep>,
+    best: &mut Vec<FoundStep>,
+) {
+    let span = value.span();
+    let here = key_here || span.contains(&offset) || (span.is_empty() && span.start == offset);
+    if here && path.len() > best.len() {
+        *best = path.clone();
+    }
+    match value.get_ref() {
+        DeValue::Table(table) => {
+            for (key, child) in table.iter() {
+                path.push(FoundStep::Key(key.get_ref().to_string()));
+                deepest(child, key.span().contains(&offset), offset, path, best);
+                path.pop();
+            }
+        }
+        DeValue::Array(array) => {
+            for (index, child) in array.iter().enumerate() {
+                path.push(FoundStep::Index(index));
+                deepest(child, false, offset, path, best);
+                path.pop();
+            }
+        }
+        _ => {}
+    }
+}

@@ -1,7 +1,9 @@
 //! The nginx-ha config file: TOML schema, defaults, and validation whose every error names
 //! `file:line:col` and says what would be right.
 
+mod hints;
 mod locate;
+mod reload;
 mod validate;
 
 use std::net::IpAddr;
@@ -11,6 +13,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use locate::Location;
+pub use reload::RestartNeeded;
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/nginx-ha/nginx-ha.toml";
 
@@ -256,7 +259,9 @@ impl HttpProbeUrl {
             None => (rest, "/"),
         };
         let (host, port) = if let Some(bracketed) = authority.strip_prefix('[') {
-            let end = bracketed.find(']').ok_or_else(|| format!("`{url}`: unclosed `[` in the host"))?;
+            let end = bracketed
+                .find(']')
+                .ok_or_else(|| format!("`{url}`: unclosed `[` in the host; write e.g. \"http://[::1]:80/\""))?;
             let port = bracketed[end + 1..].strip_prefix(':').unwrap_or("80");
             (bracketed[..end].to_string(), port)
         } else {
@@ -268,8 +273,9 @@ impl HttpProbeUrl {
         if host.is_empty() {
             return Err(format!("`{url}` has no host; write e.g. \"http://127.0.0.1:80/\""));
         }
-        let port =
-            port.parse::<u16>().map_err(|_| format!("`{url}`: port `{port}` is not a number from 1 to 65535"))?;
+        let port = port.parse::<u16>().ok().filter(|port| *port != 0).ok_or_else(|| {
+            format!("`{url}`: port `{port}` is not a number from 1 to 65535; write e.g. \"http://127.0.0.1:80/\"")
+        })?;
         Ok(Self { host, port, path: path.to_string() })
     }
 }
@@ -387,7 +393,7 @@ impl Config {
             ConfigErrors(vec![ConfigError {
                 file: path.to_path_buf(),
                 location,
-                message: explain_toml_error(e.message()),
+                message: hints::explain(text, e.span(), e.message()),
             }])
         })?;
         let problems = validate::validate(&config);
@@ -405,18 +411,6 @@ impl Config {
                 .collect(),
         ))
     }
-}
-
-/// serde's messages name the problem; add what would be right where serde does not.
-fn explain_toml_error(message: &str) -> String {
-    let message = message.trim().to_string();
-    if message.starts_with("unknown field") {
-        return format!("{message}; remove or rename the key (see conf/nginx-ha.toml for every key)");
-    }
-    if message.starts_with("unknown variant") && message.contains("relinquish") {
-        return format!("{message}; on_nginx_failure is \"relinquish\" or \"demote\"");
-    }
-    message
 }
 
 #[cfg(test)]

@@ -194,3 +194,165 @@ fn more_vips_than_an_advert_carries_go_to_virtual_ips_excluded() {
     let errs = errors(&format!("{ROUTER}virtual_ips_excluded = [\"fd00::1\"]\n"));
     assert!(errs[0].contains("mixes IPv4 and IPv6") && errs[0].contains(":8:"), "{}", errs[0]);
 }
+
+#[test]
+fn a_missing_required_key_says_what_to_add() {
+    let router = |without: &str| ROUTER.lines().filter(|l| !l.starts_with(without)).collect::<Vec<_>>().join("\n");
+    let expected = [
+        ("virtual_ips", "add `virtual_ips = [\"198.18.0.100/24\"]` to this [[vrrp]] table"),
+        ("priority", "add `priority = 100` to this [[vrrp]] table (1 to 255"),
+        ("vrid", "add `vrid = 51` to this [[vrrp]] table (1 to 255, the same on both peers)"),
+        ("interface", "add `interface = \"eth0\"` to this [[vrrp]] table"),
+        ("name", "add `name = \"VI_1\"` to this [[vrrp]] table"),
+    ];
+    for (key, hint) in expected {
+        let errs = errors(&router(key));
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(
+            errs[0].starts_with(&format!("/etc/nginx-ha/nginx-ha.toml:2:1: missing field `{key}`; ")),
+            "{}",
+            errs[0]
+        );
+        assert!(errs[0].contains(hint), "{}", errs[0]);
+    }
+    // The same key name in another table gets that table's example.
+    let errs = errors("[nginx]\nwatch = true\n\n[[alias]]\naddress = \"198.18.0.107/24\"\n");
+    assert!(
+        errs[0].contains(":4:1: missing field `interface`; add `interface = \"eth0\"` to this [[alias]] table"),
+        "{}",
+        errs[0]
+    );
+    let errs = errors("[[alias]]\ninterface = \"eth0\"\n");
+    assert!(errs[0].contains("add `address = \"198.18.0.107/24\"` to this [[alias]] table"), "{}", errs[0]);
+    // Inline tables too.
+    let errs = errors("vrrp = [{ name = \"VI_1\", interface = \"eth0\", vrid = 1, priority = 100 }]\n");
+    assert!(errs[0].contains("add `virtual_ips = [\"198.18.0.100/24\"]`"), "{}", errs[0]);
+}
+
+#[test]
+fn a_wrong_type_or_value_shows_a_right_one() {
+    let cases = [
+        (
+            "[nginx]\nwatch = \"yes\"\n",
+            ":2:9: invalid type: string \"yes\", expected a boolean; write e.g. `watch = true`",
+        ),
+        ("[health]\ninterval_ms = \"100\"\n", "expected u64; write e.g. `interval_ms = 1000`"),
+        ("[health]\ntcp = \"127.0.0.1:80\"\n", "expected a sequence; write e.g. `tcp = [\"127.0.0.1:80\"]`"),
+        ("[health]\ntcp = [80]\n", "write e.g. `tcp = [\"127.0.0.1:80\"]`"),
+        ("[health]\nhttp = 80\n", "write e.g. `http = \"http://127.0.0.1:80/\"`"),
+        ("[daemon]\nstate_dir = 5\n", "write e.g. `state_dir = \"/var/lib/nginx-ha\"`"),
+        (
+            &ROUTER.replace("vrid = 151", "vrid = 351"),
+            ":5:8: invalid value: integer `351`, expected u8; write e.g. `vrid = 51`",
+        ),
+        (
+            &ROUTER.replace("[\"198.18.0.100/24\"]", "\"198.18.0.100/24\""),
+            "write e.g. `virtual_ips = [\"198.18.0.100/24\"]`",
+        ),
+        ("[vrrp]\nname = \"VI_1\"\n", "write the header as [[vrrp]], not [vrrp]"),
+        ("nginx = 1\n", "write [nginx] on a line of its own"),
+        ("[nginx]\nwatch = yes\n", "string values must be quoted, expected literal string; write e.g. `watch = true`"),
+        ("[nginx]\nwatch = true\nwatch = false\n", ":3:1: duplicate key `watch`; a key appears once per table"),
+    ];
+    for (text, expected) in cases {
+        let errs = errors(text);
+        assert!(errs[0].contains(expected), "{text:?}:\n{}\nlacks {expected:?}", errs[0]);
+    }
+}
+
+#[test]
+fn every_key_has_a_valid_example() {
+    // serde lists a table's keys when it meets an unknown one: each of them needs an example.
+    for table in ["nginx", "health", "vrrp", "alias", "daemon"] {
+        let text = if ["vrrp", "alias"].contains(&table) {
+            format!("[[{table}]]\nzzz = 1\n")
+        } else {
+            format!("[{table}]\nzzz = 1\n")
+        };
+        let message = errors(&text).remove(0);
+        let listed = message.split("expected one of ").nth(1).unwrap_or_else(|| panic!("{message}"));
+        let keys: Vec<&str> = listed.split(';').next().unwrap().split(", ").map(|k| k.trim_matches('`')).collect();
+        assert_eq!(hints::keys_of(table), keys, "[{table}]: the examples follow the schema");
+    }
+    // The examples, put together, are a valid config.
+    let mut text = String::new();
+    for table in ["nginx", "health", "vrrp", "alias", "daemon"] {
+        let header = if ["vrrp", "alias"].contains(&table) { format!("[[{table}]]") } else { format!("[{table}]") };
+        text.push_str(&format!("{header}\n"));
+        for key in hints::keys_of(table) {
+            let (line, _) = hints::example(table, key).unwrap();
+            // auth_pass is v2 only and checksum_pseudo_header v3 only; the default version is 2.
+            if key != "checksum_pseudo_header" {
+                text.push_str(&format!("{line}\n"));
+            }
+        }
+    }
+    parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+}
+
+#[test]
+fn validation_messages_say_what_would_be_right() {
+    let second = ROUTER.replace("vrid = 151", "vrid = 152").replace("198.18.0.100", "198.18.0.101");
+    assert!(errors(&format!("{ROUTER}{second}"))[0].contains("rename one, e.g. \"VI_2\""));
+    let errs = errors(&format!("{ROUTER}unicast_peers = [\"fd00::2\"]\n"));
+    assert!(errs[0].contains("list the peer's IPv4 address, e.g. \"198.18.0.2\""), "{}", errs[0]);
+    let alias = "[[alias]]\naddress = \"198.18.0.107/24\"\ninterface = \"eth0\"\n";
+    assert!(errors(&format!("{alias}{alias}"))[0].contains("remove one of the two [[alias]] tables"));
+    assert!(
+        errors(&format!("{ROUTER}notify = \"notify.sh\"\n"))[0].contains("e.g. \"/usr/local/bin/nginx-ha-notify\"")
+    );
+    assert!(
+        errors("[health]\nhttp = \"http://127.0.0.1:0/\"\n")[0].contains("not a number from 1 to 65535; write e.g.")
+    );
+    assert!(errors("[health]\nhttp = \"http://[::1/\"\n")[0].contains("write e.g. \"http://[::1]:80/\""));
+}
+
+fn reload_changes(before: &str, after: &str) -> Result<Vec<String>, RestartNeeded> {
+    parse(before).unwrap().reload_changes(&parse(after).unwrap())
+}
+
+#[test]
+fn reload_applies_health_and_the_live_nginx_keys() {
+    let before = format!("[nginx]\nwatch = true\n[health]\ninterval_ms = 1000\n{ROUTER}");
+    assert_eq!(reload_changes(&before, &before), Ok(vec![]));
+    let after = before
+        .replace("watch = true", "watch = false\nwatch_debounce_ms = 20\nstop_timeout_ms = 1\nreload_timeout_ms = 2")
+        .replace("interval_ms = 1000", "interval_ms = 500\nhttp = \"http://127.0.0.1:81/\"");
+    let applied = reload_changes(&before, &after).unwrap();
+    assert_eq!(
+        applied,
+        [
+            "[nginx] watch",
+            "[nginx] stop_timeout_ms",
+            "[nginx] reload_timeout_ms",
+            "[nginx] watch_debounce_ms",
+            "[health] interval_ms",
+            "[health] http"
+        ]
+    );
+}
+
+#[test]
+fn reload_rejects_every_key_that_needs_a_restart_by_name() {
+    let before = format!("[nginx]\nconfig = \"/etc/nginx/nginx.conf\"\n[health]\nfall = 2\n{ROUTER}");
+    let after = before
+        .replace("/etc/nginx/nginx.conf", "/etc/nginx/other.conf")
+        .replace("fall = 2", "fall = 3\n[daemon]\nmetrics_listen = \"127.0.0.1:9612\"")
+        .replace("priority = 100", "priority = 90");
+    let RestartNeeded(keys) = reload_changes(&before, &after).unwrap_err();
+    assert_eq!(keys, ["[nginx] config", "[daemon] metrics_listen", "[[vrrp]] \"VI_1\" priority"]);
+    let message = RestartNeeded(keys).to_string();
+    assert!(message.contains("restart it (`systemctl restart nginx-ha`)"), "{message}");
+    assert!(message.contains("hands the VIPs to the peer") && message.contains("nothing was changed"), "{message}");
+
+    let second = ROUTER.replace("VI_1", "VI_2").replace("vrid = 151", "vrid = 152");
+    let RestartNeeded(keys) = reload_changes(ROUTER, &second).unwrap_err();
+    assert_eq!(keys, ["[[vrrp]] \"VI_2\" (added)", "[[vrrp]] \"VI_1\" (removed)"]);
+    let RestartNeeded(keys) = reload_changes("", "[nginx]\npid_file = \"/run/x.pid\"\n").unwrap_err();
+    assert_eq!(keys, ["[nginx] pid_file"]);
+    let message = RestartNeeded(keys).to_string();
+    assert!(
+        message.starts_with("[nginx] pid_file changed; this key takes effect only when nginx-ha restarts"),
+        "{message}"
+    );
+}

@@ -185,7 +185,11 @@ fn validate_router(i: usize, router: &VrrpConfig, report: &mut impl FnMut(Vec<St
                 }
                 Ok(addr) if family.is_some_and(|v4| v4 != addr.is_ipv4()) => report(
                     path,
-                    format!("[{name}] unicast peer `{peer}` is not of the same address family as the virtual_ips"),
+                    format!(
+                        "[{name}] unicast peer `{peer}` is not of the same address family as the virtual_ips; list the peer's {} address, e.g. \"{}\"",
+                        if addr.is_ipv4() { "IPv6" } else { "IPv4" },
+                        if addr.is_ipv4() { "fd00::2" } else { "198.18.0.2" }
+                    ),
                 ),
                 Ok(_) => {}
             }
@@ -199,7 +203,10 @@ fn validate_router(i: usize, router: &VrrpConfig, report: &mut impl FnMut(Vec<St
     {
         report(
             at("notify"),
-            format!("[{name}] notify `{}` must be an absolute path (it runs without a shell)", notify.display()),
+            format!(
+                "[{name}] notify `{}` must be an absolute path (it runs without a shell), e.g. \"/usr/local/bin/nginx-ha-notify\"",
+                notify.display()
+            ),
         );
     }
 }
@@ -263,7 +270,11 @@ fn validate_router_uniqueness(config: &Config, report: &mut impl FnMut(Vec<Step>
         if !names.insert(router.name.as_str()) {
             report(
                 vec![Key("vrrp"), Index(i), Key("name")],
-                format!("name `{}` is used by another [[vrrp]]; names must be unique", router.name),
+                format!(
+                    "name `{}` is used by another [[vrrp]]; names must be unique: rename one, e.g. \"VI_{}\"",
+                    router.name,
+                    i + 1
+                ),
             );
         }
         let ipv4 = router.vips().first().is_none_or(|net| matches!(net, ipnet::IpNet::V4(_)));
@@ -288,7 +299,13 @@ fn validate_aliases(config: &Config, report: &mut impl FnMut(Vec<Step>, String))
             Err(message) => report(at("address"), message),
             Ok(net) => {
                 if !seen.insert((net, alias.interface.clone())) {
-                    report(at("address"), format!("alias {} on {} is declared twice", alias.address, alias.interface));
+                    report(
+                        at("address"),
+                        format!(
+                            "alias {} on {} is declared twice; remove one of the two [[alias]] tables",
+                            alias.address, alias.interface
+                        ),
+                    );
                 }
                 if let Some(label) = &alias.label {
                     if net.addr().is_ipv6() {

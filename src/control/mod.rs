@@ -23,16 +23,22 @@ pub struct Response {
     pub error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<serde_json::Value>,
+    /// The nginx-ha settings a reload applied, as `[table] key`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub applied: Vec<String>,
 }
 
 impl Response {
     pub fn ok() -> Response {
-        Response { ok: true, error: None, status: None }
+        Response { ok: true, error: None, status: None, applied: Vec::new() }
+    }
+    pub fn applied(keys: Vec<String>) -> Response {
+        Response { applied: keys, ..Response::ok() }
     }
     pub fn error(message: impl Into<String>) -> Response {
-        Response { ok: false, error: Some(message.into()), status: None }
+        Response { ok: false, error: Some(message.into()), ..Response::ok() }
     }
     pub fn status(document: serde_json::Value) -> Response {
-        Response { ok: true, error: None, status: Some(document) }
+        Response { status: Some(document), ..Response::ok() }
     }
 }

@@ -122,7 +122,7 @@ impl Daemon {
                 // Answer from a task: a reload can take a while and the loop must go on.
                 tokio::spawn(async move {
                     let response = match done_rx.await {
-                        Ok(Ok(())) => Response::ok(),
+                        Ok(Ok(applied)) => Response::applied(applied),
                         Ok(Err(e)) => Response::error(e),
                         Err(_) => Response::error("nginx-ha is shutting down"),
                     };
@@ -142,34 +142,32 @@ impl Daemon {
         serde_json::to_value(document).unwrap_or_default()
     }
 
-    /// Re-reads nginx-ha's own config, then tests and reloads nginx.
-    async fn reload(&mut self, done: oneshot::Sender<Result<(), String>>) {
+    /// Re-reads nginx-ha's own config and applies what changed, or rejects it all if a key
+    /// needs a restart; then tests and reloads nginx. Answers with the nginx-ha keys applied.
+    async fn reload(&mut self, done: oneshot::Sender<Result<Vec<String>, String>>) {
         let commands = self.supervisor.commands.clone();
-        let new_config = match Config::load(&self.config_path) {
-            Ok(config) => config,
-            Err(errors) => {
-                let error = format!("nginx-ha config rejected, the running config stays:\n{errors}");
-                let _ = commands.send(Command::RejectOwnConfig { error, reply: done }).await;
-                return;
+        let (reply, finished) = oneshot::channel();
+        let checked = Config::load(&self.config_path)
+            .map_err(|errors| format!("nginx-ha config rejected, the running config stays:\n{errors}"))
+            .and_then(|new| Ok((self.config.reload_changes(&new).map_err(|e| e.to_string())?, new)));
+        let applied = match checked {
+            Ok((applied, new_config)) => {
+                if !applied.is_empty() {
+                    info!(keys = %applied.join(", "), "applying changed nginx-ha settings");
+                    let live = SupervisorConfig::from_config(&new_config).live();
+                    let _ = commands.send(Command::Reconfigure(live)).await;
+                }
+                self.config = new_config;
+                let _ = commands.send(Command::Reload { reply }).await;
+                applied
+            }
+            Err(error) => {
+                // Through the supervisor, which shows it in the status document's config_error.
+                let _ = commands.send(Command::RejectOwnConfig { error, reply }).await;
+                Vec::new()
             }
         };
-        if let Some(reason) = needs_restart(&self.config, &new_config) {
-            let error =
-                format!("{reason}; restart nginx-ha to apply it (`systemctl restart nginx-ha`); nothing was changed");
-            let _ = commands.send(Command::RejectOwnConfig { error, reply: done }).await;
-            return;
-        }
-        if new_config.health != self.config.health || new_config.nginx != self.config.nginx {
-            let fresh = SupervisorConfig::from_config(&new_config);
-            let update = Command::UpdateHealth {
-                policy: fresh.policy,
-                prober: fresh.prober,
-                probe_interval: fresh.probe_interval,
-            };
-            let _ = commands.send(update).await;
-        }
-        self.config = new_config;
-        let _ = commands.send(Command::Reload { reply: done }).await;
+        tokio::spawn(answer(finished, done, applied));
     }
 
     /// READY=1 once nginx has started (or could not), so `systemctl start` returns then.
@@ -185,29 +183,22 @@ impl Daemon {
     }
 }
 
-/// Settings a running nginx cannot take over without a restart of nginx-ha.
-fn needs_restart(old: &Config, new: &Config) -> Option<String> {
-    let (o, n) = (&old.nginx, &new.nginx);
-    if o.binary_path() != n.binary_path() {
-        return Some(format!(
-            "[nginx] binary changed from {} to {}",
-            o.binary_path().display(),
-            n.binary_path().display()
-        ));
-    }
-    if o.config != n.config {
-        return Some(format!("[nginx] config changed from {} to {}", o.config.display(), n.config.display()));
-    }
-    if o.pid_file != n.pid_file {
-        return Some("[nginx] pid_file changed".into());
-    }
-    if old.daemon != new.daemon {
-        return Some("[daemon] settings changed".into());
-    }
-    if old.vrrp != new.vrrp {
-        return Some("[[vrrp]] settings changed (they apply at a restart of nginx-ha, which hands the VIPs to the peer meanwhile)".into());
-    }
-    None
+/// Passes the supervisor's answer on; a rejected nginx reload says that nginx-ha's own changed
+/// settings were applied all the same (they do not depend on the nginx config).
+async fn answer(
+    finished: oneshot::Receiver<Result<(), String>>,
+    done: oneshot::Sender<Result<Vec<String>, String>>,
+    applied: Vec<String>,
+) {
+    let result = match finished.await {
+        Ok(Ok(())) => Ok(applied),
+        Ok(Err(e)) if applied.is_empty() => Err(e),
+        Ok(Err(e)) => {
+            Err(format!("{e}\n(the changed nginx-ha settings were applied all the same: {})", applied.join(", ")))
+        }
+        Err(_) => Err("nginx-ha is shutting down".to_string()),
+    };
+    let _ = done.send(result);
 }
 
 /// Half the systemd watchdog timeout, when systemd asked for pings.

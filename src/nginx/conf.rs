@@ -42,12 +42,12 @@ pub async fn test(binary: &Path, config: &Path) -> Result<(), ConfError> {
     if output.status.success() {
         return Ok(());
     }
-    Err(ConfError::Invalid(explain(&String::from_utf8_lossy(&output.stderr))))
+    Err(ConfError::Invalid(explain(&String::from_utf8_lossy(&output.stderr), config)))
 }
 
 /// nginx's error text without its timestamp and pid prefix or the closing "test failed"
 /// line, with a hint where nginx-ha knows the cause better.
-fn explain(stderr: &str) -> String {
+fn explain(stderr: &str, config: &Path) -> String {
     let lines: Vec<String> = stderr
         .lines()
         .filter(|line| {
@@ -60,6 +60,10 @@ fn explain(stderr: &str) -> String {
     {
         format!(
             "{text}\nhint: nginx-ha runs nginx in the foreground itself (-g '{FOREGROUND}'); remove the `daemon` and `master_process` directives from the nginx config"
+        )
+    } else if text.contains(&format!("open() \"{}\" failed", config.display())) {
+        format!(
+            "{text}\nhint: nginx cannot read its main config file; set [nginx] config to the nginx config file, e.g. \"/etc/nginx/nginx.conf\""
         )
     } else {
         text
@@ -95,7 +99,7 @@ pub async fn dump(binary: &Path, config: &Path) -> Result<ConfigDump, ConfError>
     )
     .await?;
     if !output.status.success() {
-        return Err(ConfError::Invalid(explain(&String::from_utf8_lossy(&output.stderr))));
+        return Err(ConfError::Invalid(explain(&String::from_utf8_lossy(&output.stderr), config)));
     }
     let prefix = compiled_default(binary, "--prefix=").await;
     Ok(parse_dump(&String::from_utf8_lossy(&output.stdout), config, prefix.as_deref()))
@@ -243,6 +247,7 @@ mod tests {
     fn error_text_loses_timestamps_and_the_failed_line() {
         let message = explain(
             "2026/11/25 10:47:26 [emerg] 14075#14075: unknown directive \"lisen\" in /x/site.conf:1\nnginx: configuration file /x/nginx.conf test failed\n",
+            Path::new("/x/nginx.conf"),
         );
         assert_eq!(message, "[emerg] unknown directive \"lisen\" in /x/site.conf:1");
     }
@@ -251,11 +256,24 @@ mod tests {
     fn duplicate_daemon_gets_a_hint() {
         let message = explain(
             "nginx: [emerg] \"daemon\" directive is duplicate in /etc/nginx/nginx.conf:3\nnginx: configuration file /etc/nginx/nginx.conf test failed\n",
+            Path::new("/etc/nginx/nginx.conf"),
         );
         assert!(
             message.starts_with("nginx: [emerg] \"daemon\" directive is duplicate in /etc/nginx/nginx.conf:3\nhint:"),
             "{message}"
         );
         assert!(message.contains("remove the `daemon`"), "{message}");
+    }
+
+    #[test]
+    fn a_missing_main_config_says_which_key_names_it() {
+        let message = explain(
+            "nginx: [emerg] open() \"/x/nginx.conf\" failed (2: No such file or directory)\n",
+            Path::new("/x/nginx.conf"),
+        );
+        assert!(message.contains("\nhint:") && message.contains("set [nginx] config"), "{message}");
+        let included =
+            "nginx: [emerg] open() \"/x/mime.types\" failed (2: No such file or directory) in /x/nginx.conf:3\n";
+        assert!(!explain(included, Path::new("/x/nginx.conf")).contains("hint"), "an included file is nginx's to name");
     }
 }

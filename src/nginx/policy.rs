@@ -75,6 +75,8 @@ pub enum Event {
     ConfigTested(Result<(), String>),
     /// A new generation of workers appeared after HUP.
     ReloadConfirmed,
+    /// `nginx-ha reload` changed the health or reload settings: they apply from now on.
+    Reconfigured(PolicyConfig),
     /// `next_deadline()` has passed.
     Timer,
     Shutdown,
@@ -252,6 +254,7 @@ impl Policy {
                 }
             }
             Event::Timer => self.timer(now, actions),
+            Event::Reconfigured(config) => self.reconfigure(config),
             Event::Shutdown => {
                 self.shutting_down = true;
                 self.restart_at = None;
@@ -286,6 +289,17 @@ impl Policy {
             }
             _ => {}
         }
+    }
+
+    /// Rise/fall counting starts afresh. Without probes health is liveness alone at once; with
+    /// new probes nginx keeps its health until `fall` of them fail (a reload must not flap VIPs).
+    /// A reload under way keeps the deadline it was given.
+    fn reconfigure(&mut self, config: PolicyConfig) {
+        if !config.probes {
+            self.probe_ok = true;
+        }
+        self.probe_streak = 0;
+        self.config = config;
     }
 
     fn crashed(&mut self, now: Instant, reason: String, actions: &mut Vec<Action>) {

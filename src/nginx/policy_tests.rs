@@ -327,3 +327,46 @@ fn backoff_values() {
     assert_eq!(backoff(10), Duration::from_secs(30));
     assert_eq!(backoff(u32::MAX), Duration::from_secs(30));
 }
+
+fn config(probes: bool, fall: u32, reload_timeout: Duration) -> PolicyConfig {
+    PolicyConfig { fall, rise: 2, probes, reload_timeout }
+}
+
+#[test]
+fn reconfigured_without_probes_health_is_liveness_at_once() {
+    let mut sim = Sim::running(true);
+    sim.on(Event::Probe { ok: true });
+    sim.on(Event::Probe { ok: true });
+    sim.on(Event::Probe { ok: false });
+    sim.on(Event::Probe { ok: false });
+    assert!(!sim.policy.status().healthy);
+    let reconfigured = sim.on(Event::Reconfigured(config(false, 2, Duration::from_secs(10))));
+    assert_eq!(reconfigured, vec![Action::Health(true)]);
+    assert!(!sim.policy.wants_probes());
+}
+
+#[test]
+fn reconfigured_with_new_probes_keeps_health_until_fall_failures_counted_afresh() {
+    let mut sim = Sim::running(false);
+    assert!(sim.policy.status().healthy);
+    assert_eq!(sim.on(Event::Reconfigured(config(true, 3, Duration::from_secs(10)))), vec![]);
+    assert!(sim.policy.wants_probes());
+    assert_eq!(sim.on(Event::Probe { ok: false }), vec![]);
+    assert_eq!(sim.on(Event::Probe { ok: false }), vec![], "the new fall (3), not the old (2)");
+    assert_eq!(sim.on(Event::Probe { ok: false }), vec![Action::Health(false)]);
+}
+
+#[test]
+fn reconfigured_reload_timeout_applies_to_the_next_reload() {
+    let mut sim = Sim::running(false);
+    sim.on(Event::Reconfigured(config(false, 2, Duration::from_millis(300))));
+    sim.on(Event::ReloadRequested { ticket: 1 });
+    let start = sim.now;
+    assert_eq!(sim.on(Event::ConfigTested(Ok(()))), vec![Action::SignalReload]);
+    let actions = sim.fire();
+    assert_eq!(sim.now - start, Duration::from_millis(300));
+    assert!(
+        matches!(&actions[..], [Action::ReloadFinished { result: Err(e), .. }] if e.contains("within 300 ms")),
+        "{actions:?}"
+    );
+}

@@ -66,6 +66,31 @@ impl SupervisorConfig {
     }
 }
 
+/// The part of [`SupervisorConfig`] a running supervisor takes over (`nginx-ha reload`); the
+/// binary, the nginx config path and the pid file need a restart of nginx-ha.
+#[derive(Debug, Clone)]
+pub struct LiveSettings {
+    pub watch: bool,
+    pub debounce: Duration,
+    pub stop_timeout: Duration,
+    pub policy: PolicyConfig,
+    pub prober: Option<Prober>,
+    pub probe_interval: Duration,
+}
+
+impl SupervisorConfig {
+    pub fn live(&self) -> LiveSettings {
+        LiveSettings {
+            watch: self.watch,
+            debounce: self.debounce,
+            stop_timeout: self.stop_timeout,
+            policy: self.policy.clone(),
+            prober: self.prober.clone(),
+            probe_interval: self.probe_interval,
+        }
+    }
+}
+
 /// The `nginx` part of the status document.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct NginxStatus {
@@ -91,12 +116,8 @@ pub enum Command {
         error: String,
         reply: oneshot::Sender<Result<(), String>>,
     },
-    /// Apply changed health settings (from `nginx-ha reload`).
-    UpdateHealth {
-        policy: PolicyConfig,
-        prober: Option<Prober>,
-        probe_interval: Duration,
-    },
+    /// Apply changed settings (from `nginx-ha reload`); sent before the `Reload` it goes with.
+    Reconfigure(LiveSettings),
     Shutdown,
 }
 
@@ -283,15 +304,35 @@ impl Supervisor {
                 let ticket = self.ticket(reply);
                 self.feed(Event::OwnConfigRejected { ticket, error }).await;
             }
-            Command::UpdateHealth { policy, prober, probe_interval } => {
-                // Rise/fall counters start afresh with the new settings.
-                self.config.policy = policy;
-                self.config.prober = prober;
-                self.config.probe_interval = probe_interval;
-                self.next_probe = None;
-                self.schedule_probe();
-            }
+            Command::Reconfigure(live) => self.reconfigure(live).await,
             Command::Shutdown => self.begin_stop().await,
+        }
+    }
+
+    async fn reconfigure(&mut self, live: LiveSettings) {
+        let LiveSettings { watch, debounce, stop_timeout, policy, prober, probe_interval } = live;
+        let watched = self.config.watch;
+        self.config.watch = watch;
+        // A debounce or stop already under way keeps the time it was given.
+        self.config.debounce = debounce;
+        self.config.stop_timeout = stop_timeout;
+        self.config.policy = policy.clone();
+        self.config.prober = prober;
+        self.config.probe_interval = probe_interval;
+        // The next probe (if any) goes out at once, with the new prober and then the new interval.
+        self.next_probe = None;
+        self.feed(Event::Reconfigured(policy)).await;
+        match (watched, watch) {
+            (true, false) => {
+                self.watcher = None;
+                self.debounce_until = None;
+                info!("watch = false: nginx config changes are no longer reloaded until `nginx-ha reload`");
+            }
+            (false, true) if self.create_watcher() => {
+                info!("watch = true: nginx config changes are reloaded again");
+                self.refresh_watch();
+            }
+            _ => {}
         }
     }
 
@@ -597,6 +638,8 @@ impl Supervisor {
                 self.next_probe = Some(Instant::now() + self.config.probe_interval);
                 self.feed(Event::Probe { ok: result.is_ok() }).await;
             }
+            // Queued before watch was turned off.
+            Internal::FileChanged(_) if self.watcher.is_none() => {}
             Internal::FileChanged(path) => {
                 debug!(path = %path.display(), "nginx config file changed");
                 self.debounce_until = Some(Instant::now() + self.config.debounce);
@@ -667,15 +710,21 @@ impl Supervisor {
     }
 
     async fn start_watching(&mut self) {
-        if !self.config.watch {
-            return;
+        if self.config.watch && self.create_watcher() {
+            let dump = watch_set(&self.config.binary, &self.config.config).await;
+            self.apply_watch_set(&dump);
         }
+    }
+
+    /// An inotify watcher feeding `Internal::FileChanged`, watching nothing yet. Dropping it
+    /// (watch = false) ends the forwarding task.
+    fn create_watcher(&mut self) -> bool {
         let (tx, mut rx) = mpsc::unbounded_channel();
         match ConfigWatcher::new(tx) {
             Ok(watcher) => self.watcher = Some(watcher),
             Err(e) => {
                 warn!("{e}; config changes will not trigger a reload (use `nginx-ha reload`)");
-                return;
+                return false;
             }
         }
         let internal = self.internal_tx.clone();
@@ -686,8 +735,7 @@ impl Supervisor {
                 }
             }
         });
-        let dump = watch_set(&self.config.binary, &self.config.config).await;
-        self.apply_watch_set(&dump);
+        true
     }
 
     fn apply_watch_set(&mut self, dump: &ConfigDump) {

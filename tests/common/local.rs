@@ -69,6 +69,13 @@ impl Setup {
         self.write("sites/site.conf", &self.site(body));
     }
 
+    /// Replaces `from` (which must be there) by `to` in file `name`.
+    pub fn edit(&self, name: &str, from: &str, to: &str) {
+        let text = std::fs::read_to_string(self.path(name)).unwrap();
+        assert!(text.contains(from), "{name} has no {from:?}:\n{text}");
+        self.write(name, &text.replacen(from, to, 1));
+    }
+
     pub fn config(&self) -> PathBuf {
         self.path("nginx-ha.toml")
     }
