@@ -477,7 +477,8 @@ def measure_outage(lab, client, vips, event, seconds, lead=1.0):
         seen = json.loads(out)
         polls = seen["polls"]
         failed = sum(1 for p in polls if p[2] is None and p[0] >= at - POLL_TIMEOUT)
-        results.append((outages(polls, at), failed, seen["adverts"]))
+        last_body = next((p[2] for p in sorted(polls, reverse=True) if p[2] is not None), None)
+        results.append((outages(polls, at), failed, seen["adverts"], last_body))
     return at, results
 
 
@@ -505,7 +506,7 @@ def failover(args, title, kinds, routers, event_name, seconds, expect=None, heal
                 events = {"kill": lambda: a.signal_nginx(signal.SIGKILL),
                           "stop": lambda: a.signal_nginx(signal.SIGSTOP),
                           "link": a.cut_link}
-                at, [(runs, failed, adverts)] = measure_outage(lab, client, [VIP], events[event_name], seconds)
+                at, [(runs, failed, adverts, last_body)] = measure_outage(lab, client, [VIP], events[event_name], seconds)
                 failed_polls.append(failed)
                 if not runs:
                     print(f"  {kind} rep {rep + 1}: no outage seen (?)")
@@ -526,6 +527,7 @@ def failover(args, title, kinds, routers, event_name, seconds, expect=None, heal
                 if len(runs) > 1 and runs[1][1] is not None:
                     back.append(runs[1][1] - runs[1][0])
                     line += f"; failback to {runs[1][2]}: {1000 * (runs[1][1] - runs[1][0]):.0f} ms"
+                line += f"; answered by {last_body} at the end"
                 print(line, flush=True)
             finally:
                 lab.close()
@@ -623,7 +625,7 @@ def scenario_vips(args):
                 lab, a, _b, client = cluster(args, kind, routers, client_routes=["198.19.0.0/16"])
                 try:
                     wait_until("A answering on the last VIP", lambda: all_from(poll(client, watched, 0.05), "A"), 30)
-                    _at, [(runs, _failed, _adverts)] = measure_outage(lab, client, [watched],
+                    _at, [(runs, _failed, _adverts, _last)] = measure_outage(lab, client, [watched],
                                                             lambda: a.signal_nginx(signal.SIGKILL), 4.0)
                     if runs and runs[0][1] is not None:
                         times.append(runs[0][1] - runs[0][0])

@@ -90,6 +90,9 @@ pub struct ConfigDump {
     /// `include` patterns (globs), to notice files added to an included directory.
     pub include_patterns: Vec<PathBuf>,
     pub pid_file: Option<PathBuf>,
+    /// `worker_processes` as a number (nginx's default is 1); None for `auto`, whose count
+    /// depends on how this nginx version counts CPUs.
+    pub worker_processes: Option<usize>,
 }
 
 pub async fn dump(binary: &Path, config: &Path) -> Result<ConfigDump, ConfError> {
@@ -107,7 +110,7 @@ pub async fn dump(binary: &Path, config: &Path) -> Result<ConfigDump, ConfError>
 
 /// Parses `nginx -T` output: "# configuration file PATH:" headers followed by each file's text.
 pub fn parse_dump(text: &str, main: &Path, prefix: Option<&Path>) -> ConfigDump {
-    let mut dump = ConfigDump::default();
+    let mut dump = ConfigDump { worker_processes: Some(1), ..ConfigDump::default() };
     let config_dir = main.parent().map(Path::to_path_buf).unwrap_or_default();
     for line in text.lines() {
         if let Some(path) = line.strip_prefix("# configuration file ").and_then(|rest| rest.strip_suffix(':')) {
@@ -118,6 +121,8 @@ pub fn parse_dump(text: &str, main: &Path, prefix: Option<&Path>) -> ConfigDump 
         if let Some(argument) = directive_argument(statement, "include") {
             // nginx resolves relative includes against the config prefix (the main file's dir).
             dump.include_patterns.push(config_dir.join(argument));
+        } else if let Some(argument) = directive_argument(statement, "worker_processes") {
+            dump.worker_processes = argument.parse().ok();
         } else if let Some(argument) = directive_argument(statement, "pid") {
             let path = PathBuf::from(argument);
             dump.pid_file = Some(match prefix {
@@ -235,6 +240,14 @@ mod tests {
         let dump = parse_dump("pid logs/nginx.pid;\n", Path::new("/x/nginx.conf"), Some(Path::new("/usr/share/nginx")));
         assert_eq!(dump.pid_file, Some(PathBuf::from("/usr/share/nginx/logs/nginx.pid")));
         assert_eq!(dump.files, vec![PathBuf::from("/x/nginx.conf")]);
+    }
+
+    #[test]
+    fn worker_processes_is_the_expected_worker_count() {
+        let main = Path::new("/x/nginx.conf");
+        assert_eq!(parse_dump("worker_processes 8;\n", main, None).worker_processes, Some(8));
+        assert_eq!(parse_dump("events {}\n", main, None).worker_processes, Some(1), "nginx's default");
+        assert_eq!(parse_dump("worker_processes auto;\n", main, None).worker_processes, None);
     }
 
     #[test]

@@ -29,6 +29,9 @@ const READY_POLL: Duration = Duration::from_millis(5);
 const RESCAN_POLL: Duration = Duration::from_millis(20);
 const RESCAN_FOR: Duration = Duration::from_secs(3);
 const SETTLE_POLL: Duration = Duration::from_millis(5);
+/// How long to wait for the number of workers the config asks for before settling for a
+/// stable scan (the count may be wrong: `auto`, or a reload that changed it).
+const SETTLE_FOR: Duration = Duration::from_secs(1);
 /// Lines of nginx's stderr kept to explain an exit.
 const STDERR_TAIL: usize = 5;
 
@@ -193,6 +196,9 @@ struct Supervisor {
     internal_tx: mpsc::UnboundedSender<Internal>,
     internal_rx: mpsc::UnboundedReceiver<Internal>,
     watcher: Option<ConfigWatcher>,
+    /// `worker_processes` of the config nginx was last started or reloaded with, from
+    /// `nginx -T`: how many workers make a complete generation.
+    expected_workers: Option<usize>,
     debounce_until: Option<Instant>,
     next_probe: Option<Instant>,
     probe_in_flight: bool,
@@ -223,6 +229,7 @@ impl Supervisor {
             internal_tx,
             internal_rx,
             watcher: None,
+            expected_workers: None,
             debounce_until: None,
             next_probe: None,
             probe_in_flight: false,
@@ -478,14 +485,16 @@ impl Supervisor {
         every: Duration,
         for_at_most: Duration,
     ) {
-        let (tx, generation) = (self.internal_tx.clone(), self.generation);
+        let (tx, generation, expected) = (self.internal_tx.clone(), self.generation, self.expected_workers);
         tokio::spawn(async move {
             let give_up = Instant::now() + for_at_most;
             let mut every = every;
             while Instant::now() < give_up {
                 let pids = process::workers_of(master);
                 if pids.iter().any(|pid| !known.contains(pid)) {
-                    let pids = settled_workers(master, pids).await;
+                    // After a reload only the new generation counts: the old one still runs.
+                    let old = if why == WorkersFound::ReloadConfirmed { known.clone() } else { HashSet::new() };
+                    let pids = settled_workers(master, pids, expected, &old).await;
                     let _ = tx.send(Internal::Workers { generation, pids, why });
                     return;
                 }
@@ -709,11 +718,13 @@ impl Supervisor {
         });
     }
 
+    /// Also reads what the config says, for the worker count, when not watching.
     async fn start_watching(&mut self) {
-        if self.config.watch && self.create_watcher() {
-            let dump = watch_set(&self.config.binary, &self.config.config).await;
-            self.apply_watch_set(&dump);
+        if self.config.watch {
+            self.create_watcher();
         }
+        let dump = watch_set(&self.config.binary, &self.config.config).await;
+        self.apply_watch_set(&dump);
     }
 
     /// An inotify watcher feeding `Internal::FileChanged`, watching nothing yet. Dropping it
@@ -739,6 +750,7 @@ impl Supervisor {
     }
 
     fn apply_watch_set(&mut self, dump: &ConfigDump) {
+        self.expected_workers = dump.worker_processes;
         if let Some(watcher) = &mut self.watcher
             && let Err(e) = watcher.set(dump)
         {
@@ -746,11 +758,9 @@ impl Supervisor {
         }
     }
 
-    /// Included files may have changed with the config: ask nginx again what it reads.
+    /// Included files (and the worker count) may have changed with the config: ask nginx
+    /// again what it reads.
     fn refresh_watch(&self) {
-        if self.watcher.is_none() {
-            return;
-        }
         let (binary, config, tx) = (self.config.binary.clone(), self.config.config.clone(), self.internal_tx.clone());
         tokio::spawn(async move {
             let _ = tx.send(Internal::Dumped(watch_set(&binary, &config).await));
@@ -852,17 +862,27 @@ impl Supervisor {
     }
 }
 
-/// Rescans until two scans in a row agree (at most ~0.5 s): the full set of new workers.
-async fn settled_workers(master: i32, mut pids: Vec<i32>) -> Vec<i32> {
-    for _ in 0..100 {
+/// Rescans until the set of workers is complete: as many (not counting `old`) as the config
+/// asks for — nginx forks them one by one, slowly on a loaded machine — or, when that number
+/// is unknown or not reached within [`SETTLE_FOR`], until two scans in a row agree.
+async fn settled_workers(master: i32, mut pids: Vec<i32>, expected: Option<usize>, old: &HashSet<i32>) -> Vec<i32> {
+    let counted = |pids: &[i32]| pids.iter().filter(|pid| !old.contains(pid)).count();
+    let give_up = Instant::now() + SETTLE_FOR;
+    loop {
+        if expected.is_some_and(|wanted| counted(&pids) >= wanted) {
+            return pids;
+        }
         tokio::time::sleep(SETTLE_POLL).await;
         let again = process::workers_of(master);
-        if again == pids {
-            break;
-        }
+        let stable = again == pids;
         pids = again;
+        if stable && (expected.is_none() || Instant::now() >= give_up) {
+            return pids;
+        }
+        if Instant::now() >= give_up + SETTLE_FOR {
+            return pids;
+        }
     }
-    pids
 }
 
 /// The files to watch: what nginx says it reads, or what a scan finds if nginx rejects it.

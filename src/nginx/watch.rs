@@ -114,6 +114,7 @@ mod tests {
                 files: vec![main.clone()],
                 include_patterns: vec![sites.join("*.conf")],
                 pid_file: None,
+                worker_processes: Some(1),
             })
             .unwrap();
 
