@@ -349,8 +349,19 @@ fn every_worker_is_tracked_and_a_reload_is_confirmed_by_new_ones_only() {
         new.iter().all(|pid| !old.contains(pid)),
         "the reload is confirmed by new workers only: {old:?} -> {new:?}"
     );
-    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        pids(&after["draining_pids"]).iter().all(|pid| old.contains(pid)),
+        "only old workers are draining: {after}"
+    );
+    // The old generation drains (idle: at once) and status stops listing it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !pids(&daemon.nginx()["draining_pids"]).is_empty() {
+        assert!(std::time::Instant::now() < deadline, "old workers still draining: {}", daemon.nginx());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(old.iter().all(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists()), "old workers are gone");
     assert_eq!(daemon.nginx()["worker_exits"], 0, "old workers draining after a reload are not crashes");
+    assert!(daemon.log_text().contains("the old nginx workers have drained"), "{}", daemon.log_text());
 }
 
 #[test]

@@ -101,6 +101,8 @@ pub struct NginxStatus {
     pub healthy: bool,
     pub master_pid: Option<i32>,
     pub worker_pids: Vec<i32>,
+    /// Workers of the previous config still finishing their requests after a reload.
+    pub draining_pids: Vec<i32>,
     pub restarts: u64,
     pub config_error: Option<String>,
     pub worker_exits: u64,
@@ -148,6 +150,7 @@ fn initial_status(policy: &Policy) -> NginxStatus {
         healthy: false,
         master_pid: None,
         worker_pids: Vec::new(),
+        draining_pids: Vec::new(),
         restarts: 0,
         config_error: None,
         worker_exits: 0,
@@ -592,6 +595,9 @@ impl Supervisor {
                 master.workers.remove(&pid);
                 if master.draining.remove(&pid) {
                     debug!(pid, "old worker finished draining");
+                    if master.draining.is_empty() {
+                        info!("the old nginx workers have drained; the reload is complete");
+                    }
                 } else if !master.pidfd.has_exited() && !self.stopping {
                     warn!(pid, "nginx worker exited; the master respawns it");
                     let (master_pid, known) = (master.pidfd.pid(), master.workers.keys().copied().collect());
@@ -833,20 +839,22 @@ impl Supervisor {
 
     fn publish(&self) {
         let policy = self.policy.status();
-        let (master_pid, worker_pids) = match &self.master {
+        let (master_pid, worker_pids, draining_pids) = match &self.master {
             Some(master) => {
-                let mut workers: Vec<i32> =
-                    master.workers.keys().filter(|pid| !master.draining.contains(pid)).copied().collect();
+                let (mut draining, mut workers): (Vec<i32>, Vec<i32>) =
+                    master.workers.keys().copied().partition(|pid| master.draining.contains(pid));
                 workers.sort_unstable();
-                (Some(master.pidfd.pid()), workers)
+                draining.sort_unstable();
+                (Some(master.pidfd.pid()), workers, draining)
             }
-            None => (None, Vec::new()),
+            None => (None, Vec::new(), Vec::new()),
         };
         let status = NginxStatus {
             state: policy.state,
             healthy: policy.healthy,
             master_pid,
             worker_pids,
+            draining_pids,
             restarts: policy.restarts,
             config_error: policy.config_error,
             worker_exits: policy.worker_exits,
