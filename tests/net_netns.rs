@@ -4,10 +4,11 @@
 mod common;
 
 use std::{
+    io::Read,
     net::{IpAddr, UdpSocket},
     sync::mpsc,
     thread::JoinHandle,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use common::netns::{Bridge, NetNs, ip_in, join, mac_of, wait_until};
@@ -17,6 +18,7 @@ use nginx_ha::{
     net::{self, Added, Family, Net, NetError, NetEvent, NetEvents, OWNER_PROTO, Removed},
     vrrp::socket::{Received, VRRP_MULTICAST_V4, VRRP_MULTICAST_V6, VrrpSocket},
 };
+use socket2::{Domain, Protocol, Socket, Type};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -352,6 +354,55 @@ fn send_one(ns: &NetNs, family: Family, dst: IpAddr, source: Option<IpAddr>, pay
         socket.send(dst, payload).await.unwrap();
         src
     })
+}
+
+/// Captures on `ns` (packet socket) the first VRRP packet of `family` to arrive; the handle
+/// yields (TOS or traffic class, TTL or hop limit) from its IP header as it was on the wire,
+/// or `None` after `wait`. Returns once the capture is open.
+fn capture_vrrp_header(ns: &NetNs, family: Family, wait: Duration) -> JoinHandle<Option<(u8, u8)>> {
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let capture = ns.enter(move || {
+        // SOCK_DGRAM: the kernel strips the link-layer header, the IP header stays.
+        let all = i32::from((libc::ETH_P_ALL as u16).to_be());
+        let socket = Socket::new(Domain::PACKET, Type::DGRAM, Some(Protocol::from(all))).unwrap();
+        socket.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        ready_tx.send(()).unwrap();
+        let deadline = Instant::now() + wait;
+        let mut buffer = [0u8; 2048];
+        while Instant::now() < deadline {
+            let Ok(length) = (&socket).read(&mut buffer) else { continue };
+            let ip = &buffer[..length];
+            match family {
+                Family::V4 if length >= 20 && ip[0] >> 4 == 4 && ip[9] == 112 => return Some((ip[1], ip[8])),
+                Family::V6 if length >= 40 && ip[0] >> 4 == 6 && ip[6] == 112 => {
+                    return Some(((ip[0] << 4) | (ip[1] >> 4), ip[7]));
+                }
+                _ => {}
+            }
+        }
+        None
+    });
+    if ready_rx.recv_timeout(TIMEOUT).is_err() {
+        join(capture);
+        panic!("the capture did not open");
+    }
+    capture
+}
+
+#[test]
+fn vrrp_adverts_carry_tos_0xc0_and_ttl_255_on_the_wire() {
+    let (_bridge, a, b) = two_nodes();
+    for (family, dst) in [
+        (Family::V4, IpAddr::from(VRRP_MULTICAST_V4)),
+        (Family::V4, ip("198.18.0.2")),
+        (Family::V6, VRRP_MULTICAST_V6.into()),
+    ] {
+        let capture = capture_vrrp_header(&b, family, TIMEOUT);
+        send_one(&a, family, dst, None, b"advert");
+        let header = join(capture).unwrap_or_else(|| panic!("no VRRP packet to {dst} captured on B"));
+        // DSCP CS6 (network control) like keepalived; TTL 255 proves the sender is on the link.
+        assert_eq!(header, (0xc0, 255), "to {dst}: (TOS / traffic class, TTL / hop limit)");
+    }
 }
 
 #[test]

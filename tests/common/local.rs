@@ -1,12 +1,13 @@
 //! Drives the real nginx-ha binary with real nginx in a temp dir on loopback.
 //! Every process a test starts is stopped by pid when the test ends, even on panic.
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub use super::process::{BIN, PATIENCE, is_nginx, nginx_binary, signal};
-use super::process::{http_get, stop_child};
+use super::process::{http_exchange, http_get, stop_child};
 
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -86,7 +87,16 @@ impl Setup {
 
     pub fn start_with_env(&self, env: &[(&str, &str)]) -> Daemon {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.path("daemon.log")).unwrap();
-        let child = Command::new(BIN)
+        let mut command = Command::new(BIN);
+        // A fixed, common umask (022) whatever the runner's: modes the daemon sets must show.
+        // SAFETY: umask(2) is async-signal-safe.
+        unsafe {
+            command.pre_exec(|| {
+                libc::umask(0o022);
+                Ok(())
+            });
+        }
+        let child = command
             .args(["run", "-c"])
             .arg(self.config())
             .env("RUST_LOG", "debug")
@@ -188,14 +198,19 @@ impl Daemon {
 
     /// SIGTERM and wait for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
+        self.stop_with(libc::SIGTERM)
+    }
+
+    /// Sends `sig` to the daemon and waits (up to PATIENCE) for its exit status.
+    pub fn stop_with(&mut self, sig: i32) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("daemon running");
-        signal(child.id() as i32, libc::SIGTERM);
+        signal(child.id() as i32, sig);
         let deadline = Instant::now() + PATIENCE;
         loop {
             if let Some(status) = child.try_wait().unwrap() {
                 return status;
             }
-            assert!(Instant::now() < deadline, "daemon did not stop after SIGTERM:\n{}", self.log_text());
+            assert!(Instant::now() < deadline, "daemon did not stop after signal {sig}:\n{}", self.log_text());
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -224,6 +239,11 @@ pub fn get(port: u16) -> Option<String> {
     http_get(([127, 0, 0, 1], port).into(), Duration::from_secs(2))
 }
 
+/// One HTTP GET on loopback: the whole answer with status line and headers, or None.
+pub fn get_raw(port: u16) -> Option<String> {
+    http_exchange(([127, 0, 0, 1], port).into(), Duration::from_secs(2))
+}
+
 /// Waits until GET answers `body`.
 pub fn wait_body(port: u16, body: &str, log: impl Fn() -> String) {
     let deadline = Instant::now() + PATIENCE;
@@ -241,4 +261,15 @@ pub fn wait_body(port: u16, body: &str, log: impl Fn() -> String) {
 
 pub fn pids(value: &serde_json::Value) -> Vec<i32> {
     value.as_array().into_iter().flatten().filter_map(|p| p.as_i64()).map(|p| p as i32).collect()
+}
+
+/// Polls `condition` every 25 ms; panics with `what` and the log after PATIENCE.
+pub fn wait_until(what: &str, log: impl Fn() -> String, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !condition() {
+        if Instant::now() > deadline {
+            panic!("timed out waiting for {what}; log:\n{}", log());
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
 }

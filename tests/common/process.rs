@@ -46,10 +46,16 @@ pub fn stop_child(mut child: Child) {
 
 /// One HTTP/1.0 GET of `/`: the body of a 200 answer, trimmed, or None on any failure.
 pub fn http_get(address: SocketAddr, timeout: Duration) -> Option<String> {
+    let answer = http_exchange(address, timeout)?;
+    answer.starts_with("HTTP/1.1 200").then(|| answer.split("\r\n\r\n").nth(1).unwrap_or("").trim().to_string())
+}
+
+/// One HTTP/1.0 GET of `/`: the whole answer (status line, headers, body), or None on any failure.
+pub fn http_exchange(address: SocketAddr, timeout: Duration) -> Option<String> {
     let mut stream = TcpStream::connect_timeout(&address, timeout).ok()?;
     stream.set_read_timeout(Some(timeout)).ok()?;
     stream.write_all(b"GET / HTTP/1.0\r\nHost: test\r\n\r\n").ok()?;
     let mut answer = String::new();
     stream.read_to_string(&mut answer).ok()?;
-    answer.starts_with("HTTP/1.1 200").then(|| answer.split("\r\n\r\n").nth(1).unwrap_or("").trim().to_string())
+    Some(answer)
 }
