@@ -19,6 +19,7 @@ import asyncio
 import datetime
 import json
 import os
+import random
 import signal
 import statistics
 import subprocess
@@ -467,6 +468,9 @@ def measure_outage(lab, client, vips, event, seconds, lead=1.0):
     """Starts pollers on `vips`, runs `event()` after `lead` s. Returns the event time and per
     VIP: the outage runs after the event (see `outages`), the number of failed polls, and the
     adverts the client saw ([time, source, vrid, priority])."""
+    # A random phase against the 1 s cycles (adverts, keepalived's check script): a fixed one
+    # would show the same point of the cycle in every repetition.
+    lead += random.uniform(0.0, 1.0)
     pollers = [start_poller(client, vip, lead + seconds) for vip in vips]
     time.sleep(lead)
     at = time.monotonic()
