@@ -206,6 +206,46 @@ fn the_watch_set_follows_a_new_include_after_a_reload() {
 }
 
 #[test]
+fn a_file_created_while_the_watch_set_is_recomputed_is_not_missed() {
+    // nginx behind a wrapper whose `nginx -T` takes 1.5 s: the window between the reload (nginx
+    // has read its config) and the new watch set (from `nginx -T`) is wide open.
+    let setup = Setup::new("base");
+    let wrapper = setup.path("slow-dump-nginx");
+    setup.write(
+        "slow-dump-nginx",
+        &format!(
+            "#!/bin/sh
+case \" $* \" in *\" -T \"*) sleep 1.5 ;; esac
+exec {} \"$@\"\n",
+            nginx_binary()
+        ),
+    );
+    std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let toml = std::fs::read_to_string(setup.config()).unwrap();
+    setup.write("nginx-ha.toml", &toml.replace(nginx_binary(), &wrapper.display().to_string()));
+    let mut daemon = setup.start();
+    daemon.wait_serving();
+
+    std::fs::create_dir(setup.path("more")).unwrap();
+    let main = std::fs::read_to_string(setup.path("nginx.conf")).unwrap();
+    let include = format!("include {}/*.conf;\n  add_header X-Reloaded yes;", setup.path("more").display());
+    setup.write("nginx.conf", &main.replace("include ", &format!("{include}\n  include ")));
+    wait_until(
+        "the new include reloaded",
+        || daemon.log_text(),
+        || get_raw(setup.port).is_some_and(|answer| answer.contains("\r\nX-Reloaded: yes\r\n")),
+    );
+    // Inside the window: more/ is not watched yet, so this raises no event.
+    let port = free_port();
+    setup.write(
+        "more/extra.conf",
+        &format!("server {{ listen 127.0.0.1:{port}; location / {{ return 200 \"more\\n\"; }} }}\n"),
+    );
+    wait_body(port, "more", || daemon.log_text());
+    assert!(daemon.log_text().contains("changed while its watch was being updated"), "{}", daemon.log_text());
+}
+
+#[test]
 fn a_new_file_in_an_included_directory_is_picked_up() {
     let setup = Setup::new("base");
     let mut daemon = setup.start();

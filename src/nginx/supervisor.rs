@@ -202,6 +202,9 @@ struct Supervisor {
     /// `worker_processes` of the config nginx was last started or reloaded with, from
     /// `nginx -T`: how many workers make a complete generation.
     expected_workers: Option<usize>,
+    /// When nginx last read its config (spawn or HUP): a file of the new watch set changed
+    /// after that was not seen by the watch, which did not exist yet.
+    config_read_at: Option<std::time::SystemTime>,
     debounce_until: Option<Instant>,
     next_probe: Option<Instant>,
     probe_in_flight: bool,
@@ -233,6 +236,7 @@ impl Supervisor {
             internal_rx,
             watcher: None,
             expected_workers: None,
+            config_read_at: None,
             debounce_until: None,
             next_probe: None,
             probe_in_flight: false,
@@ -447,6 +451,7 @@ impl Supervisor {
             .env_remove("WATCHDOG_USEC")
             .env_remove("WATCHDOG_PID")
             .process_group(0);
+        self.config_read_at = Some(std::time::SystemTime::now());
         let mut child = process::spawn_owned(|| command.spawn(), |child: &Child| Some(child.id()))?;
         let pid = child.id() as i32;
         let pidfd = Arc::new(Pidfd::open(pid)?);
@@ -523,6 +528,7 @@ impl Supervisor {
             return;
         }
         info!(pid = master.pidfd.pid(), "config valid; sent HUP to nginx");
+        self.config_read_at = Some(std::time::SystemTime::now());
         master.draining.extend(old.iter().copied());
         let pid = master.pidfd.pid();
         self.poll_workers(
@@ -659,7 +665,15 @@ impl Supervisor {
                 debug!(path = %path.display(), "nginx config file changed");
                 self.debounce_until = Some(Instant::now() + self.config.debounce);
             }
-            Internal::Dumped(dump) => self.apply_watch_set(&dump),
+            Internal::Dumped(dump) => {
+                self.apply_watch_set(&dump);
+                // The watch set is recomputed after nginx read its config; a file created or
+                // changed in between (say in a newly included directory) raised no event.
+                if self.watcher.is_some() && self.config_read_at.is_some_and(|read| changed_since(&dump, read)) {
+                    info!("a file of the nginx config changed while its watch was being updated; reloading");
+                    self.feed(Event::ConfigChanged).await;
+                }
+            }
         }
     }
 
@@ -806,9 +820,7 @@ impl Supervisor {
     async fn config_changed_since_start(&self, pid: i32) -> bool {
         let Some(started) = process::start_time(pid) else { return false };
         let dump = watch_set(&self.config.binary, &self.config.config).await;
-        dump.files
-            .iter()
-            .any(|file| std::fs::metadata(file).and_then(|m| m.modified()).is_ok_and(|modified| modified > started))
+        changed_since(&dump, started)
     }
 
     fn adopt(&mut self, pidfd: Pidfd) {
@@ -891,6 +903,13 @@ async fn settled_workers(master: i32, mut pids: Vec<i32>, expected: Option<usize
             return pids;
         }
     }
+}
+
+/// Whether a file of `dump` was modified after `since`.
+fn changed_since(dump: &ConfigDump, since: std::time::SystemTime) -> bool {
+    dump.files
+        .iter()
+        .any(|file| std::fs::metadata(file).and_then(|m| m.modified()).is_ok_and(|modified| modified > since))
 }
 
 /// The files to watch: what nginx says it reads, or what a scan finds if nginx rejects it.

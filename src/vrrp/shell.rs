@@ -625,6 +625,8 @@ impl Notifier {
             while let Some((name, state)) = rx.recv().await {
                 let mut command = tokio::process::Command::new(&program);
                 command.arg(&name).arg(state.to_string()).stdin(std::process::Stdio::null()).kill_on_drop(true);
+                // Its own process group, so that a timeout kills what the hook started too.
+                command.process_group(0);
                 let child = crate::nginx::process::spawn_owned(|| command.spawn(), tokio::process::Child::id);
                 let mut child = match child {
                     Ok(child) => child,
@@ -644,6 +646,10 @@ impl Notifier {
                     Ok(Err(e)) => warn!(program = %program.display(), "notify program: {e}"),
                     Err(_) => {
                         warn!(program = %program.display(), "notify program still running after {} ms; killed", timeout.as_millis());
+                        if let Some(pid) = pid {
+                            let group = nix::unistd::Pid::from_raw(pid as i32);
+                            let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+                        }
                         let _ = child.kill().await;
                     }
                 }
