@@ -89,11 +89,7 @@ fn a_hung_nginx_becomes_unhealthy_and_recovers() {
     let setup = Setup::new("hang");
     let mut daemon = setup.start();
     let nginx = daemon.wait_serving();
-    let all: Vec<i32> =
-        std::iter::once(nginx["master_pid"].as_i64().unwrap() as i32).chain(pids(&nginx["worker_pids"])).collect();
-    for &pid in &all {
-        signal(pid, libc::SIGSTOP);
-    }
+    let all = signal_nginx(&nginx, libc::SIGSTOP);
     let stopped_at = Instant::now();
     let hung = daemon.wait_for("unhealthy", |n| n["healthy"] == false);
     // At worst fall (2) × (interval 200 ms + timeout 150 ms) = 0.7 s after the stop, plus the
@@ -165,6 +161,19 @@ fn inotify_watched_inodes(pid: i32) -> Vec<u64> {
         .collect()
 }
 
+/// Adds `include more/*.conf` (and a header) to the main nginx config and waits until nginx
+/// serves the header, i.e. the edit was reloaded.
+fn include_more(setup: &Setup, daemon: &Daemon) {
+    let main = std::fs::read_to_string(setup.path("nginx.conf")).unwrap();
+    let include = format!("include {}/*.conf;\n  add_header X-Reloaded yes;", setup.path("more").display());
+    setup.write("nginx.conf", &main.replace("include ", &format!("{include}\n  include ")));
+    wait_until(
+        "the new include reloaded",
+        || daemon.log_text(),
+        || get_raw(setup.port).is_some_and(|answer| answer.contains("\r\nX-Reloaded: yes\r\n")),
+    );
+}
+
 #[test]
 fn the_watch_set_follows_a_new_include_after_a_reload() {
     use std::os::unix::fs::MetadataExt;
@@ -175,15 +184,7 @@ fn the_watch_set_follows_a_new_include_after_a_reload() {
     let more = std::fs::metadata(setup.path("more")).unwrap().ino();
     assert!(!inotify_watched_inodes(daemon.pid()).contains(&more), "more/ is not part of the config yet");
 
-    // A new include in the main file; the header shows that the reload took.
-    let main = std::fs::read_to_string(setup.path("nginx.conf")).unwrap();
-    let include = format!("include {}/*.conf;\n  add_header X-Reloaded yes;", setup.path("more").display());
-    setup.write("nginx.conf", &main.replace("include ", &format!("{include}\n  include ")));
-    wait_until(
-        "the new include reloaded",
-        || daemon.log_text(),
-        || get_raw(setup.port).is_some_and(|answer| answer.contains("\r\nX-Reloaded: yes\r\n")),
-    );
+    include_more(&setup, &daemon);
     // The watch set is recomputed from `nginx -T` after the reload, asynchronously: a file
     // created before the new watch is in place would go unseen, so wait for it first.
     wait_until(
@@ -193,15 +194,9 @@ fn the_watch_set_follows_a_new_include_after_a_reload() {
     );
 
     let port = free_port();
-    setup.write(
-        "more/extra.conf",
-        &format!("server {{ listen 127.0.0.1:{port}; location / {{ return 200 \"more\\n\"; }} }}\n"),
-    );
+    setup.write("more/extra.conf", &site_on(port, "more"));
     wait_body(port, "more", || daemon.log_text());
-    setup.write(
-        "more/extra.conf",
-        &format!("server {{ listen 127.0.0.1:{port}; location / {{ return 200 \"more2\\n\"; }} }}\n"),
-    );
+    setup.write("more/extra.conf", &site_on(port, "more2"));
     wait_body(port, "more2", || daemon.log_text());
 }
 
@@ -227,20 +222,10 @@ exec {} \"$@\"\n",
     daemon.wait_serving();
 
     std::fs::create_dir(setup.path("more")).unwrap();
-    let main = std::fs::read_to_string(setup.path("nginx.conf")).unwrap();
-    let include = format!("include {}/*.conf;\n  add_header X-Reloaded yes;", setup.path("more").display());
-    setup.write("nginx.conf", &main.replace("include ", &format!("{include}\n  include ")));
-    wait_until(
-        "the new include reloaded",
-        || daemon.log_text(),
-        || get_raw(setup.port).is_some_and(|answer| answer.contains("\r\nX-Reloaded: yes\r\n")),
-    );
+    include_more(&setup, &daemon);
     // Inside the window: more/ is not watched yet, so this raises no event.
     let port = free_port();
-    setup.write(
-        "more/extra.conf",
-        &format!("server {{ listen 127.0.0.1:{port}; location / {{ return 200 \"more\\n\"; }} }}\n"),
-    );
+    setup.write("more/extra.conf", &site_on(port, "more"));
     wait_body(port, "more", || daemon.log_text());
     assert!(daemon.log_text().contains("changed while its watch was being updated"), "{}", daemon.log_text());
 }
@@ -251,10 +236,7 @@ fn a_new_file_in_an_included_directory_is_picked_up() {
     let mut daemon = setup.start();
     daemon.wait_serving();
     let port = free_port();
-    setup.write(
-        "sites/extra.conf",
-        &format!("server {{ listen 127.0.0.1:{port}; location / {{ return 200 \"extra\\n\"; }} }}\n"),
-    );
+    setup.write("sites/extra.conf", &site_on(port, "extra"));
     wait_body(port, "extra", || daemon.log_text());
 }
 
@@ -611,11 +593,7 @@ fn a_stopped_nginx_is_escalated_from_quit_to_term_to_kill_on_shutdown() {
     setup.write("nginx-ha.toml", &toml.replace("stop_timeout_ms = 3000", "stop_timeout_ms = 300"));
     let mut daemon = setup.start();
     let nginx = daemon.wait_serving();
-    let all: Vec<i32> =
-        std::iter::once(nginx["master_pid"].as_i64().unwrap() as i32).chain(pids(&nginx["worker_pids"])).collect();
-    for &pid in &all {
-        signal(pid, libc::SIGSTOP);
-    }
+    let all = signal_nginx(&nginx, libc::SIGSTOP);
     let asked = Instant::now();
     let status = daemon.terminate();
     let took = asked.elapsed();

@@ -154,7 +154,7 @@ impl Daemon {
             Ok((applied, new_config)) => {
                 if !applied.is_empty() {
                     info!(keys = %applied.join(", "), "applying changed nginx-ha settings");
-                    let live = SupervisorConfig::from_config(&new_config).live();
+                    let live = SupervisorConfig::from_config(&new_config).live;
                     let _ = commands.send(Command::Reconfigure(live)).await;
                 }
                 self.config = new_config;

@@ -40,33 +40,8 @@ pub struct SupervisorConfig {
     pub binary: PathBuf,
     pub config: PathBuf,
     pub pid_file: Option<PathBuf>,
-    pub watch: bool,
-    pub debounce: Duration,
-    pub stop_timeout: Duration,
-    pub policy: PolicyConfig,
-    pub prober: Option<Prober>,
-    pub probe_interval: Duration,
-}
-
-impl SupervisorConfig {
-    pub fn from_config(config: &Config) -> SupervisorConfig {
-        SupervisorConfig {
-            binary: config.nginx.binary_path(),
-            config: config.nginx.config.clone(),
-            pid_file: config.nginx.pid_file.clone(),
-            watch: config.nginx.watch,
-            debounce: Duration::from_millis(config.nginx.watch_debounce_ms),
-            stop_timeout: Duration::from_millis(config.nginx.stop_timeout_ms),
-            policy: PolicyConfig {
-                fall: config.health.fall,
-                rise: config.health.rise,
-                probes: config.health.has_probes(),
-                reload_timeout: Duration::from_millis(config.nginx.reload_timeout_ms),
-            },
-            prober: Prober::from_config(&config.health),
-            probe_interval: config.health.interval(),
-        }
-    }
+    /// What `nginx-ha reload` can change in a running supervisor.
+    pub live: LiveSettings,
 }
 
 /// The part of [`SupervisorConfig`] a running supervisor takes over (`nginx-ha reload`); the
@@ -82,14 +57,24 @@ pub struct LiveSettings {
 }
 
 impl SupervisorConfig {
-    pub fn live(&self) -> LiveSettings {
-        LiveSettings {
-            watch: self.watch,
-            debounce: self.debounce,
-            stop_timeout: self.stop_timeout,
-            policy: self.policy.clone(),
-            prober: self.prober.clone(),
-            probe_interval: self.probe_interval,
+    pub fn from_config(config: &Config) -> SupervisorConfig {
+        SupervisorConfig {
+            binary: config.nginx.binary_path(),
+            config: config.nginx.config.clone(),
+            pid_file: config.nginx.pid_file.clone(),
+            live: LiveSettings {
+                watch: config.nginx.watch,
+                debounce: Duration::from_millis(config.nginx.watch_debounce_ms),
+                stop_timeout: Duration::from_millis(config.nginx.stop_timeout_ms),
+                policy: PolicyConfig {
+                    fall: config.health.fall,
+                    rise: config.health.rise,
+                    probes: config.health.has_probes(),
+                    reload_timeout: Duration::from_millis(config.nginx.reload_timeout_ms),
+                },
+                prober: Prober::from_config(&config.health),
+                probe_interval: config.health.interval(),
+            },
         }
     }
 }
@@ -135,7 +120,7 @@ pub struct SupervisorHandle {
 
 pub fn spawn(config: SupervisorConfig) -> SupervisorHandle {
     let (commands_tx, commands_rx) = mpsc::channel(16);
-    let policy = Policy::new(config.policy.clone());
+    let policy = Policy::new(config.live.policy.clone());
     let status = initial_status(&policy);
     let (status_tx, status_rx) = watch::channel(status);
     let (health_tx, health_rx) = watch::channel(false);
@@ -324,15 +309,9 @@ impl Supervisor {
     }
 
     async fn reconfigure(&mut self, live: LiveSettings) {
-        let LiveSettings { watch, debounce, stop_timeout, policy, prober, probe_interval } = live;
-        let watched = self.config.watch;
-        self.config.watch = watch;
+        let (watched, watch, policy) = (self.config.live.watch, live.watch, live.policy.clone());
         // A debounce or stop already under way keeps the time it was given.
-        self.config.debounce = debounce;
-        self.config.stop_timeout = stop_timeout;
-        self.config.policy = policy.clone();
-        self.config.prober = prober;
-        self.config.probe_interval = probe_interval;
+        self.config.live = live;
         // The next probe (if any) goes out at once, with the new prober and then the new interval.
         self.next_probe = None;
         self.feed(Event::Reconfigured(policy)).await;
@@ -536,14 +515,14 @@ impl Supervisor {
             old,
             WorkersFound::ReloadConfirmed,
             Duration::from_millis(5),
-            self.config.policy.reload_timeout,
+            self.config.live.policy.reload_timeout,
         );
     }
 
     fn stop_master(&mut self) {
         let Some(master) = &self.master else { return };
         let pidfd = Arc::clone(&master.pidfd);
-        let timeout = self.config.stop_timeout;
+        let timeout = self.config.live.stop_timeout;
         let _ = pidfd.signal(Signal::SIGQUIT);
         tokio::spawn(async move {
             if tokio::time::timeout(timeout, pidfd.exited()).await.is_err() {
@@ -656,14 +635,14 @@ impl Supervisor {
                 } else {
                     self.last_probe_error = None;
                 }
-                self.next_probe = Some(Instant::now() + self.config.probe_interval);
+                self.next_probe = Some(Instant::now() + self.config.live.probe_interval);
                 self.feed(Event::Probe { ok: result.is_ok() }).await;
             }
             // Queued before watch was turned off.
             Internal::FileChanged(_) if self.watcher.is_none() => {}
             Internal::FileChanged(path) => {
                 debug!(path = %path.display(), "nginx config file changed");
-                self.debounce_until = Some(Instant::now() + self.config.debounce);
+                self.debounce_until = Some(Instant::now() + self.config.live.debounce);
             }
             Internal::Dumped(dump) => {
                 self.apply_watch_set(&dump);
@@ -719,7 +698,7 @@ impl Supervisor {
     }
 
     fn schedule_probe(&mut self) {
-        if self.config.prober.is_some() && self.policy.wants_probes() {
+        if self.config.live.prober.is_some() && self.policy.wants_probes() {
             if self.next_probe.is_none() {
                 self.next_probe = Some(Instant::now());
             }
@@ -729,7 +708,7 @@ impl Supervisor {
     }
 
     fn start_probe(&mut self) {
-        let (Some(prober), Some(master)) = (self.config.prober.clone(), &self.master) else { return };
+        let (Some(prober), Some(master)) = (self.config.live.prober.clone(), &self.master) else { return };
         self.probe_in_flight = true;
         let (tx, generation) = (self.internal_tx.clone(), master.generation);
         tokio::spawn(async move {
@@ -740,7 +719,7 @@ impl Supervisor {
 
     /// Also reads what the config says, for the worker count, when not watching.
     async fn start_watching(&mut self) {
-        if self.config.watch {
+        if self.config.live.watch {
             self.create_watcher();
         }
         let dump = watch_set(&self.config.binary, &self.config.config).await;

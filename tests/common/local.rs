@@ -62,7 +62,7 @@ impl Setup {
     }
 
     pub fn site(&self, body: &str) -> String {
-        format!("server {{\n  listen 127.0.0.1:{};\n  location / {{ return 200 \"{body}\\n\"; }}\n}}\n", self.port)
+        site_on(self.port, body)
     }
 
     /// Rewrites the included site file in place.
@@ -272,4 +272,20 @@ pub fn wait_until(what: &str, log: impl Fn() -> String, mut condition: impl FnMu
         }
         std::thread::sleep(Duration::from_millis(25));
     }
+}
+
+/// A server block answering `body` on 127.0.0.1:`port`.
+pub fn site_on(port: u16, body: &str) -> String {
+    format!("server {{\n  listen 127.0.0.1:{port};\n  location / {{ return 200 \"{body}\\n\"; }}\n}}\n")
+}
+
+/// Sends `sig` to the master and the workers named in the `nginx` part of a status document;
+/// returns their pids.
+pub fn signal_nginx(nginx: &serde_json::Value, sig: i32) -> Vec<i32> {
+    let master = nginx["master_pid"].as_i64().expect("a master pid") as i32;
+    let all: Vec<i32> = std::iter::once(master).chain(pids(&nginx["worker_pids"])).collect();
+    for &pid in &all {
+        signal(pid, sig);
+    }
+    all
 }
