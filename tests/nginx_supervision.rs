@@ -3,6 +3,7 @@
 mod common;
 
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -458,6 +459,42 @@ fn every_worker_is_tracked_and_a_reload_is_confirmed_by_new_ones_only() {
     assert!(old.iter().all(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists()), "old workers are gone");
     assert_eq!(daemon.nginx()["worker_exits"], 0, "old workers draining after a reload are not crashes");
     assert!(daemon.log_text().contains("the old nginx workers have drained"), "{}", daemon.log_text());
+}
+
+#[test]
+fn a_master_running_another_config_is_not_adopted_nor_touched() {
+    let setup = Setup::new("ours");
+    // Someone else's nginx: another config (another port) but the same pid file.
+    let main = std::fs::read_to_string(setup.path("nginx.conf")).unwrap();
+    let other_port = free_port();
+    let sites = format!("include {}/sites/*.conf;", setup.dir.path().display());
+    setup.write("other.conf", &main.replace(&sites, &site_on(other_port, "theirs")));
+    let mut foreign = Command::new(nginx_binary())
+        .arg("-c")
+        .arg(setup.path("other.conf"))
+        .args(["-g", "daemon off; master_process on;"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let foreign_pid = foreign.id() as i32;
+    wait_body(other_port, "theirs", String::new);
+    assert_eq!(std::fs::read_to_string(setup.path("nginx.pid")).unwrap().trim(), foreign_pid.to_string());
+
+    let mut daemon = setup.start();
+    let nginx = daemon.wait_serving();
+    assert_ne!(nginx["master_pid"], foreign_pid, "not adopted: {nginx}");
+    assert_eq!(nginx["adopted"], false);
+    assert_eq!(get(setup.port).as_deref(), Some("ours"));
+    assert_eq!(get(other_port).as_deref(), Some("theirs"), "the other nginx is left alone");
+    assert!(daemon.log_text().contains("with another config"), "{}", daemon.log_text());
+
+    let workers = std::fs::read_to_string(format!("/proc/{foreign_pid}/task/{foreign_pid}/children")).unwrap();
+    let _ = foreign.kill();
+    let _ = foreign.wait();
+    for pid in workers.split_whitespace().filter_map(|p| p.parse().ok()) {
+        signal(pid, libc::SIGKILL);
+    }
 }
 
 #[test]
