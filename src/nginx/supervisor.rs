@@ -394,6 +394,8 @@ impl Supervisor {
             Action::Health(healthy) => {
                 if healthy {
                     info!("nginx is healthy");
+                } else if self.stopping {
+                    info!("nginx is no longer serving: it is being stopped");
                 } else {
                     warn!("nginx is unhealthy");
                 }
