@@ -277,10 +277,6 @@ class Node:
     def cut_link(self):
         sh("ip", "-n", self.lab.bridge, "link", "set", self.port, "down")
 
-    def process_times(self):
-        """(cpu seconds of the VRRP processes incl. reaped children, RSS KiB) — see subclasses."""
-        raise NotImplementedError
-
 
 def cpu_seconds(pid, children=False):
     """utime+stime of every thread, in ns resolution from schedstat; plus (tick resolution)
@@ -327,9 +323,6 @@ class NginxHaNode(Node):
         wait_until(f"{self.name} {router} {state}", lambda: self.states().get(router, "").upper() == state, timeout,
                    0.1)
 
-    def pids(self):
-        return [self.daemon.pid]
-
     def usage(self):
         return cpu_seconds(self.daemon.pid), rss_kib(self.daemon.pid)
 
@@ -375,9 +368,6 @@ class KeepalivedNode(Node):
         text = read(self.path("vrrp.pid"))
         pid = int(text) if text and text.strip().isdigit() else None
         return pid if pid and (program_of(pid) or "").endswith("keepalived") else None
-
-    def pids(self):
-        return [self.keepalived.pid] + ([self.vrrp_pid()] if self.vrrp_pid() else [])
 
     def usage(self):
         """Both keepalived processes; the VRRP child reaps the check scripts, so their CPU is
@@ -464,7 +454,7 @@ def start_poller(client, vip, seconds):
                              str(seconds)], stdout=subprocess.PIPE, text=True)
 
 
-def measure_outage(lab, client, vips, event, seconds, lead=1.0):
+def measure_outage(client, vips, event, seconds, lead=1.0):
     """Starts pollers on `vips`, runs `event()` after `lead` s. Returns the event time and per
     VIP: the outage runs after the event (see `outages`), the number of failed polls, and the
     adverts the client saw ([time, source, vrid, priority])."""
@@ -487,7 +477,7 @@ def measure_outage(lab, client, vips, event, seconds, lead=1.0):
 
 
 # --------------------------------------------------------------------------------------------
-# Scenarios. Each returns {row name: [figures]} for the summary.
+# Scenarios. Each prints its figures and returns them for --json.
 
 def fmt(values, unit="ms", scale=1000.0):
     values = [v for v in values if v is not None]
@@ -510,7 +500,7 @@ def failover(args, title, kinds, routers, event_name, seconds, expect=None, heal
                 events = {"kill": lambda: a.signal_nginx(signal.SIGKILL),
                           "stop": lambda: a.signal_nginx(signal.SIGSTOP),
                           "link": a.cut_link}
-                at, [(runs, failed, adverts, last_body)] = measure_outage(lab, client, [VIP], events[event_name], seconds)
+                at, [(runs, failed, adverts, last_body)] = measure_outage(client, [VIP], events[event_name], seconds)
                 failed_polls.append(failed)
                 if not runs:
                     print(f"  {kind} rep {rep + 1}: no outage seen (?)")
@@ -629,7 +619,7 @@ def scenario_vips(args):
                 lab, a, _b, client = cluster(args, kind, routers, client_routes=["198.19.0.0/16"])
                 try:
                     wait_until("A answering on the last VIP", lambda: all_from(poll(client, watched, 0.05), "A"), 30)
-                    _at, [(runs, _failed, _adverts, _last)] = measure_outage(lab, client, [watched],
+                    _at, [(runs, _failed, _adverts, _last)] = measure_outage(client, [watched],
                                                             lambda: a.signal_nginx(signal.SIGKILL), 4.0)
                     if runs and runs[0][1] is not None:
                         times.append(runs[0][1] - runs[0][0])

@@ -181,13 +181,11 @@ pub async fn compiled_default(binary: &Path, key: &str) -> Option<PathBuf> {
     text.split_whitespace().find_map(|word| word.strip_prefix(key)).map(PathBuf::from)
 }
 
-/// The pid file nginx writes: the configured one, else the `pid` directive, else the default.
-pub async fn pid_file(binary: &Path, config: &Path, configured: Option<&Path>) -> Option<PathBuf> {
-    if let Some(path) = configured {
+/// The pid file nginx writes: the configured one, else the `pid` directive of `dump`, else
+/// the compiled-in default.
+pub async fn pid_file(binary: &Path, dump: &ConfigDump, configured: Option<&Path>) -> Option<PathBuf> {
+    if let Some(path) = configured.or(dump.pid_file.as_deref()) {
         return Some(path.to_path_buf());
-    }
-    if let Ok(ConfigDump { pid_file: Some(path), .. }) = dump(binary, config).await {
-        return Some(path);
     }
     let path = compiled_default(binary, "--pid-path=").await?;
     if path.is_relative() {

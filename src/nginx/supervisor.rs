@@ -238,11 +238,12 @@ impl Supervisor {
 
     async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
         let mut sigchld = signal(SignalKind::child()).ok();
-        self.start_watching().await;
-        if let Some(master) = self.find_adoptable().await {
+        // One `nginx -T` at startup serves the watch, the worker count and adoption.
+        let dump = self.start_watching().await;
+        if let Some(master) = self.find_adoptable(&dump).await {
             let pid = master.pid();
             self.adopt(master);
-            if self.config_changed_since_start(pid).await {
+            if process::start_time(pid).is_some_and(|started| changed_since(&dump, started)) {
                 info!("the nginx config changed while nginx-ha was away; testing and reloading it");
                 self.feed(Event::ConfigChanged).await;
             }
@@ -719,13 +720,14 @@ impl Supervisor {
         });
     }
 
-    /// Also reads what the config says, for the worker count, when not watching.
-    async fn start_watching(&mut self) {
+    /// Reads what the config says (also when not watching: the worker count) and watches it.
+    async fn start_watching(&mut self) -> ConfigDump {
         if self.config.live.watch {
             self.create_watcher();
         }
         let dump = watch_set(&self.config.binary, &self.config.config).await;
         self.apply_watch_set(&dump);
+        dump
     }
 
     /// An inotify watcher feeding `Internal::FileChanged`, watching nothing yet. Dropping it
@@ -769,9 +771,8 @@ impl Supervisor {
     }
 
     /// A master from before (nginx-ha restarted, nginx did not) running our config.
-    async fn find_adoptable(&self) -> Option<Pidfd> {
-        let pid_file =
-            conf::pid_file(&self.config.binary, &self.config.config, self.config.pid_file.as_deref()).await?;
+    async fn find_adoptable(&self, dump: &ConfigDump) -> Option<Pidfd> {
+        let pid_file = conf::pid_file(&self.config.binary, dump, self.config.pid_file.as_deref()).await?;
         let pid: i32 = std::fs::read_to_string(&pid_file).ok()?.trim().parse().ok()?;
         let title = process::title(pid)?;
         if !title.starts_with("nginx: master process") {
@@ -794,14 +795,6 @@ impl Supervisor {
             return None;
         }
         Pidfd::open(pid).ok()
-    }
-
-    /// Whether a file of the nginx config is newer than the adopted master (an edit made while
-    /// nginx-ha was down would otherwise wait for the next edit). At worst one extra reload.
-    async fn config_changed_since_start(&self, pid: i32) -> bool {
-        let Some(started) = process::start_time(pid) else { return false };
-        let dump = watch_set(&self.config.binary, &self.config.config).await;
-        changed_since(&dump, started)
     }
 
     fn adopt(&mut self, pidfd: Pidfd) {

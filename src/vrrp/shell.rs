@@ -199,6 +199,14 @@ struct Slot {
     vips_present: bool,
 }
 
+impl Slot {
+    /// Whether `address` on interface `ifindex` is one of this router's VIPs (advertised or
+    /// excluded).
+    fn has_vip(&self, ifindex: u32, address: IpAddr) -> bool {
+        self.link.as_ref().is_some_and(|l| l.index == ifindex) && self.spec.all_vips().any(|vip| vip.addr() == address)
+    }
+}
+
 struct Shell {
     net: Net,
     routers: Vec<Slot>,
@@ -407,9 +415,10 @@ impl Shell {
             NetEvent::AddressRemoved(address) => {
                 for i in 0..self.routers.len() {
                     let slot = &self.routers[i];
-                    let ours = slot.link.as_ref().is_some_and(|l| l.index == address.ifindex)
-                        && slot.spec.all_vips().any(|vip| vip.addr() == address.address.addr());
-                    if ours && slot.vips_present && slot.router.status().state == State::Master {
+                    if slot.has_vip(address.ifindex, address.address.addr())
+                        && slot.vips_present
+                        && slot.router.status().state == State::Master
+                    {
                         warn!(router = %slot.spec.router.name, address = %address.address, "a VIP was removed behind our back; adding it again");
                         self.feed(i, Input::VipsMissing).await;
                     }
@@ -430,10 +439,7 @@ impl Shell {
     /// its coming and going needs no re-read.
     fn is_vip(&self, address: &net::AddressInfo) -> bool {
         address.proto == Some(OWNER_PROTO)
-            || self.routers.iter().any(|slot| {
-                slot.link.as_ref().is_some_and(|l| l.index == address.ifindex)
-                    && slot.spec.all_vips().any(|vip| vip.addr() == address.address.addr())
-            })
+            || self.routers.iter().any(|slot| slot.has_vip(address.ifindex, address.address.addr()))
     }
 
     async fn retry_pending(&mut self) {
@@ -455,11 +461,7 @@ impl Shell {
             if let Ok(Some(primary)) = self.net.primary_address(ifindex, family).await {
                 // A VIP of any router on the link (like a link-local IPv6 VIP, listed before
                 // the interface's own link-local) is no advert source; see the Router.
-                let is_vip = self.routers.iter().any(|other| {
-                    other.link.as_ref().is_some_and(|l| l.index == ifindex)
-                        && other.spec.router.vips.iter().any(|vip| vip.addr() == primary)
-                });
-                if is_vip {
+                if self.routers.iter().any(|other| other.has_vip(ifindex, primary)) {
                     continue;
                 }
                 if let Some(socket) = self.sockets.get(&(ifindex, family)) {
@@ -513,32 +515,14 @@ impl Shell {
                 Action::AddVips => {
                     let Some(link) = slot.link.clone() else { continue };
                     slot.vips_present = true;
-                    let vips: Vec<ipnet::IpNet> = slot.spec.all_vips().copied().collect();
-                    let net = self.net.clone();
-                    let adds = vips.into_iter().map(move |vip| {
-                        let net = net.clone();
-                        async move { net.add_address(link.index, vip, None, OWNER_PROTO).await }
-                    });
-                    for result in in_flight(adds).await {
-                        if let Err(e) = result {
-                            error!(router = %name, "{e}");
-                        }
-                    }
+                    let vips = slot.spec.all_vips().copied().collect();
+                    change_vips(&self.net, &name, link.index, vips, VipChange::Add).await;
                 }
                 Action::RemoveVips => {
                     let Some(link) = slot.link.clone() else { continue };
                     slot.vips_present = false;
-                    let vips: Vec<ipnet::IpNet> = slot.spec.all_vips().copied().collect();
-                    let net = self.net.clone();
-                    let dels = vips.into_iter().map(move |vip| {
-                        let net = net.clone();
-                        async move { net.del_address(link.index, vip).await }
-                    });
-                    for result in in_flight(dels).await {
-                        if let Err(e) = result {
-                            error!(router = %name, "{e}");
-                        }
-                    }
+                    let vips = slot.spec.all_vips().copied().collect();
+                    change_vips(&self.net, &name, link.index, vips, VipChange::Remove).await;
                 }
                 Action::Announce => {
                     let Some(link) = slot.link.clone() else { continue };
@@ -666,11 +650,32 @@ impl Notifier {
     }
 }
 
-/// Runs address requests concurrently, a bounded number at a time: a thousand VIPs take a
-/// few milliseconds this way, and the acks in flight always fit the socket's buffer.
-async fn in_flight<F: std::future::Future>(requests: impl Iterator<Item = F>) -> Vec<F::Output> {
+#[derive(Clone, Copy)]
+enum VipChange {
+    Add,
+    Remove,
+}
+
+/// Adds or removes `vips` on `ifindex`, a bounded number of requests at a time: a thousand
+/// VIPs take a few milliseconds this way, and the acks in flight always fit the socket's
+/// buffer. Failures are logged.
+async fn change_vips(net: &Net, router: &str, ifindex: u32, vips: Vec<ipnet::IpNet>, change: VipChange) {
     const AT_ONCE: usize = 256;
-    futures::stream::iter(requests).buffer_unordered(AT_ONCE).collect().await
+    // Each request owns a clone of the handle: borrowed ones would make the shell's future
+    // not `Send`.
+    let requests = vips.into_iter().map(|vip| {
+        let net = net.clone();
+        async move {
+            match change {
+                VipChange::Add => net.add_address(ifindex, vip, None, OWNER_PROTO).await.map(drop),
+                VipChange::Remove => net.del_address(ifindex, vip).await.map(drop),
+            }
+        }
+    });
+    let results: Vec<_> = futures::stream::iter(requests).buffer_unordered(AT_ONCE).collect().await;
+    for error in results.into_iter().filter_map(Result::err) {
+        error!(router = %router, "{error}");
+    }
 }
 
 async fn sleep_until(deadline: Option<std::time::Instant>) {
