@@ -879,11 +879,14 @@ async fn settled_workers(master: i32, mut pids: Vec<i32>, expected: Option<usize
     }
 }
 
-/// Whether a file of `dump` was modified after `since`.
+/// Whether a file of `dump` was modified after `since`. A modification time in the future
+/// (a file unpacked from a machine whose clock is ahead) does not count: it would stay "newer"
+/// than every reload and reload nginx over and over.
 fn changed_since(dump: &ConfigDump, since: std::time::SystemTime) -> bool {
-    dump.files
-        .iter()
-        .any(|file| std::fs::metadata(file).and_then(|m| m.modified()).is_ok_and(|modified| modified > since))
+    let now = std::time::SystemTime::now();
+    dump.files.iter().any(|file| {
+        std::fs::metadata(file).and_then(|m| m.modified()).is_ok_and(|modified| modified > since && modified <= now)
+    })
 }
 
 /// The files to watch: what nginx says it reads, or what a scan finds if nginx rejects it.
@@ -934,5 +937,29 @@ async fn recv_signal(signal: &mut Option<tokio::signal::unix::Signal>) -> Option
     match signal {
         Some(signal) => signal.recv().await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use super::*;
+
+    #[test]
+    fn changed_since_counts_past_changes_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("site.conf");
+        std::fs::write(&file, "x").unwrap();
+        let dump = ConfigDump { files: vec![file.clone()], ..ConfigDump::default() };
+        let hour = Duration::from_secs(3600);
+        let set_mtime =
+            |at: SystemTime| std::fs::File::options().write(true).open(&file).unwrap().set_modified(at).unwrap();
+
+        set_mtime(SystemTime::now() - hour);
+        assert!(changed_since(&dump, SystemTime::now() - 2 * hour), "changed after `since`");
+        assert!(!changed_since(&dump, SystemTime::now() - hour / 2), "not changed since");
+        set_mtime(SystemTime::now() + hour);
+        assert!(!changed_since(&dump, SystemTime::now()), "a future mtime would trigger reload after reload");
     }
 }
