@@ -36,6 +36,7 @@ const EXAMPLES: &[(&str, &str, &str, &str)] = &[
     ("vrrp", "notify", r#"notify = "/usr/local/bin/nginx-ha-notify""#, "an absolute path, run without a shell"),
     ("vrrp", "notify_timeout_ms", "notify_timeout_ms = 5000", "milliseconds, a whole number without quotes"),
     ("vrrp", "checksum_pseudo_header", "checksum_pseudo_header = true", "true or false, v3 only"),
+    ("vrrp", "restart_grace_ms", "restart_grace_ms = 300", "milliseconds, a whole number without quotes"),
     ("alias", "address", r#"address = "198.18.0.107/24""#, "ADDRESS/LEN, IPv4 or IPv6"),
     ("alias", "interface", r#"interface = "eth0""#, "the interface that holds the address"),
     ("alias", "label", r#"label = "eth0:1""#, "IPv4 only, starting with the interface name"),

@@ -114,6 +114,10 @@ pub struct VrrpConfig {
     /// false for the variant some other vendors send.
     #[serde(default = "yes")]
     pub checksum_pseudo_header: bool,
+    /// nginx's master crashed: keep the VIPs this long while nginx is restarted in place, and
+    /// act (relinquish/demote) only if it is not serving again by then. 0: act at once.
+    #[serde(default = "default_restart_grace_ms")]
+    pub restart_grace_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -200,6 +204,10 @@ fn default_on_failure() -> OnNginxFailure {
 fn default_demote_weight() -> u8 {
     50
 }
+fn default_restart_grace_ms() -> u64 {
+    300
+}
+
 fn default_notify_timeout_ms() -> u64 {
     5000
 }

@@ -101,6 +101,7 @@ fn vrrp_changes(old: &[VrrpConfig], new: &[VrrpConfig]) -> Vec<String> {
                 notify,
                 notify_timeout_ms,
                 checksum_pseudo_header,
+                restart_grace_ms,
             }
         );
         changes.extend(keys.into_iter().map(|key| format!("[[vrrp]] \"{}\" {key}", router.name)));

@@ -11,6 +11,10 @@ use tracing::warn;
 
 use super::Request;
 use super::server::Incoming;
+use super::status::StatusDocument;
+use crate::nginx::policy::NginxState;
+use crate::vrrp::router::State;
+use crate::vrrp::shell::RouterReport;
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot listen for metrics on {address}: {source}; change or remove [daemon] metrics_listen")]
@@ -50,72 +54,75 @@ pub async fn start(address: SocketAddr, requests: mpsc::Sender<Incoming>) -> Res
     Ok(())
 }
 
-const NGINX_STATES: [&str; 6] = ["starting", "running", "reloading", "restarting", "stopped", "failed"];
-const VRRP_STATES: [&str; 4] = ["INIT", "BACKUP", "MASTER", "FAULT"];
-
 /// The status document in the Prometheus text exposition format.
-pub fn render(document: &serde_json::Value) -> String {
+pub fn render(document: &StatusDocument) -> String {
     let mut out = String::new();
-    let nginx = &document["nginx"];
-    let number = |value: &serde_json::Value| value.as_u64().unwrap_or(0);
-    let flag = |yes: bool| u8::from(yes);
+    let nginx = &document.nginx;
+    let flag = |yes: bool| u64::from(yes);
     let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, u64)]| {
         let _ = writeln!(out, "# HELP nginx_ha_{name} {help}\n# TYPE nginx_ha_{name} {kind}");
         for (labels, value) in samples {
             let _ = writeln!(out, "nginx_ha_{name}{labels} {value}");
         }
     };
-    metric(
-        "nginx_healthy",
-        "gauge",
-        "1 while nginx is healthy.",
-        &[(String::new(), flag(nginx["healthy"] == true).into())],
-    );
+    metric("nginx_healthy", "gauge", "1 while nginx is healthy.", &[(String::new(), flag(nginx.healthy))]);
     let states: Vec<(String, u64)> =
-        NGINX_STATES.iter().map(|s| (format!("{{state=\"{s}\"}}"), flag(nginx["state"] == *s).into())).collect();
+        NginxState::ALL.iter().map(|s| (format!("{{state=\"{s}\"}}"), flag(nginx.state == *s))).collect();
     metric("nginx_state", "gauge", "1 for the supervisor's current state of nginx.", &states);
-    metric(
-        "nginx_restarts_total",
-        "counter",
-        "Restarts of nginx after a crash.",
-        &[(String::new(), number(&nginx["restarts"]))],
-    );
-    let exits = number(&nginx["worker_exits"]);
+    metric("nginx_restarts_total", "counter", "Restarts of nginx after a crash.", &[(String::new(), nginx.restarts)]);
     metric(
         "nginx_worker_exits_total",
         "counter",
         "Workers that died and were respawned by the master.",
-        &[(String::new(), exits)],
+        &[(String::new(), nginx.worker_exits)],
     );
-    let workers = nginx["worker_pids"].as_array().map_or(0, Vec::len) as u64;
+    let workers = nginx.worker_pids.len() as u64;
     metric("nginx_workers", "gauge", "nginx worker processes serving.", &[(String::new(), workers)]);
-    let rejected = flag(!nginx["config_error"].is_null()).into();
+    let rejected = flag(nginx.config_error.is_some());
     metric("config_rejected", "gauge", "1 while the last config change was rejected.", &[(String::new(), rejected)]);
 
-    let routers = document["vrrp"].as_array().cloned().unwrap_or_default();
-    let label = |router: &serde_json::Value| format!("router=\"{}\"", router["name"].as_str().unwrap_or(""));
+    let routers = &document.vrrp;
+    let label = |router: &RouterReport| format!("router=\"{}\"", router.name);
     let per_state: Vec<(String, u64)> = routers
         .iter()
-        .flat_map(|r| {
-            VRRP_STATES.iter().map(move |s| (format!("{{{},state=\"{s}\"}}", label(r)), flag(r["state"] == *s).into()))
-        })
+        .flat_map(|r| State::ALL.iter().map(move |s| (format!("{{{},state=\"{s}\"}}", label(r)), flag(r.state == *s))))
         .collect();
     metric("vrrp_state", "gauge", "1 for each virtual router's current state.", &per_state);
-    for (key, help) in [("priority", "Configured priority."), ("effective_priority", "Priority advertised now.")] {
+    let priorities: [(&str, &str, fn(&RouterReport) -> u8); 2] = [
+        ("priority", "Configured priority.", |r| r.priority),
+        ("effective_priority", "Priority advertised now.", |r| r.effective_priority),
+    ];
+    for (key, help, value) in priorities {
         let samples: Vec<(String, u64)> =
-            routers.iter().map(|r| (format!("{{{}}}", label(r)), number(&r[key]))).collect();
+            routers.iter().map(|r| (format!("{{{}}}", label(r)), u64::from(value(r)))).collect();
         metric(&format!("vrrp_{key}"), "gauge", help, &samples);
     }
-    let counter_names: Vec<String> = routers
-        .first()
-        .and_then(|r| r["counters"].as_object())
-        .map(|counters| counters.keys().cloned().collect())
-        .unwrap_or_default();
-    for name in counter_names {
-        let samples: Vec<(String, u64)> =
-            routers.iter().map(|r| (format!("{{{}}}", label(r)), number(&r["counters"][&name]))).collect();
+    // The counters' names come from their serialization, so a new counter is a new metric.
+    let counters: Vec<serde_json::Map<String, serde_json::Value>> = routers
+        .iter()
+        .map(|r| match serde_json::to_value(r.counters) {
+            Ok(serde_json::Value::Object(map)) => map,
+            _ => serde_json::Map::new(),
+        })
+        .collect();
+    let names: Vec<String> = counters.first().map(|c| c.keys().cloned().collect()).unwrap_or_default();
+    for name in names {
+        let samples: Vec<(String, u64)> = routers
+            .iter()
+            .zip(&counters)
+            .map(|(r, c)| (format!("{{{}}}", label(r)), c.get(&name).and_then(|v| v.as_u64()).unwrap_or(0)))
+            .collect();
         metric(&format!("vrrp_{name}_total"), "counter", &format!("VRRP {}.", name.replace('_', " ")), &samples);
     }
+    let aliases: Vec<(String, u64)> = document
+        .aliases
+        .iter()
+        .map(|a| (format!("{{address=\"{}\",interface=\"{}\"}}", a.address, a.interface), flag(a.present)))
+        .collect();
+    metric("alias_present", "gauge", "1 while the static alias is on its interface.", &aliases);
+    let anycast: Vec<(String, u64)> =
+        document.anycast.iter().map(|a| (format!("{{name=\"{}\"}}", a.name), flag(a.announced))).collect();
+    metric("anycast_announced", "gauge", "1 while the anycast routes are in the announce table.", &anycast);
     out
 }
 
@@ -132,7 +139,7 @@ mod tests {
                     "counters": {"adverts_sent": 7, "checksum_errors": 0}}],
           "aliases": []
         });
-        let text = render(&document);
+        let text = render(&serde_json::from_value(document).unwrap());
         for line in [
             "nginx_ha_nginx_healthy 1",
             "nginx_ha_nginx_state{state=\"running\"} 1",

@@ -22,7 +22,7 @@ pub struct Response {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub status: Option<serde_json::Value>,
+    pub status: Option<Box<status::StatusDocument>>,
     /// The nginx-ha settings a reload applied, as `[table] key`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub applied: Vec<String>,
@@ -38,7 +38,7 @@ impl Response {
     pub fn error(message: impl Into<String>) -> Response {
         Response { ok: false, error: Some(message.into()), ..Response::ok() }
     }
-    pub fn status(document: serde_json::Value) -> Response {
-        Response { status: Some(document), ..Response::ok() }
+    pub fn status(document: status::StatusDocument) -> Response {
+        Response { status: Some(Box::new(document)), ..Response::ok() }
     }
 }

@@ -5,62 +5,45 @@ use std::fmt::Write;
 use serde::{Deserialize, Serialize};
 
 use crate::nginx::supervisor::NginxStatus;
+use crate::vrrp::shell::RouterReport;
 
-#[derive(Debug, Clone, Serialize)]
+/// The status document: serialized for `status --json` and the control socket, rendered for the
+/// table and the metrics. One type for all three, so a field cannot mean different things.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StatusDocument {
     pub nginx: NginxStatus,
-    pub vrrp: Vec<serde_json::Value>,
-    pub aliases: Vec<serde_json::Value>,
+    #[serde(default)]
+    pub vrrp: Vec<RouterReport>,
+    #[serde(default)]
+    pub aliases: Vec<AliasReport>,
+    #[serde(default)]
+    pub anycast: Vec<AnycastReport>,
+    /// The daemon's version (after `nginx-ha upgrade`, the new binary's).
+    #[serde(default)]
+    pub version: String,
 }
 
-/// The fields the table shows, read back from JSON (the CLI only has the document).
-#[derive(Debug, Deserialize)]
-struct View {
-    nginx: NginxView,
-    #[serde(default)]
-    vrrp: Vec<RouterView>,
-    #[serde(default)]
-    aliases: Vec<AliasView>,
+/// One static alias (`[[alias]]` or `nginx-ha alias add`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AliasReport {
+    pub address: String,
+    pub interface: String,
+    pub label: Option<String>,
+    /// Whether the address is on its interface now.
+    pub present: bool,
 }
 
-#[derive(Debug, Deserialize)]
-struct NginxView {
-    state: String,
-    healthy: bool,
-    master_pid: Option<i64>,
-    #[serde(default)]
-    worker_pids: Vec<i64>,
-    restarts: u64,
-    config_error: Option<String>,
-    #[serde(default)]
-    last_exit: Option<String>,
-    #[serde(default)]
-    last_probe_error: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-struct RouterView {
-    name: String,
-    state: String,
-    priority: u64,
-    effective_priority: u64,
-    #[serde(default)]
-    vips: Vec<String>,
-    #[serde(default)]
-    master_address: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-struct AliasView {
-    address: String,
-    interface: String,
-    label: Option<String>,
-    present: bool,
+/// One `[[anycast]]` table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnycastReport {
+    pub name: String,
+    pub addresses: Vec<String>,
+    /// Whether the routes are in the announce table now (nginx healthy).
+    pub announced: bool,
 }
 
 /// Renders the document for a terminal.
-pub fn render_table(document: &serde_json::Value) -> Result<String, serde_json::Error> {
-    let view: View = serde_json::from_value(document.clone())?;
+pub fn render_table(view: &StatusDocument) -> String {
     let mut out = String::new();
     let n = &view.nginx;
     let health = if n.healthy { "healthy" } else { "UNHEALTHY" };
@@ -95,7 +78,7 @@ pub fn render_table(document: &serde_json::Value) -> Result<String, serde_json::
                 r.state,
                 r.priority,
                 r.effective_priority,
-                r.master_address.as_deref().unwrap_or("-"),
+                r.master_address.map_or("-".to_string(), |a| a.to_string()),
                 r.vips.join(" ")
             );
         }
@@ -113,7 +96,14 @@ pub fn render_table(document: &serde_json::Value) -> Result<String, serde_json::
             );
         }
     }
-    Ok(out)
+    if !view.anycast.is_empty() {
+        let _ = writeln!(out, "\n{:<16} {:<10} ADDRESSES", "ANYCAST", "ANNOUNCED");
+        for a in &view.anycast {
+            let announced = if a.announced { "yes" } else { "NO" };
+            let _ = writeln!(out, "{:<16} {announced:<10} {}", a.name, a.addresses.join(" "));
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -129,7 +119,7 @@ mod tests {
                     "vips": ["198.18.0.100/24"]}],
           "aliases": [{"address": "198.18.0.107/24", "interface": "eth0", "label": "eth0:1", "present": true}]
         });
-        let table = render_table(&document).unwrap();
+        let table = render_table(&serde_json::from_value(document).unwrap());
         assert!(table.contains("nginx    running, healthy   master 4242   workers 4243,4244   restarts 0"), "{table}");
         assert!(
             table.contains("VI_1             MASTER        100       100  -                198.18.0.100/24"),
@@ -145,6 +135,9 @@ mod tests {
                     "restarts": 2, "config_error": "nginx: [emerg] unknown directive \"lisen\""},
           "vrrp": [], "aliases": []
         });
-        assert!(render_table(&document).unwrap().contains("config   REJECTED: nginx: [emerg] unknown directive"));
+        assert!(
+            render_table(&serde_json::from_value(document).unwrap())
+                .contains("config   REJECTED: nginx: [emerg] unknown directive")
+        );
     }
 }

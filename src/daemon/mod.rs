@@ -132,14 +132,18 @@ impl Daemon {
         }
     }
 
-    async fn status_document(&self) -> serde_json::Value {
+    async fn status_document(&self) -> StatusDocument {
         let vrrp = match &self.vrrp {
             Some(vrrp) => vrrp.status().await,
             None => Vec::new(),
         };
-        let vrrp = vrrp.into_iter().filter_map(|router| serde_json::to_value(router).ok()).collect();
-        let document = StatusDocument { nginx: self.supervisor.status.borrow().clone(), vrrp, aliases: Vec::new() };
-        serde_json::to_value(document).unwrap_or_default()
+        StatusDocument {
+            nginx: self.supervisor.status.borrow().clone(),
+            vrrp,
+            aliases: Vec::new(),
+            anycast: Vec::new(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        }
     }
 
     /// Re-reads nginx-ha's own config and applies what changed, or rejects it all if a key

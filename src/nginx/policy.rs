@@ -6,10 +6,10 @@
 
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// What the supervisor is doing with nginx, as shown in `status`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum NginxState {
     Starting,
@@ -20,10 +20,53 @@ pub enum NginxState {
     Failed,
 }
 
+impl NginxState {
+    pub const ALL: [NginxState; 6] = [
+        NginxState::Starting,
+        NginxState::Running,
+        NginxState::Reloading,
+        NginxState::Restarting,
+        NginxState::Stopped,
+        NginxState::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NginxState::Starting => "starting",
+            NginxState::Running => "running",
+            NginxState::Reloading => "reloading",
+            NginxState::Restarting => "restarting",
+            NginxState::Stopped => "stopped",
+            NginxState::Failed => "failed",
+        }
+    }
+}
+
 impl std::fmt::Display for NginxState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let text = serde_json::to_value(self).ok().and_then(|v| v.as_str().map(str::to_owned));
-        f.write_str(text.as_deref().unwrap_or("?"))
+        f.pad(self.as_str())
+    }
+}
+
+/// nginx's health as the VRRP routers (and anycast) see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Health {
+    /// Master and workers up (and the probes pass, when configured).
+    Healthy,
+    /// The master crashed after serving and is being restarted in place: a router keeps its
+    /// VIPs for `restart_grace_ms` and acts only if nginx is not serving again by then.
+    Restarting,
+    /// Not serving: hung, failed to start, stopped, or crashing in a loop. Act at once.
+    Unhealthy,
+}
+
+impl Health {
+    pub fn from_serving(serving: bool) -> Health {
+        if serving { Health::Healthy } else { Health::Unhealthy }
+    }
+
+    pub fn is_healthy(self) -> bool {
+        self == Health::Healthy
     }
 }
 

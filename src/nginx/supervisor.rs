@@ -9,14 +9,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
 use super::conf::{self, ConfigDump, FOREGROUND};
-use super::policy::{Action, Event, NginxState, Policy, PolicyConfig};
+use super::policy::{Action, Event, Health, NginxState, Policy, PolicyConfig};
 use super::probe::Prober;
 use super::process::{self, Pidfd};
 use super::watch::ConfigWatcher;
@@ -80,19 +80,25 @@ impl SupervisorConfig {
 }
 
 /// The `nginx` part of the status document.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NginxStatus {
     pub state: NginxState,
     pub healthy: bool,
     pub master_pid: Option<i32>,
+    #[serde(default)]
     pub worker_pids: Vec<i32>,
     /// Workers of the previous config still finishing their requests after a reload.
+    #[serde(default)]
     pub draining_pids: Vec<i32>,
     pub restarts: u64,
     pub config_error: Option<String>,
+    #[serde(default)]
     pub worker_exits: u64,
+    #[serde(default)]
     pub adopted: bool,
+    #[serde(default)]
     pub last_exit: Option<String>,
+    #[serde(default)]
     pub last_probe_error: Option<String>,
 }
 
@@ -114,7 +120,7 @@ pub enum Command {
 pub struct SupervisorHandle {
     pub commands: mpsc::Sender<Command>,
     pub status: watch::Receiver<NginxStatus>,
-    pub health: watch::Receiver<bool>,
+    pub health: watch::Receiver<Health>,
     pub task: tokio::task::JoinHandle<()>,
 }
 
@@ -123,7 +129,7 @@ pub fn spawn(config: SupervisorConfig) -> SupervisorHandle {
     let policy = Policy::new(config.live.policy.clone());
     let status = initial_status(&policy);
     let (status_tx, status_rx) = watch::channel(status);
-    let (health_tx, health_rx) = watch::channel(false);
+    let (health_tx, health_rx) = watch::channel(Health::Unhealthy);
     let task = tokio::spawn(Supervisor::new(config, policy, status_tx, health_tx).run(commands_rx));
     SupervisorHandle { commands: commands_tx, status: status_rx, health: health_rx, task }
 }
@@ -196,7 +202,7 @@ struct Supervisor {
     tickets: HashMap<u64, oneshot::Sender<Result<(), String>>>,
     next_ticket: u64,
     status_tx: watch::Sender<NginxStatus>,
-    health_tx: watch::Sender<bool>,
+    health_tx: watch::Sender<Health>,
     adopted: bool,
     last_exit: Option<String>,
     last_probe_error: Option<String>,
@@ -208,7 +214,7 @@ impl Supervisor {
         config: SupervisorConfig,
         policy: Policy,
         status_tx: watch::Sender<NginxStatus>,
-        health_tx: watch::Sender<bool>,
+        health_tx: watch::Sender<Health>,
     ) -> Self {
         let (internal_tx, internal_rx) = mpsc::unbounded_channel();
         Supervisor {
@@ -400,7 +406,7 @@ impl Supervisor {
                 } else {
                     warn!("nginx is unhealthy");
                 }
-                self.health_tx.send_replace(healthy);
+                self.health_tx.send_replace(Health::from_serving(healthy));
                 None
             }
             Action::ReloadFinished { tickets, result } => {
@@ -817,7 +823,7 @@ impl Supervisor {
         let actions = self.policy.handle(Instant::now().into_std(), Event::Adopted);
         for action in actions {
             if let Action::Health(healthy) = action {
-                self.health_tx.send_replace(healthy);
+                self.health_tx.send_replace(Health::from_serving(healthy));
             }
         }
         self.schedule_probe();

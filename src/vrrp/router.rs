@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 use ipnet::IpNet;
 use thiserror::Error;
 
+use crate::nginx::policy::Health;
+
 use super::packet::{self, Advert, Auth, CodecOptions, HOP_LIMIT, MULTICAST_V4, MULTICAST_V6, PacketError, Version};
 
 #[cfg(test)]
@@ -23,7 +25,8 @@ mod tests;
 const REANNOUNCE_DELAY: Duration = Duration::from_secs(1);
 const OWNER_PRIORITY: u8 = 255;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
 pub enum State {
     Init,
     Backup,
@@ -31,14 +34,22 @@ pub enum State {
     Fault,
 }
 
-impl fmt::Display for State {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl State {
+    pub const ALL: [State; 4] = [State::Init, State::Backup, State::Master, State::Fault];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
             State::Init => "INIT",
             State::Backup => "BACKUP",
             State::Master => "MASTER",
             State::Fault => "FAULT",
-        })
+        }
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
     }
 }
 
@@ -71,6 +82,8 @@ pub struct RouterConfig {
     pub codec: CodecOptions,
     /// Empty: multicast. Otherwise adverts go to, and are only accepted from, these addresses.
     pub unicast_peers: Vec<IpAddr>,
+    /// nginx crashed and is being restarted in place: how long to keep serving as if healthy.
+    pub restart_grace: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -161,9 +174,7 @@ pub enum Input<'a> {
     /// `now >= next_deadline()`.
     TimerFired,
     /// nginx health from the supervisor.
-    Health {
-        healthy: bool,
-    },
+    Health(Health),
     /// A tracked link changed; down counts like nginx failing.
     TrackedLink {
         name: String,
@@ -212,6 +223,8 @@ pub enum Reason {
     TrackedLinkDown,
     InterfaceUp,
     InterfaceDown,
+    /// nginx crashed and was not serving again within restart_grace.
+    RestartGraceOver,
     /// BACKUP heard no advert within Master_Down_Interval.
     MasterDown,
     /// MASTER heard a higher priority (or an equal one from a higher address).
@@ -229,6 +242,7 @@ impl fmt::Display for Reason {
             Reason::TrackedLinkDown => "tracked link down",
             Reason::InterfaceUp => "interface up",
             Reason::InterfaceDown => "interface down",
+            Reason::RestartGraceOver => "nginx crashed and was not serving again within restart_grace_ms",
             Reason::MasterDown => "no advert from the master within the master down interval",
             Reason::PreferredPeer => "advert from a peer with higher priority or equal priority and higher address",
         })
@@ -268,7 +282,8 @@ impl fmt::Display for Notice {
 /// Packet counters. While BACKUP or MASTER, every received packet lands in exactly one of
 /// `adverts_received`, `own_adverts`, `other_vrid` and the `*_errors` counters; in INIT and
 /// FAULT packets are ignored uncounted.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct Counters {
     /// Valid adverts for this virtual router, including priority-0 ones.
     pub adverts_received: u64,
@@ -348,6 +363,8 @@ pub struct Router {
     master_down_at: Option<Instant>,
     advert_at: Option<Instant>,
     reannounce_at: Option<Instant>,
+    /// nginx crashed: until then it counts as healthy while it is restarted in place.
+    restart_grace_until: Option<Instant>,
     counters: Counters,
 }
 
@@ -379,6 +396,7 @@ impl Router {
             master_down_at: None,
             advert_at: None,
             reannounce_at: None,
+            restart_grace_until: None,
             counters: Counters::default(),
         }
     }
@@ -404,7 +422,14 @@ impl Router {
             }
             Input::Packet { src, dst, hop_limit, payload } => self.receive(now, src, dst, hop_limit, payload, &mut out),
             Input::TimerFired => self.fire_timers(now, &mut out),
-            Input::Health { healthy } => {
+            // A crashed nginx that served before is given restart_grace to serve again: the
+            // VIPs stay (and adverts go on) meanwhile, and the router acts only at its end.
+            Input::Health(Health::Restarting) if self.nginx_healthy && !self.config.restart_grace.is_zero() => {
+                self.restart_grace_until.get_or_insert(now + self.config.restart_grace);
+            }
+            Input::Health(health) => {
+                let healthy = health.is_healthy();
+                self.restart_grace_until = None;
                 self.nginx_healthy = healthy;
                 self.ever_healthy |= healthy;
                 let reason = if healthy { Reason::NginxHealthy } else { Reason::NginxUnhealthy };
@@ -446,7 +471,7 @@ impl Router {
 
     /// When to come back with `Input::TimerFired`; `None`: only other inputs can change anything.
     pub fn next_deadline(&self) -> Option<Instant> {
-        [self.master_down_at, self.advert_at, self.reannounce_at].into_iter().flatten().min()
+        [self.master_down_at, self.advert_at, self.reannounce_at, self.restart_grace_until].into_iter().flatten().min()
     }
 
     pub fn status(&self) -> RouterStatus {
@@ -558,6 +583,11 @@ impl Router {
 
     fn fire_timers(&mut self, now: Instant, out: &mut Vec<Action>) {
         let due = |deadline: Option<Instant>| deadline.is_some_and(|at| at <= now);
+        if due(self.restart_grace_until) {
+            self.restart_grace_until = None;
+            self.nginx_healthy = false;
+            self.reconcile(now, Reason::RestartGraceOver, out);
+        }
         if due(self.reannounce_at) {
             self.reannounce_at = None;
             out.push(Action::Announce);

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
@@ -19,6 +19,7 @@ use super::router::{Action, Counters, FailureMode, Input, Notice, Router, Router
 use super::socket::{Received, VrrpSocket};
 use crate::config::{Config, OnNginxFailure, VrrpConfig};
 use crate::net::{self, Family, LinkInfo, Net, NetEvent, OWNER_PROTO};
+use crate::nginx::policy::Health;
 
 #[derive(Debug, thiserror::Error)]
 pub enum VrrpError {
@@ -70,6 +71,7 @@ impl RouterSpec {
                 },
                 codec: CodecOptions { v3_pseudo_header_checksum: table.checksum_pseudo_header },
                 unicast_peers: table.peers(),
+                restart_grace: Duration::from_millis(table.restart_grace_ms),
             },
             interface: table.interface.clone(),
             excluded_vips: table.excluded_vips(),
@@ -93,20 +95,28 @@ impl RouterSpec {
 }
 
 /// One router in the status document.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RouterReport {
     pub name: String,
+    #[serde(default)]
     pub interface: String,
+    #[serde(default)]
     pub vrid: u8,
+    #[serde(default)]
     pub version: u8,
-    pub state: String,
+    pub state: State,
     pub priority: u8,
     pub effective_priority: u8,
+    #[serde(default)]
     pub vips: Vec<String>,
+    #[serde(default)]
     pub master_address: Option<IpAddr>,
+    #[serde(default)]
     pub master_advert_interval_ms: u64,
     /// Why the router is not running yet (interface missing, no address), if so.
+    #[serde(default)]
     pub problem: Option<String>,
+    #[serde(default)]
     pub counters: Counters,
 }
 
@@ -142,7 +152,7 @@ impl VrrpHandle {
 }
 
 /// Starts the routers; `health` is nginx's health from the supervisor.
-pub async fn spawn(specs: Vec<RouterSpec>, health: watch::Receiver<bool>) -> Result<VrrpHandle, VrrpError> {
+pub async fn spawn(specs: Vec<RouterSpec>, health: watch::Receiver<Health>) -> Result<VrrpHandle, VrrpError> {
     let net = Net::new().await.map_err(VrrpError::Netlink)?;
     let events = net::events().map_err(VrrpError::Netlink)?;
     remove_stale_vips(&net).await;
@@ -161,9 +171,14 @@ pub async fn spawn(specs: Vec<RouterSpec>, health: watch::Receiver<bool>) -> Res
         .collect();
     let (requests_tx, requests_rx) = mpsc::channel(8);
     let (received_tx, received_rx) = mpsc::unbounded_channel();
-    let healthy = *health.borrow();
-    let mut shell =
-        Shell { net, routers, sockets: HashMap::new(), received_tx, healthy, notices_logged: HashMap::new() };
+    let mut shell = Shell {
+        net,
+        routers,
+        sockets: HashMap::new(),
+        received_tx,
+        health: *health.borrow(),
+        notices_logged: HashMap::new(),
+    };
     shell.set_up_pending().await?;
     let task = tokio::spawn(shell.run(health, events, received_rx, requests_rx));
     Ok(VrrpHandle { requests: requests_tx, task })
@@ -213,7 +228,7 @@ struct Shell {
     sockets: HashMap<SocketKey, Arc<VrrpSocket>>,
     received_tx: mpsc::UnboundedSender<(SocketKey, Received)>,
     /// nginx's health as last reported, for routers that start late.
-    healthy: bool,
+    health: Health,
     /// When each kind of notice was last logged, per router and sender: a peer repeats its
     /// mistake in every advert, the log should not.
     notices_logged: HashMap<(usize, String), Instant>,
@@ -222,13 +237,13 @@ struct Shell {
 impl Shell {
     async fn run(
         mut self,
-        mut health: watch::Receiver<bool>,
+        mut health: watch::Receiver<Health>,
         mut events: net::NetEvents,
         mut received: mpsc::UnboundedReceiver<(SocketKey, Received)>,
         mut requests: mpsc::Receiver<Request>,
     ) {
-        self.healthy = *health.borrow_and_update();
-        self.feed_all(Input::Health { healthy: self.healthy }).await;
+        self.health = *health.borrow_and_update();
+        self.feed_all(Input::Health(self.health)).await;
         let mut events_open = true;
         loop {
             let deadline = self.routers.iter().filter_map(|slot| slot.router.next_deadline()).min();
@@ -243,10 +258,10 @@ impl Shell {
                 },
                 changed = health.changed() => {
                     // A closed channel means the supervisor is gone: nothing serves any more.
-                    self.healthy = changed.is_ok() && *health.borrow_and_update();
-                    self.feed_all(Input::Health { healthy: self.healthy }).await;
+                    self.health = if changed.is_ok() { *health.borrow_and_update() } else { Health::Unhealthy };
+                    self.feed_all(Input::Health(self.health)).await;
                     if changed.is_err() {
-                        health = watch::channel(false).1;
+                        health = watch::channel(Health::Unhealthy).1;
                     }
                 }
                 Some((key, packet)) = received.recv() => self.packet(key, packet).await,
@@ -318,7 +333,7 @@ impl Shell {
             slot.started = true;
             info!(router = %slot.spec.router.name, interface = %interface, %primary, "VRRP router starting");
             self.feed(i, Input::Startup { primary }).await;
-            self.feed(i, Input::Health { healthy: self.healthy }).await;
+            self.feed(i, Input::Health(self.health)).await;
             if !link.up {
                 self.feed(i, Input::InterfaceLink { up: false }).await;
             }
@@ -554,7 +569,7 @@ impl Shell {
                     interface: slot.spec.interface.clone(),
                     vrid: slot.spec.router.vrid,
                     version: slot.spec.router.version.number(),
-                    state: status.state.to_string(),
+                    state: status.state,
                     priority: status.priority,
                     effective_priority: status.effective_priority,
                     vips: slot.spec.all_vips().map(ToString::to_string).collect(),

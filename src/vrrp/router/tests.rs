@@ -42,6 +42,7 @@ fn config(priority: u8) -> RouterConfig {
         failure_mode: FailureMode::Relinquish,
         codec: CodecOptions::default(),
         unicast_peers: vec![],
+        restart_grace: Duration::from_millis(300),
     }
 }
 
@@ -118,7 +119,7 @@ impl Sim {
 
     /// nginx reports healthy, then the router starts.
     fn start(&mut self, node: usize) -> Vec<Action> {
-        self.input(node, Input::Health { healthy: true });
+        self.input(node, Input::Health(Health::Healthy));
         let primary = self.nodes[node].primary;
         self.input(node, Input::Startup { primary })
     }
@@ -349,9 +350,9 @@ fn preempt_delay_counts_again_after_a_restart() {
 fn preempt_delay_does_not_apply_again_after_a_fault() {
     let mut sim = a_joins_running_b(RouterConfig { preempt_delay: secs(10), ..config(150) });
     sim.run_until(secs(30));
-    sim.input(0, Input::Health { healthy: false });
+    sim.input(0, Input::Health(Health::Unhealthy));
     sim.run_until(secs(40));
-    sim.input(0, Input::Health { healthy: true });
+    sim.input(0, Input::Health(Health::Healthy));
     sim.run_until(secs(60));
     assert_eq!(sim.transitions(0)[3..], [(secs(40), State::Backup), (ms(43410), State::Master)]);
 }
@@ -443,7 +444,7 @@ fn v2_skew_is_independent_of_the_interval_and_a_different_interval_is_dropped() 
 fn unhealthy_nginx_relinquishes_to_fault_and_comes_back() {
     let mut sim = pair_with_a_master();
     sim.run_until(secs(10));
-    let actions = sim.input(0, Input::Health { healthy: false });
+    let actions = sim.input(0, Input::Health(Health::Unhealthy));
     assert_eq!(
         without_payloads(&actions),
         [changed(State::Master, State::Fault, Reason::NginxUnhealthy), send(0), Action::RemoveVips]
@@ -455,11 +456,58 @@ fn unhealthy_nginx_relinquishes_to_fault_and_comes_back() {
     assert_eq!(sim.adverts(0).last(), Some(&(secs(10), 0)));
     assert_eq!(sim.status(0).counters.adverts_received, 0);
 
-    let actions = sim.input(0, Input::Health { healthy: true });
+    let actions = sim.input(0, Input::Health(Health::Healthy));
     assert_eq!(actions, [changed(State::Fault, State::Backup, Reason::NginxHealthy)]);
     sim.run_until(secs(30));
     assert_eq!(sim.transitions(0).last(), Some(&(ms(23410), State::Master)));
     assert_eq!(sim.masters(), [0]);
+}
+
+#[test]
+fn a_crash_restarted_within_the_grace_keeps_the_vips_and_the_peer_in_backup() {
+    let mut sim = pair_with_a_master();
+    sim.run_until(secs(10));
+    assert!(sim.input(0, Input::Health(Health::Restarting)).is_empty());
+    assert_eq!(sim.nodes[0].router.next_deadline(), Some(sim.start + secs(10) + ms(300)));
+    sim.run_until(secs(10) + ms(150));
+    assert!(sim.input(0, Input::Health(Health::Healthy)).is_empty());
+    sim.run_until(secs(30));
+    assert_eq!(sim.transitions(0).last(), Some(&(ms(3410), State::Master)));
+    assert_eq!(sim.transitions(1).last(), Some(&(ms(0), State::Backup)));
+    assert!(!sim.entries(0).any(|e| e.action == Action::RemoveVips));
+    // Adverts went on through the restart, at full priority.
+    assert!(sim.adverts(0).iter().all(|&(_, priority)| priority == 150));
+}
+
+#[test]
+fn a_crash_not_serving_again_by_the_end_of_the_grace_relinquishes() {
+    let mut sim = pair_with_a_master();
+    sim.run_until(secs(10));
+    sim.input(0, Input::Health(Health::Restarting));
+    // A second report while restarting does not extend the grace.
+    sim.run_until(secs(10) + ms(200));
+    sim.input(0, Input::Health(Health::Restarting));
+    sim.run_until(secs(11));
+    let fault = sim.entries(0).find(|e| matches!(e.action, Action::StateChanged { to: State::Fault, .. })).unwrap();
+    assert_eq!(fault.at, secs(10) + ms(300));
+    assert_eq!(fault.action, changed(State::Master, State::Fault, Reason::RestartGraceOver));
+    sim.run_until(secs(20));
+    assert_eq!(sim.masters(), [1]);
+}
+
+#[test]
+fn a_hang_or_a_zero_grace_acts_at_once() {
+    let mut sim = Sim::new(vec![(RouterConfig { restart_grace: Duration::ZERO, ..config(150) }, A), (config(100), B)]);
+    sim.start_all();
+    sim.run_until(secs(10));
+    assert_eq!(sim.masters(), [0]);
+    let actions = sim.input(0, Input::Health(Health::Restarting));
+    assert_eq!(actions[0], changed(State::Master, State::Fault, Reason::NginxUnhealthy));
+
+    let mut sim = pair_with_a_master();
+    sim.run_until(secs(10));
+    let actions = sim.input(0, Input::Health(Health::Unhealthy));
+    assert_eq!(actions[0], changed(State::Master, State::Fault, Reason::NginxUnhealthy));
 }
 
 #[test]
@@ -474,7 +522,7 @@ fn tracked_links_down_count_like_nginx_failing() {
     );
     assert!(sim.input(0, down("eth2")).is_empty());
     assert!(sim.input(0, up("eth1")).is_empty(), "eth2 is still down");
-    assert!(sim.input(0, Input::Health { healthy: true }).is_empty());
+    assert!(sim.input(0, Input::Health(Health::Healthy)).is_empty());
     assert_eq!(sim.input(0, up("eth2")), [changed(State::Fault, State::Backup, Reason::TrackedLinkUp)]);
 }
 
@@ -484,7 +532,7 @@ fn demoted_master_loses_to_a_preempting_peer_and_wins_back_when_healthy() {
     let mut sim = Sim::new(vec![(a, A), (config(100), B)]);
     sim.start_all();
     sim.run_until(secs(10));
-    assert!(sim.input(0, Input::Health { healthy: false }).is_empty());
+    assert!(sim.input(0, Input::Health(Health::Unhealthy)).is_empty());
     let status = sim.status(0);
     assert_eq!((status.state, status.priority, status.effective_priority), (State::Master, 150, 90));
     sim.run_until(secs(20));
@@ -497,7 +545,7 @@ fn demoted_master_loses_to_a_preempting_peer_and_wins_back_when_healthy() {
         [changed(State::Master, State::Backup, Reason::PreferredPeer), Action::RemoveVips]
     );
 
-    assert!(sim.input(0, Input::Health { healthy: true }).is_empty());
+    assert!(sim.input(0, Input::Health(Health::Healthy)).is_empty());
     assert_eq!(sim.status(0).effective_priority, 150);
     sim.run_until(secs(30));
     // A's timer was last restarted by B's advert at 19.01 s while A had 90:
@@ -530,7 +578,7 @@ fn demoted_master_stays_master_when_the_peer_does_not_preempt() {
     let mut sim = Sim::new(vec![(a, A), (b, B)]);
     sim.start_all();
     sim.run_until(secs(10));
-    sim.input(0, Input::Health { healthy: false });
+    sim.input(0, Input::Health(Health::Unhealthy));
     sim.run_until(secs(60));
     assert_eq!(sim.masters(), [0]);
     assert_eq!(sim.adverts(0).last(), Some(&(ms(59410), 90)));
@@ -596,7 +644,7 @@ fn stays_in_init_until_nginx_is_first_healthy() {
     let t0 = Instant::now();
     let mut router = Router::new(config(255), t0);
     assert!(router.handle(t0, Input::Startup { primary: ip(A) }).is_empty());
-    assert!(router.handle(t0, Input::Health { healthy: false }).is_empty());
+    assert!(router.handle(t0, Input::Health(Health::Unhealthy)).is_empty());
     assert_eq!(router.next_deadline(), None);
     assert!(router.handle(t0 + secs(60), Input::TimerFired).is_empty());
     let advert = peer_advert(100);
@@ -604,7 +652,7 @@ fn stays_in_init_until_nginx_is_first_healthy() {
     assert_eq!(router.status().state, State::Init);
     assert_eq!(router.status().counters, Counters::default());
 
-    let actions = router.handle(t0 + secs(61), Input::Health { healthy: true });
+    let actions = router.handle(t0 + secs(61), Input::Health(Health::Healthy));
     assert_eq!(actions[0], changed(State::Init, State::Master, Reason::NginxHealthy));
 }
 
@@ -612,7 +660,7 @@ fn stays_in_init_until_nginx_is_first_healthy() {
 fn health_before_startup_starts_as_backup() {
     let t0 = Instant::now();
     let mut router = Router::new(config(100), t0);
-    assert!(router.handle(t0, Input::Health { healthy: true }).is_empty());
+    assert!(router.handle(t0, Input::Health(Health::Healthy)).is_empty());
     assert_eq!(router.next_deadline(), None);
     let actions = router.handle(t0, Input::Startup { primary: ip(A) });
     assert_eq!(actions, [changed(State::Init, State::Backup, Reason::Startup)]);
@@ -627,7 +675,7 @@ fn interface_down_before_the_first_healthy_report_stays_init_then_faults() {
     router.handle(t0, Input::Startup { primary: ip(A) });
     assert!(router.handle(t0, Input::InterfaceLink { up: false }).is_empty());
     assert_eq!(
-        router.handle(t0, Input::Health { healthy: true }),
+        router.handle(t0, Input::Health(Health::Healthy)),
         [changed(State::Init, State::Fault, Reason::NginxHealthy)]
     );
     assert_eq!(
@@ -639,7 +687,7 @@ fn interface_down_before_the_first_healthy_report_stays_init_then_faults() {
 /// A started, healthy router at A.
 fn started(config: RouterConfig, t0: Instant) -> Router {
     let mut router = Router::new(config, t0);
-    router.handle(t0, Input::Health { healthy: true });
+    router.handle(t0, Input::Health(Health::Healthy));
     router.handle(t0, Input::Startup { primary: ip(A) });
     router
 }
@@ -661,7 +709,7 @@ fn packet_from<'a>(src: &str, payload: &'a [u8]) -> Input<'a> {
 fn owner_starts_as_master_and_keeps_its_timers() {
     let t0 = Instant::now();
     let mut router = Router::new(config(255), t0);
-    router.handle(t0, Input::Health { healthy: true });
+    router.handle(t0, Input::Health(Health::Healthy));
     let actions = router.handle(t0, Input::Startup { primary: ip(A) });
     assert_eq!(
         without_payloads(&actions),
@@ -900,7 +948,7 @@ fn v3_unicast_sends_one_advert_per_peer_with_its_own_checksum() {
     let owner = RouterConfig { unicast_peers: peers.clone(), ..config(255) };
     let t0 = Instant::now();
     let mut router = Router::new(owner, t0);
-    router.handle(t0, Input::Health { healthy: true });
+    router.handle(t0, Input::Health(Health::Healthy));
     let actions = router.handle(t0, Input::Startup { primary: ip(A) });
     let sent: Vec<_> = actions
         .iter()
@@ -969,7 +1017,7 @@ fn a_vip_never_becomes_the_advert_source() {
     let (own, vip, group) = (ip("fe80::1"), ip("fe80::100"), IpAddr::V6(MULTICAST_V6));
     let t0 = Instant::now();
     let mut router = Router::new(config, t0);
-    router.handle(t0, Input::Health { healthy: true });
+    router.handle(t0, Input::Health(Health::Healthy));
     router.handle(t0, Input::Startup { primary: own });
     assert_eq!(router.status().state, State::Master);
     router.handle(t0, Input::PrimaryAddress(vip));
