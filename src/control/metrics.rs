@@ -88,7 +88,8 @@ pub fn render(document: &StatusDocument) -> String {
         .flat_map(|r| State::ALL.iter().map(move |s| (format!("{{{},state=\"{s}\"}}", label(r)), flag(r.state == *s))))
         .collect();
     metric("vrrp_state", "gauge", "1 for each virtual router's current state.", &per_state);
-    let priorities: [(&str, &str, fn(&RouterReport) -> u8); 2] = [
+    type Field = fn(&RouterReport) -> u8;
+    let priorities: [(&str, &str, Field); 2] = [
         ("priority", "Configured priority.", |r| r.priority),
         ("effective_priority", "Priority advertised now.", |r| r.effective_priority),
     ];
