@@ -475,3 +475,26 @@ fn a_notify_hook_past_its_timeout_is_killed_and_the_next_ones_run_in_order() {
         ["VI_1 BACKUP", "VI_1 MASTER", "VI_1 FAULT", "VI_1 BACKUP", "VI_1 MASTER"]
     );
 }
+
+#[test]
+fn losing_the_vrrp_task_removes_the_vips_at_once_and_exits_non_zero() {
+    let (_bridge, mut a, b, client) = pair("");
+    a.wait_state("VI_1", "MASTER");
+    b.wait_state("VI_1", "BACKUP");
+    client.wait_served_by(VIP, "A");
+    let nginx = a.nginx_master().unwrap();
+    let answer = a.request(r#"{"command":"failpoint","name":"vrrp_task"}"#);
+    assert!(answer.contains("\"ok\":true"), "{answer}");
+    let failed = std::time::Instant::now();
+    wait_until(PATIENCE, "A drops the VIP", || !a.has_address(VIP));
+    let gone_after = failed.elapsed();
+    println!("VIP gone from A {} ms after the failpoint", gone_after.as_millis());
+    let status = a.wait_exit();
+    assert!(!status.success(), "nginx-ha must exit non-zero when it loses its VRRP task: {status}");
+    assert!(a.log().contains("removed this node's VIPs"), "{}", a.log());
+    // nginx is left serving for the next nginx-ha to adopt.
+    assert!(is_nginx(nginx), "nginx keeps running");
+    b.wait_state("VI_1", "MASTER");
+    client.wait_served_by(VIP, "B");
+    assert!(!a.has_address(VIP));
+}

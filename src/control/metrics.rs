@@ -5,7 +5,10 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
 use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
@@ -23,35 +26,52 @@ pub struct MetricsError {
     source: std::io::Error,
 }
 
-pub async fn start(address: SocketAddr, requests: mpsc::Sender<Incoming>) -> Result<(), MetricsError> {
+/// Connections served at once; a scraper needs one.
+const MAX_CONNECTIONS: usize = 16;
+
+/// Binds `address`; the returned future serves the metrics and never ends on its own (the
+/// caller owns it).
+pub async fn bind(
+    address: SocketAddr,
+    requests: mpsc::Sender<Incoming>,
+) -> Result<impl Future<Output = ()> + Send + 'static, MetricsError> {
     let listener = TcpListener::bind(address).await.map_err(|source| MetricsError { address, source })?;
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut stream, _)) = listener.accept().await else { continue };
-            let requests = requests.clone();
-            tokio::spawn(async move {
-                // The request itself does not matter: every path serves the metrics.
-                let mut buf = [0u8; 1024];
-                let _ = tokio::time::timeout(std::time::Duration::from_secs(2), stream.read(&mut buf)).await;
-                let (reply_tx, reply_rx) = oneshot::channel();
-                let body = match requests.send((Request::Status, reply_tx)).await {
-                    Ok(()) => reply_rx.await.ok().and_then(|r| r.status).map(|doc| render(&doc)),
-                    Err(_) => None,
-                };
-                let response = match body {
-                    Some(body) => format!(
-                        "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n\r\n{body}",
-                        body.len()
-                    ),
-                    None => "HTTP/1.0 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n".to_string(),
-                };
-                if let Err(e) = stream.write_all(response.as_bytes()).await {
-                    warn!("metrics: {e}");
-                }
-            });
+    Ok(serve(listener, requests))
+}
+
+async fn serve(listener: TcpListener, requests: mpsc::Sender<Incoming>) {
+    let mut connections = JoinSet::new();
+    loop {
+        while connections.try_join_next().is_some() {}
+        if connections.len() >= MAX_CONNECTIONS {
+            connections.join_next().await;
+            continue;
         }
-    });
-    Ok(())
+        let Ok((stream, _)) = listener.accept().await else { continue };
+        connections.spawn(answer(stream, requests.clone()));
+    }
+}
+
+async fn answer(mut stream: TcpStream, requests: mpsc::Sender<Incoming>) {
+    // The request itself does not matter: every path serves the metrics.
+    let mut buf = [0u8; 1024];
+    let _ = tokio::time::timeout(Duration::from_secs(2), stream.read(&mut buf)).await;
+    let (reply_tx, reply_rx) = oneshot::channel();
+    let body = match requests.send((Request::Status, reply_tx)).await {
+        Ok(()) => reply_rx.await.ok().and_then(|r| r.status).map(|doc| render(&doc)),
+        Err(_) => None,
+    };
+    let response = match body {
+        Some(body) => format!(
+            "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+        None => "HTTP/1.0 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n".to_string(),
+    };
+    let write = tokio::time::timeout(Duration::from_secs(5), stream.write_all(response.as_bytes()));
+    if let Ok(Err(e)) = write.await {
+        warn!("metrics: {e}");
+    }
 }
 
 /// The status document in the Prometheus text exposition format.

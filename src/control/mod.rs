@@ -14,6 +14,10 @@ pub enum Request {
     Status,
     /// Re-read nginx-ha's config, test and reload nginx; answered when done.
     Reload,
+    /// Test builds only (compiled out of release builds): make a part of the daemon fail as a
+    /// bug would, to test how the daemon handles it. `vrrp_task`: the VRRP task panics.
+    #[cfg(debug_assertions)]
+    Failpoint { name: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

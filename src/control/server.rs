@@ -4,8 +4,12 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use std::time::Duration;
+
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::unix::OwnedReadHalf;
 use tokio::net::{UnixListener, UnixStream};
+use tokio::task::JoinSet;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
@@ -13,6 +17,10 @@ use super::{Request, Response};
 
 /// Largest request line accepted; requests are tiny, anything bigger is not ours.
 const MAX_REQUEST: usize = 64 * 1024;
+/// Connections served at once; more wait in the listen backlog.
+const MAX_CONNECTIONS: usize = 64;
+/// A connection that sends no complete request for this long is closed.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -31,8 +39,12 @@ pub struct ControlServer {
 }
 
 impl ControlServer {
-    /// Binds the socket (mode 0600) and forwards each request on `requests`.
-    pub async fn start(path: &Path, requests: mpsc::Sender<Incoming>) -> Result<ControlServer, ServerError> {
+    /// Binds the socket (mode 0600); the returned future accepts connections and forwards each
+    /// request on `requests`. It never ends on its own: the caller owns it and notices if it does.
+    pub async fn start(
+        path: &Path,
+        requests: mpsc::Sender<Incoming>,
+    ) -> Result<(ControlServer, impl Future<Output = ()> + Send + 'static), ServerError> {
         if UnixStream::connect(path).await.is_ok() {
             return Err(ServerError::AlreadyRunning(path.to_path_buf()));
         }
@@ -44,8 +56,7 @@ impl ControlServer {
         let _ = std::fs::remove_file(path);
         let listener = UnixListener::bind(path).map_err(bind_error)?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(bind_error)?;
-        tokio::spawn(accept_loop(listener, requests));
-        Ok(ControlServer { path: path.to_path_buf() })
+        Ok((ControlServer { path: path.to_path_buf() }, accept_loop(listener, requests)))
     }
 }
 
@@ -56,14 +67,22 @@ impl Drop for ControlServer {
 }
 
 async fn accept_loop(listener: UnixListener, requests: mpsc::Sender<Incoming>) {
+    // The connections are owned here: dropping the loop ends them.
+    let mut connections = JoinSet::new();
     loop {
+        // Finished connections are reaped as they end; at the limit, wait for one to end.
+        while connections.try_join_next().is_some() {}
+        if connections.len() >= MAX_CONNECTIONS {
+            connections.join_next().await;
+            continue;
+        }
         match listener.accept().await {
             Ok((stream, _)) => {
-                tokio::spawn(serve(stream, requests.clone()));
+                connections.spawn(serve(stream, requests.clone()));
             }
             Err(e) => {
                 warn!("control socket accept failed: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
     }
@@ -71,24 +90,50 @@ async fn accept_loop(listener: UnixListener, requests: mpsc::Sender<Incoming>) {
 
 async fn serve(stream: UnixStream, requests: mpsc::Sender<Incoming>) {
     let (reader, mut writer) = stream.into_split();
-    let mut lines = BufReader::new(reader.take(MAX_REQUEST as u64)).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        let response = match serde_json::from_str::<Request>(&line) {
-            Ok(request) => {
-                debug!(?request, "control request");
-                let (reply_tx, reply_rx) = oneshot::channel();
-                if requests.send((request, reply_tx)).await.is_err() {
-                    Response::error("nginx-ha is shutting down")
-                } else {
-                    reply_rx.await.unwrap_or_else(|_| Response::error("nginx-ha is shutting down"))
+    let mut reader = BufReader::new(reader);
+    loop {
+        let response = match read_request(&mut reader).await {
+            Ok(Some(line)) => match serde_json::from_str::<Request>(&line) {
+                Ok(request) => {
+                    debug!(?request, "control request");
+                    let (reply_tx, reply_rx) = oneshot::channel();
+                    if requests.send((request, reply_tx)).await.is_err() {
+                        Response::error("nginx-ha is shutting down")
+                    } else {
+                        reply_rx.await.unwrap_or_else(|_| Response::error("nginx-ha is shutting down"))
+                    }
                 }
-            }
-            Err(e) => Response::error(format!("not a valid request: {e}")),
+                Err(e) => Response::error(format!("not a valid request: {e}")),
+            },
+            Ok(None) => return,
+            Err(RequestError::TooLong) => Response::error(format!("request longer than {MAX_REQUEST} bytes")),
+            Err(RequestError::Idle | RequestError::Io) => return,
         };
         let mut text = serde_json::to_string(&response).unwrap_or_else(|_| "{\"ok\":false}".into());
         text.push('\n');
         if writer.write_all(text.as_bytes()).await.is_err() {
-            break;
+            return;
         }
+    }
+}
+
+enum RequestError {
+    TooLong,
+    Idle,
+    Io,
+}
+
+/// One request line of at most MAX_REQUEST bytes within IDLE_TIMEOUT; None at end of stream.
+/// A longer line is answered with an error and the connection closed (its rest is not read).
+async fn read_request(reader: &mut BufReader<OwnedReadHalf>) -> Result<Option<String>, RequestError> {
+    let mut line = Vec::new();
+    let mut limited = reader.take(MAX_REQUEST as u64 + 1);
+    let read = tokio::time::timeout(IDLE_TIMEOUT, limited.read_until(b'\n', &mut line)).await;
+    match read {
+        Err(_) => Err(RequestError::Idle),
+        Ok(Err(_)) => Err(RequestError::Io),
+        Ok(Ok(0)) => Ok(None),
+        Ok(Ok(_)) if line.len() > MAX_REQUEST => Err(RequestError::TooLong),
+        Ok(Ok(_)) => Ok(Some(String::from_utf8_lossy(&line).trim_end().to_string())),
     }
 }

@@ -6,7 +6,8 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, oneshot};
-use tracing::info;
+use tokio::task::JoinSet;
+use tracing::{error, info};
 
 use crate::config::Config;
 use crate::control::server::{ControlServer, Incoming};
@@ -24,27 +25,42 @@ pub struct Daemon {
     notified_ready: bool,
 }
 
-/// Runs until SIGTERM/SIGINT; returns once nginx is stopped.
+/// Why the main loop ended.
+enum Exit {
+    /// SIGTERM or SIGINT: the planned stop.
+    Planned,
+    /// A task the daemon cannot run without ended: the daemon exits non-zero (systemd's
+    /// `Restart=on-failure` brings it back, and it adopts the running nginx).
+    Lost(String),
+}
+
+/// Runs until SIGTERM/SIGINT; returns once nginx is stopped. Every task the daemon starts is
+/// owned here: the supervisor, the VRRP task and the control/metrics listeners are selected on,
+/// so the loss of any of them is noticed at once.
 pub async fn run(config_path: &Path, config: Config) -> anyhow::Result<()> {
     // Orphans of a dead nginx master come to us, so we can kill and reap them (they would hold
     // the listen sockets and block the restart).
     nix::sys::prctl::set_child_subreaper(true).context("cannot become the child subreaper")?;
 
     let (requests_tx, mut requests) = mpsc::channel::<Incoming>(16);
+    // The listeners: each is a task that never ends on its own.
+    let mut listeners = JoinSet::new();
     if let Some(listen) = &config.daemon.metrics_listen {
         let address = listen.parse().context("[daemon] metrics_listen was validated")?;
-        crate::control::metrics::start(address, requests_tx.clone()).await?;
+        listeners.spawn(crate::control::metrics::bind(address, requests_tx.clone()).await?);
         info!(%address, "serving Prometheus metrics");
     }
-    let _control = ControlServer::start(&config.daemon.control_socket, requests_tx).await?;
+    let (_control, accept) = ControlServer::start(&config.daemon.control_socket, requests_tx).await?;
+    listeners.spawn(accept);
     info!(socket = %config.daemon.control_socket.display(), config = %config_path.display(), "nginx-ha started");
 
     let supervisor = supervisor::spawn(SupervisorConfig::from_config(&config));
     // The routers follow nginx's health; they stay in INIT until nginx first serves.
-    let vrrp = if config.vrrp.is_empty() {
+    let specs = RouterSpec::from_config(&config);
+    let vrrp = if specs.is_empty() {
         None
     } else {
-        match vrrp::spawn(RouterSpec::from_config(&config), supervisor.health.clone()).await {
+        match vrrp::spawn(specs.clone(), supervisor.health.clone()).await {
             Ok(handle) => Some(handle),
             Err(e) => {
                 let _ = supervisor.commands.send(Command::Shutdown).await;
@@ -60,12 +76,11 @@ pub async fn run(config_path: &Path, config: Config) -> anyhow::Result<()> {
     let mut sighup = signal(SignalKind::hangup())?;
     let mut watchdog = watchdog_interval().map(tokio::time::interval);
     let mut status = daemon.supervisor.status.clone();
-    let mut supervisor_lost = false;
 
-    loop {
+    let exit = loop {
         tokio::select! {
-            _ = sigterm.recv() => { info!("SIGTERM: shutting down"); break; }
-            _ = sigint.recv() => { info!("SIGINT: shutting down"); break; }
+            _ = sigterm.recv() => { info!("SIGTERM: shutting down"); break Exit::Planned; }
+            _ = sigint.recv() => { info!("SIGINT: shutting down"); break Exit::Planned; }
             _ = sighup.recv() => {
                 info!("SIGHUP: reloading");
                 let (reply, _) = oneshot::channel();
@@ -74,14 +89,36 @@ pub async fn run(config_path: &Path, config: Config) -> anyhow::Result<()> {
             Some((request, reply)) = requests.recv() => daemon.request(request, reply).await,
             changed = status.changed() => {
                 if changed.is_err() {
-                    supervisor_lost = true;
-                    break;
+                    break Exit::Lost("the nginx supervisor stopped unexpectedly".into());
                 }
                 daemon.notify_state();
             }
+            ended = vrrp_task(&mut daemon.vrrp) => {
+                // Nobody advertises for our VIPs any more: the peer takes over after its
+                // master-down interval, and until then both would answer ARP for them.
+                let started = std::time::Instant::now();
+                let removed = vrrp::release_vips(&specs).await;
+                error!(
+                    removed,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "the VRRP task ended ({}); removed this node's VIPs",
+                    describe(ended)
+                );
+                daemon.vrrp = None;
+                break Exit::Lost(
+                    "the VRRP task ended unexpectedly; VIPs removed, nginx left running for the next nginx-ha to adopt"
+                        .into(),
+                );
+            }
+            Some(ended) = listeners.join_next() => {
+                break Exit::Lost(format!(
+                    "a control listener ended unexpectedly ({}); nginx left running for the next nginx-ha to adopt",
+                    describe(ended)
+                ));
+            }
             _ = tick(&mut watchdog) => { let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]); }
         }
-    }
+    };
 
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     // Shutdown order: VIPs are relinquished (priority-0 advert, VIPs removed) before nginx
@@ -90,6 +127,12 @@ pub async fn run(config_path: &Path, config: Config) -> anyhow::Result<()> {
         vrrp.shutdown().await;
         info!("VIPs relinquished");
     }
+    if let Exit::Lost(why) = exit {
+        // nginx keeps serving: the daemon that systemd starts next adopts it.
+        let _ = daemon.supervisor.commands.send(Command::Detach).await;
+        let _ = (&mut daemon.supervisor.task).await;
+        anyhow::bail!("{why}");
+    }
     let _ = daemon.supervisor.commands.send(Command::Shutdown).await;
     let mut requests_open = true;
     let task = &mut daemon.supervisor.task;
@@ -97,17 +140,31 @@ pub async fn run(config_path: &Path, config: Config) -> anyhow::Result<()> {
         tokio::select! {
             _ = &mut *task => break,
             incoming = requests.recv(), if requests_open => match incoming {
-                Some((_, reply)) => { let _ = reply.send(Response::error("nginx-ha is shutting down")); }
+                Some((_, reply)) => { let _ = reply.send(Response::error(SHUTTING_DOWN)); }
                 None => requests_open = false,
             },
         }
     }
-    if supervisor_lost {
-        // A non-zero exit, so that systemd's Restart=on-failure brings us back.
-        anyhow::bail!("the nginx supervisor stopped unexpectedly; VIPs were relinquished");
-    }
     info!("nginx-ha stopped");
     Ok(())
+}
+
+const SHUTTING_DOWN: &str = "nginx-ha is shutting down";
+
+/// Resolves when the VRRP task ends (never, without routers).
+async fn vrrp_task(vrrp: &mut Option<VrrpHandle>) -> Result<(), tokio::task::JoinError> {
+    match vrrp {
+        Some(vrrp) => (&mut vrrp.task).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn describe(ended: Result<(), tokio::task::JoinError>) -> String {
+    match ended {
+        Ok(()) => "it returned".into(),
+        Err(e) if e.is_panic() => "it panicked".into(),
+        Err(e) => e.to_string(),
+    }
 }
 
 impl Daemon {
@@ -115,6 +172,17 @@ impl Daemon {
         match request {
             Request::Status => {
                 let _ = reply.send(Response::status(self.status_document().await));
+            }
+            #[cfg(debug_assertions)]
+            Request::Failpoint { name } => {
+                let response = match (name.as_str(), &self.vrrp) {
+                    ("vrrp_task", Some(vrrp)) => {
+                        vrrp.inject_failure().await;
+                        Response::ok()
+                    }
+                    _ => Response::error(format!("no failpoint {name:?} here")),
+                };
+                let _ = reply.send(response);
             }
             Request::Reload => {
                 let (done_tx, done_rx) = oneshot::channel();
@@ -124,7 +192,7 @@ impl Daemon {
                     let response = match done_rx.await {
                         Ok(Ok(applied)) => Response::applied(applied),
                         Ok(Err(e)) => Response::error(e),
-                        Err(_) => Response::error("nginx-ha is shutting down"),
+                        Err(_) => Response::error(SHUTTING_DOWN),
                     };
                     let _ = reply.send(response);
                 });
@@ -200,7 +268,7 @@ async fn answer(
         Ok(Err(e)) => {
             Err(format!("{e}\n(the changed nginx-ha settings were applied all the same: {})", applied.join(", ")))
         }
-        Err(_) => Err("nginx-ha is shutting down".to_string()),
+        Err(_) => Err(SHUTTING_DOWN.to_string()),
     };
     let _ = done.send(result);
 }

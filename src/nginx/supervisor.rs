@@ -115,6 +115,8 @@ pub enum Command {
     /// Apply changed settings (from `nginx-ha reload`); sent before the `Reload` it goes with.
     Reconfigure(LiveSettings),
     Shutdown,
+    /// Stop supervising and leave nginx running, for the next nginx-ha to adopt.
+    Detach,
 }
 
 pub struct SupervisorHandle {
@@ -264,6 +266,10 @@ impl Supervisor {
             let deadline = self.next_wakeup();
             tokio::select! {
                 command = commands.recv() => match command {
+                    Some(Command::Detach) => {
+                        info!("leaving nginx running for the next nginx-ha to adopt");
+                        return;
+                    }
                     Some(command) => self.command(command).await,
                     None => self.begin_stop().await,
                 },
@@ -312,6 +318,7 @@ impl Supervisor {
             }
             Command::Reconfigure(live) => self.reconfigure(live).await,
             Command::Shutdown => self.begin_stop().await,
+            Command::Detach => unreachable!("handled by the loop"),
         }
     }
 

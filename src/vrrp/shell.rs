@@ -11,6 +11,7 @@ use std::time::Duration;
 use futures::{FutureExt, StreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
@@ -125,6 +126,9 @@ pub struct RouterReport {
 enum Request {
     Status(oneshot::Sender<Vec<RouterReport>>),
     Shutdown(oneshot::Sender<()>),
+    /// Test builds only: make the task fail, as a bug would.
+    #[cfg(debug_assertions)]
+    Fail,
 }
 
 pub struct VrrpHandle {
@@ -140,6 +144,13 @@ impl VrrpHandle {
             return Vec::new();
         }
         reply_rx.await.unwrap_or_default()
+    }
+
+    /// Test builds only: the task panics, so that its owner's handling of a lost task can be
+    /// tested end to end.
+    #[cfg(debug_assertions)]
+    pub async fn inject_failure(&self) {
+        let _ = self.requests.send(Request::Fail).await;
     }
 
     /// Relinquishes every router (priority-0 advert, VIPs removed) and returns when done.
@@ -161,7 +172,10 @@ pub async fn spawn(specs: Vec<RouterSpec>, health: watch::Receiver<Health>) -> R
         .into_iter()
         .map(|spec| Slot {
             router: Router::new(spec.router.clone(), now),
-            notifier: spec.notify.clone().map(|program| Notifier::spawn(program, spec.notify_timeout)),
+            notifier: spec
+                .notify
+                .clone()
+                .map(|program| Notifier::spawn(spec.router.name.clone(), program, spec.notify_timeout)),
             spec,
             link: None,
             problem: Some("starting".into()),
@@ -175,6 +189,7 @@ pub async fn spawn(specs: Vec<RouterSpec>, health: watch::Receiver<Health>) -> R
         net,
         routers,
         sockets: HashMap::new(),
+        readers: JoinSet::new(),
         received_tx,
         health: *health.borrow(),
         notices_logged: HashMap::new(),
@@ -182,6 +197,28 @@ pub async fn spawn(specs: Vec<RouterSpec>, health: watch::Receiver<Health>) -> R
     shell.set_up_pending().await?;
     let task = tokio::spawn(shell.run(health, events, received_rx, requests_rx));
     Ok(VrrpHandle { requests: requests_tx, task })
+}
+
+/// Removes every configured VIP from this host without the routers: what the daemon does when
+/// the VRRP task is lost, so that this node never answers for a VIP nobody advertises for.
+/// Returns how many addresses were removed.
+pub async fn release_vips(specs: &[RouterSpec]) -> usize {
+    let Ok(net) = Net::new().await else {
+        error!("cannot open netlink to remove the VIPs");
+        return 0;
+    };
+    let mut removed = 0;
+    for spec in specs {
+        let Ok(link) = net.link(&spec.interface).await else { continue };
+        let present = net.addresses(link.index).await.unwrap_or_default();
+        for vip in spec.all_vips().filter(|vip| present.iter().any(|a| a.address.addr() == vip.addr())) {
+            match net.del_address(link.index, *vip).await {
+                Ok(_) => removed += 1,
+                Err(e) => error!(router = %spec.router.name, "{e}"),
+            }
+        }
+    }
+    removed
 }
 
 /// VIPs tagged as ours that are still configured come from an nginx-ha that died without
@@ -226,6 +263,8 @@ struct Shell {
     net: Net,
     routers: Vec<Slot>,
     sockets: HashMap<SocketKey, Arc<VrrpSocket>>,
+    /// One receive task per socket, owned here: they end with the shell.
+    readers: JoinSet<()>,
     received_tx: mpsc::UnboundedSender<(SocketKey, Received)>,
     /// nginx's health as last reported, for routers that start late.
     health: Health,
@@ -255,6 +294,8 @@ impl Shell {
                         let _ = done.send(());
                         return;
                     }
+                    #[cfg(debug_assertions)]
+                    Request::Fail => panic!("failpoint: the VRRP task fails"),
                 },
                 changed = health.changed() => {
                     // A closed channel means the supervisor is gone: nothing serves any more.
@@ -265,6 +306,11 @@ impl Shell {
                     }
                 }
                 Some((key, packet)) = received.recv() => self.packet(key, packet).await,
+                Some(ended) = self.readers.join_next() => {
+                    // A receive loop never ends on its own: without it a router is deaf.
+                    error!("a VRRP receive task ended: {ended:?}");
+                    return;
+                }
                 event = events.next(), if events_open => match event {
                     Some(event) => {
                         // A takeover elsewhere on the host can add a thousand addresses at
@@ -367,7 +413,7 @@ impl Shell {
         }
         let (reader, tx) = (Arc::clone(&socket), self.received_tx.clone());
         let name = link.name.clone();
-        tokio::spawn(async move {
+        self.readers.spawn(async move {
             loop {
                 match reader.recv().await {
                     Ok(packet) => {
@@ -551,7 +597,7 @@ impl Shell {
                 Action::StateChanged { from, to, reason } => {
                     info!(router = %name, %from, %to, "VRRP state change: {reason}");
                     if let Some(notifier) = &slot.notifier {
-                        notifier.notify(&name, to);
+                        notifier.notify(to);
                     }
                 }
                 Action::Notice(notice) => self.log_notice(i, &name, &notice),
@@ -612,56 +658,103 @@ impl Shell {
 }
 
 /// Runs the `notify` program on each state change, in order, without a shell, each run
-/// limited to the timeout; a slow hook delays later hooks, never the VRRP engine.
+/// limited to the timeout; a slow hook delays later hooks, never the VRRP engine. At most
+/// `NOTIFY_QUEUE` changes wait: a router flapping faster than its hook runs has the waiting
+/// ones coalesced into its latest state, so the hook always ends on the state that holds.
 struct Notifier {
-    queue: mpsc::UnboundedSender<(String, State)>,
+    queue: Arc<std::sync::Mutex<NotifyQueue>>,
+    wake: Arc<tokio::sync::Notify>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+const NOTIFY_QUEUE: usize = 16;
+
+/// The waiting notifications of one router, bounded.
+#[derive(Debug, Default)]
+struct NotifyQueue {
+    pending: std::collections::VecDeque<State>,
+    coalesced: u64,
+}
+
+impl NotifyQueue {
+    fn push(&mut self, state: State) {
+        if self.pending.len() >= NOTIFY_QUEUE {
+            self.coalesced += self.pending.len() as u64;
+            self.pending.clear();
+        }
+        self.pending.push_back(state);
+    }
 }
 
 impl Notifier {
-    fn spawn(program: PathBuf, timeout: Duration) -> Notifier {
-        let (queue, mut rx) = mpsc::unbounded_channel::<(String, State)>();
-        tokio::spawn(async move {
-            while let Some((name, state)) = rx.recv().await {
-                let mut command = tokio::process::Command::new(&program);
-                command.arg(&name).arg(state.to_string()).stdin(std::process::Stdio::null()).kill_on_drop(true);
-                // Its own process group, so that a timeout kills what the hook started too.
-                command.process_group(0);
-                let child = crate::nginx::process::spawn_owned(|| command.spawn(), tokio::process::Child::id);
-                let mut child = match child {
-                    Ok(child) => child,
-                    Err(e) => {
-                        error!(program = %program.display(), "cannot run the notify program: {e}");
-                        continue;
+    fn spawn(name: String, program: PathBuf, timeout: Duration) -> Notifier {
+        let queue = Arc::new(std::sync::Mutex::new(NotifyQueue::default()));
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let (waiting, woken) = (Arc::clone(&queue), Arc::clone(&wake));
+        let task = tokio::spawn(async move {
+            loop {
+                let next = {
+                    let mut queue = waiting.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                    if queue.coalesced > 0 {
+                        warn!(program = %program.display(), router = %name, skipped = queue.coalesced, "the router changed state faster than its notify program ran; the skipped changes were coalesced into the latest state");
+                        queue.coalesced = 0;
                     }
+                    queue.pending.pop_front()
                 };
-                let pid = child.id();
-                match tokio::time::timeout(timeout, child.wait()).await {
-                    Ok(Ok(status)) if status.success() => {
-                        debug!(program = %program.display(), %name, %state, "notify ran")
-                    }
-                    Ok(Ok(status)) => {
-                        warn!(program = %program.display(), %name, %state, "notify program failed: {status}")
-                    }
-                    Ok(Err(e)) => warn!(program = %program.display(), "notify program: {e}"),
-                    Err(_) => {
-                        warn!(program = %program.display(), "notify program still running after {} ms; killed", timeout.as_millis());
-                        if let Some(pid) = pid {
-                            let group = nix::unistd::Pid::from_raw(pid as i32);
-                            let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
-                        }
-                        let _ = child.kill().await;
-                    }
-                }
-                if let Some(pid) = pid {
-                    crate::nginx::process::release(pid as i32);
+                match next {
+                    Some(state) => run_hook(&program, &name, state, timeout).await,
+                    None => woken.notified().await,
                 }
             }
         });
-        Notifier { queue }
+        Notifier { queue, wake, task }
     }
 
-    fn notify(&self, name: &str, state: State) {
-        let _ = self.queue.send((name.to_string(), state));
+    fn notify(&self, state: State) {
+        if self.task.is_finished() {
+            error!("the notify task has ended; state {state} is not notified");
+            return;
+        }
+        self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push(state);
+        self.wake.notify_one();
+    }
+}
+
+impl Drop for Notifier {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn run_hook(program: &PathBuf, name: &str, state: State, timeout: Duration) {
+    let mut command = tokio::process::Command::new(program);
+    command.arg(name).arg(state.to_string()).stdin(std::process::Stdio::null()).kill_on_drop(true);
+    // Its own process group, so that a timeout kills what the hook started too.
+    command.process_group(0);
+    let child = crate::nginx::process::spawn_owned(|| command.spawn(), tokio::process::Child::id);
+    let mut child = match child {
+        Ok(child) => child,
+        Err(e) => {
+            error!(program = %program.display(), "cannot run the notify program: {e}");
+            return;
+        }
+    };
+    let pid = child.id();
+    match tokio::time::timeout(timeout, child.wait()).await {
+        Ok(Ok(status)) if status.success() => debug!(program = %program.display(), %name, %state, "notify ran"),
+        Ok(Ok(status)) => warn!(program = %program.display(), %name, %state, "notify program failed: {status}"),
+        Ok(Err(e)) => warn!(program = %program.display(), "notify program: {e}"),
+        Err(_) => {
+            warn!(program = %program.display(), "notify program still running after {} ms; killed", timeout.as_millis());
+            if let Some(pid) = pid {
+                let group = nix::unistd::Pid::from_raw(pid as i32);
+                let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+            }
+            let _ = child.kill().await;
+        }
+    }
+    if let Some(pid) = pid {
+        crate::nginx::process::release(pid as i32);
     }
 }
 
@@ -697,5 +790,21 @@ async fn sleep_until(deadline: Option<std::time::Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(Instant::from_std(deadline)).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flapping_router_s_notifications_are_bounded_and_end_on_the_latest_state() {
+        let mut queue = NotifyQueue::default();
+        for i in 0..1000 {
+            queue.push(if i % 2 == 0 { State::Master } else { State::Backup });
+        }
+        assert!(queue.pending.len() <= NOTIFY_QUEUE);
+        assert_eq!(queue.pending.back(), Some(&State::Backup));
+        assert_eq!(queue.coalesced as usize + queue.pending.len(), 1000);
     }
 }

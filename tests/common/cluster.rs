@@ -115,6 +115,30 @@ impl Node {
         let _ = child.wait();
     }
 
+    /// Waits for nginx-ha to exit by itself.
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let child = self.daemon.as_mut().expect("nginx-ha runs");
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                self.daemon = None;
+                return status;
+            }
+            assert!(Instant::now() < deadline, "{}: nginx-ha did not exit:\n{}", self.name, self.log());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Sends one raw JSON request line to the control socket and returns the answer line.
+    pub fn request(&self, json: &str) -> String {
+        use std::io::{BufRead, Write};
+        let mut stream = std::os::unix::net::UnixStream::connect(self.path("control.sock")).unwrap();
+        stream.write_all(format!("{json}\n").as_bytes()).unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(stream).read_line(&mut line).unwrap();
+        line
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.path("nginx-ha.log")).unwrap_or_default()
     }
