@@ -4,12 +4,12 @@
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinSet;
 use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
 use tracing::warn;
 
 use super::Request;

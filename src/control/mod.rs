@@ -17,7 +17,9 @@ pub enum Request {
     /// Test builds only (compiled out of release builds): make a part of the daemon fail as a
     /// bug would, to test how the daemon handles it. `vrrp_task`: the VRRP task panics.
     #[cfg(debug_assertions)]
-    Failpoint { name: String },
+    Failpoint {
+        name: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -60,7 +60,7 @@ pub async fn run(config_path: &Path, config: Config) -> anyhow::Result<()> {
     let vrrp = if specs.is_empty() {
         None
     } else {
-        match vrrp::spawn(specs.clone(), supervisor.health.clone()).await {
+        match vrrp::spawn(specs.clone(), supervisor.health.clone(), &config.daemon.state_dir).await {
             Ok(handle) => Some(handle),
             Err(e) => {
                 let _ = supervisor.commands.send(Command::Shutdown).await;

@@ -3,6 +3,7 @@
 //! (raw IP protocol 112) and `shell` (timers, sockets and addresses driving the routers).
 
 pub mod packet;
+pub mod record;
 pub mod router;
 pub mod shell;
 pub mod socket;

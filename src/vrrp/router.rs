@@ -161,33 +161,31 @@ impl RouterConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Input<'a> {
     /// Begin, with our primary address on the interface (IPv6: the link-local one).
-    Startup {
-        primary: IpAddr,
-    },
+    Startup { primary: IpAddr },
     /// A raw VRRP payload as received; the router validates it.
-    Packet {
-        src: IpAddr,
-        dst: IpAddr,
-        hop_limit: u8,
-        payload: &'a [u8],
-    },
+    Packet { src: IpAddr, dst: IpAddr, hop_limit: u8, payload: &'a [u8] },
     /// `now >= next_deadline()`.
     TimerFired,
     /// nginx health from the supervisor.
     Health(Health),
     /// A tracked link changed; down counts like nginx failing.
-    TrackedLink {
-        name: String,
-        up: bool,
-    },
+    TrackedLink { name: String, up: bool },
     /// Carrier of our own interface; down means FAULT.
-    InterfaceLink {
-        up: bool,
-    },
+    InterfaceLink { up: bool },
     /// Our primary address changed.
     PrimaryAddress(IpAddr),
     /// A VIP was deleted behind our back.
     VipsMissing,
+    /// One of our VIPs is on the interface (added by anyone, tagged or not).
+    VipPresent,
+    /// Before `Startup`: the previous nginx-ha on this host was MASTER and advertised
+    /// `elapsed` ago, and its VIPs are still on the interface. Within Master_Down_Interval the
+    /// peer cannot have taken over: resume MASTER as soon as nginx serves, instead of starting
+    /// as BACKUP and costing the clients a failover and a failback.
+    Resume { elapsed: Duration },
+    /// Planned stop: a MASTER advertises priority 0 and keeps its VIPs until the peer's first
+    /// advert as master (or Master_Down_Interval) so clients always have a holder; then
+    /// `Action::Stopped`.
     Shutdown,
 }
 
@@ -210,6 +208,8 @@ pub enum Action {
         reason: Reason,
     },
     Notice(Notice),
+    /// After `Input::Shutdown`: the router has handed over and holds nothing any more.
+    Stopped,
 }
 
 /// Why the state changed: the input that triggered it.
@@ -229,6 +229,12 @@ pub enum Reason {
     MasterDown,
     /// MASTER heard a higher priority (or an equal one from a higher address).
     PreferredPeer,
+    /// The previous nginx-ha on this host was MASTER moments ago.
+    Resumed,
+    /// Our interface came back before the peer's Master_Down_Interval could have run out.
+    InterfaceBackInTime,
+    /// Planned stop: the peer took over (or nobody answered within Master_Down_Interval).
+    HandedOver,
 }
 
 impl fmt::Display for Reason {
@@ -245,6 +251,9 @@ impl fmt::Display for Reason {
             Reason::RestartGraceOver => "nginx crashed and was not serving again within restart_grace_ms",
             Reason::MasterDown => "no advert from the master within the master down interval",
             Reason::PreferredPeer => "advert from a peer with higher priority or equal priority and higher address",
+            Reason::Resumed => "the previous nginx-ha here was MASTER less than a master down interval ago",
+            Reason::InterfaceBackInTime => "interface up again before the peer could take over",
+            Reason::HandedOver => "planned stop: handed over",
         })
     }
 }
@@ -258,6 +267,9 @@ pub enum Notice {
     IntervalMismatch { from: IpAddr, advertised: Duration, ours: Duration },
     /// An advert listing other addresses than our VIPs; still processed.
     VipMismatch { from: IpAddr, advertised: Vec<IpAddr> },
+    /// A VIP was on the interface while we are not MASTER (left by keepalived, an admin, or a
+    /// daemon that died): removed, since two hosts answering for it split the clients.
+    ForeignVip { state: State },
     /// Unicast mode: an advert from a source not among `unicast_peers`; dropped.
     UnknownPeer { from: IpAddr },
 }
@@ -274,6 +286,9 @@ impl fmt::Display for Notice {
             }
             Notice::UnknownPeer { from } => {
                 write!(f, "advert from {from}, which is not a configured unicast peer")
+            }
+            Notice::ForeignVip { state } => {
+                write!(f, "a virtual IP is on the interface while this router is {state}; removing it")
             }
         }
     }
@@ -365,6 +380,14 @@ pub struct Router {
     reannounce_at: Option<Instant>,
     /// nginx crashed: until then it counts as healthy while it is restarted in place.
     restart_grace_until: Option<Instant>,
+    /// `Input::Resume`: until then, the first election after startup resumes MASTER.
+    resume_until: Option<Instant>,
+    /// Planned stop of a MASTER: when to stop waiting for the peer's advert.
+    leaving_until: Option<Instant>,
+    /// When we last advertised as MASTER (with a priority above 0).
+    last_advert_at: Option<Instant>,
+    /// Our interface lost carrier while we were MASTER.
+    link_lost_as_master: bool,
     counters: Counters,
 }
 
@@ -397,6 +420,10 @@ impl Router {
             advert_at: None,
             reannounce_at: None,
             restart_grace_until: None,
+            resume_until: None,
+            leaving_until: None,
+            last_advert_at: None,
+            link_lost_as_master: false,
             counters: Counters::default(),
         }
     }
@@ -445,6 +472,9 @@ impl Router {
                 self.reconcile(now, reason, &mut out);
             }
             Input::InterfaceLink { up } => {
+                if !up && self.state == State::Master {
+                    self.link_lost_as_master = true;
+                }
                 self.interface_up = up;
                 let reason = if up { Reason::InterfaceUp } else { Reason::InterfaceDown };
                 self.reconcile(now, reason, &mut out);
@@ -461,9 +491,38 @@ impl Router {
                     out.extend([Action::AddVips, Action::Announce]);
                 }
             }
+            Input::VipPresent => {
+                if self.state != State::Master && self.resume_until.is_none() {
+                    out.push(Action::Notice(Notice::ForeignVip { state: self.state }));
+                    out.push(Action::RemoveVips);
+                }
+            }
+            Input::Resume { elapsed } if self.state == State::Init && !self.started => {
+                let window = self.master_down_interval().saturating_sub(elapsed);
+                if window.is_zero() {
+                    out.push(Action::RemoveVips);
+                } else {
+                    self.resume_until = Some(now + window);
+                }
+            }
+            Input::Resume { .. } => {}
+            Input::Shutdown if self.leaving_until.is_some() => {}
+            Input::Shutdown if self.state == State::Master && self.interface_up => {
+                // RFC 5798 §6.4.3: priority 0, so the backup takes over after Skew_Time; the
+                // VIPs stay until it has (its advert as master arrives).
+                self.started = false;
+                self.send_advert(0, &mut out);
+                self.advert_at = None;
+                self.reannounce_at = None;
+                self.leaving_until = Some(now + self.master_down_interval());
+            }
             Input::Shutdown => {
                 self.started = false;
                 self.reconcile(now, Reason::Shutdown, &mut out);
+                if self.resume_until.take().is_some() {
+                    out.push(Action::RemoveVips);
+                }
+                out.push(Action::Stopped);
             }
         }
         out
@@ -471,7 +530,17 @@ impl Router {
 
     /// When to come back with `Input::TimerFired`; `None`: only other inputs can change anything.
     pub fn next_deadline(&self) -> Option<Instant> {
-        [self.master_down_at, self.advert_at, self.reannounce_at, self.restart_grace_until].into_iter().flatten().min()
+        [
+            self.master_down_at,
+            self.advert_at,
+            self.reannounce_at,
+            self.restart_grace_until,
+            self.resume_until,
+            self.leaving_until,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     pub fn status(&self) -> RouterStatus {
@@ -523,11 +592,22 @@ impl Router {
 
     /// Moves between INIT, FAULT and the election after a change in the inputs.
     fn reconcile(&mut self, now: Instant, reason: Reason, out: &mut Vec<Action>) {
+        if self.leaving_until.is_some() {
+            return;
+        }
         match (self.parked_state(), self.state) {
             (None, State::Init | State::Fault) => {
+                let link_back_in_time = reason == Reason::InterfaceUp
+                    && self.link_lost_as_master
+                    && self.last_advert_at.is_some_and(|at| now < at + self.master_down_interval());
+                self.link_lost_as_master = false;
                 // RFC 5798 §6.4.1: the address owner takes over at once.
                 if self.effective_priority() == OWNER_PRIORITY {
                     self.become_master(now, reason, out);
+                } else if self.resume_until.take().is_some_and(|until| now < until) {
+                    self.become_master(now, Reason::Resumed, out);
+                } else if link_back_in_time {
+                    self.become_master(now, Reason::InterfaceBackInTime, out);
                 } else {
                     self.become_backup(now, reason, out);
                 }
@@ -576,6 +656,7 @@ impl Router {
         self.counters.became_master += 1;
         self.master_adver_interval_cs = self.interval_cs;
         self.send_advert(self.effective_priority(), out);
+        self.last_advert_at = Some(now);
         out.extend([Action::AddVips, Action::Announce]);
         self.advert_at = Some(now + centiseconds(self.interval_cs));
         self.reannounce_at = Some(now + REANNOUNCE_DELAY);
@@ -583,6 +664,16 @@ impl Router {
 
     fn fire_timers(&mut self, now: Instant, out: &mut Vec<Action>) {
         let due = |deadline: Option<Instant>| deadline.is_some_and(|at| at <= now);
+        if due(self.leaving_until) {
+            self.finish_leaving(out);
+        }
+        if due(self.resume_until) {
+            // nginx did not serve in time to resume: the VIPs left behind are stale.
+            self.resume_until = None;
+            if self.state == State::Init {
+                out.push(Action::RemoveVips);
+            }
+        }
         if due(self.restart_grace_until) {
             self.restart_grace_until = None;
             self.nginx_healthy = false;
@@ -603,11 +694,13 @@ impl Router {
     /// Sends a MASTER's advert and restarts the Adver_Timer.
     fn advertise_now(&mut self, now: Instant, out: &mut Vec<Action>) {
         self.send_advert(self.effective_priority(), out);
+        self.last_advert_at = Some(now);
         self.advert_at = Some(now + centiseconds(self.interval_cs));
     }
 
     fn send_advert(&mut self, priority: u8, out: &mut Vec<Action>) {
         let Some(src) = self.primary else { return };
+
         let advert = Advert {
             version: self.config.version,
             vrid: self.config.vrid,
@@ -758,16 +851,41 @@ impl Router {
 
     /// RFC 5798 §6.4.3, plus keepalived's immediate re-assertion against a lower priority
     /// master, which ends a split brain within one round trip.
+    ///
+    /// After a partition heals, clients may have followed the other master's gratuitous ARP:
+    /// whichever of the two hears the other first, the winner announces its VIPs at once. A
+    /// winner that hears the loser re-asserts with an advert and a GARP/NA burst; a loser that
+    /// hears the winner first yields and sends one last advert at its own (lower) priority, so
+    /// that the winner hears it and announces (with keepalived as the winner, its
+    /// `garp_lower_prio_*` settings decide).
     fn receive_as_master(&mut self, now: Instant, src: IpAddr, advert: &Advert, out: &mut Vec<Action>) {
+        if self.leaving_until.is_some() {
+            if advert.priority > 0 {
+                self.finish_leaving(out);
+            }
+            return;
+        }
         let ours = self.effective_priority();
         let peer_wins = advert.priority > ours
             || (advert.priority == ours && self.primary.is_some_and(|primary| as_number(src) > as_number(primary)));
         if peer_wins {
             self.become_backup(now, Reason::PreferredPeer, out);
             self.accept_master(now, src, advert);
+            self.send_advert(ours, out);
+        } else if advert.priority > 0 {
+            self.advertise_now(now, out);
+            out.push(Action::Announce);
         } else {
             self.advertise_now(now, out);
         }
+    }
+
+    /// Planned stop: the VIPs go once the peer holds them (or nobody answered in time).
+    fn finish_leaving(&mut self, out: &mut Vec<Action>) {
+        self.leaving_until = None;
+        self.transition(State::Init, Reason::HandedOver, out);
+        self.first_backup_at = None;
+        out.extend([Action::RemoveVips, Action::Stopped]);
     }
 
     fn accept_master(&mut self, now: Instant, src: IpAddr, advert: &Advert) {

@@ -16,6 +16,7 @@ use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
 use super::packet::{CodecOptions, Version};
+use super::record::{RecordError, Recorder, StateRecord};
 use super::router::{Action, Counters, FailureMode, Input, Notice, Router, RouterConfig, State};
 use super::socket::{Received, VrrpSocket};
 use crate::config::{Config, OnNginxFailure, VrrpConfig};
@@ -163,14 +164,36 @@ impl VrrpHandle {
 }
 
 /// Starts the routers; `health` is nginx's health from the supervisor.
-pub async fn spawn(specs: Vec<RouterSpec>, health: watch::Receiver<Health>) -> Result<VrrpHandle, VrrpError> {
+pub async fn spawn(
+    specs: Vec<RouterSpec>,
+    health: watch::Receiver<Health>,
+    state_dir: &std::path::Path,
+) -> Result<VrrpHandle, VrrpError> {
     let net = Net::new().await.map_err(VrrpError::Netlink)?;
     let events = net::events().map_err(VrrpError::Netlink)?;
-    remove_stale_vips(&net).await;
-    let now = Instant::now().into_std();
+    let recorder = Recorder::new(state_dir);
+    let previous = match recorder.load() {
+        Ok(previous) => previous,
+        Err(e) => {
+            warn!("{e}");
+            None
+        }
+    };
+    let now = Instant::now();
+    // Routers the previous nginx-ha left as MASTER: the core decides whether they resume.
+    let resume = |spec: &RouterSpec| {
+        let previous = previous.as_ref()?;
+        (previous.record.routers.get(&spec.router.name) == Some(&State::Master)).then_some((previous.elapsed, now))
+    };
+    let kept: Vec<IpAddr> =
+        specs.iter().filter(|spec| resume(spec).is_some()).flat_map(|spec| spec.all_vips().map(|v| v.addr())).collect();
+    remove_stale_vips(&net, &kept).await;
+    let now = now.into_std();
     let routers = specs
         .into_iter()
         .map(|spec| Slot {
+            resume: resume(&spec),
+            stopped: false,
             router: Router::new(spec.router.clone(), now),
             notifier: spec
                 .notify
@@ -185,6 +208,7 @@ pub async fn spawn(specs: Vec<RouterSpec>, health: watch::Receiver<Health>) -> R
         .collect();
     let (requests_tx, requests_rx) = mpsc::channel(8);
     let (received_tx, received_rx) = mpsc::unbounded_channel();
+    let recorder = Recording { recorder, failing: false, last_heartbeat: None };
     let mut shell = Shell {
         net,
         routers,
@@ -193,6 +217,8 @@ pub async fn spawn(specs: Vec<RouterSpec>, health: watch::Receiver<Health>) -> R
         received_tx,
         health: *health.borrow(),
         notices_logged: HashMap::new(),
+        recording: recorder,
+        stopping: None,
     };
     shell.set_up_pending().await?;
     let task = tokio::spawn(shell.run(health, events, received_rx, requests_rx));
@@ -221,12 +247,12 @@ pub async fn release_vips(specs: &[RouterSpec]) -> usize {
     removed
 }
 
-/// VIPs tagged as ours that are still configured come from an nginx-ha that died without
-/// relinquishing them; the peer may hold them now.
-async fn remove_stale_vips(net: &Net) {
+/// VIPs tagged as ours come from an nginx-ha that died without relinquishing them; the peer
+/// may hold them now. Those of routers that may resume (`kept`) are left to their router.
+async fn remove_stale_vips(net: &Net, kept: &[IpAddr]) {
     match net.addresses_with_proto(OWNER_PROTO).await {
         Ok(stale) => {
-            for address in stale {
+            for address in stale.into_iter().filter(|a| !kept.contains(&a.address.addr())) {
                 warn!(address = %address.address, ifindex = address.ifindex, "removing a VIP left behind by an earlier nginx-ha");
                 if let Err(e) = net.del_address(address.ifindex, address.address).await {
                     error!("{e}");
@@ -249,6 +275,10 @@ struct Slot {
     started: bool,
     /// Whether we added the VIPs (and so should re-add them if deleted behind our back).
     vips_present: bool,
+    /// The previous nginx-ha left this router MASTER: how long before `.1` it last advertised.
+    resume: Option<(Duration, Instant)>,
+    /// Planned stop: the router has handed over.
+    stopped: bool,
 }
 
 impl Slot {
@@ -271,6 +301,54 @@ struct Shell {
     /// When each kind of notice was last logged, per router and sender: a peer repeats its
     /// mistake in every advert, the log should not.
     notices_logged: HashMap<(usize, String), Instant>,
+    recording: Recording,
+    /// Planned stop under way: answered once every router has handed over.
+    stopping: Option<oneshot::Sender<()>>,
+}
+
+/// The state record and how writing it goes.
+struct Recording {
+    recorder: Recorder,
+    /// Writing failed last time (logged once until it works again).
+    failing: bool,
+    last_heartbeat: Option<Instant>,
+}
+
+/// How often a MASTER refreshes the record's time at most.
+const HEARTBEAT_EVERY: Duration = Duration::from_millis(100);
+
+impl Recording {
+    fn result(&mut self, result: Result<(), RecordError>) {
+        match result {
+            Ok(()) if self.failing => {
+                info!("the VRRP state record is written again");
+                self.failing = false;
+            }
+            Err(e) if !self.failing => {
+                warn!("{e}; a restarted nginx-ha cannot resume MASTER without it");
+                self.failing = true;
+            }
+            _ => {}
+        }
+    }
+
+    fn save(&mut self, routers: &[Slot]) {
+        let record = StateRecord {
+            routers: routers.iter().map(|s| (s.spec.router.name.clone(), s.router.status().state)).collect(),
+        };
+        let result = self.recorder.save(&record);
+        self.result(result);
+    }
+
+    fn heartbeat(&mut self) {
+        let now = Instant::now();
+        if self.last_heartbeat.is_some_and(|at| now.duration_since(at) < HEARTBEAT_EVERY) {
+            return;
+        }
+        self.last_heartbeat = Some(now);
+        let result = self.recorder.heartbeat();
+        self.result(result);
+    }
 }
 
 impl Shell {
@@ -285,14 +363,19 @@ impl Shell {
         self.feed_all(Input::Health(self.health)).await;
         let mut events_open = true;
         loop {
+            if self.stopping.is_some() && self.routers.iter().all(|slot| !slot.started || slot.stopped) {
+                if let Some(done) = self.stopping.take() {
+                    let _ = done.send(());
+                }
+                return;
+            }
             let deadline = self.routers.iter().filter_map(|slot| slot.router.next_deadline()).min();
             tokio::select! {
                 Some(request) = requests.recv() => match request {
                     Request::Status(reply) => { let _ = reply.send(self.reports()); }
                     Request::Shutdown(done) => {
+                        self.stopping = Some(done);
                         self.feed_all(Input::Shutdown).await;
-                        let _ = done.send(());
-                        return;
                     }
                     #[cfg(debug_assertions)]
                     Request::Fail => panic!("failpoint: the VRRP task fails"),
@@ -378,10 +461,21 @@ impl Shell {
             slot.problem = None;
             slot.started = true;
             info!(router = %slot.spec.router.name, interface = %interface, %primary, "VRRP router starting");
+            if let Some((elapsed, at)) = slot.resume.take() {
+                let elapsed = elapsed + at.elapsed();
+                info!(router = %slot.spec.router.name, elapsed_ms = elapsed.as_millis() as u64, "the previous nginx-ha left this router MASTER");
+                self.feed(i, Input::Resume { elapsed }).await;
+            }
             self.feed(i, Input::Startup { primary }).await;
             self.feed(i, Input::Health(self.health)).await;
             if !link.up {
                 self.feed(i, Input::InterfaceLink { up: false }).await;
+            }
+            // A configured VIP is ours whatever its tag: a copy left by keepalived or an admin
+            // while we are not MASTER is removed (the router decides).
+            let present = self.net.addresses(link.index).await.unwrap_or_default();
+            if present.iter().any(|a| self.routers[i].has_vip(link.index, a.address.addr())) {
+                self.feed(i, Input::VipPresent).await;
             }
             for tracked in self.routers[i].spec.track_interfaces.clone() {
                 let up = self.net.link(&tracked).await.is_ok_and(|l| l.up);
@@ -489,6 +583,11 @@ impl Shell {
                 }
             }
             NetEvent::AddressAdded(address) => {
+                for i in 0..self.routers.len() {
+                    if self.routers[i].started && self.routers[i].has_vip(address.ifindex, address.address.addr()) {
+                        self.feed(i, Input::VipPresent).await;
+                    }
+                }
                 if !self.is_vip(&address) {
                     dirty.insert(address.ifindex);
                 }
@@ -566,6 +665,9 @@ impl Shell {
             let name = slot.spec.router.name.clone();
             match action {
                 Action::SendAdvert { dst, priority, payload } => {
+                    if priority > 0 && slot.router.status().state == State::Master {
+                        self.recording.heartbeat();
+                    }
                     let key = slot.link.as_ref().map(|l| (l.index, slot.spec.family()));
                     if let Some(socket) = key.and_then(|key| self.sockets.get(&key))
                         && let Err(e) = socket.send(dst, &payload).await
@@ -599,7 +701,9 @@ impl Shell {
                     if let Some(notifier) = &slot.notifier {
                         notifier.notify(to);
                     }
+                    self.recording.save(&self.routers);
                 }
+                Action::Stopped => slot.stopped = true,
                 Action::Notice(notice) => self.log_notice(i, &name, &notice),
             }
         }
@@ -634,11 +738,16 @@ const NOTICE_EVERY: Duration = Duration::from_secs(60);
 
 impl Shell {
     fn log_notice(&mut self, i: usize, router: &str, notice: &Notice) {
+        if let Notice::ForeignVip { .. } = notice {
+            let interface = &self.routers[i].spec.interface;
+            return warn!(router, interface = %interface, "{notice}");
+        }
         let (kind, from) = match notice {
             Notice::AuthMismatch { from } => ("auth", from),
             Notice::IntervalMismatch { from, .. } => ("interval", from),
             Notice::VipMismatch { from, .. } => ("vips", from),
             Notice::UnknownPeer { from } => ("peer", from),
+            Notice::ForeignVip { .. } => unreachable!("logged above"),
         };
         let now = Instant::now();
         let key = (i, format!("{kind} {from}"));

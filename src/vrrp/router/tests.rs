@@ -275,20 +275,37 @@ fn backup_takes_over_exactly_master_down_interval_after_the_last_advert() {
 }
 
 #[test]
-fn priority_zero_hands_over_after_skew_time() {
+fn a_planned_stop_advertises_priority_zero_and_keeps_the_vips_until_the_peer_took_over() {
     let mut sim = pair_with_a_master();
     sim.run_until(secs(5));
     let actions = sim.input(0, Input::Shutdown);
-    assert_eq!(
-        without_payloads(&actions),
-        [changed(State::Master, State::Init, Reason::Shutdown), send(0), Action::RemoveVips]
-    );
-    assert_eq!(sim.nodes[0].router.next_deadline(), None);
+    assert_eq!(without_payloads(&actions), [send(0)], "the VIPs stay: the peer does not hold them yet");
+    assert_eq!(sim.state(0), State::Master);
     sim.run_until(secs(20));
+    // B takes over after its skew time; its first advert as master ends A's overlap.
     assert_eq!(sim.transitions(1), [(ms(0), State::Backup), (ms(5600), State::Master)]);
+    assert_eq!(
+        sim.actions_at(0, ms(5600)),
+        [changed(State::Master, State::Init, Reason::HandedOver), Action::RemoveVips, Action::Stopped]
+    );
     assert_eq!(sim.status(1).counters.priority_zero_received, 1);
     assert_eq!(sim.status(0).counters.priority_zero_sent, 1);
-    assert_eq!(sim.transitions(0).last(), Some(&(secs(5), State::Init)));
+    assert_eq!(sim.adverts(0).last(), Some(&(secs(5), 0)), "no advert after priority 0");
+    assert_eq!(sim.nodes[0].router.next_deadline(), None);
+}
+
+#[test]
+fn a_planned_stop_without_a_peer_drops_the_vips_after_master_down() {
+    let mut sim = Sim::new(vec![(config(150), A)]);
+    sim.start_all();
+    sim.run_until(secs(5));
+    assert_eq!(sim.masters(), [0]);
+    sim.input(0, Input::Shutdown);
+    sim.run_until(secs(20));
+    // Master_Down_Interval for 150: 3 s + (256 - 150) / 256 s.
+    let stopped = sim.entries(0).find(|e| e.action == Action::Stopped).unwrap().at;
+    assert_eq!(stopped, secs(5) + ms(3410));
+    assert_eq!(sim.state(0), State::Init);
 }
 
 /// B (100) alone from 0 (master at 3.60 s, adverts at 3.60 + k), A (150) joins at 10 s.
@@ -307,10 +324,13 @@ fn higher_priority_preempts_a_running_master() {
     sim.run_until(secs(30));
     // A ignores B's lower adverts and its Master_Down timer from 10 s runs out.
     assert_eq!(sim.transitions(0), [(secs(10), State::Backup), (ms(13410), State::Master)]);
+    // B yields and says so once at its own priority, so that A announces the VIPs (clients
+    // may have followed B).
     assert_eq!(
         sim.actions_at(1, ms(13410)),
-        [changed(State::Master, State::Backup, Reason::PreferredPeer), Action::RemoveVips]
+        [changed(State::Master, State::Backup, Reason::PreferredPeer), Action::RemoveVips, send(100)]
     );
+    assert_eq!(sim.actions_at(0, ms(13410))[4..], [send(150), Action::Announce]);
     assert_eq!(sim.status(1).master_address, Some(ip(A)));
 }
 
@@ -362,7 +382,15 @@ fn address_owner_takes_over_at_once_and_always_preempts() {
     let mut sim = a_joins_running_b(RouterConfig { preempt: false, ..config(255) });
     assert_eq!(
         sim.actions_at(0, secs(10)),
-        [changed(State::Init, State::Master, Reason::Startup), send(255), Action::AddVips, Action::Announce]
+        [
+            changed(State::Init, State::Master, Reason::Startup),
+            send(255),
+            Action::AddVips,
+            Action::Announce,
+            // B's last advert as it yields: A announces again.
+            send(255),
+            Action::Announce
+        ]
     );
     assert_eq!(sim.transitions(1).last(), Some(&(secs(10), State::Backup)));
     sim.run_until(secs(30));
@@ -542,7 +570,7 @@ fn demoted_master_loses_to_a_preempting_peer_and_wins_back_when_healthy() {
     assert_eq!(sim.transitions(1).last(), Some(&(ms(13010), State::Master)));
     assert_eq!(
         sim.actions_at(0, ms(13010)),
-        [changed(State::Master, State::Backup, Reason::PreferredPeer), Action::RemoveVips]
+        [changed(State::Master, State::Backup, Reason::PreferredPeer), Action::RemoveVips, send(90)]
     );
 
     assert!(sim.input(0, Input::Health(Health::Healthy)).is_empty());
@@ -614,7 +642,7 @@ fn interface_down_faults_without_a_priority_zero_advert() {
 fn shutdown_from_backup_is_silent_and_restart_works() {
     let mut sim = pair_with_a_master();
     sim.run_until(secs(5));
-    assert_eq!(sim.input(1, Input::Shutdown), [changed(State::Backup, State::Init, Reason::Shutdown)]);
+    assert_eq!(sim.input(1, Input::Shutdown), [changed(State::Backup, State::Init, Reason::Shutdown), Action::Stopped]);
     assert_eq!(sim.nodes[1].router.next_deadline(), None);
     let received = sim.status(1).counters.adverts_received;
     sim.run_until(secs(10));
@@ -734,13 +762,14 @@ fn master_answers_priority_zero_and_lower_priorities_with_an_advert_at_once() {
     assert_eq!(router.status().state, State::Master);
 
     let at = t0 + ms(3700);
-    for priority in [0, 100] {
-        let payload = peer_advert(priority);
-        assert_eq!(without_payloads(&router.handle(at, packet_from(B, &payload))), [send(150)]);
-    }
+    let payload = peer_advert(0);
+    assert_eq!(without_payloads(&router.handle(at, packet_from(B, &payload))), [send(150)]);
+    // Another master (a healed partition): clients may have followed it, so announce too.
+    let payload = peer_advert(100);
+    assert_eq!(without_payloads(&router.handle(at, packet_from(B, &payload))), [send(150), Action::Announce]);
     // Equal priority from a lower address than ours (192.0.2.1).
     let payload = packet::encode(&advert(Version::V3, 150), ip("192.0.2.0"), GROUP, &CodecOptions::default());
-    assert_eq!(without_payloads(&router.handle(at, packet_from("192.0.2.0", &payload))), [send(150)]);
+    assert_eq!(without_payloads(&router.handle(at, packet_from("192.0.2.0", &payload))), [send(150), Action::Announce]);
     // The Adver_Timer restarted with the last of them; only the reannouncement is due before.
     assert_eq!(without_payloads(&router.handle(t0 + ms(4410), Input::TimerFired)), [Action::Announce]);
     assert_eq!(router.next_deadline(), Some(at + secs(1)));
@@ -749,7 +778,10 @@ fn master_answers_priority_zero_and_lower_priorities_with_an_advert_at_once() {
     let later = t0 + ms(4500);
     let payload = packet::encode(&advert(Version::V3, 150), ip(C), GROUP, &CodecOptions::default());
     let actions = router.handle(later, packet_from(C, &payload));
-    assert_eq!(actions, [changed(State::Master, State::Backup, Reason::PreferredPeer), Action::RemoveVips]);
+    assert_eq!(
+        without_payloads(&actions),
+        [changed(State::Master, State::Backup, Reason::PreferredPeer), Action::RemoveVips, send(150)]
+    );
     assert_eq!(router.status().master_address, Some(ip(C)));
     assert_eq!(router.next_deadline(), Some(later + ms(3410)));
 }
@@ -1195,4 +1227,100 @@ mod properties {
             }
         }
     }
+}
+
+/// After a partition heals, whoever hears the other first, the winner announces its VIPs at
+/// once: clients that followed the loser's gratuitous ARP come back without waiting for their
+/// ARP entries to age out.
+#[test]
+fn a_healed_partition_makes_the_winner_announce_whichever_advert_crosses_first() {
+    // Order 1: the loser's advert reaches the winner first (B advertises at 10.01 s).
+    let mut sim = pair_with_a_master();
+    sim.run_until(secs(5));
+    sim.nodes[1].connected = false;
+    sim.run_until(secs(10));
+    assert_eq!(sim.masters(), [0, 1]);
+    sim.nodes[1].connected = true;
+    sim.run_until(ms(10020));
+    assert!(sim.actions_at(0, ms(10010)).contains(&Action::Announce), "{:?}", sim.actions_at(0, ms(10010)));
+    assert_eq!(sim.masters(), [0]);
+
+    // Order 2: the winner's advert reaches the loser first (A advertises at 9.41 s, before B).
+    let mut sim = pair_with_a_master();
+    sim.run_until(secs(5));
+    sim.nodes[1].connected = false;
+    sim.run_until(ms(9400));
+    assert_eq!(sim.masters(), [0, 1]);
+    sim.nodes[1].connected = true;
+    sim.run_until(ms(9420));
+    // B yields to A's advert and says so once at its own priority; A announces.
+    assert_eq!(
+        without_payloads(&sim.actions_at(1, ms(9410))),
+        [changed(State::Master, State::Backup, Reason::PreferredPeer), Action::RemoveVips, send(100)]
+    );
+    assert!(sim.actions_at(0, ms(9410)).contains(&Action::Announce), "{:?}", sim.actions_at(0, ms(9410)));
+    assert_eq!(sim.masters(), [0]);
+}
+
+#[test]
+fn a_restarted_daemon_resumes_master_within_master_down_and_the_peer_stays_backup() {
+    let mut sim = pair_with_a_master();
+    sim.run_until(secs(10));
+    // A's nginx-ha dies at 10 s (its last advert at 9.41 s) and a new one starts at 10.5 s.
+    sim.nodes[0].router = Router::new(config(150), sim.now);
+    sim.nodes[0].connected = false;
+    sim.run_until(ms(10500));
+    sim.nodes[0].connected = true;
+    assert!(sim.input(0, Input::Resume { elapsed: ms(1090) }).is_empty());
+    let primary = sim.nodes[0].primary;
+    assert!(sim.input(0, Input::Startup { primary }).is_empty(), "INIT until nginx is healthy");
+    // Its VIPs (still on the interface) are not foreign while it may resume.
+    assert!(sim.input(0, Input::VipPresent).is_empty());
+    let actions = sim.input(0, Input::Health(Health::Healthy));
+    assert_eq!(
+        without_payloads(&actions)[..3],
+        [changed(State::Init, State::Master, Reason::Resumed), send(150), Action::AddVips]
+    );
+    sim.run_until(secs(30));
+    assert_eq!(sim.transitions(1), [(ms(0), State::Backup)], "the peer never left BACKUP");
+}
+
+#[test]
+fn a_record_older_than_master_down_is_stale_and_its_vips_go() {
+    let t0 = Instant::now();
+    let mut router = Router::new(config(150), t0);
+    assert_eq!(router.handle(t0, Input::Resume { elapsed: secs(4) }), [Action::RemoveVips]);
+    // Within the window, but nginx never serves in time: the VIPs go when the window closes.
+    let mut router = Router::new(config(150), t0);
+    assert!(router.handle(t0, Input::Resume { elapsed: secs(1) }).is_empty());
+    router.handle(t0, Input::Startup { primary: ip(A) });
+    assert_eq!(router.next_deadline(), Some(t0 + ms(2410)));
+    assert_eq!(router.handle(t0 + ms(2410), Input::TimerFired), [Action::RemoveVips]);
+    let actions = router.handle(t0 + secs(3), Input::Health(Health::Healthy));
+    assert_eq!(actions, [changed(State::Init, State::Backup, Reason::NginxHealthy)]);
+}
+
+#[test]
+fn a_link_back_within_master_down_resumes_master_at_once() {
+    let mut sim = pair_with_a_master();
+    sim.run_until(secs(10));
+    sim.input(0, Input::InterfaceLink { up: false });
+    sim.nodes[0].connected = false;
+    sim.run_until(secs(12));
+    sim.nodes[0].connected = true;
+    let actions = sim.input(0, Input::InterfaceLink { up: true });
+    assert_eq!(
+        without_payloads(&actions)[..3],
+        [changed(State::Fault, State::Master, Reason::InterfaceBackInTime), send(150), Action::AddVips]
+    );
+    sim.run_until(secs(30));
+    assert_eq!(sim.transitions(1), [(ms(0), State::Backup)], "the peer never left BACKUP");
+}
+
+#[test]
+fn a_vip_copy_is_removed_unless_we_are_master() {
+    let mut sim = pair_with_a_master();
+    let notice = Action::Notice(Notice::ForeignVip { state: State::Backup });
+    assert_eq!(sim.input(1, Input::VipPresent), [notice, Action::RemoveVips]);
+    assert!(sim.input(0, Input::VipPresent).is_empty());
 }

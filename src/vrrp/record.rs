@@ -1,0 +1,147 @@
+//! The durable record of each router's state, so that an nginx-ha that crashed (or re-executed
+//! itself for an upgrade) resumes MASTER instead of costing clients a failover and a failback.
+//!
+//! `state_dir/vrrp-state.json` is rewritten atomically on every state change. While any router
+//! is MASTER its modification time is refreshed at each advert: a starting daemon reads "when
+//! did the previous one last advertise" from it, and compares that with Master_Down_Interval.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use super::router::State;
+
+const FILE: &str = "vrrp-state.json";
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateRecord {
+    /// Router name → its state when the record was written.
+    pub routers: BTreeMap<String, State>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error("cannot write {path}: {source}; fix [daemon] state_dir (it must be a writable directory)")]
+    Write { path: PathBuf, source: std::io::Error },
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path} is not a valid state record ({source}); it is ignored and rewritten")]
+    Corrupt { path: PathBuf, source: serde_json::Error },
+}
+
+/// The record as the previous daemon left it, and how long ago it last advertised as MASTER.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Previous {
+    pub record: StateRecord,
+    pub elapsed: Duration,
+}
+
+pub struct Recorder {
+    path: PathBuf,
+    /// The file as last written, for the heartbeat.
+    file: Option<File>,
+    last: Option<StateRecord>,
+}
+
+impl Recorder {
+    pub fn new(state_dir: &Path) -> Recorder {
+        Recorder { path: state_dir.join(FILE), file: None, last: None }
+    }
+
+    /// What the previous daemon recorded; `Ok(None)` without a record. A record from the
+    /// future (a clock step) counts as just written.
+    pub fn load(&self) -> Result<Option<Previous>, RecordError> {
+        let read_error = |source| RecordError::Read { path: self.path.clone(), source };
+        let text = match std::fs::read(&self.path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(read_error(e)),
+        };
+        let record =
+            serde_json::from_slice(&text).map_err(|source| RecordError::Corrupt { path: self.path.clone(), source })?;
+        let modified = std::fs::metadata(&self.path).and_then(|m| m.modified()).map_err(read_error)?;
+        let elapsed = SystemTime::now().duration_since(modified).unwrap_or_default();
+        Ok(Some(Previous { record, elapsed }))
+    }
+
+    /// Writes `record` if it changed: temp file, fsync, rename, fsync of the directory, so a
+    /// crash leaves the old record or the new one, never a torn one.
+    pub fn save(&mut self, record: &StateRecord) -> Result<(), RecordError> {
+        if self.last.as_ref() == Some(record) {
+            return Ok(());
+        }
+        let write_error = |source| RecordError::Write { path: self.path.clone(), source };
+        let text = serde_json::to_vec_pretty(record).expect("a record serializes");
+        let file = write_atomic(&self.path, &text).map_err(write_error)?;
+        self.file = Some(file);
+        self.last = Some(record.clone());
+        Ok(())
+    }
+
+    /// "Still MASTER now": refreshes the record's modification time (no data is written).
+    pub fn heartbeat(&mut self) -> Result<(), RecordError> {
+        let Some(file) = &self.file else { return Ok(()) };
+        file.set_modified(SystemTime::now()).map_err(|source| RecordError::Write { path: self.path.clone(), source })
+    }
+}
+
+/// Replaces `path` with `contents` atomically and durably; returns the new file, open.
+pub fn write_atomic(path: &Path, contents: &[u8]) -> std::io::Result<File> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let temp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let result = (|| {
+        let mut file = File::create(&temp)?;
+        file.write_all(contents)?;
+        file.sync_all()?;
+        std::fs::rename(&temp, path)?;
+        File::open(dir)?.sync_all()?;
+        Ok(file)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_round_trips_and_ages() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut recorder = Recorder::new(dir.path());
+        assert_eq!(recorder.load().unwrap(), None);
+        let record = StateRecord { routers: [("VI_1".to_string(), State::Master)].into() };
+        recorder.save(&record).unwrap();
+        let previous = recorder.load().unwrap().unwrap();
+        assert_eq!(previous.record, record);
+        assert!(previous.elapsed < Duration::from_secs(5));
+        recorder.heartbeat().unwrap();
+        assert!(!dir.path().read_dir().unwrap().any(|e| e.unwrap().file_name().to_string_lossy().ends_with(".tmp")));
+    }
+
+    #[test]
+    fn a_corrupt_record_is_an_error_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(FILE), b"{\"routers\": {\"VI_1\": \"MAST").unwrap();
+        let error = Recorder::new(dir.path()).load().unwrap_err();
+        assert!(error.to_string().contains("vrrp-state.json is not a valid state record"), "{error}");
+    }
+
+    #[test]
+    fn an_unwritable_state_dir_is_an_error_naming_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let blocker = dir.path().join("file");
+        std::fs::write(&blocker, b"").unwrap();
+        let mut recorder = Recorder::new(&blocker);
+        let error = recorder.save(&StateRecord::default()).unwrap_err();
+        assert!(error.to_string().contains("[daemon] state_dir"), "{error}");
+    }
+}
