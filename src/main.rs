@@ -37,6 +37,9 @@ enum Commands {
         /// Log at debug level (RUST_LOG overrides)
         #[arg(short, long)]
         verbose: bool,
+        /// Load and check the config as at start, then exit (what `upgrade` runs first)
+        #[arg(long, hide = true)]
+        preflight: bool,
     },
     /// Validate the config file and run `nginx -t` on the nginx config it names
     Check {
@@ -53,6 +56,12 @@ enum Commands {
     },
     /// Re-read the config and reload nginx (validated first); waits until applied or rejected
     Reload {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Re-execute the running daemon's binary from disk in place (same pid): VIPs, VRRP states
+    /// and nginx stay; the old daemon keeps running if the new binary cannot start
+    Upgrade {
         #[command(flatten)]
         config: ConfigArg,
     },
@@ -84,10 +93,11 @@ fn main() -> ExitCode {
 
 async fn dispatch(command: Commands) -> ExitCode {
     match command {
-        Commands::Run { config, verbose } => run(&config.path, verbose).await,
+        Commands::Run { config, verbose, preflight } => run(&config.path, verbose, preflight).await,
         Commands::Check { config } => check(&config.path).await,
         Commands::Status { config, json } => status_command(&config.path, json).await,
         Commands::Reload { config } => reload(&config.path).await,
+        Commands::Upgrade { config } => upgrade(&config.path).await,
         Commands::Alias { .. } => not_yet("alias"),
         Commands::ImportKeepalived { .. } => not_yet("import-keepalived"),
     }
@@ -105,11 +115,15 @@ fn load(path: &Path) -> Result<Config, ExitCode> {
     })
 }
 
-async fn run(path: &Path, verbose: bool) -> ExitCode {
+async fn run(path: &Path, verbose: bool, preflight: bool) -> ExitCode {
     let config = match load(path) {
         Ok(config) => config,
         Err(code) => return code,
     };
+    if preflight {
+        println!("nginx-ha {}: {} ok", env!("CARGO_PKG_VERSION"), path.display());
+        return ExitCode::SUCCESS;
+    }
     nginx_ha::logging::init(verbose);
     match nginx_ha::daemon::run(path, config).await {
         Ok(()) => ExitCode::SUCCESS,
@@ -213,4 +227,40 @@ async fn reload(path: &Path) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Asks the daemon to re-execute itself, then waits until the new binary answers.
+async fn upgrade(path: &Path) -> ExitCode {
+    let socket = socket_of(path);
+    let before = match client::request(&socket, &Request::Status, Duration::from_secs(5)).await {
+        Ok(response) => response.status.map(|s| s.daemon).unwrap_or_default(),
+        Err(e) => {
+            eprintln!("nginx-ha: {e}");
+            return ExitCode::from(EXIT_NO_DAEMON);
+        }
+    };
+    match client::request(&socket, &Request::Upgrade, Duration::from_secs(60)).await {
+        Ok(response) if !response.ok => {
+            eprintln!("upgrade refused: {}", response.error.unwrap_or_default());
+            return ExitCode::FAILURE;
+        }
+        // The daemon answers just before it re-executes; a closed connection is that too.
+        _ => {}
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while std::time::Instant::now() < deadline {
+        if let Ok(response) = client::request(&socket, &Request::Status, Duration::from_secs(2)).await
+            && let Some(status) = response.status
+            && status.daemon.started_at_ms != before.started_at_ms
+        {
+            println!(
+                "upgraded in place: nginx-ha {} answers (pid {}, upgrade {})",
+                status.version, status.daemon.pid, status.daemon.upgrades
+            );
+            return ExitCode::SUCCESS;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!("nginx-ha: the upgraded daemon did not answer within 60 s; see its log");
+    ExitCode::FAILURE
 }

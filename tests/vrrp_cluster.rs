@@ -90,20 +90,101 @@ fn link_cut_on_the_master_is_fault_and_the_backup_takes_over() {
     client.wait_served_by(VIP, "A");
 }
 
+/// A partition without carrier loss (A's bridge port taken off the bridge): both become
+/// MASTER, the client follows B. On every heal the client must reach the VIP again at once,
+/// not when its ARP entry for B ages out (~50 s before the fix); repeated at other phases.
 #[test]
-fn partition_heals_to_a_single_holder() {
-    let (bridge, a, b, _client) = pair("");
+fn partition_heals_to_a_single_holder_and_the_client_follows_at_once() {
+    let (bridge, a, b, client) = pair("");
     a.wait_state("VI_1", "MASTER");
-    a.set_partitioned(&bridge, true);
-    b.wait_state("VI_1", "MASTER");
-    assert_eq!(a.state("VI_1").as_deref(), Some("MASTER"), "split brain while partitioned");
-    a.set_partitioned(&bridge, false);
+    client.wait_served_by(VIP, "A");
+    for round in 0..3 {
+        a.set_partitioned(&bridge, true);
+        b.wait_state("VI_1", "MASTER");
+        client.wait_served_by(VIP, "B");
+        assert_eq!(a.state("VI_1").as_deref(), Some("MASTER"), "split brain while partitioned");
+        // Heal at another phase of the advert timers each round.
+        std::thread::sleep(Duration::from_millis(300 * round));
+        let poller = client.poll(VIP);
+        a.set_partitioned(&bridge, false);
+        let healed = std::time::Instant::now();
+        b.wait_state("VI_1", "BACKUP");
+        client.wait_served_by(VIP, "A");
+        std::thread::sleep(Duration::from_millis(500));
+        let answers = poller.stop();
+        let outage = longest_outage(&answers);
+        println!("round {round}: served by A {:?} after the heal, longest outage {outage:?}", healed.elapsed());
+        assert!(outage < Duration::from_secs(2), "round {round}: {outage:?} without an answer after the heal");
+        for _ in 0..10 {
+            assert!(!(a.has_address(VIP) && b.has_address(VIP)), "both hold {VIP} after the heal");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(a.has_address(VIP));
+    }
+}
+
+/// The longest stretch between two answered requests of a poller.
+fn longest_outage(answers: &[Answer]) -> Duration {
+    let answered: Vec<Duration> = answers.iter().filter(|(_, a)| a.is_some()).map(|(at, _)| *at).collect();
+    answered.windows(2).map(|pair| pair[1] - pair[0]).max().unwrap_or_default()
+}
+
+#[test]
+fn a_killed_nginx_ha_restarted_at_once_resumes_master_and_the_peer_stays_backup() {
+    let (_bridge, mut a, b, client) = pair("");
+    a.wait_state("VI_1", "MASTER");
     b.wait_state("VI_1", "BACKUP");
-    // Never two holders again after the heal.
-    for _ in 0..20 {
-        assert!(!(a.has_address(VIP) && b.has_address(VIP)), "both hold {VIP} after the heal");
+    client.wait_served_by(VIP, "A");
+    let nginx = a.nginx_master().unwrap();
+    let poller = client.poll(VIP);
+    std::thread::sleep(Duration::from_millis(300));
+    a.kill_daemon();
+    std::thread::sleep(Duration::from_millis(500));
+    a.start();
+    a.wait_state("VI_1", "MASTER");
+    // B never left BACKUP: watch it past its master-down interval.
+    let watch_until = std::time::Instant::now() + Duration::from_secs(4);
+    while std::time::Instant::now() < watch_until {
+        assert_eq!(b.state("VI_1").as_deref(), Some("BACKUP"), "the peer took over:\n{}", a.log());
         std::thread::sleep(Duration::from_millis(100));
     }
+    let answers = poller.stop();
+    let failed = answers.iter().filter(|(_, answer)| answer.as_deref() != Some("A")).count();
+    assert_eq!(failed, 0, "requests not answered by A during the restart: {failed} of {}", answers.len());
+    assert_eq!(a.nginx_master(), Some(nginx), "nginx adopted, not restarted");
+    assert!(a.log().contains("the previous nginx-ha left this router MASTER"), "{}", a.log());
+}
+
+#[test]
+fn a_link_back_within_master_down_resumes_master_and_the_peer_stays_backup() {
+    let (bridge, a, b, client) = pair("");
+    a.wait_state("VI_1", "MASTER");
+    b.wait_state("VI_1", "BACKUP");
+    client.wait_served_by(VIP, "A");
+    a.set_link(&bridge, false);
+    a.wait_state("VI_1", "FAULT");
+    std::thread::sleep(Duration::from_millis(1000));
+    a.set_link(&bridge, true);
+    a.wait_state("VI_1", "MASTER");
+    client.wait_served_by(VIP, "A");
+    let watch_until = std::time::Instant::now() + Duration::from_secs(4);
+    while std::time::Instant::now() < watch_until {
+        assert_eq!(b.state("VI_1").as_deref(), Some("BACKUP"), "the peer took over");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(a.log().contains("interface up again before the peer could take over"), "{}", a.log());
+}
+
+#[test]
+fn an_untagged_copy_of_a_vip_on_the_backup_is_removed() {
+    let (_bridge, a, b, client) = pair("");
+    a.wait_state("VI_1", "MASTER");
+    b.wait_state("VI_1", "BACKUP");
+    // As keepalived killed -9 during a migration, or an admin's `ip addr add`, would leave it.
+    b.ns.ip(&["addr", "add", &format!("{VIP}/24"), "dev", "eth0"]);
+    wait_until(PATIENCE, "B removes the copy", || !b.has_address(VIP));
+    assert!(b.log().contains("a virtual IP is on the interface while this router is BACKUP"), "{}", b.log());
+    client.wait_served_by(VIP, "A");
     assert!(a.has_address(VIP));
 }
 
@@ -128,7 +209,7 @@ fn dual_master_each_node_holds_one_vip_and_takes_both_when_the_other_fails() {
 }
 
 #[test]
-fn sigterm_hands_the_vip_over_before_nginx_stops() {
+fn sigterm_hands_the_vip_over_with_overlap_before_nginx_stops() {
     let (_bridge, mut a, b, client) = pair("");
     a.wait_state("VI_1", "MASTER");
     client.wait_served_by(VIP, "A");
@@ -146,14 +227,17 @@ fn sigterm_hands_the_vip_over_before_nginx_stops() {
     assert!(!a.has_address(VIP), "VIP removed on shutdown");
     assert!(a.nginx_pids().is_empty(), "nginx stopped with nginx-ha");
     let log = a.log();
+    let handed_over = log.find("planned stop: handed over").expect("handover logged");
     let relinquished = log.find("VIPs relinquished").expect("relinquished logged");
     let stopping = log.find("stopping nginx").expect("nginx stop logged");
-    assert!(relinquished < stopping, "VIPs go before nginx stops");
-    // The longest time without an answer: the priority-0 advert makes B take over after its
-    // Skew_Time (~0.65 s with priority 90) instead of Master_Down_Interval (~3.65 s).
-    let answered: Vec<Duration> = answers.iter().filter(|(_, a)| a.is_some()).map(|(at, _)| *at).collect();
-    let longest = answered.windows(2).map(|pair| pair[1] - pair[0]).max().unwrap_or_default();
-    assert!(longest < Duration::from_millis(1500), "{longest:?} without an answer during a graceful handover");
+    assert!(handed_over < relinquished && relinquished < stopping, "VIPs go once B holds them, then nginx");
+    // A keeps the VIP until B's first advert as master: the client always has a holder. At
+    // most the request in flight at the ARP switch can fail.
+    let outage = longest_outage(&answers);
+    let failed = answers.iter().filter(|(_, answer)| answer.is_none()).count();
+    println!("planned stop: longest outage {outage:?}, {failed} failed of {}", answers.len());
+    assert!(outage < Duration::from_millis(500), "{outage:?} without an answer during a planned stop");
+    assert!(failed <= 2, "{failed} failed requests during a planned stop");
 }
 
 #[test]
@@ -497,4 +581,46 @@ fn losing_the_vrrp_task_removes_the_vips_at_once_and_exits_non_zero() {
     b.wait_state("VI_1", "MASTER");
     client.wait_served_by(VIP, "B");
     assert!(!a.has_address(VIP));
+}
+
+#[test]
+fn upgrade_re_executes_in_place_keeping_the_vip_nginx_and_the_peer_in_backup() {
+    let (_bridge, a, b, client) = pair("");
+    a.wait_state("VI_1", "MASTER");
+    b.wait_state("VI_1", "BACKUP");
+    client.wait_served_by(VIP, "A");
+    let before = a.status().unwrap();
+    let nginx = a.nginx_master().unwrap();
+    let poller = client.poll(VIP);
+    std::thread::sleep(Duration::from_millis(300));
+    let out = std::process::Command::new(BIN).args(["upgrade", "-c"]).arg(a.config()).output().unwrap();
+    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stderr), a.log());
+    let after = a.status().unwrap();
+    assert_eq!(after["daemon"]["pid"], before["daemon"]["pid"], "same pid");
+    assert_eq!(after["daemon"]["upgrades"], 1);
+    a.wait_state("VI_1", "MASTER");
+    let watch_until = std::time::Instant::now() + Duration::from_secs(4);
+    while std::time::Instant::now() < watch_until {
+        assert_eq!(b.state("VI_1").as_deref(), Some("BACKUP"), "the peer took over:\n{}", a.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let answers = poller.stop();
+    let failed = answers.iter().filter(|(_, answer)| answer.as_deref() != Some("A")).count();
+    assert_eq!(failed, 0, "requests not answered by A during the upgrade: {failed} of {}", answers.len());
+    assert_eq!(a.nginx_master(), Some(nginx), "nginx adopted, not restarted");
+
+    // A new binary (here: the same one) that fails its own config check is refused and the
+    // running daemon goes on.
+    let good = std::fs::read_to_string(a.config()).unwrap();
+    a.write("nginx-ha.toml", &(good.clone() + "\n[bogus]\n"));
+    let out = std::process::Command::new(BIN).args(["upgrade", "-c"]).arg(a.config()).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("failed its preflight"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    a.write("nginx-ha.toml", &good);
+    assert_eq!(a.status().unwrap()["daemon"]["upgrades"], 1);
+    assert_eq!(a.state("VI_1").as_deref(), Some("MASTER"));
 }

@@ -55,19 +55,39 @@ pub struct NginxConfig {
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(from = "HealthTable")]
 pub struct HealthConfig {
-    #[serde(default = "default_interval_ms")]
     pub interval_ms: u64,
-    #[serde(default = "default_timeout_ms")]
+    /// Default: 500 ms, or interval_ms when that is shorter (a probe must end before the next).
     pub timeout_ms: u64,
-    #[serde(default = "two")]
     pub fall: u32,
-    #[serde(default = "two")]
     pub rise: u32,
     pub http: Option<String>,
-    #[serde(default)]
     pub tcp: Vec<String>,
+}
+
+/// `[health]` as written: a default that depends on another key is resolved from it.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HealthTable {
+    #[serde(default = "default_interval_ms")]
+    interval_ms: u64,
+    timeout_ms: Option<u64>,
+    #[serde(default = "two")]
+    fall: u32,
+    #[serde(default = "two")]
+    rise: u32,
+    http: Option<String>,
+    #[serde(default)]
+    tcp: Vec<String>,
+}
+
+impl From<HealthTable> for HealthConfig {
+    fn from(table: HealthTable) -> HealthConfig {
+        let HealthTable { interval_ms, timeout_ms, fall, rise, http, tcp } = table;
+        let timeout_ms = timeout_ms.unwrap_or_else(|| default_timeout_ms().min(interval_ms).max(1));
+        HealthConfig { interval_ms, timeout_ms, fall, rise, http, tcp }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -356,3 +356,14 @@ fn reload_rejects_every_key_that_needs_a_restart_by_name() {
         "{message}"
     );
 }
+
+#[test]
+fn a_default_that_depends_on_another_key_follows_it() {
+    // [health] interval_ms = 200 alone used to be rejected: timeout_ms's default (500) is
+    // longer than the interval. It follows the interval instead.
+    let config = Config::parse("[health]\ninterval_ms = 200\n", Path::new("x.toml")).unwrap();
+    assert_eq!((config.health.interval_ms, config.health.timeout_ms), (200, 200));
+    let config = Config::parse("[health]\ninterval_ms = 2000\n", Path::new("x.toml")).unwrap();
+    assert_eq!(config.health.timeout_ms, 500);
+    assert!(errors("[health]\ninterval_ms = 200\ntimeout_ms = 300\n")[0].contains("must be from 1 to interval_ms"));
+}

@@ -14,6 +14,9 @@ pub enum Request {
     Status,
     /// Re-read nginx-ha's config, test and reload nginx; answered when done.
     Reload,
+    /// Re-execute the daemon's binary from disk in place (same pid), once it passed a
+    /// preflight; answered before the re-execution.
+    Upgrade,
     /// Test builds only (compiled out of release builds): make a part of the daemon fail as a
     /// bug would, to test how the daemon handles it. `vrrp_task`: the VRRP task panics.
     #[cfg(debug_assertions)]

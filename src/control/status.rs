@@ -21,6 +21,18 @@ pub struct StatusDocument {
     /// The daemon's version (after `nginx-ha upgrade`, the new binary's).
     #[serde(default)]
     pub version: String,
+    #[serde(default)]
+    pub daemon: DaemonReport,
+}
+
+/// The daemon process itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DaemonReport {
+    pub pid: u32,
+    /// When this binary started (Unix time in ms); an `upgrade` keeps the pid, not this.
+    pub started_at_ms: u64,
+    /// In-place upgrades (re-executions) since the process started.
+    pub upgrades: u32,
 }
 
 /// One static alias (`[[alias]]` or `nginx-ha alias add`).

@@ -1,5 +1,7 @@
 //! `nginx-ha run`: wiring, signals, sd_notify, and the shutdown order.
 
+pub mod upgrade;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -11,7 +13,7 @@ use tracing::{error, info};
 
 use crate::config::Config;
 use crate::control::server::{ControlServer, Incoming};
-use crate::control::status::StatusDocument;
+use crate::control::status::{DaemonReport, StatusDocument};
 use crate::control::{Request, Response};
 use crate::nginx::policy::NginxState;
 use crate::nginx::supervisor::{self, Command, SupervisorConfig, SupervisorHandle};
@@ -20,6 +22,8 @@ use crate::vrrp::shell::{self as vrrp, RouterSpec, VrrpHandle};
 pub struct Daemon {
     config_path: PathBuf,
     config: Config,
+    upgrader: upgrade::Upgrader,
+    started_at_ms: u64,
     supervisor: SupervisorHandle,
     vrrp: Option<VrrpHandle>,
     notified_ready: bool,
@@ -69,11 +73,22 @@ pub async fn run(config_path: &Path, config: Config) -> anyhow::Result<()> {
             }
         }
     };
-    let mut daemon = Daemon { config_path: config_path.to_path_buf(), config, supervisor, vrrp, notified_ready: false };
+    let started_at_ms =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    let mut daemon = Daemon {
+        config_path: config_path.to_path_buf(),
+        upgrader: upgrade::Upgrader::new(config_path),
+        started_at_ms,
+        config,
+        supervisor,
+        vrrp,
+        notified_ready: false,
+    };
 
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sighup = signal(SignalKind::hangup())?;
+    let mut sigusr2 = signal(SignalKind::user_defined2())?;
     let mut watchdog = watchdog_interval().map(tokio::time::interval);
     let mut status = daemon.supervisor.status.clone();
 
@@ -85,6 +100,11 @@ pub async fn run(config_path: &Path, config: Config) -> anyhow::Result<()> {
                 info!("SIGHUP: reloading");
                 let (reply, _) = oneshot::channel();
                 daemon.reload(reply).await;
+            }
+            _ = sigusr2.recv() => {
+                info!("SIGUSR2: upgrading in place");
+                let (reply, _) = oneshot::channel();
+                daemon.upgrade(reply).await;
             }
             Some((request, reply)) = requests.recv() => daemon.request(request, reply).await,
             changed = status.changed() => {
@@ -184,6 +204,7 @@ impl Daemon {
                 };
                 let _ = reply.send(response);
             }
+            Request::Upgrade => self.upgrade(reply).await,
             Request::Reload => {
                 let (done_tx, done_rx) = oneshot::channel();
                 self.reload(done_tx).await;
@@ -211,7 +232,31 @@ impl Daemon {
             aliases: Vec::new(),
             anycast: Vec::new(),
             version: env!("CARGO_PKG_VERSION").to_string(),
+            daemon: DaemonReport {
+                pid: std::process::id(),
+                started_at_ms: self.started_at_ms,
+                upgrades: upgrade::Upgrader::upgrades(),
+            },
         }
+    }
+
+    /// Re-executes the binary on disk once it passed its preflight; on any failure the
+    /// running daemon goes on untouched. Nothing is relinquished or stopped: nginx stays our
+    /// child, and the routers' state record lets the new binary resume MASTER.
+    async fn upgrade(&mut self, reply: oneshot::Sender<Response>) {
+        match self.upgrader.preflight().await {
+            Ok(said) => info!("the new binary passed its preflight ({said}); re-executing in place"),
+            Err(e) => {
+                error!("{e}");
+                let _ = reply.send(Response::error(e.to_string()));
+                return;
+            }
+        }
+        let _ = reply.send(Response::ok());
+        // Let the answer reach the CLI before the sockets close.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let error = self.upgrader.exec();
+        error!("{error}; the running daemon goes on");
     }
 
     /// Re-reads nginx-ha's own config and applies what changed, or rejects it all if a key

@@ -270,6 +270,8 @@ pub enum Notice {
     /// A VIP was on the interface while we are not MASTER (left by keepalived, an admin, or a
     /// daemon that died): removed, since two hosts answering for it split the clients.
     ForeignVip { state: State },
+    /// The previous nginx-ha here was MASTER too long ago to resume: its VIPs are removed.
+    StaleVips { elapsed: Duration },
     /// Unicast mode: an advert from a source not among `unicast_peers`; dropped.
     UnknownPeer { from: IpAddr },
 }
@@ -287,6 +289,11 @@ impl fmt::Display for Notice {
             Notice::UnknownPeer { from } => {
                 write!(f, "advert from {from}, which is not a configured unicast peer")
             }
+            Notice::StaleVips { elapsed } => write!(
+                f,
+                "removing a VIP left behind by an earlier nginx-ha: it last advertised {} ms ago, past the master down interval",
+                elapsed.as_millis()
+            ),
             Notice::ForeignVip { state } => {
                 write!(f, "a virtual IP is on the interface while this router is {state}; removing it")
             }
@@ -498,9 +505,9 @@ impl Router {
                 }
             }
             Input::Resume { elapsed } if self.state == State::Init && !self.started => {
-                let window = self.master_down_interval().saturating_sub(elapsed);
+                let window = self.takeover_bound().saturating_sub(elapsed);
                 if window.is_zero() {
-                    out.push(Action::RemoveVips);
+                    out.extend([Action::Notice(Notice::StaleVips { elapsed }), Action::RemoveVips]);
                 } else {
                     self.resume_until = Some(now + window);
                 }
@@ -599,7 +606,7 @@ impl Router {
             (None, State::Init | State::Fault) => {
                 let link_back_in_time = reason == Reason::InterfaceUp
                     && self.link_lost_as_master
-                    && self.last_advert_at.is_some_and(|at| now < at + self.master_down_interval());
+                    && self.last_advert_at.is_some_and(|at| now < at + self.takeover_bound());
                 self.link_lost_as_master = false;
                 // RFC 5798 §6.4.1: the address owner takes over at once.
                 if self.effective_priority() == OWNER_PRIORITY {
@@ -671,7 +678,8 @@ impl Router {
             // nginx did not serve in time to resume: the VIPs left behind are stale.
             self.resume_until = None;
             if self.state == State::Init {
-                out.push(Action::RemoveVips);
+                let elapsed = self.takeover_bound();
+                out.extend([Action::Notice(Notice::StaleVips { elapsed }), Action::RemoveVips]);
             }
         }
         if due(self.restart_grace_until) {
@@ -911,6 +919,13 @@ impl Router {
             Version::V2 => Duration::from_secs(1) * unused / 256,
             Version::V3 => centiseconds((unused * u32::from(self.master_adver_interval_cs) / 256) as u16),
         }
+    }
+
+    /// The earliest a backup can take over after our last advert, whatever its priority: its
+    /// Master_Down_Interval is 3 × our interval plus a skew time that may be nearly 0. Within
+    /// it, resuming MASTER (after a restart or a short link loss) cannot split the brain.
+    fn takeover_bound(&self) -> Duration {
+        3 * centiseconds(self.interval_cs)
     }
 
     fn master_down_interval(&self) -> Duration {

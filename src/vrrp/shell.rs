@@ -265,6 +265,17 @@ async fn remove_stale_vips(net: &Net, kept: &[IpAddr]) {
 
 type SocketKey = (u32, Family);
 
+/// What one burst of netlink events asks for: each is done once per burst.
+#[derive(Default)]
+struct Burst {
+    /// Interfaces whose primary address may have changed.
+    dirty: HashSet<u32>,
+    /// Routers with an untagged copy of a VIP added.
+    vips_seen: HashSet<usize>,
+    /// Routers with a VIP removed (one address of them, for the log).
+    vips_missing: HashMap<usize, ipnet::IpNet>,
+}
+
 struct Slot {
     spec: RouterSpec,
     router: Router,
@@ -398,14 +409,12 @@ impl Shell {
                     Some(event) => {
                         // A takeover elsewhere on the host can add a thousand addresses at
                         // once: take the whole burst, then re-read the primaries once.
-                        let mut dirty = HashSet::new();
-                        self.net_event(event, &mut dirty).await;
+                        let mut burst = Burst::default();
+                        self.net_event(event, &mut burst).await;
                         while let Some(Some(event)) = events.next().now_or_never() {
-                            self.net_event(event, &mut dirty).await;
+                            self.net_event(event, &mut burst).await;
                         }
-                        for ifindex in dirty {
-                            self.refresh_primaries(ifindex).await;
-                        }
+                        self.after_burst(burst).await;
                         self.retry_pending().await;
                     }
                     None => {
@@ -552,7 +561,7 @@ impl Shell {
 
     /// Handles one link or address change; the interfaces whose primary address may have
     /// changed are added to `dirty` (the caller re-reads them once per burst of events).
-    async fn net_event(&mut self, event: NetEvent, dirty: &mut HashSet<u32>) {
+    async fn net_event(&mut self, event: NetEvent, burst: &mut Burst) {
         match event {
             NetEvent::LinkChanged { index, name, up } => {
                 for i in 0..self.routers.len() {
@@ -568,30 +577,62 @@ impl Shell {
                 }
             }
             NetEvent::AddressRemoved(address) => {
-                for i in 0..self.routers.len() {
-                    let slot = &self.routers[i];
-                    if slot.has_vip(address.ifindex, address.address.addr())
-                        && slot.vips_present
-                        && slot.router.status().state == State::Master
-                    {
-                        warn!(router = %slot.spec.router.name, address = %address.address, "a VIP was removed behind our back; adding it again");
-                        self.feed(i, Input::VipsMissing).await;
+                for (i, slot) in self.routers.iter().enumerate() {
+                    if slot.has_vip(address.ifindex, address.address.addr()) {
+                        burst.vips_missing.entry(i).or_insert(address.address);
                     }
                 }
                 if !self.is_vip(&address) {
-                    dirty.insert(address.ifindex);
+                    burst.dirty.insert(address.ifindex);
                 }
             }
             NetEvent::AddressAdded(address) => {
-                for i in 0..self.routers.len() {
-                    if self.routers[i].started && self.routers[i].has_vip(address.ifindex, address.address.addr()) {
-                        self.feed(i, Input::VipPresent).await;
+                // Only untagged copies can be foreign: a tagged one is our own add (its event
+                // may arrive after the router removed it again) or a leftover of an earlier
+                // nginx-ha, which startup cleans up.
+                let foreign = address.proto != Some(OWNER_PROTO);
+                for (i, slot) in self.routers.iter().enumerate() {
+                    if foreign && slot.started && slot.has_vip(address.ifindex, address.address.addr()) {
+                        burst.vips_seen.insert(i);
                     }
                 }
                 if !self.is_vip(&address) {
-                    dirty.insert(address.ifindex);
+                    burst.dirty.insert(address.ifindex);
                 }
             }
+        }
+    }
+
+    /// What a burst of netlink events left to do, once per router or interface.
+    async fn after_burst(&mut self, burst: Burst) {
+        for ifindex in burst.dirty {
+            self.refresh_primaries(ifindex).await;
+        }
+        for (i, address) in burst.vips_missing {
+            let slot = &self.routers[i];
+            if slot.vips_present && slot.router.status().state == State::Master {
+                warn!(router = %slot.spec.router.name, %address, "a VIP was removed behind our back; adding it again");
+                self.feed(i, Input::VipsMissing).await;
+            }
+        }
+        for i in burst.vips_seen {
+            self.vips_seen(i).await;
+        }
+    }
+
+    /// An untagged copy of a VIP of router `i` was added during the last burst of events. The event may be our own
+    /// add, read after the router had already removed it again: what counts is the address
+    /// list now (one dump per burst). A MASTER holds its VIPs, so there is nothing to look at.
+    async fn vips_seen(&mut self, i: usize) {
+        let slot = &self.routers[i];
+        let Some(link) = slot.link.clone() else { return };
+        if slot.router.status().state == State::Master {
+            return;
+        }
+        let present = self.net.addresses(link.index).await.unwrap_or_default();
+        let slot = &self.routers[i];
+        if present.iter().any(|a| a.proto != Some(OWNER_PROTO) && slot.has_vip(link.index, a.address.addr())) {
+            self.feed(i, Input::VipPresent).await;
         }
     }
 
@@ -738,7 +779,7 @@ const NOTICE_EVERY: Duration = Duration::from_secs(60);
 
 impl Shell {
     fn log_notice(&mut self, i: usize, router: &str, notice: &Notice) {
-        if let Notice::ForeignVip { .. } = notice {
+        if let Notice::ForeignVip { .. } | Notice::StaleVips { .. } = notice {
             let interface = &self.routers[i].spec.interface;
             return warn!(router, interface = %interface, "{notice}");
         }
@@ -747,7 +788,7 @@ impl Shell {
             Notice::IntervalMismatch { from, .. } => ("interval", from),
             Notice::VipMismatch { from, .. } => ("vips", from),
             Notice::UnknownPeer { from } => ("peer", from),
-            Notice::ForeignVip { .. } => unreachable!("logged above"),
+            Notice::ForeignVip { .. } | Notice::StaleVips { .. } => unreachable!("logged above"),
         };
         let now = Instant::now();
         let key = (i, format!("{kind} {from}"));

@@ -1289,13 +1289,15 @@ fn a_restarted_daemon_resumes_master_within_master_down_and_the_peer_stays_backu
 fn a_record_older_than_master_down_is_stale_and_its_vips_go() {
     let t0 = Instant::now();
     let mut router = Router::new(config(150), t0);
-    assert_eq!(router.handle(t0, Input::Resume { elapsed: secs(4) }), [Action::RemoveVips]);
+    let stale = Action::Notice(Notice::StaleVips { elapsed: ms(3100) });
+    assert_eq!(router.handle(t0, Input::Resume { elapsed: ms(3100) }), [stale, Action::RemoveVips]);
     // Within the window, but nginx never serves in time: the VIPs go when the window closes.
     let mut router = Router::new(config(150), t0);
     assert!(router.handle(t0, Input::Resume { elapsed: secs(1) }).is_empty());
     router.handle(t0, Input::Startup { primary: ip(A) });
-    assert_eq!(router.next_deadline(), Some(t0 + ms(2410)));
-    assert_eq!(router.handle(t0 + ms(2410), Input::TimerFired), [Action::RemoveVips]);
+    assert_eq!(router.next_deadline(), Some(t0 + secs(2)));
+    let stale = Action::Notice(Notice::StaleVips { elapsed: secs(3) });
+    assert_eq!(router.handle(t0 + secs(2), Input::TimerFired), [stale, Action::RemoveVips]);
     let actions = router.handle(t0 + secs(3), Input::Health(Health::Healthy));
     assert_eq!(actions, [changed(State::Init, State::Backup, Reason::NginxHealthy)]);
 }
