@@ -664,7 +664,12 @@ impl Supervisor {
                 self.apply_watch_set(&dump);
                 // The watch set is recomputed after nginx read its config; a file created or
                 // changed in between (say in a newly included directory) raised no event.
-                if self.watcher.is_some() && self.config_read_at.is_some_and(|read| changed_since(&dump, read)) {
+                // A change whose event did arrive is already waiting out its debounce: one
+                // change, one reload.
+                if self.watcher.is_some()
+                    && self.debounce_until.is_none()
+                    && self.config_read_at.is_some_and(|read| changed_since(&dump, read))
+                {
                     info!("a file of the nginx config changed while its watch was being updated; reloading");
                     self.feed(Event::ConfigChanged).await;
                 }
