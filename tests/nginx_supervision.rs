@@ -658,3 +658,52 @@ fn sigint_stops_like_sigterm() {
     wait_until("every nginx process gone", || daemon.log_text(), || all.iter().all(|&pid| !alive(pid)));
     assert_eq!(setup.cli(&["status"]).status.code(), Some(3), "no daemon answers: exit 3");
 }
+
+#[test]
+fn sighup_reloads_like_the_reload_command() {
+    let setup = Setup::new("before-hup");
+    let mut daemon = setup.start();
+    let before = daemon.wait_serving();
+    // The watcher would reload too: turn it off so that only SIGHUP can.
+    setup.edit("nginx-ha.toml", "watch_debounce_ms = 50", "watch_debounce_ms = 50\nwatch = false");
+    let out = setup.cli(&["reload"]);
+    assert!(out.status.success(), "{}", output(&out));
+    setup.set_body("after-hup");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(get(setup.port).as_deref(), Some("before-hup"), "watch = false: nothing reloads by itself");
+    common::process::signal(daemon.pid(), libc::SIGHUP);
+    wait_body(setup.port, "after-hup", || daemon.log_text());
+    let after = daemon.wait_for("the reload confirmed", |n| n["state"] == "running");
+    assert_eq!(after["master_pid"], before["master_pid"], "a reload, not a restart");
+    assert!(daemon.log_text().contains("SIGHUP: reloading"));
+}
+
+#[test]
+fn concurrent_reloads_from_the_cli_the_watcher_and_sighup_all_settle() {
+    let setup = Setup::new("v0");
+    let mut daemon = setup.start();
+    let before = daemon.wait_serving();
+    setup.set_body("v1");
+    let clis: Vec<_> = (0..3)
+        .map(|_| {
+            let config = setup.config();
+            std::thread::spawn(move || {
+                std::process::Command::new(common::process::BIN).args(["reload", "-c"]).arg(config).output().unwrap()
+            })
+        })
+        .collect();
+    common::process::signal(daemon.pid(), libc::SIGHUP);
+    common::process::signal(daemon.pid(), libc::SIGHUP);
+    for cli in clis {
+        let out = cli.join().unwrap();
+        assert!(out.status.success(), "every concurrent reload is answered: {}", output(&out));
+    }
+    wait_body(setup.port, "v1", || daemon.log_text());
+    let after = daemon.wait_for("running and healthy", |n| n["state"] == "running" && n["healthy"] == true);
+    assert_eq!(after["master_pid"], before["master_pid"]);
+    assert_eq!(after["restarts"], 0);
+    assert!(after["config_error"].is_null(), "{after}");
+    // And it still reloads afterwards.
+    setup.set_body("v2");
+    wait_body(setup.port, "v2", || daemon.log_text());
+}

@@ -200,6 +200,10 @@ fn dual_master_each_node_holds_one_vip_and_takes_both_when_the_other_fails() {
     b.start();
     client.wait_served_by("198.18.0.100", "A");
     client.wait_served_by("198.18.0.101", "B");
+    // Each router sees the other's adverts on the shared socket and counts them as such.
+    wait_until(PATIENCE, "other_vrid counted", || {
+        a.status().is_some_and(|s| s["vrrp"][0]["counters"]["other_vrid"].as_u64().unwrap_or(0) > 0)
+    });
     b.signal_nginx(libc::SIGSTOP);
     client.wait_served_by("198.18.0.101", "A");
     assert_eq!(a.state("VI_1").as_deref(), Some("MASTER"));
@@ -623,4 +627,29 @@ fn upgrade_re_executes_in_place_keeping_the_vip_nginx_and_the_peer_in_backup() {
     a.write("nginx-ha.toml", &good);
     assert_eq!(a.status().unwrap()["daemon"]["upgrades"], 1);
     assert_eq!(a.state("VI_1").as_deref(), Some("MASTER"));
+}
+
+#[test]
+fn both_nodes_restarted_at_once_settle_on_one_holder() {
+    let (_bridge, mut a, mut b, client) = pair("");
+    a.wait_state("VI_1", "MASTER");
+    b.wait_state("VI_1", "BACKUP");
+    client.wait_served_by(VIP, "A");
+    // Both stopped together (as `systemctl restart` on both at once), then started together.
+    let (sa, sb) = std::thread::scope(|scope| {
+        let stop_a = scope.spawn(|| a.stop());
+        let stop_b = scope.spawn(|| b.stop());
+        (stop_a.join().unwrap(), stop_b.join().unwrap())
+    });
+    assert!(sa.success() && sb.success());
+    assert!(!a.has_address(VIP) && !b.has_address(VIP), "a planned stop leaves no VIP behind");
+    a.start();
+    b.start();
+    a.wait_state("VI_1", "MASTER");
+    b.wait_state("VI_1", "BACKUP");
+    client.wait_served_by(VIP, "A");
+    for _ in 0..20 {
+        assert!(!(a.has_address(VIP) && b.has_address(VIP)), "both hold {VIP}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

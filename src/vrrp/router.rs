@@ -24,6 +24,8 @@ mod tests;
 /// ignore updates within their ARP locktime (Linux: 1 s) of the previous one.
 const REANNOUNCE_DELAY: Duration = Duration::from_secs(1);
 const OWNER_PRIORITY: u8 = 255;
+/// How often the same notice about the same peer is emitted again.
+pub const NOTICE_EVERY: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
@@ -258,7 +260,8 @@ impl fmt::Display for Reason {
     }
 }
 
-/// Something worth logging. Emitted once per offending packet; the shell may rate-limit.
+/// Something worth logging. A peer's mistake repeats in every advert: each kind of notice
+/// about one peer is emitted at most once per `NOTICE_EVERY` (the counters count them all).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Notice {
     /// A v2 advert with other authentication than ours; dropped (RFC 3768 §7.1).
@@ -395,6 +398,8 @@ pub struct Router {
     last_advert_at: Option<Instant>,
     /// Our interface lost carrier while we were MASTER.
     link_lost_as_master: bool,
+    /// When each kind of notice about each peer was last emitted.
+    notices: std::collections::HashMap<(&'static str, IpAddr), Instant>,
     counters: Counters,
 }
 
@@ -431,6 +436,7 @@ impl Router {
             leaving_until: None,
             last_advert_at: None,
             link_lost_as_master: false,
+            notices: std::collections::HashMap::new(),
             counters: Counters::default(),
         }
     }
@@ -754,7 +760,7 @@ impl Router {
         }
         let advert = match self.validate(src, dst, hop_limit, payload) {
             Ok(advert) => advert,
-            Err(rejection) => return self.reject(rejection, src, out),
+            Err(rejection) => return self.reject(now, rejection, src, out),
         };
         self.counters.adverts_received += 1;
         if advert.priority == 0 {
@@ -763,7 +769,7 @@ impl Router {
         if advert.addresses.iter().copied().collect::<BTreeSet<_>>() != self.vip_addresses {
             self.counters.vip_mismatches += 1;
             let advertised = advert.addresses.clone();
-            out.push(Action::Notice(Notice::VipMismatch { from: src, advertised }));
+            self.notice(now, Notice::VipMismatch { from: src, advertised }, out);
         }
         if self.state == State::Master {
             self.receive_as_master(now, src, &advert, out);
@@ -820,7 +826,7 @@ impl Router {
     }
 
     /// Counts a rejected packet; configuration mismatches are worth a notice too.
-    fn reject(&mut self, rejection: Rejection, from: IpAddr, out: &mut Vec<Action>) {
+    fn reject(&mut self, now: Instant, rejection: Rejection, from: IpAddr, out: &mut Vec<Action>) {
         let counters = &mut self.counters;
         let (counter, notice) = match rejection {
             Rejection::Ttl => (&mut counters.ttl_errors, None),
@@ -843,7 +849,26 @@ impl Router {
             Rejection::UnknownPeer => (&mut counters.unknown_peer_errors, Some(Notice::UnknownPeer { from })),
         };
         *counter += 1;
-        out.extend(notice.map(Action::Notice));
+        if let Some(notice) = notice {
+            self.notice(now, notice, out);
+        }
+    }
+
+    /// Emits a notice about a peer unless the same kind about the same peer was emitted less
+    /// than NOTICE_EVERY ago.
+    fn notice(&mut self, now: Instant, notice: Notice, out: &mut Vec<Action>) {
+        let key = match &notice {
+            Notice::AuthMismatch { from } => ("auth", *from),
+            Notice::IntervalMismatch { from, .. } => ("interval", *from),
+            Notice::VipMismatch { from, .. } => ("vips", *from),
+            Notice::UnknownPeer { from } => ("peer", *from),
+            Notice::ForeignVip { .. } | Notice::StaleVips { .. } => return out.push(Action::Notice(notice)),
+        };
+        if self.notices.get(&key).is_some_and(|last| now.duration_since(*last) < NOTICE_EVERY) {
+            return;
+        }
+        self.notices.insert(key, now);
+        out.push(Action::Notice(notice));
     }
 
     /// RFC 5798 §6.4.2.

@@ -203,7 +203,6 @@ pub async fn spawn(
             link: None,
             problem: Some("starting".into()),
             started: false,
-            vips_present: false,
         })
         .collect();
     let (requests_tx, requests_rx) = mpsc::channel(8);
@@ -216,7 +215,6 @@ pub async fn spawn(
         readers: JoinSet::new(),
         received_tx,
         health: *health.borrow(),
-        notices_logged: HashMap::new(),
         recording: recorder,
         stopping: None,
     };
@@ -284,8 +282,6 @@ struct Slot {
     /// Why the router has not started (interface missing, no address yet).
     problem: Option<String>,
     started: bool,
-    /// Whether we added the VIPs (and so should re-add them if deleted behind our back).
-    vips_present: bool,
     /// The previous nginx-ha left this router MASTER: how long before `.1` it last advertised.
     resume: Option<(Duration, Instant)>,
     /// Planned stop: the router has handed over.
@@ -309,9 +305,6 @@ struct Shell {
     received_tx: mpsc::UnboundedSender<(SocketKey, Received)>,
     /// nginx's health as last reported, for routers that start late.
     health: Health,
-    /// When each kind of notice was last logged, per router and sender: a peer repeats its
-    /// mistake in every advert, the log should not.
-    notices_logged: HashMap<(usize, String), Instant>,
     recording: Recording,
     /// Planned stop under way: answered once every router has handed over.
     stopping: Option<oneshot::Sender<()>>,
@@ -535,15 +528,13 @@ impl Shell {
         Ok(())
     }
 
+    /// Every router on the socket sees every packet: the router validates it in RFC order and
+    /// counts it once, as an advert of its own or in `other_vrid`.
     async fn packet(&mut self, key: SocketKey, packet: Received) {
-        // Byte 1 is the VRID in both versions; other routers on the link are not ours.
-        let Some(&vrid) = packet.payload.get(1) else { return };
-        let mut delivered = false;
         for i in 0..self.routers.len() {
             let slot = &self.routers[i];
             let on_socket = slot.link.as_ref().is_some_and(|l| l.index == key.0) && slot.spec.family() == key.1;
-            if on_socket && slot.spec.router.vrid == vrid {
-                delivered = true;
+            if on_socket {
                 let input = Input::Packet {
                     src: packet.src,
                     dst: packet.dst,
@@ -553,9 +544,6 @@ impl Shell {
                 let actions = self.routers[i].router.handle(std::time::Instant::now(), input);
                 self.carry_out(i, actions).await;
             }
-        }
-        if !delivered {
-            debug!(src = %packet.src, vrid, "advert for a virtual router not configured here");
         }
     }
 
@@ -610,7 +598,8 @@ impl Shell {
         }
         for (i, address) in burst.vips_missing {
             let slot = &self.routers[i];
-            if slot.vips_present && slot.router.status().state == State::Master {
+            // The router re-adds them only while it holds them (MASTER).
+            if slot.router.status().state == State::Master {
                 warn!(router = %slot.spec.router.name, %address, "a VIP was removed behind our back; adding it again");
                 self.feed(i, Input::VipsMissing).await;
             }
@@ -718,13 +707,11 @@ impl Shell {
                 }
                 Action::AddVips => {
                     let Some(link) = slot.link.clone() else { continue };
-                    slot.vips_present = true;
                     let vips = slot.spec.all_vips().copied().collect();
                     change_vips(&self.net, &name, link.index, vips, VipChange::Add).await;
                 }
                 Action::RemoveVips => {
                     let Some(link) = slot.link.clone() else { continue };
-                    slot.vips_present = false;
                     let vips = slot.spec.all_vips().copied().collect();
                     change_vips(&self.net, &name, link.index, vips, VipChange::Remove).await;
                 }
@@ -774,30 +761,13 @@ impl Shell {
     }
 }
 
-/// How often the same notice from the same peer is logged again.
-const NOTICE_EVERY: Duration = Duration::from_secs(60);
-
 impl Shell {
-    fn log_notice(&mut self, i: usize, router: &str, notice: &Notice) {
-        if let Notice::ForeignVip { .. } | Notice::StaleVips { .. } = notice {
-            let interface = &self.routers[i].spec.interface;
-            return warn!(router, interface = %interface, "{notice}");
-        }
-        let (kind, from) = match notice {
-            Notice::AuthMismatch { from } => ("auth", from),
-            Notice::IntervalMismatch { from, .. } => ("interval", from),
-            Notice::VipMismatch { from, .. } => ("vips", from),
-            Notice::UnknownPeer { from } => ("peer", from),
-            Notice::ForeignVip { .. } | Notice::StaleVips { .. } => unreachable!("logged above"),
-        };
-        let now = Instant::now();
-        let key = (i, format!("{kind} {from}"));
-        if self.notices_logged.get(&key).is_some_and(|last| now.duration_since(*last) < NOTICE_EVERY) {
-            debug!(router, "{notice}");
-            return;
-        }
-        self.notices_logged.insert(key, now);
+    /// The router emits each peer's notice at most once a minute.
+    fn log_notice(&self, i: usize, router: &str, notice: &Notice) {
         match notice {
+            Notice::ForeignVip { .. } | Notice::StaleVips { .. } => {
+                warn!(router, interface = %self.routers[i].spec.interface, "{notice}")
+            }
             Notice::VipMismatch { .. } => warn!(
                 router,
                 "{notice} (not fatal; both nodes should list the same virtual_ips; repeats are logged once a minute)"

@@ -1326,3 +1326,31 @@ fn a_vip_copy_is_removed_unless_we_are_master() {
     assert_eq!(sim.input(1, Input::VipPresent), [notice, Action::RemoveVips]);
     assert!(sim.input(0, Input::VipPresent).is_empty());
 }
+
+#[test]
+fn a_peer_s_repeated_mistake_is_noticed_once_a_minute_and_counted_every_time() {
+    let t0 = Instant::now();
+    let mut router = started(config(150), t0);
+    router.handle(t0 + ms(3410), Input::TimerFired);
+    let mismatch = advert(Version::V3, 100);
+    let mut other = mismatch.clone();
+    other.addresses = vec![ip("192.0.2.99")];
+    let payload = packet::encode(&other, ip(B), GROUP, &CodecOptions::default());
+    let notices = |actions: Vec<Action>| actions.into_iter().filter(|a| matches!(a, Action::Notice(_))).count();
+    assert_eq!(notices(router.handle(t0 + secs(4), packet_from(B, &payload))), 1);
+    assert_eq!(notices(router.handle(t0 + secs(5), packet_from(B, &payload))), 0);
+    assert_eq!(notices(router.handle(t0 + secs(64), packet_from(B, &payload))), 1);
+    assert_eq!(router.status().counters.vip_mismatches, 3);
+}
+
+#[test]
+fn another_vrid_on_the_link_is_counted_as_such() {
+    let t0 = Instant::now();
+    let mut router = started(config(150), t0);
+    let mut theirs = advert(Version::V3, 100);
+    theirs.vrid = VRID + 1;
+    let payload = packet::encode(&theirs, ip(B), GROUP, &CodecOptions::default());
+    assert!(router.handle(t0 + secs(1), packet_from(B, &payload)).is_empty());
+    assert_eq!(router.status().counters.other_vrid, 1);
+    assert_eq!(router.status().counters.adverts_received, 0);
+}
