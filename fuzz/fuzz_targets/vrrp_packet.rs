@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use libfuzzer_sys::fuzz_target;
 use nginx_ha::vrrp::packet::{self, CodecOptions, MULTICAST_V4, MULTICAST_V6, Version};
 use nginx_ha::vrrp::router::{Action, FailureMode, Input, Router, RouterConfig, State};
+use nginx_ha::nginx::policy::Health;
 
 const OWN: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
 const PEER: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2));
@@ -54,6 +55,7 @@ fn started_router(version: Version, priority: u8, now: Instant) -> Router {
         advert_interval: Duration::from_secs(1),
         preempt: true,
         preempt_delay: Duration::ZERO,
+        restart_grace: Duration::from_millis(300),
         auth_pass: None,
         vips: vec!["192.0.2.100/24".parse().unwrap()],
         failure_mode: FailureMode::Relinquish,
@@ -61,7 +63,7 @@ fn started_router(version: Version, priority: u8, now: Instant) -> Router {
         unicast_peers: vec![],
     };
     let mut router = Router::new(config, now);
-    router.handle(now, Input::Health { healthy: true });
+    router.handle(now, Input::Health(Health::Healthy));
     router.handle(now, Input::Startup { primary: OWN });
     router
 }
