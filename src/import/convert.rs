@@ -53,7 +53,6 @@ enum Probe {
 
 #[derive(Debug, Clone)]
 struct Check {
-    name: String,
     loc: Loc,
     /// Index of the top-level statement that defines it (keepalived resolves track_script while parsing).
     order: usize,
@@ -111,8 +110,6 @@ struct Router {
     loc: Loc,
     state_master: Option<bool>,
     priority: u8,
-    nopreempt: bool,
-    interface: String,
     on_failure_demote: Option<u8>,
     table: Table,
 }
@@ -265,6 +262,9 @@ fn classify(command: &str) -> Option<Probe> {
     }
 }
 
+/// Known keywords whose loss changes nothing an operator relies on: notes, not warnings.
+const HARMLESS: &[&str] = &["enable_script_security", "script_user", "log_unknown_vrids", "max_auto_priority"];
+
 /// The known-but-unconverted keywords whose reason is worth more than "no equivalent".
 fn reason(keyword: &str) -> Option<&'static str> {
     Some(match keyword {
@@ -382,7 +382,8 @@ impl Converter<'_> {
         let keyword = stmt.keyword();
         if known.contains(&keyword) {
             let why = reason(keyword).unwrap_or("no nginx-ha equivalent; not converted");
-            self.warn(&stmt.loc, format!("`{keyword}`: {why}"));
+            let severity = if HARMLESS.contains(&keyword) { Severity::Note } else { Severity::Warning };
+            self.diag(&stmt.loc, severity, format!("`{keyword}`: {why}"));
             return;
         }
         let mut message = format!(
@@ -401,7 +402,14 @@ impl Converter<'_> {
                         outer_close.map(|c| format!(" (to line {})", c.line)).unwrap_or_default()
                     );
                 }
-                _ => message.push_str(", and its `{` (the lines inside are read as top-level keywords)"),
+                _ => {
+                    let end = block.close.as_ref().map_or(String::new(), |c| format!("-{}", c.line));
+                    let _ = write!(
+                        message,
+                        ", and its `{{`: it reads the block (lines {}{end}) as top-level keywords",
+                        stmt.loc.line
+                    );
+                }
             }
         }
         self.warn(&stmt.loc, message);
@@ -450,7 +458,6 @@ impl Converter<'_> {
             return;
         };
         let mut check = Check {
-            name: name.to_string(),
             loc: def.loc.clone(),
             order,
             command: None,
@@ -936,6 +943,7 @@ impl Converter<'_> {
         let mut raise: u32 = 0;
         let mut relinquish = false;
         let mut any_nginx = false;
+        let mut weighted = 0;
         for (script, override_weight, reverse_override, loc) in &tracked {
             let Some(check) = self.checks.get(script).cloned() else {
                 self.warn(loc, format!("track_script `{script}` names no vrrp_script or vrrp_track_process: keepalived ignores it (\"track script {script} not found\"), so vrrp_instance {name} tracks nothing by it today"));
@@ -989,6 +997,7 @@ impl Converter<'_> {
                 self.note(loc, format!("track_script {script} (`{command}`) replaced: {how}; {meaning}, which is on_nginx_failure = \"relinquish\""));
             } else {
                 demote += weight.unsigned_abs();
+                weighted += 1;
                 if weight > 0 {
                     raise += weight as u32;
                 }
@@ -998,7 +1007,12 @@ impl Converter<'_> {
                 self.used_checks.push(script.clone());
             }
         }
-        let _ = any_nginx;
+        if !any_nginx {
+            self.note(
+                &instance.loc,
+                format!("vrrp_instance {name} tracks no nginx check, so with keepalived nginx failing moved no VIP; nginx-ha ties every router to nginx's health (on_nginx_failure)"),
+            );
+        }
         let mut on_failure_demote = None;
         if relinquish || demote == 0 {
             table.key(
@@ -1013,10 +1027,14 @@ impl Converter<'_> {
                 base_priority = raised;
             }
             let weight = demote.min(254) as u8;
-            if tracked.len() > 1 {
+            if weighted > 1 {
                 self.note(&instance.loc, format!("vrrp_instance {name} tracks several nginx checks: nginx failing fails them all, so their weights add up to demote_weight = {weight}"));
             }
-            table.key("on_nginx_failure", toml_string("demote"), Some("from the track_script weight".into()));
+            table.key(
+                "on_nginx_failure",
+                toml_string("demote"),
+                Some(format!("the track_script weights, {}", self.at(&tracked[0].3))),
+            );
             table.key("demote_weight", weight.to_string(), None);
             on_failure_demote = Some(weight);
             if effective_nopreempt {
@@ -1035,8 +1053,6 @@ impl Converter<'_> {
             loc: instance.loc.clone(),
             state_master: state.map(|(m, _)| m),
             priority: base_priority,
-            nopreempt: effective_nopreempt,
-            interface,
             on_failure_demote,
             table,
         })
@@ -1137,7 +1153,6 @@ impl Converter<'_> {
                 ));
             }
         }
-        let _ = routers.iter().map(|r| (&r.interface, r.nopreempt)).count();
     }
 
     fn render(&mut self, routers: &[Router]) -> String {
@@ -1309,5 +1324,19 @@ trait OptionsGet {
 impl OptionsGet for Vec<(String, String)> {
     fn get(&self, key: &str) -> Option<&String> {
         self.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+}
+
+#[cfg(test)]
+pub mod tests_support {
+    use super::{Probe, classify};
+
+    /// What a command is recognised as: "liveness", the http URL, or "tcp ADDR".
+    pub fn classify_for_test(command: &str) -> Option<String> {
+        classify(command).map(|probe| match probe {
+            Probe::Liveness => "liveness".to_string(),
+            Probe::Http(url) => url,
+            Probe::Tcp(addr) => format!("tcp {addr}"),
+        })
     }
 }

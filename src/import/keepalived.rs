@@ -171,7 +171,8 @@ impl Lexer<'_> {
             return;
         }
         let dir = including.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        let absolute = if Path::new(pattern).is_absolute() { PathBuf::from(pattern) } else { dir.join(pattern) };
+        let absolute =
+            normalize(&if Path::new(pattern).is_absolute() { PathBuf::from(pattern) } else { dir.join(pattern) });
         let matches = match self.loader.glob(&absolute.to_string_lossy()) {
             Ok(matches) => matches,
             Err(e) => {
@@ -221,6 +222,23 @@ impl Lexer<'_> {
             }
         }
     }
+}
+
+/// `a/b/../c` as `a/c`, `./x` as `x`: readable names in messages (lexical, like keepalived's
+/// messages after its chdir).
+fn normalize(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir if matches!(out.components().next_back(), Some(Component::Normal(_))) => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 /// `include FILE`, `includer FILE`, ... : the pattern (the rest of the line, which may hold blanks).
