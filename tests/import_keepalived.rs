@@ -99,7 +99,7 @@ fn a_single_pair_with_check_nginx_sh() {
         "note: track_script chk_nginx (`/etc/keepalived/check_nginx.sh`, weight -20) replaced",
     );
     imported.assert_warns("pair-master.conf", 5, "router_id `lb1`");
-    assert!(imported.toml.contains("`state MASTER` (pair-master.conf:19) has no equivalent"), "{}", imported.toml);
+    assert!(imported.toml.contains("`state MASTER` (pair-master.conf:19): no equivalent"), "{}", imported.toml);
     assert!(imported.toml.contains("priority = 101                      # pair-master.conf:22"), "{}", imported.toml);
 }
 

@@ -772,13 +772,12 @@ impl Converter<'_> {
 
         let mut table = Table::new("[[vrrp]]", Some(format!("vrrp_instance {name}, {}", self.at(&instance.loc))));
         table.key("name", toml_string(&name), None);
-        match &state {
-            Some((master, loc)) => table.comment(format!(
-                "keepalived's `state {}` ({}) has no equivalent: nginx-ha starts every router as BACKUP and the higher priority becomes MASTER",
+        if let Some((master, loc)) = &state {
+            table.comment(format!(
+                "keepalived's `state {}` ({}): no equivalent, every router starts as BACKUP and the higher priority becomes MASTER",
                 if *master { "MASTER" } else { "BACKUP" },
                 self.at(loc)
-            )),
-            None => {}
+            ));
         }
         table.key("interface", toml_string(&interface), Some(self.at(&interface_loc)));
         table.key("vrid", vrid.to_string(), Some(format!("virtual_router_id, {}", self.at(&vrid_loc))));
@@ -878,7 +877,7 @@ impl Converter<'_> {
         match (&auth_type, &auth_pass) {
             (_, _) if version == 3 && (auth_type.is_some() || auth_pass.is_some()) => {
                 let loc = auth_type.as_ref().or(auth_pass.as_ref()).map(|(_, l)| l.clone()).expect("one is set");
-                self.warn(&loc, format!("authentication with VRRPv3: keepalived ignores it (\"VRRP version 3 does not support authentication\"); not converted"));
+                self.warn(&loc, "authentication with VRRPv3: keepalived ignores it (\"VRRP version 3 does not support authentication\"); not converted".to_string());
             }
             (Some((kind, loc)), Some((pass, _))) if kind == "PASS" => {
                 let pass = if pass.len() > 8 {
@@ -980,9 +979,8 @@ impl Converter<'_> {
             }
             let command = check.command.as_ref().map(|(c, _)| c.clone()).unwrap_or_default();
             let how = match probe {
-                Probe::Liveness => {
-                    "nginx-ha watches nginx's master and workers natively (pidfd), no script".to_string()
-                }
+                Probe::Liveness if command.ends_with(".sh") => "nginx-ha watches nginx's master and workers natively (pidfd), no script (what the script did beyond checking is not converted: if it restarted nginx, nginx-ha's supervisor now does)".to_string(),
+                Probe::Liveness => "nginx-ha watches nginx's master and workers natively (pidfd), no script".to_string(),
                 Probe::Http(url) => format!("nginx-ha watches nginx natively and probes [health] http = \"{url}\""),
                 Probe::Tcp(addr) => format!("nginx-ha watches nginx natively and probes [health] tcp \"{addr}\""),
             };

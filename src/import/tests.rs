@@ -166,7 +166,7 @@ fn a_pair_maps_key_by_key_and_the_check_script_becomes_native_tracking() {
     assert_has(&diagnostics, 23, "replaced: nginx-ha watches nginx");
     let toml = run(PAIR).toml;
     assert!(toml.starts_with("# nginx-ha.toml converted from /etc/keepalived/keepalived.conf"), "{toml}");
-    assert!(toml.contains("`state MASTER` (keepalived.conf:10) has no equivalent"), "{toml}");
+    assert!(toml.contains("`state MASTER` (keepalived.conf:10): no equivalent"), "{toml}");
     assert!(toml.contains("# keepalived.conf:13"), "priority names its line:\n{toml}");
 }
 
