@@ -316,3 +316,24 @@ fn fixtures_are_what_keepalived_itself_accepts_and_complains_about() {
     assert!(checked >= 5, "keepalived -t reported fewer misreads than the fixture holds:\n{lines:#?}");
     assert!(lines.iter().any(|l| l.contains("nopreempt will not work with initial state MASTER")), "{lines:#?}");
 }
+
+#[test]
+fn the_readme_example_is_what_the_importer_prints() {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let section = &readme[readme.find("## Migrating from keepalived").expect("the README section")..];
+    let block = |after: &str, fence: &str| {
+        let start = section.find(after).unwrap_or_else(|| panic!("`{after}` in the README")) + after.len();
+        let start = start + section[start..].find(fence).unwrap() + fence.len();
+        section[start..start + section[start..].find("```").unwrap()].to_string()
+    };
+    let input = block("A typical node of a pair", "```\n");
+    let output = block("and writes", "```toml\n");
+    let keepalived = std::fs::read_to_string(fixture("pair-master.conf")).unwrap();
+    assert_eq!(input, keepalived, "the README shows tests/fixtures/keepalived/pair-master.conf");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("keepalived.conf"), &input).unwrap();
+    let printed =
+        Command::new(BIN).args(["import-keepalived", "keepalived.conf"]).current_dir(dir.path()).output().unwrap();
+    assert!(printed.status.success());
+    assert_eq!(String::from_utf8(printed.stdout).unwrap(), output, "README.md's converted file is out of date");
+}
