@@ -816,9 +816,9 @@ impl Converter<'_> {
 
         if let Some((ms, loc)) = &advert {
             let rounded = if version == 2 {
-                (((*ms + 500) / 1000) * 1000).max(1000)
+                ((ms.saturating_add(500) / 1000) * 1000).max(1000)
             } else {
-                (((*ms + 5) / 10) * 10).clamp(10, 40_950)
+                ((ms.saturating_add(5) / 10) * 10).clamp(10, 40_950)
             };
             let rounded = if version == 2 { rounded.min(255_000) } else { rounded };
             if rounded != *ms {

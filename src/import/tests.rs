@@ -310,3 +310,56 @@ fn vrrp_version_3_ipv6_and_unicast_map_to_their_keys() {
     assert_eq!(router.track_interfaces, vec!["eth1"]);
     assert!(!router.checksum_pseudo_header);
 }
+
+mod never_panics {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Lines made of keepalived's own words, braces, quotes, comments and odd values.
+    fn line() -> impl Strategy<Value = String> {
+        let word = prop_oneof![
+            Just("vrrp_instance".to_string()),
+            Just("vrrp_script".to_string()),
+            Just("global_defs".to_string()),
+            Just("virtual_ipaddress".to_string()),
+            Just("track_script".to_string()),
+            Just("authentication".to_string()),
+            Just("auth_type".to_string()),
+            Just("auth_pass".to_string()),
+            Just("state".to_string()),
+            Just("MASTER".to_string()),
+            Just("priority".to_string()),
+            Just("weight".to_string()),
+            Just("advert_int".to_string()),
+            Just("script".to_string()),
+            Just("interface".to_string()),
+            Just("virtual_router_id".to_string()),
+            Just("nopreempt".to_string()),
+            Just("unicast_peer".to_string()),
+            Just("notify_master".to_string()),
+            Just("include".to_string()),
+            Just("{".to_string()),
+            Just("}".to_string()),
+            Just("\"".to_string()),
+            Just("#".to_string()),
+            Just("\\".to_string()),
+            Just("1e30".to_string()),
+            Just("-300".to_string()),
+            Just("198.18.0.1/24".to_string()),
+            Just("fd00::1".to_string()),
+            Just("\"killall -0 nginx\"".to_string()),
+            "[a-z0-9_.:/-]{0,12}",
+            "\\PC{0,4}",
+        ];
+        prop::collection::vec(word, 0..8).prop_map(|words| words.join(" "))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn any_text_converts_without_panicking(lines in prop::collection::vec(line(), 0..30)) {
+            let conversion = run(&lines.join("\n"));
+            prop_assert!(conversion.toml.starts_with("# nginx-ha.toml converted from"));
+        }
+    }
+}
