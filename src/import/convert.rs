@@ -153,7 +153,7 @@ pub fn convert(root: &Path, parsed: &Parsed) -> Conversion {
     }
     let mut routers: Vec<Router> = instances.into_iter().filter_map(|(order, stmt)| c.instance(order, stmt)).collect();
     c.check_elections(&mut routers);
-    let toml = c.render(&routers);
+    let toml = c.render(routers);
     let mut diagnostics = c.diagnostics;
     // A converted file that does not validate is a bug here, or a value no mapping could save:
     // say so rather than print something `nginx-ha check` rejects without a word.
@@ -569,7 +569,7 @@ impl Converter<'_> {
                 self.warn(&line.loc, format!("static address `{address}` is not an address; keepalived skips it"));
                 continue;
             }
-            let Some(dev) = options.get("dev") else {
+            let Some(dev) = option(&options, "dev") else {
                 self.warn(
                     &line.loc,
                     format!(
@@ -580,7 +580,7 @@ impl Converter<'_> {
             };
             table.key("address", toml_string(&address), None);
             table.key("interface", toml_string(dev), None);
-            if let Some(label) = options.get("label") {
+            if let Some(label) = option(&options, "label") {
                 table.key("label", toml_string(label), None);
             }
             self.note(
@@ -766,7 +766,7 @@ impl Converter<'_> {
             );
             return None;
         }
-        let (interface, interface_loc) = interface.unwrap_or_default_loc(&instance.loc);
+        let (interface, interface_loc) = interface.expect("checked above");
         let (vrid, vrid_loc) = vrid.expect("checked above");
         let is_master = state.as_ref().is_some_and(|(m, _)| *m);
 
@@ -1153,7 +1153,7 @@ impl Converter<'_> {
         }
     }
 
-    fn render(&mut self, routers: &[Router]) -> String {
+    fn render(&mut self, routers: Vec<Router>) -> String {
         let mut out = String::new();
         let _ =
             writeln!(out, "# nginx-ha.toml converted from {} by `nginx-ha import-keepalived`.", self.root.display());
@@ -1178,11 +1178,7 @@ impl Converter<'_> {
         if let Some(health) = self.health() {
             tables.push(health);
         }
-        tables.extend(routers.iter().map(|r| Table {
-            header: r.table.header,
-            comment: r.table.comment.clone(),
-            lines: r.table.lines.iter().map(clone_line).collect(),
-        }));
+        tables.extend(routers.into_iter().map(|r| r.table));
         tables.append(&mut self.aliases);
         for (i, table) in tables.iter().enumerate() {
             if i > 0 {
@@ -1271,13 +1267,6 @@ impl Converter<'_> {
     }
 }
 
-fn clone_line(line: &Line) -> Line {
-    match line {
-        Line::Key { key, value, comment } => Line::Key { key, value: value.clone(), comment: comment.clone() },
-        Line::Comment(text) => Line::Comment(text.clone()),
-    }
-}
-
 /// `text` padded to the comment column, then `# comment`.
 fn write_line(out: &mut String, text: &str, comment: Option<&str>) {
     match comment {
@@ -1305,24 +1294,8 @@ fn parse_address_options(line: &Stmt) -> Vec<(String, String)> {
     options
 }
 
-trait DefaultLoc {
-    fn unwrap_or_default_loc(self, loc: &Loc) -> (String, Loc);
-}
-
-impl DefaultLoc for Option<(String, Loc)> {
-    fn unwrap_or_default_loc(self, loc: &Loc) -> (String, Loc) {
-        self.unwrap_or_else(|| (String::new(), loc.clone()))
-    }
-}
-
-trait OptionsGet {
-    fn get(&self, key: &str) -> Option<&String>;
-}
-
-impl OptionsGet for Vec<(String, String)> {
-    fn get(&self, key: &str) -> Option<&String> {
-        self.iter().find(|(k, _)| k == key).map(|(_, v)| v)
-    }
+fn option<'a>(options: &'a [(String, String)], key: &str) -> Option<&'a String> {
+    options.iter().find(|(k, _)| k == key).map(|(_, v)| v)
 }
 
 #[cfg(test)]
