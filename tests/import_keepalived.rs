@@ -336,4 +336,6 @@ fn the_readme_example_is_what_the_importer_prints() {
         Command::new(BIN).args(["import-keepalived", "keepalived.conf"]).current_dir(dir.path()).output().unwrap();
     assert!(printed.status.success());
     assert_eq!(String::from_utf8(printed.stdout).unwrap(), output, "README.md's converted file is out of date");
+    let warnings = block("prints on stderr", "```\n");
+    assert_eq!(String::from_utf8(printed.stderr).unwrap(), warnings, "README.md's warnings are out of date");
 }

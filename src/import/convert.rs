@@ -1132,7 +1132,20 @@ impl Converter<'_> {
     fn check_elections(&mut self, routers: &mut [Router]) {
         let backups: Vec<(u8, String)> =
             routers.iter().filter(|r| r.state_master == Some(false)).map(|r| (r.priority, r.name.clone())).collect();
-        let Some((highest, backup_name)) = backups.iter().max_by_key(|(p, _)| *p).cloned() else { return };
+        let Some((highest, backup_name)) = backups.iter().max_by_key(|(p, _)| *p).cloned() else {
+            // One node's file of a plain pair: the peer's priority is in the peer's file.
+            for router in routers.iter().filter(|r| r.state_master == Some(true)) {
+                if let Some(weight) = router.on_failure_demote {
+                    let demoted = u32::from(router.priority).saturating_sub(u32::from(weight));
+                    let message = format!(
+                        "vrrp_instance {}: a demote hands the VIP over only if {} - {weight} = {demoted} is below the peer's priority for it, which is in the peer's file: check it there",
+                        router.name, router.priority
+                    );
+                    self.note(&router.loc, message);
+                }
+            }
+            return;
+        };
         for router in routers.iter_mut().filter(|r| r.state_master == Some(true)) {
             let Some(weight) = router.on_failure_demote else { continue };
             let demoted = u32::from(router.priority).saturating_sub(u32::from(weight));
