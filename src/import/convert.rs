@@ -415,6 +415,35 @@ impl Converter<'_> {
         self.warn(&stmt.loc, message);
     }
 
+    /// `virtual_ipaddress 198.18.0.1` without braces: keepalived ignores the argument ("Block
+    /// virtual_ipaddress has extra parameters") and reads the next lines as the block, up to
+    /// the next `}`. Warned about; converted as the one entry it was meant to be.
+    fn value_block_on_one_line(&mut self, stmt: &Stmt) -> Stmt {
+        const VALUE_BLOCKS: &[&str] = &[
+            "virtual_ipaddress",
+            "virtual_ipaddress_excluded",
+            "unicast_peer",
+            "track_interface",
+            "track_script",
+            "track_process",
+        ];
+        if stmt.block.is_some() || stmt.words.len() < 2 || !VALUE_BLOCKS.contains(&stmt.keyword()) {
+            return stmt.clone();
+        }
+        let keyword = stmt.keyword();
+        let entry = stmt.args().join(" ");
+        self.warn(
+            &stmt.loc,
+            format!("`{keyword} {entry}` without braces: keepalived ignores `{entry}` (\"Block {keyword} has extra parameters\") and reads the lines after it as the block, up to the next `}}`; write `{keyword} {{ {entry} }}`. Converted as that"),
+        );
+        let entry = Stmt { loc: stmt.loc.clone(), words: stmt.args().to_vec(), block: None };
+        Stmt {
+            loc: stmt.loc.clone(),
+            words: vec![keyword.to_string()],
+            block: Some(super::keepalived::Block { stmts: vec![entry], close: None }),
+        }
+    }
+
     fn other_root(&mut self, stmt: &Stmt) {
         self.unmapped(stmt, keywords::ROOT, "the top level", None);
     }
@@ -618,7 +647,8 @@ impl Converter<'_> {
         let mut seen: HashMap<&str, Loc> = HashMap::new();
         let mut vip_lines: Vec<(&Stmt, bool)> = Vec::new();
 
-        for stmt in instance.children() {
+        let fixed: Vec<Stmt> = instance.children().iter().map(|s| self.value_block_on_one_line(s)).collect();
+        for stmt in &fixed {
             let keyword = stmt.keyword();
             let single = ["state", "interface", "virtual_router_id", "priority", "advert_int", "version", "notify"];
             if single.contains(&keyword) {

@@ -363,3 +363,15 @@ mod never_panics {
         }
     }
 }
+
+#[test]
+fn a_value_block_written_on_one_line_without_braces_is_a_misread() {
+    let text = "vrrp_instance V {\n interface eth0\n virtual_router_id 4\n virtual_ipaddress 198.18.0.4/24\n}\n";
+    let (config, diagnostics) = convert_ok(text);
+    assert_has(
+        &diagnostics,
+        4,
+        "keepalived ignores `198.18.0.4/24` (\"Block virtual_ipaddress has extra parameters\")",
+    );
+    assert_eq!(config.vrrp[0].virtual_ips, vec!["198.18.0.4/24"]);
+}
