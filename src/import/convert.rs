@@ -813,7 +813,7 @@ impl Converter<'_> {
         table.key("vrid", vrid.to_string(), Some(format!("virtual_router_id, {}", self.at(&vrid_loc))));
 
         // Priority: keepalived derives a missing one from the state.
-        let (mut base_priority, priority_comment) = match &priority {
+        let (base_priority, priority_comment) = match &priority {
             Some((p, loc)) => (*p, self.at(loc)),
             None if is_master => {
                 self.warn(&instance.loc, format!("vrrp_instance {name} is state MASTER without a priority: keepalived makes it 255, the address owner, which takes over at once and ignores weighted track_scripts"));
@@ -903,36 +903,7 @@ impl Converter<'_> {
             }
         }
 
-        // Authentication.
-        match (&auth_type, &auth_pass) {
-            (_, _) if version == 3 && (auth_type.is_some() || auth_pass.is_some()) => {
-                let loc = auth_type.as_ref().or(auth_pass.as_ref()).map(|(_, l)| l.clone()).expect("one is set");
-                self.warn(&loc, "authentication with VRRPv3: keepalived ignores it (\"VRRP version 3 does not support authentication\"); not converted".to_string());
-            }
-            (Some((kind, loc)), Some((pass, _))) if kind == "PASS" => {
-                let pass = if pass.len() > 8 {
-                    let cut: String = pass.chars().scan(0, |n, c| { *n += c.len_utf8(); (*n <= 8).then_some(c) }).collect();
-                    self.warn(loc, format!("auth_pass is {} bytes: keepalived truncates it to 8 (\"{cut}\"), converted to that so the pair still interoperates", pass.len()));
-                    cut
-                } else {
-                    pass.clone()
-                };
-                if pass.is_empty() {
-                    self.warn(loc, "authentication without a password: keepalived ignores it".into());
-                } else {
-                    table.key("auth_pass", toml_string(&pass), Some(format!("auth_type PASS, {}", self.at(loc))));
-                }
-            }
-            (Some((kind, loc)), _) if kind == "AH" => {
-                self.warn(loc, "auth_type AH (IPsec-AH) is not supported by nginx-ha, which speaks PASS or none; not converted: switch both nodes to PASS or none together".into());
-            }
-            (Some((kind, loc)), Some(_)) => {
-                self.warn(loc, format!("auth_type `{kind}` is neither PASS nor AH: keepalived sends no authentication; not converted"));
-            }
-            (Some((_, loc)), None) => self.warn(loc, "auth_type without auth_pass: keepalived sends no authentication".into()),
-            (None, Some((_, loc))) => self.warn(loc, "auth_pass without `auth_type PASS`: keepalived sends no authentication, so none is converted; add auth_pass here and on the peer if you want it".into()),
-            (None, None) => {}
-        }
+        self.authentication(version, &auth_type, &auth_pass, &mut table);
 
         if let Some((list, loc)) = &peers {
             if list.is_empty() {
@@ -965,15 +936,86 @@ impl Converter<'_> {
             table.key("checksum_pseudo_header", "false".into(), Some(format!("v3_checksum_as_v2, {}", self.at(loc))));
         }
 
-        // Tracked checks.
+        let (base_priority, on_failure_demote) =
+            self.tracking(&name, order, &instance.loc, base_priority, effective_nopreempt, &tracked, &mut table);
+        // The priority line goes right after vrid, where operators look for it.
+        let priority_line =
+            Line::Key { key: "priority", value: base_priority.to_string(), comment: Some(priority_comment) };
+        let vrid_at = table.lines.iter().position(|l| matches!(l, Line::Key { key: "vrid", .. })).map_or(0, |i| i + 1);
+        table.lines.insert(vrid_at, priority_line);
+
+        self.notify(&name, &mut table, notify, notify_states);
+        Some(Router {
+            name,
+            loc: instance.loc.clone(),
+            state_master: state.map(|(m, _)| m),
+            priority: base_priority,
+            on_failure_demote,
+            table,
+        })
+    }
+
+    /// `authentication { auth_type PASS; auth_pass ... }` as keepalived reads it.
+    fn authentication(
+        &mut self,
+        version: u8,
+        auth_type: &Option<(String, Loc)>,
+        auth_pass: &Option<(String, Loc)>,
+        table: &mut Table,
+    ) {
+        match (auth_type, auth_pass) {
+            (_, _) if version == 3 && (auth_type.is_some() || auth_pass.is_some()) => {
+                let loc = auth_type.as_ref().or(auth_pass.as_ref()).map(|(_, l)| l.clone()).expect("one is set");
+                self.warn(&loc, "authentication with VRRPv3: keepalived ignores it (\"VRRP version 3 does not support authentication\"); not converted".to_string());
+            }
+            (Some((kind, loc)), Some((pass, _))) if kind == "PASS" => {
+                let pass = if pass.len() > 8 {
+                    let cut: String = pass.chars().scan(0, |n, c| { *n += c.len_utf8(); (*n <= 8).then_some(c) }).collect();
+                    self.warn(loc, format!("auth_pass is {} bytes: keepalived truncates it to 8 (\"{cut}\"), converted to that so the pair still interoperates", pass.len()));
+                    cut
+                } else {
+                    pass.clone()
+                };
+                if pass.is_empty() {
+                    self.warn(loc, "authentication without a password: keepalived ignores it".into());
+                } else {
+                    table.key("auth_pass", toml_string(&pass), Some(format!("auth_type PASS, {}", self.at(loc))));
+                }
+            }
+            (Some((kind, loc)), _) if kind == "AH" => {
+                self.warn(loc, "auth_type AH (IPsec-AH) is not supported by nginx-ha, which speaks PASS or none; not converted: switch both nodes to PASS or none together".into());
+            }
+            (Some((kind, loc)), Some(_)) => {
+                self.warn(loc, format!("auth_type `{kind}` is neither PASS nor AH: keepalived sends no authentication; not converted"));
+            }
+            (Some((_, loc)), None) => self.warn(loc, "auth_type without auth_pass: keepalived sends no authentication".into()),
+            (None, Some((_, loc))) => self.warn(loc, "auth_pass without `auth_type PASS`: keepalived sends no authentication, so none is converted; add auth_pass here and on the peer if you want it".into()),
+            (None, None) => {}
+        }
+    }
+
+    /// The tracked checks of one instance: native tracking instead of nginx check scripts, the
+    /// weights as demote/relinquish. Returns the priority (raised by positive weights, as
+    /// keepalived advertises it while healthy) and the demote weight, if any.
+    #[allow(clippy::too_many_arguments)]
+    fn tracking(
+        &mut self,
+        name: &str,
+        order: usize,
+        instance_loc: &Loc,
+        mut base_priority: u8,
+        nopreempt: bool,
+        tracked: &[(String, Option<i32>, bool, Loc)],
+        table: &mut Table,
+    ) -> (u8, Option<u8>) {
         let in_sync_group_without_weights =
-            self.sync_groups.iter().any(|g| !g.tracking_weight && g.members.contains(&name));
+            self.sync_groups.iter().any(|g| !g.tracking_weight && g.members.iter().any(|m| m == name));
         let mut demote: u32 = 0;
         let mut raise: u32 = 0;
         let mut relinquish = false;
         let mut any_nginx = false;
         let mut weighted = 0;
-        for (script, override_weight, reverse_override, loc) in &tracked {
+        for (script, override_weight, reverse_override, loc) in tracked {
             let Some(check) = self.checks.get(script).cloned() else {
                 self.warn(loc, format!("track_script `{script}` names no vrrp_script or vrrp_track_process: keepalived ignores it (\"track script {script} not found\"), so vrrp_instance {name} tracks nothing by it today"));
                 continue;
@@ -1037,7 +1079,7 @@ impl Converter<'_> {
         }
         if !any_nginx {
             self.note(
-                &instance.loc,
+                instance_loc,
                 format!("vrrp_instance {name} tracks no nginx check, so with keepalived nginx failing moved no VIP; nginx-ha ties every router to nginx's health (on_nginx_failure)"),
             );
         }
@@ -1056,7 +1098,7 @@ impl Converter<'_> {
             }
             let weight = demote.min(254) as u8;
             if weighted > 1 {
-                self.note(&instance.loc, format!("vrrp_instance {name} tracks several nginx checks: nginx failing fails them all, so their weights add up to demote_weight = {weight}"));
+                self.note(instance_loc, format!("vrrp_instance {name} tracks several nginx checks: nginx failing fails them all, so their weights add up to demote_weight = {weight}"));
             }
             table.key(
                 "on_nginx_failure",
@@ -1065,25 +1107,11 @@ impl Converter<'_> {
             );
             table.key("demote_weight", weight.to_string(), None);
             on_failure_demote = Some(weight);
-            if effective_nopreempt {
-                self.warn(&instance.loc, format!("vrrp_instance {name} has nopreempt and a weighted nginx check: a peer configured like this node never preempts a demoted master, so nginx failing moves no VIP (with keepalived today too); consider on_nginx_failure = \"relinquish\", which hands over regardless"));
+            if nopreempt {
+                self.warn(instance_loc, format!("vrrp_instance {name} has nopreempt and a weighted nginx check: a peer configured like this node never preempts a demoted master, so nginx failing moves no VIP (with keepalived today too); consider on_nginx_failure = \"relinquish\", which hands over regardless"));
             }
         }
-        // The priority line goes right after vrid, where operators look for it.
-        let priority_line =
-            Line::Key { key: "priority", value: base_priority.to_string(), comment: Some(priority_comment) };
-        let vrid_at = table.lines.iter().position(|l| matches!(l, Line::Key { key: "vrid", .. })).map_or(0, |i| i + 1);
-        table.lines.insert(vrid_at, priority_line);
-
-        self.notify(&name, &mut table, notify, notify_states);
-        Some(Router {
-            name,
-            loc: instance.loc.clone(),
-            state_master: state.map(|(m, _)| m),
-            priority: base_priority,
-            on_failure_demote,
-            table,
-        })
+        (base_priority, on_failure_demote)
     }
 
     fn notify(
