@@ -153,14 +153,20 @@ pub fn convert(root: &Path, parsed: &Parsed) -> Conversion {
     }
     let mut routers: Vec<Router> = instances.into_iter().filter_map(|(order, stmt)| c.instance(order, stmt)).collect();
     c.check_elections(&mut routers);
+    let located: Vec<(String, Loc)> = routers.iter().map(|r| (format!("[{}]", r.name), r.loc.clone())).collect();
     let toml = c.render(routers);
     let mut diagnostics = c.diagnostics;
     // A converted file that does not validate is a bug here, or a value no mapping could save:
     // say so rather than print something `nginx-ha check` rejects without a word.
     if let Err(errors) = crate::config::Config::parse(&toml, Path::new("converted nginx-ha.toml")) {
         for e in errors.0 {
+            // Router problems name the router (`[VI_1] ...`): point at its vrrp_instance.
+            let loc = located
+                .iter()
+                .find(|(tag, _)| e.message.contains(tag.as_str()))
+                .map_or_else(|| Loc { file: root.into(), line: 1 }, |(_, loc)| loc.clone());
             diagnostics.push(Diagnostic {
-                loc: Loc { file: root.into(), line: 0 },
+                loc,
                 severity: Severity::Warning,
                 message: format!("the converted file does not validate, fix it by hand: {e}"),
             });

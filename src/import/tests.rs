@@ -375,3 +375,17 @@ fn a_value_block_written_on_one_line_without_braces_is_a_misread() {
     );
     assert_eq!(config.vrrp[0].virtual_ips, vec!["198.18.0.4/24"]);
 }
+
+#[test]
+fn what_still_does_not_validate_is_a_warning_at_the_instance() {
+    let text = "vrrp_instance A {\n interface eth0\n virtual_router_id 7\n virtual_ipaddress {\n  198.18.0.7\n }\n}\nvrrp_instance B {\n interface eth0\n virtual_router_id 7\n virtual_ipaddress {\n  198.18.0.8\n }\n}\n";
+    let conversion = run(text);
+    let found: Vec<String> = conversion.diagnostics.iter().map(ToString::to_string).collect();
+    assert!(
+        found
+            .iter()
+            .any(|d| d.starts_with("/etc/keepalived/keepalived.conf:8: warning: the converted file does not validate")
+                && d.contains("vrid 7 is already used")),
+        "{found:#?}"
+    );
+}
