@@ -72,8 +72,11 @@ enum Commands {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
         rest: Vec<String>,
     },
-    /// Convert a keepalived.conf to an nginx-ha.toml on stdout [not yet implemented]
-    ImportKeepalived { file: PathBuf },
+    /// Convert a keepalived.conf to an nginx-ha.toml on stdout; warnings (file:line) on stderr
+    ImportKeepalived {
+        /// The keepalived config, e.g. /etc/keepalived/keepalived.conf (includes are followed)
+        file: PathBuf,
+    },
 }
 
 /// Exit status when no daemon answers (`status`), as in the interface contract.
@@ -99,13 +102,29 @@ async fn dispatch(command: Commands) -> ExitCode {
         Commands::Reload { config } => reload(&config.path).await,
         Commands::Upgrade { config } => upgrade(&config.path).await,
         Commands::Alias { .. } => not_yet("alias"),
-        Commands::ImportKeepalived { .. } => not_yet("import-keepalived"),
+        Commands::ImportKeepalived { file } => import_keepalived(&file),
     }
 }
 
 fn not_yet(what: &str) -> ExitCode {
     eprintln!("nginx-ha: `{what}` is not yet implemented in this version");
     ExitCode::FAILURE
+}
+
+fn import_keepalived(file: &Path) -> ExitCode {
+    match nginx_ha::import::import(file, &mut nginx_ha::import::FsLoader) {
+        Ok(conversion) => {
+            for diagnostic in &conversion.diagnostics {
+                eprintln!("{diagnostic}");
+            }
+            print!("{}", conversion.toml);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("nginx-ha: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn load(path: &Path) -> Result<Config, ExitCode> {
