@@ -14,6 +14,9 @@ pub enum Request {
     Status,
     /// Re-read nginx-ha's config, test and reload nginx; answered when done.
     Reload,
+    /// nginx's live binary upgrade to the binary now on disk; answered when done, refused or
+    /// rolled back.
+    UpgradeNginx,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -116,6 +116,17 @@ impl Daemon {
             Request::Status => {
                 let _ = reply.send(Response::status(self.status_document().await));
             }
+            Request::UpgradeNginx => {
+                let (done, result) = oneshot::channel();
+                let _ = self.supervisor.commands.send(Command::UpgradeNginx { reply: done }).await;
+                tokio::spawn(async move {
+                    let _ = reply.send(match result.await {
+                        Ok(Ok(())) => Response::ok(),
+                        Ok(Err(e)) => Response::error(e),
+                        Err(_) => Response::error("nginx-ha is shutting down"),
+                    });
+                });
+            }
             Request::Reload => {
                 let (done_tx, done_rx) = oneshot::channel();
                 self.reload(done_tx).await;
