@@ -204,8 +204,15 @@ fn a_new_binary_that_does_not_serve_is_rolled_back() {
     let mut daemon = setup.start();
     let before = daemon.wait_serving();
     let real = nginx_binary();
-    // Passes `nginx -t` (and -T, -V) but, started as a master (`-c ...`), never serves.
-    replace_binary(&setup, Some(&format!("#!/bin/sh\n[ \"$1\" = -c ] && exec sleep 60\nexec {real} \"$@\"\n")));
+    // Passes `nginx -t` (and -T, -V) but, started as a master (`-c ...`), never serves; it
+    // writes the pid file as a master does (and is killed before it could delete it).
+    let pid_path = setup.path("nginx.pid").display().to_string();
+    replace_binary(
+        &setup,
+        Some(&format!(
+            "#!/bin/sh\n[ \"$1\" = -c ] && {{ echo $$ > {pid_path}; exec sleep 60; }}\nexec {real} \"$@\"\n"
+        )),
+    );
     let client = Client::start(setup.port, "rollback");
     let started = Instant::now();
     let out = setup.cli(&["upgrade-nginx"]);
@@ -220,6 +227,12 @@ fn a_new_binary_that_does_not_serve_is_rolled_back() {
     assert_eq!(after["worker_pids"], before["worker_pids"]);
     assert_eq!(after["restarts"], 0);
     assert_eq!(after["new_master_pid"], serde_json::Value::Null);
+    let pid_file = || std::fs::read_to_string(setup.path("nginx.pid")).unwrap_or_default().trim().to_string();
+    wait_until(
+        "the pid file names the old master again",
+        || daemon.log_text(),
+        || pid_file() == before["master_pid"].to_string(),
+    );
     let daemon_pid = daemon.pid();
     wait_until(
         "the new master (sleep) gone",

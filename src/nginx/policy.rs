@@ -230,6 +230,8 @@ pub struct Policy {
     /// The master crashed after serving a while and is being restarted at once.
     restarting_in_place: bool,
     upgrade: Option<Upgrade>,
+    /// An upgrade was asked for while a reload ran: it starts when the reload is done.
+    upgrade_pending: bool,
     upgrade_deadline: Option<Instant>,
     upgrade_tickets: Vec<u64>,
     restarts: u64,
@@ -258,6 +260,7 @@ impl Policy {
             healthy_reported: Health::Unhealthy,
             restarting_in_place: false,
             upgrade: None,
+            upgrade_pending: false,
             upgrade_deadline: None,
             upgrade_tickets: Vec::new(),
             restarts: 0,
@@ -309,6 +312,7 @@ impl Policy {
             self.handle_while_stopping(event, &mut actions);
         } else {
             self.handle_event(now, event, &mut actions);
+            self.start_pending_upgrade(&mut actions);
             self.start_pending_test(&mut actions);
         }
         let health = self.health();
@@ -358,6 +362,11 @@ impl Policy {
                         self.upgrade_deadline = None;
                         actions.push(Action::AbortUpgrade);
                         self.finish_upgrade(Err(format!("nginx exited during the upgrade: {reason}")), actions);
+                    } else if std::mem::take(&mut self.upgrade_pending) {
+                        self.finish_upgrade(
+                            Err(format!("nginx exited before the upgrade began ({reason}); it is restarted with the binary on disk")),
+                            actions,
+                        );
                     }
                     self.crashed(now, reason, was_serving, actions);
                 }
@@ -425,9 +434,10 @@ impl Policy {
                 self.restarting_in_place = false;
                 self.restart_at = None;
                 self.reload_deadline = None;
-                if let Some(phase) = self.upgrade.take() {
+                let phase = self.upgrade.take();
+                if phase.is_some() || std::mem::take(&mut self.upgrade_pending) {
                     self.upgrade_deadline = None;
-                    if phase == Upgrade::Starting {
+                    if phase == Some(Upgrade::Starting) {
                         actions.push(Action::AbortUpgrade);
                     }
                     self.finish_upgrade(Err("nginx-ha is shutting down".into()), actions);
@@ -592,30 +602,32 @@ impl Policy {
         }
     }
 
+    /// A request (or a rename seen by the watch) while an upgrade runs is answered with it; one
+    /// during a reload waits for it (a package upgrade often brings config files with the binary).
     fn upgrade_requested(&mut self, ticket: Option<u64>, actions: &mut Vec<Action>) {
-        if self.upgrade.is_some() {
-            // The upgrade under way runs the binary now on disk once it passes its test; a
-            // second request (or rename) while it runs is answered with it.
-            self.upgrade_tickets.extend(ticket);
-            return;
-        }
-        let refusal = if !(self.master_up && self.ready) {
-            Some("nginx is not running; it starts with the binary on disk when it starts".to_string())
-        } else if self.state == NginxState::Reloading || self.test_in_flight {
-            Some("a reload is under way; try again when it is done".to_string())
-        } else {
-            None
-        };
-        if let Some(reason) = refusal {
-            if let Some(ticket) = ticket {
-                actions.push(Action::UpgradeFinished { tickets: vec![ticket], result: Err(reason) });
-            }
-            return;
-        }
         self.upgrade_tickets.extend(ticket);
-        self.upgrade = Some(Upgrade::Testing);
-        self.state = NginxState::Upgrading;
-        actions.push(Action::TestUpgrade);
+        if self.upgrade.is_some() {
+            return;
+        }
+        if !(self.master_up && self.ready) {
+            self.upgrade_pending = false;
+            self.finish_upgrade(
+                Err("refused: nginx is not running; it starts with the binary on disk when it starts".into()),
+                actions,
+            );
+            return;
+        }
+        self.upgrade_pending = true;
+    }
+
+    fn start_pending_upgrade(&mut self, actions: &mut Vec<Action>) {
+        let idle = self.upgrade.is_none() && self.state != NginxState::Reloading && !self.test_in_flight;
+        if self.upgrade_pending && idle && self.master_up && self.ready {
+            self.upgrade_pending = false;
+            self.upgrade = Some(Upgrade::Testing);
+            self.state = NginxState::Upgrading;
+            actions.push(Action::TestUpgrade);
+        }
     }
 
     fn upgrade_tested(&mut self, now: Instant, result: Result<(), String>, actions: &mut Vec<Action>) {

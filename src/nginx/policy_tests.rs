@@ -548,22 +548,33 @@ fn a_new_master_that_exits_or_cannot_start_is_rolled_back() {
 }
 
 #[test]
-fn an_upgrade_is_refused_while_nginx_is_down_or_reloading() {
+fn an_upgrade_is_refused_while_nginx_is_down_and_waits_for_a_reload() {
     let mut sim = Sim::new(false);
     let actions = sim.on(Event::UpgradeRequested { ticket: Some(6) });
     assert!(matches!(&actions[..], [Action::UpgradeFinished { result: Err(e), .. }] if e.contains("not running")));
     let mut sim = Sim::running(false);
     sim.on(Event::ConfigChanged);
     sim.on(Event::ConfigTested(Ok(())));
-    let actions = sim.on(Event::UpgradeRequested { ticket: Some(7) });
-    assert!(matches!(&actions[..], [Action::UpgradeFinished { result: Err(e), .. }] if e.contains("reload")));
+    assert_eq!(sim.on(Event::UpgradeRequested { ticket: Some(7) }), vec![], "waits for the reload");
     assert_eq!(sim.state(), NginxState::Reloading);
+    assert_eq!(sim.on(Event::ReloadConfirmed), vec![Action::TestUpgrade]);
+    assert_eq!(sim.state(), NginxState::Upgrading);
+    // A crash before a waiting upgrade began answers it.
+    let mut sim = Sim::running(false);
+    sim.on(Event::ConfigChanged);
+    sim.on(Event::UpgradeRequested { ticket: Some(8) });
+    let actions = sim.crash();
+    assert!(
+        actions.iter().any(|a| matches!(a, Action::UpgradeFinished { tickets, result: Err(_) } if tickets == &[8])),
+        "{actions:?}"
+    );
 }
 
 #[test]
 fn config_changes_during_an_upgrade_are_tested_after_it_and_requests_join_it() {
     let mut sim = Sim::running(false);
     assert_eq!(sim.on(Event::UpgradeRequested { ticket: None }), vec![Action::TestUpgrade], "the binary watch");
+    assert_eq!(sim.state(), NginxState::Upgrading);
     assert_eq!(sim.on(Event::ConfigChanged), vec![]);
     assert_eq!(sim.on(Event::UpgradeRequested { ticket: Some(8) }), vec![], "joins the upgrade under way");
     sim.on(Event::UpgradeTested(Ok(())));

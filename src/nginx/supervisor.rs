@@ -654,6 +654,7 @@ impl Supervisor {
             let pid = new.pidfd.pid();
             let reason = self.collect(new);
             error!(pid, "the new nginx master exited before serving: {reason}");
+            self.rewrite_pid_file();
             self.feed(Event::NewMasterExited(reason)).await;
             return true;
         }
@@ -662,16 +663,22 @@ impl Supervisor {
         let pid = master.pidfd.pid();
         let reason = self.collect(master);
         info!(pid, "nginx master quit: {reason}");
+        self.rewrite_pid_file();
         if self.retiring.take_if(|g| *g == generation).is_some() {
-            // It deleted the pid file on its way out; the new master's pid goes back in.
-            if let (Some(path), Some(master)) = (&self.pid_file, &self.master)
-                && let Err(e) = std::fs::write(path, format!("{}\n", master.pidfd.pid()))
-            {
-                warn!(pid_file = %path.display(), "cannot write the new master's pid: {e}");
-            }
             self.feed(Event::OldMasterExited).await;
         }
         true
+    }
+
+    /// Every master writes the pid file as it starts and deletes it as it exits: after an
+    /// upgrade (or a rollback) it must name the master that is left, which adoption after an
+    /// nginx-ha restart reads.
+    fn rewrite_pid_file(&self) {
+        if let (Some(path), Some(master)) = (&self.pid_file, &self.master)
+            && let Err(e) = std::fs::write(path, format!("{}\n", master.pidfd.pid()))
+        {
+            warn!(pid_file = %path.display(), "cannot write the running master's pid: {e}");
+        }
     }
 
     fn watch_master(&self, pidfd: &Arc<Pidfd>) {
