@@ -2,8 +2,8 @@
 """VRRP failover benchmarks: nginx-ha side by side with keepalived + a check script, in the same
 run, on two-node clusters in network namespaces. Prints figures (min/median/max); not a test.
 
-usage: bench/vrrp.sh [NGINX_HA_BINARY] [--reps N] [--only kill-v2,kill-v3,hang,link,idle,vips,routers]
-                     [--idle-seconds S] [--json FILE]
+usage: bench/vrrp.sh [NGINX_HA_BINARY] [--reps N] [--only kill-v2,kill-v3,hang,link,idle,vips,routers,hitless]
+                     [--idle-seconds S] [--hitless-reps N] [--json FILE]
        (NGINX_HA_BINARY defaults to target/release/nginx-ha; run `cargo build --release` first)
 
 Needs root, iproute2, nginx (/usr/sbin/nginx) and keepalived. Every cluster is built fresh for
@@ -638,8 +638,50 @@ def scenario_vips(args):
     return rows
 
 
+def scenario_hitless(args):
+    """kill -9 of nginx (master and workers) on the master of a pair, nginx having served ≥ 10 s:
+    nginx-ha restarts it in place (no backoff, Health::Restarting) and the VIP stays for
+    restart_grace_ms (300). One cluster, --hitless-reps kills at random phases; each kill waits
+    until the restarted nginx has served 10.5 s again (the policy's RESTART_IN_PLACE_AFTER)."""
+    reps = args.hitless_reps
+    print(f"\n## hitless: kill -9 nginx (master + workers) on the master after ≥ 10 s of serving, v2 1 s, "
+          f"{reps} kills")
+    outage, left, failed_counts = [], 0, []
+    lab, a, b, client = cluster(args, "nginx-ha", [("VI_1", 51, 2, 1000, [f"{VIP}/24"], ())])
+    try:
+        for rep in range(reps):
+            time.sleep(10.5)
+            old = a.nginx_master()
+            at, [(runs, failed, adverts, last_body)] = measure_outage(
+                client, [VIP], lambda: a.signal_nginx(signal.SIGKILL), 1.5, lead=0.2)
+            wait_until("A's nginx restarted", lambda: a.nginx_master() not in (None, old), 10)
+            # The VIP left if B advertised (it sends nothing as BACKUP) or A sent a priority-0 advert.
+            moved = [ad for ad in adverts if ad[0] >= at and (ad[1] == B_ADDR or ad[3] == 0)]
+            answered_by = {run[2] for run in runs if run[2] is not None} | {last_body}
+            vip_left = bool(moved) or answered_by != {"A"} or b.states().get("VI_1") != "BACKUP"
+            left += vip_left
+            worst_run = max((run[1] - run[0] for run in runs if run[1] is not None), default=0.0)
+            if any(run[1] is None for run in runs):
+                worst_run = None
+            outage.append(worst_run)
+            failed_counts.append(failed)
+            shown = "not answered again" if worst_run is None else f"{1000 * worst_run:.0f} ms"
+            print(f"  rep {rep + 1}: outage {shown}, {failed} failed polls, answered by {sorted(answered_by)}"
+                  f"{', VIP LEFT A' if vip_left else ''}", flush=True)
+    finally:
+        lab.close()
+    measured = [o for o in outage if o is not None]
+    median = statistics.median(measured) if measured else None
+    worst = max(measured) if measured else None
+    print(f"  nginx-ha: outage min / median / max {fmt(measured)} (target median ≤ 50 ms, worst ≤ 100 ms); "
+          f"VIP left A in {left} of {reps}; not answered again in {len(outage) - len(measured)}", flush=True)
+    return {"outage_s": outage, "median_s": median, "worst_s": worst, "vip_left": left,
+            "failed_polls": failed_counts}
+
+
 SCENARIOS = {"kill-v2": scenario_kill_v2, "kill-v3": scenario_kill_v3, "hang": scenario_hang,
-             "link": scenario_link, "idle": scenario_idle, "vips": scenario_vips, "routers": scenario_routers}
+             "link": scenario_link, "idle": scenario_idle, "vips": scenario_vips, "routers": scenario_routers,
+             "hitless": scenario_hitless}
 
 
 def main():
@@ -650,6 +692,7 @@ def main():
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--only", default=",".join(SCENARIOS))
     parser.add_argument("--idle-seconds", type=float, default=30.0)
+    parser.add_argument("--hitless-reps", type=int, default=20)
     parser.add_argument("--json")
     parser.add_argument("--workdir", default=None)
     args = parser.parse_args()

@@ -65,6 +65,11 @@ enum Commands {
         #[command(flatten)]
         config: ConfigArg,
     },
+    /// nginx's live binary upgrade to the binary now at [nginx] binary; rolled back if it does not serve
+    UpgradeNginx {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
     /// Static addresses kept across restarts and reboots [not yet implemented]
     Alias {
         #[command(flatten)]
@@ -101,6 +106,7 @@ async fn dispatch(command: Commands) -> ExitCode {
         Commands::Status { config, json } => status_command(&config.path, json).await,
         Commands::Reload { config } => reload(&config.path).await,
         Commands::Upgrade { config } => upgrade(&config.path).await,
+        Commands::UpgradeNginx { config } => upgrade_nginx(&config.path).await,
         Commands::Alias { .. } => not_yet("alias"),
         Commands::ImportKeepalived { file } => import_keepalived(&file),
     }
@@ -217,6 +223,30 @@ async fn status_command(path: &Path, json: bool) -> ExitCode {
         Err(e) => {
             eprintln!("nginx-ha: {e}");
             ExitCode::from(EXIT_NO_DAEMON)
+        }
+    }
+}
+
+async fn upgrade_nginx(path: &Path) -> ExitCode {
+    let socket = socket_of(path);
+    // The config test, reload_timeout_ms for the new master and stop_timeout_ms (plus TERM
+    // and KILL) for the old one must fit in here.
+    match client::request(&socket, &Request::UpgradeNginx, Duration::from_secs(300)).await {
+        Ok(response) if response.ok => {
+            println!("nginx upgraded: the new master serves, the old one is gone");
+            ExitCode::SUCCESS
+        }
+        Ok(response) => {
+            eprintln!("nginx upgrade not done: {}", response.error.unwrap_or_default());
+            ExitCode::FAILURE
+        }
+        Err(e @ ClientError::NotRunning { .. }) => {
+            eprintln!("nginx-ha: {e}");
+            ExitCode::from(EXIT_NO_DAEMON)
+        }
+        Err(e) => {
+            eprintln!("nginx-ha: {e}");
+            ExitCode::FAILURE
         }
     }
 }

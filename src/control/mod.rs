@@ -23,6 +23,9 @@ pub enum Request {
     Failpoint {
         name: String,
     },
+    /// nginx's live binary upgrade to the binary now on disk; answered when done, refused or
+    /// rolled back.
+    UpgradeNginx,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

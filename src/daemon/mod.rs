@@ -27,6 +27,9 @@ pub struct Daemon {
     supervisor: SupervisorHandle,
     vrrp: Option<VrrpHandle>,
     notified_ready: bool,
+    /// Tasks that wait for the supervisor's answer to a request and pass it on (a reload can
+    /// take a while and the loop must go on); aborted with the daemon.
+    replies: JoinSet<()>,
 }
 
 /// Why the main loop ended.
@@ -83,6 +86,7 @@ pub async fn run(config_path: &Path, config: Config) -> anyhow::Result<()> {
         supervisor,
         vrrp,
         notified_ready: false,
+        replies: JoinSet::new(),
     };
 
     let mut sigterm = signal(SignalKind::terminate())?;
@@ -189,6 +193,7 @@ fn describe(ended: Result<(), tokio::task::JoinError>) -> String {
 
 impl Daemon {
     async fn request(&mut self, request: Request, reply: oneshot::Sender<Response>) {
+        while self.replies.try_join_next().is_some() {}
         match request {
             Request::Status => {
                 let _ = reply.send(Response::status(self.status_document().await));
@@ -205,11 +210,21 @@ impl Daemon {
                 let _ = reply.send(response);
             }
             Request::Upgrade => self.upgrade(reply).await,
+            Request::UpgradeNginx => {
+                let (done, result) = oneshot::channel();
+                let _ = self.supervisor.commands.send(Command::UpgradeNginx { reply: done }).await;
+                self.replies.spawn(async move {
+                    let _ = reply.send(match result.await {
+                        Ok(Ok(())) => Response::ok(),
+                        Ok(Err(e)) => Response::error(e),
+                        Err(_) => Response::error(SHUTTING_DOWN),
+                    });
+                });
+            }
             Request::Reload => {
                 let (done_tx, done_rx) = oneshot::channel();
                 self.reload(done_tx).await;
-                // Answer from a task: a reload can take a while and the loop must go on.
-                tokio::spawn(async move {
+                self.replies.spawn(async move {
                     let response = match done_rx.await {
                         Ok(Ok(applied)) => Response::applied(applied),
                         Ok(Err(e)) => Response::error(e),
@@ -284,7 +299,7 @@ impl Daemon {
                 Vec::new()
             }
         };
-        tokio::spawn(answer(finished, done, applied));
+        self.replies.spawn(answer(finished, done, applied));
     }
 
     /// READY=1 once nginx has started (or could not), so `systemctl start` returns then.

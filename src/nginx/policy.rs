@@ -18,16 +18,19 @@ pub enum NginxState {
     Restarting,
     Stopped,
     Failed,
+    /// A live binary upgrade (`nginx-ha upgrade-nginx`, or the binary replaced on disk).
+    Upgrading,
 }
 
 impl NginxState {
-    pub const ALL: [NginxState; 6] = [
+    pub const ALL: [NginxState; 7] = [
         NginxState::Starting,
         NginxState::Running,
         NginxState::Reloading,
         NginxState::Restarting,
         NginxState::Stopped,
         NginxState::Failed,
+        NginxState::Upgrading,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -38,6 +41,7 @@ impl NginxState {
             NginxState::Restarting => "restarting",
             NginxState::Stopped => "stopped",
             NginxState::Failed => "failed",
+            NginxState::Upgrading => "upgrading",
         }
     }
 }
@@ -86,6 +90,15 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
 pub const STABLE_AFTER: Duration = Duration::from_secs(60);
 /// Consecutive crashes (without a stable run) after which the state is `failed`.
 pub const FAILED_AFTER: u32 = 5;
+/// A master that crashes after serving at least this long is restarted at once (no backoff)
+/// and reported as [`Health::Restarting`]: the VRRP routers keep the VIPs for their
+/// `restart_grace_ms` while it comes back. A crash sooner after a start is a crash loop (a bad
+/// module, a certificate that fails at runtime, a port someone else took): restarting it at
+/// once would spin, and keeping the VIPs through its backoff would hold them for a node that
+/// does not serve, so it backs off (100 ms doubling) and reports `Unhealthy` at once; the peer
+/// takes over within its skew time. 10 s separates the two: nginx starts in milliseconds, so
+/// a master up for 10 s did start fine, while a crash loop crashes within a second or two.
+pub const RESTART_IN_PLACE_AFTER: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
@@ -123,6 +136,21 @@ pub enum Event {
     /// `next_deadline()` has passed.
     Timer,
     Shutdown,
+    /// A live binary upgrade: `nginx-ha upgrade-nginx` (with its ticket) or the binary replaced
+    /// on disk (None).
+    UpgradeRequested {
+        ticket: Option<u64>,
+    },
+    /// `nginx -t` with the new binary finished.
+    UpgradeTested(Result<(), String>),
+    /// The new master could not be started.
+    UpgradeSpawnFailed(String),
+    /// The new master has its workers: it serves beside the old one.
+    NewMasterReady,
+    /// The new master exited before it served.
+    NewMasterExited(String),
+    /// The old master, told to quit after the new one served, is gone.
+    OldMasterExited,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -137,11 +165,36 @@ pub enum Action {
     ReapGeneration,
     /// Graceful stop: QUIT, then TERM, then KILL.
     Stop,
-    Health(bool),
+    Health(Health),
     ReloadFinished {
         tickets: Vec<u64>,
         result: Result<(), String>,
     },
+    /// Run `nginx -t` with the (new) binary; answer with `UpgradeTested`.
+    TestUpgrade,
+    /// Start the new binary beside the running master, on the old master's listening sockets;
+    /// answer with `UpgradeSpawnFailed`, or later `NewMasterReady`/`NewMasterExited`.
+    SpawnUpgrade,
+    /// The new master serves: it becomes the master; WINCH and QUIT the old one (answer with
+    /// `OldMasterExited`).
+    RetireOldMaster,
+    /// Roll back: stop the new master (and whatever it left); the old one never stopped serving.
+    AbortUpgrade,
+    UpgradeFinished {
+        tickets: Vec<u64>,
+        result: Result<(), String>,
+    },
+}
+
+/// Where a live binary upgrade is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Upgrade {
+    /// `nginx -t` with the new binary.
+    Testing,
+    /// The new master is starting; rolled back at `upgrade_deadline`.
+    Starting,
+    /// The new master serves; the old one is quitting.
+    Retiring,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -173,7 +226,14 @@ pub struct Policy {
     tickets_next: Vec<u64>,
     probe_ok: bool,
     probe_streak: u32,
-    healthy_reported: bool,
+    healthy_reported: Health,
+    /// The master crashed after serving a while and is being restarted at once.
+    restarting_in_place: bool,
+    upgrade: Option<Upgrade>,
+    /// An upgrade was asked for while a reload ran: it starts when the reload is done.
+    upgrade_pending: bool,
+    upgrade_deadline: Option<Instant>,
+    upgrade_tickets: Vec<u64>,
     restarts: u64,
     worker_exits: u64,
     config_error: Option<String>,
@@ -197,7 +257,12 @@ impl Policy {
             tickets_current: Vec::new(),
             tickets_next: Vec::new(),
             probe_streak: 0,
-            healthy_reported: false,
+            healthy_reported: Health::Unhealthy,
+            restarting_in_place: false,
+            upgrade: None,
+            upgrade_pending: false,
+            upgrade_deadline: None,
+            upgrade_tickets: Vec::new(),
             restarts: 0,
             worker_exits: 0,
             config_error: None,
@@ -224,11 +289,21 @@ impl Policy {
     }
 
     pub fn next_deadline(&self) -> Option<Instant> {
-        [self.restart_at, self.reload_deadline].into_iter().flatten().min()
+        [self.restart_at, self.reload_deadline, self.upgrade_deadline].into_iter().flatten().min()
     }
 
     fn healthy(&self) -> bool {
         self.master_up && self.ready && self.probe_ok && !self.shutting_down
+    }
+
+    pub fn health(&self) -> Health {
+        if self.healthy() {
+            Health::Healthy
+        } else if self.restarting_in_place && !self.shutting_down {
+            Health::Restarting
+        } else {
+            Health::Unhealthy
+        }
     }
 
     pub fn handle(&mut self, now: Instant, event: Event) -> Vec<Action> {
@@ -237,12 +312,13 @@ impl Policy {
             self.handle_while_stopping(event, &mut actions);
         } else {
             self.handle_event(now, event, &mut actions);
+            self.start_pending_upgrade(&mut actions);
             self.start_pending_test(&mut actions);
         }
-        let healthy = self.healthy();
-        if healthy != self.healthy_reported {
-            self.healthy_reported = healthy;
-            actions.push(Action::Health(healthy));
+        let health = self.health();
+        if health != self.healthy_reported {
+            self.healthy_reported = health;
+            actions.push(Action::Health(health));
         }
         actions
     }
@@ -260,21 +336,39 @@ impl Policy {
                 self.state = NginxState::Running;
             }
             Event::Spawned => self.master_up = true,
-            Event::SpawnFailed(error) => self.crashed(now, error, actions),
+            Event::SpawnFailed(error) => self.crashed(now, error, false, actions),
             Event::Ready => {
                 if self.master_up && !self.ready {
                     self.ready = true;
                     self.ready_since = Some(now);
                     self.state = NginxState::Running;
+                    if std::mem::take(&mut self.restarting_in_place) {
+                        // Serving again: the VIPs never left, so clients must not wait for `rise`
+                        // probes to keep them. The probes go on, and `fall` failures (a hang)
+                        // still make it unhealthy.
+                        self.probe_ok = true;
+                        self.probe_streak = 0;
+                    }
                     self.finish_tickets(Ok(()), actions);
                 }
             }
             Event::MasterExited(reason) => {
                 if self.master_up {
+                    let was_serving = self.healthy();
                     self.master_up = false;
                     self.ready = false;
                     actions.push(Action::ReapGeneration);
-                    self.crashed(now, reason, actions);
+                    if self.upgrade.take().is_some() {
+                        self.upgrade_deadline = None;
+                        actions.push(Action::AbortUpgrade);
+                        self.finish_upgrade(Err(format!("nginx exited during the upgrade: {reason}")), actions);
+                    } else if std::mem::take(&mut self.upgrade_pending) {
+                        self.finish_upgrade(
+                            Err(format!("nginx exited before the upgrade began ({reason}); it is restarted with the binary on disk")),
+                            actions,
+                        );
+                    }
+                    self.crashed(now, reason, was_serving, actions);
                 }
             }
             Event::WorkerExited => self.worker_exits += 1,
@@ -298,10 +392,56 @@ impl Policy {
             }
             Event::Timer => self.timer(now, actions),
             Event::Reconfigured(config) => self.reconfigure(config),
+            Event::UpgradeRequested { ticket } => self.upgrade_requested(ticket, actions),
+            Event::UpgradeTested(result) => self.upgrade_tested(now, result, actions),
+            Event::UpgradeSpawnFailed(error) => {
+                if self.upgrade == Some(Upgrade::Starting) {
+                    self.end_upgrade();
+                    self.finish_upgrade(
+                        Err(format!("cannot start the new nginx binary: {error}; the old nginx keeps serving")),
+                        actions,
+                    );
+                }
+            }
+            Event::NewMasterReady => {
+                if self.upgrade == Some(Upgrade::Starting) {
+                    self.upgrade = Some(Upgrade::Retiring);
+                    self.upgrade_deadline = None;
+                    self.ready_since = Some(now);
+                    actions.push(Action::RetireOldMaster);
+                }
+            }
+            Event::NewMasterExited(reason) => {
+                if self.upgrade == Some(Upgrade::Starting) {
+                    self.end_upgrade();
+                    actions.push(Action::AbortUpgrade);
+                    self.finish_upgrade(
+                        Err(format!(
+                            "the new nginx exited before serving ({reason}); rolled back, the old nginx keeps serving"
+                        )),
+                        actions,
+                    );
+                }
+            }
+            Event::OldMasterExited => {
+                if self.upgrade == Some(Upgrade::Retiring) {
+                    self.end_upgrade();
+                    self.finish_upgrade(Ok(()), actions);
+                }
+            }
             Event::Shutdown => {
                 self.shutting_down = true;
+                self.restarting_in_place = false;
                 self.restart_at = None;
                 self.reload_deadline = None;
+                let phase = self.upgrade.take();
+                if phase.is_some() || std::mem::take(&mut self.upgrade_pending) {
+                    self.upgrade_deadline = None;
+                    if phase == Some(Upgrade::Starting) {
+                        actions.push(Action::AbortUpgrade);
+                    }
+                    self.finish_upgrade(Err("nginx-ha is shutting down".into()), actions);
+                }
                 let tickets =
                     [std::mem::take(&mut self.tickets_current), std::mem::take(&mut self.tickets_next)].concat();
                 if !tickets.is_empty() {
@@ -330,6 +470,10 @@ impl Policy {
                     result: Err("nginx-ha is shutting down".into()),
                 })
             }
+            Event::UpgradeRequested { ticket: Some(ticket) } => actions.push(Action::UpgradeFinished {
+                tickets: vec![ticket],
+                result: Err("nginx-ha is shutting down".into()),
+            }),
             _ => {}
         }
     }
@@ -345,15 +489,22 @@ impl Policy {
         self.config = config;
     }
 
-    fn crashed(&mut self, now: Instant, reason: String, actions: &mut Vec<Action>) {
+    /// `was_serving`: healthy up to the crash (not hung, not already failing its probes).
+    fn crashed(&mut self, now: Instant, reason: String, was_serving: bool, actions: &mut Vec<Action>) {
         self.probe_ok = !self.config.probes;
         self.probe_streak = 0;
         self.reload_deadline = None;
-        if self.ready_since.take().is_some_and(|since| now.duration_since(since) >= STABLE_AFTER) {
+        let served = self.ready_since.take().map(|since| now.duration_since(since));
+        if served.is_some_and(|served| served >= STABLE_AFTER) {
             self.failures = 0;
         }
         self.failures += 1;
-        self.restart_at = Some(now + backoff(self.failures));
+        // See RESTART_IN_PLACE_AFTER. A restart that fails (nginx exits before serving again:
+        // a config made invalid on disk, a port taken, a spawn error) lands here with no
+        // `served` time: Unhealthy at once, and the backoff of a crash loop.
+        self.restarting_in_place = was_serving && served.is_some_and(|served| served >= RESTART_IN_PLACE_AFTER);
+        let delay = if self.restarting_in_place { Duration::ZERO } else { backoff(self.failures) };
+        self.restart_at = Some(now + delay);
         self.state = if self.failures >= FAILED_AFTER { NginxState::Failed } else { NginxState::Restarting };
         self.finish_tickets(Err(format!("nginx exited: {reason}")), actions);
     }
@@ -372,6 +523,17 @@ impl Policy {
         }
         if self.restart_at.is_some_and(|at| now >= at) {
             self.spawn(actions);
+        }
+        if self.upgrade_deadline.is_some_and(|deadline| now >= deadline) && self.upgrade == Some(Upgrade::Starting) {
+            self.end_upgrade();
+            actions.push(Action::AbortUpgrade);
+            self.finish_upgrade(
+                Err(format!(
+                    "the new nginx did not serve within {} ms (reload_timeout_ms); rolled back, the old nginx keeps serving",
+                    self.config.reload_timeout.as_millis()
+                )),
+                actions,
+            );
         }
     }
 
@@ -398,10 +560,12 @@ impl Policy {
         }
     }
 
-    /// A test may start when none runs, no reload awaits confirmation, and no master is half-up.
+    /// A test may start when none runs, no reload awaits confirmation, no master is half-up and
+    /// no upgrade is under way.
     fn start_pending_test(&mut self, actions: &mut Vec<Action>) {
         let settling = self.master_up && !self.ready;
-        if self.test_pending && !self.test_in_flight && self.state != NginxState::Reloading && !settling {
+        let busy = self.state == NginxState::Reloading || self.upgrade.is_some();
+        if self.test_pending && !self.test_in_flight && !busy && !settling {
             self.test_pending = false;
             self.test_in_flight = true;
             self.tickets_current.append(&mut self.tickets_next);
@@ -436,6 +600,70 @@ impl Policy {
                 self.finish_tickets(Err(error), actions);
             }
         }
+    }
+
+    /// A request (or a rename seen by the watch) while an upgrade runs is answered with it; one
+    /// during a reload waits for it (a package upgrade often brings config files with the binary).
+    fn upgrade_requested(&mut self, ticket: Option<u64>, actions: &mut Vec<Action>) {
+        self.upgrade_tickets.extend(ticket);
+        if self.upgrade.is_some() {
+            return;
+        }
+        if !(self.master_up && self.ready) {
+            self.upgrade_pending = false;
+            self.finish_upgrade(
+                Err("refused: nginx is not running; it starts with the binary on disk when it starts".into()),
+                actions,
+            );
+            return;
+        }
+        self.upgrade_pending = true;
+    }
+
+    fn start_pending_upgrade(&mut self, actions: &mut Vec<Action>) {
+        let idle = self.upgrade.is_none() && self.state != NginxState::Reloading && !self.test_in_flight;
+        if self.upgrade_pending && idle && self.master_up && self.ready {
+            self.upgrade_pending = false;
+            self.upgrade = Some(Upgrade::Testing);
+            self.state = NginxState::Upgrading;
+            actions.push(Action::TestUpgrade);
+        }
+    }
+
+    fn upgrade_tested(&mut self, now: Instant, result: Result<(), String>, actions: &mut Vec<Action>) {
+        if self.upgrade != Some(Upgrade::Testing) {
+            return;
+        }
+        match result {
+            Ok(()) => {
+                self.upgrade = Some(Upgrade::Starting);
+                self.upgrade_deadline = Some(now + self.config.reload_timeout);
+                actions.push(Action::SpawnUpgrade);
+            }
+            Err(error) => {
+                self.end_upgrade();
+                self.finish_upgrade(
+                    Err(format!(
+                        "refused: `nginx -t` with the new binary failed; the old nginx keeps serving:\n{error}"
+                    )),
+                    actions,
+                );
+            }
+        }
+    }
+
+    /// Back to running: the old master (rolled back) or the new one (done) serves.
+    fn end_upgrade(&mut self) {
+        self.upgrade = None;
+        self.upgrade_deadline = None;
+        if self.state == NginxState::Upgrading {
+            self.state = NginxState::Running;
+        }
+    }
+
+    fn finish_upgrade(&mut self, result: Result<(), String>, actions: &mut Vec<Action>) {
+        // A rename seen by the watch has no ticket, but its outcome still goes to the log.
+        actions.push(Action::UpgradeFinished { tickets: std::mem::take(&mut self.upgrade_tickets), result });
     }
 
     fn finish_tickets(&mut self, result: Result<(), String>, actions: &mut Vec<Action>) {

@@ -56,7 +56,7 @@ fn launch_tests_the_config_before_spawning_and_becomes_healthy_when_workers_appe
     assert_eq!(sim.on(Event::ConfigTested(Ok(()))), vec![Action::Spawn]);
     assert_eq!(sim.on(Event::Spawned), vec![]);
     assert!(!sim.policy.status().healthy, "a master without workers does not serve yet");
-    assert_eq!(sim.on(Event::Ready), vec![Action::Health(true)]);
+    assert_eq!(sim.on(Event::Ready), vec![Action::Health(Health::Healthy)]);
     assert_eq!(sim.policy.status().restarts, 0);
 }
 
@@ -77,12 +77,12 @@ fn invalid_config_at_launch_never_spawns_and_a_fix_starts_nginx() {
 #[test]
 fn crash_reaps_the_generation_and_restarts_after_100ms() {
     let mut sim = Sim::running(false);
-    assert_eq!(sim.crash(), vec![Action::ReapGeneration, Action::Health(false)]);
+    assert_eq!(sim.crash(), vec![Action::ReapGeneration, Action::Health(Health::Unhealthy)]);
     assert_eq!(sim.state(), NginxState::Restarting);
     assert_eq!(sim.policy.next_deadline(), Some(sim.now + Duration::from_millis(100)));
     assert_eq!(sim.fire(), vec![Action::Spawn]);
     sim.on(Event::Spawned);
-    assert_eq!(sim.on(Event::Ready), vec![Action::Health(true)]);
+    assert_eq!(sim.on(Event::Ready), vec![Action::Health(Health::Healthy)]);
     assert_eq!(sim.state(), NginxState::Running);
     assert_eq!(sim.policy.status().restarts, 1);
 }
@@ -103,7 +103,7 @@ fn backoff_doubles_to_30s_and_repeated_failure_is_failed_but_still_retrying() {
     assert_eq!(ms, [100, 200, 400, 800, 1600, 3200, 6400, 12800, 25600, 30000, 30000, 30000]);
     assert_eq!(sim.state(), NginxState::Failed);
     assert!(sim.policy.next_deadline().is_none(), "the spawn is under way");
-    assert_eq!(sim.on(Event::Ready), vec![Action::Health(true)]);
+    assert_eq!(sim.on(Event::Ready), vec![Action::Health(Health::Healthy)]);
     assert_eq!(sim.state(), NginxState::Running);
 }
 
@@ -130,13 +130,22 @@ fn sixty_seconds_of_stable_running_resets_the_backoff() {
     }
     sim.advance(Duration::from_secs(59));
     sim.crash();
-    assert_eq!(sim.policy.next_deadline().unwrap() - sim.now, Duration::from_millis(800));
+    assert_eq!(sim.policy.next_deadline(), Some(sim.now), "served 59 s: restarted at once");
+    sim.fire();
+    sim.on(Event::Spawned);
+    sim.on(Event::Ready);
+    sim.crash();
+    assert_eq!(sim.policy.next_deadline().unwrap() - sim.now, Duration::from_millis(1600), "the fifth in a row");
     sim.fire();
     sim.on(Event::Spawned);
     sim.on(Event::Ready);
     sim.advance(STABLE_AFTER);
     sim.crash();
-    assert_eq!(sim.policy.next_deadline().unwrap() - sim.now, BACKOFF_START);
+    sim.fire();
+    sim.on(Event::Spawned);
+    sim.on(Event::Ready);
+    sim.crash();
+    assert_eq!(sim.policy.next_deadline().unwrap() - sim.now, backoff(2), "the count started afresh");
 }
 
 #[test]
@@ -155,14 +164,14 @@ fn probes_need_fall_failures_to_go_unhealthy_and_rise_successes_to_come_back() {
     assert!(!sim.policy.status().healthy, "with probes, running is not yet healthy");
     assert!(sim.policy.wants_probes());
     assert_eq!(sim.on(Event::Probe { ok: true }), vec![]);
-    assert_eq!(sim.on(Event::Probe { ok: true }), vec![Action::Health(true)]);
+    assert_eq!(sim.on(Event::Probe { ok: true }), vec![Action::Health(Health::Healthy)]);
     assert_eq!(sim.on(Event::Probe { ok: false }), vec![]);
     assert_eq!(sim.on(Event::Probe { ok: true }), vec![], "a success in between resets the count");
     assert_eq!(sim.on(Event::Probe { ok: false }), vec![]);
-    assert_eq!(sim.on(Event::Probe { ok: false }), vec![Action::Health(false)]);
+    assert_eq!(sim.on(Event::Probe { ok: false }), vec![Action::Health(Health::Unhealthy)]);
     assert_eq!(sim.state(), NginxState::Running, "a hung nginx is unhealthy, not restarted");
     assert_eq!(sim.on(Event::Probe { ok: true }), vec![]);
-    assert_eq!(sim.on(Event::Probe { ok: true }), vec![Action::Health(true)]);
+    assert_eq!(sim.on(Event::Probe { ok: true }), vec![Action::Health(Health::Healthy)]);
 }
 
 #[test]
@@ -170,14 +179,14 @@ fn after_a_crash_probes_must_rise_again() {
     let mut sim = Sim::running(true);
     sim.on(Event::Probe { ok: true });
     sim.on(Event::Probe { ok: true });
-    assert_eq!(sim.crash(), vec![Action::ReapGeneration, Action::Health(false)]);
+    assert_eq!(sim.crash(), vec![Action::ReapGeneration, Action::Health(Health::Unhealthy)]);
     assert!(!sim.policy.wants_probes());
     assert_eq!(sim.on(Event::Probe { ok: true }), vec![], "probe results while down are ignored");
     sim.fire();
     sim.on(Event::Spawned);
     assert_eq!(sim.on(Event::Ready), vec![]);
     sim.on(Event::Probe { ok: true });
-    assert_eq!(sim.on(Event::Probe { ok: true }), vec![Action::Health(true)]);
+    assert_eq!(sim.on(Event::Probe { ok: true }), vec![Action::Health(Health::Healthy)]);
 }
 
 #[test]
@@ -293,7 +302,7 @@ fn worker_deaths_are_counted_not_crashes() {
 #[test]
 fn adoption_is_running_without_a_restart() {
     let mut sim = Sim::new(false);
-    assert_eq!(sim.on(Event::Adopted), vec![Action::Health(true)]);
+    assert_eq!(sim.on(Event::Adopted), vec![Action::Health(Health::Healthy)]);
     assert_eq!(sim.state(), NginxState::Running);
     assert_eq!(sim.policy.status().restarts, 0);
 }
@@ -304,7 +313,7 @@ fn shutdown_stops_nginx_and_never_restarts_it() {
     sim.on(Event::ReloadRequested { ticket: 9 });
     let actions = sim.on(Event::Shutdown);
     assert_eq!(actions[1], Action::Stop);
-    assert_eq!(actions[2], Action::Health(false), "unhealthy from the moment we stop");
+    assert_eq!(actions[2], Action::Health(Health::Unhealthy), "unhealthy from the moment we stop");
     assert!(matches!(&actions[0], Action::ReloadFinished { tickets, result: Err(_) } if tickets == &[9]));
     assert_eq!(sim.crash(), vec![Action::ReapGeneration]);
     assert_eq!(sim.state(), NginxState::Stopped);
@@ -341,7 +350,7 @@ fn reconfigured_without_probes_health_is_liveness_at_once() {
     sim.on(Event::Probe { ok: false });
     assert!(!sim.policy.status().healthy);
     let reconfigured = sim.on(Event::Reconfigured(config(false, 2, Duration::from_secs(10))));
-    assert_eq!(reconfigured, vec![Action::Health(true)]);
+    assert_eq!(reconfigured, vec![Action::Health(Health::Healthy)]);
     assert!(!sim.policy.wants_probes());
 }
 
@@ -353,7 +362,7 @@ fn reconfigured_with_new_probes_keeps_health_until_fall_failures_counted_afresh(
     assert!(sim.policy.wants_probes());
     assert_eq!(sim.on(Event::Probe { ok: false }), vec![]);
     assert_eq!(sim.on(Event::Probe { ok: false }), vec![], "the new fall (3), not the old (2)");
-    assert_eq!(sim.on(Event::Probe { ok: false }), vec![Action::Health(false)]);
+    assert_eq!(sim.on(Event::Probe { ok: false }), vec![Action::Health(Health::Unhealthy)]);
 }
 
 #[test]
@@ -369,4 +378,232 @@ fn reconfigured_reload_timeout_applies_to_the_next_reload() {
         matches!(&actions[..], [Action::ReloadFinished { result: Err(e), .. }] if e.contains("within 300 ms")),
         "{actions:?}"
     );
+}
+
+// Restart in place (issue 7 part 1): a crash after serving keeps the VIPs through the restart.
+
+/// Running and healthy for `served`, then killed.
+fn crashed_after(probes: bool, served: Duration) -> (Sim, Vec<Action>) {
+    let mut sim = Sim::running(probes);
+    if probes {
+        sim.on(Event::Probe { ok: true });
+        sim.on(Event::Probe { ok: true });
+        assert!(sim.policy.status().healthy);
+    }
+    sim.advance(served);
+    let actions = sim.crash();
+    (sim, actions)
+}
+
+#[test]
+fn a_crash_after_10s_of_serving_restarts_at_once_and_reports_restarting() {
+    let (mut sim, actions) = crashed_after(false, RESTART_IN_PLACE_AFTER);
+    assert_eq!(actions, vec![Action::ReapGeneration, Action::Health(Health::Restarting)]);
+    assert_eq!(sim.policy.health(), Health::Restarting);
+    assert_eq!(sim.state(), NginxState::Restarting);
+    assert_eq!(sim.policy.next_deadline(), Some(sim.now), "no backoff: the restart is immediate");
+    assert_eq!(sim.fire(), vec![Action::Spawn]);
+    assert_eq!(sim.on(Event::Spawned), vec![], "a master without workers: still restarting");
+    assert_eq!(sim.policy.health(), Health::Restarting);
+    assert_eq!(sim.on(Event::Ready), vec![Action::Health(Health::Healthy)]);
+    assert_eq!(sim.policy.status().restarts, 1);
+}
+
+#[test]
+fn a_crash_within_10s_of_a_start_is_a_crash_loop_unhealthy_at_once_with_backoff() {
+    let (sim, actions) = crashed_after(false, RESTART_IN_PLACE_AFTER - Duration::from_millis(1));
+    assert_eq!(actions, vec![Action::ReapGeneration, Action::Health(Health::Unhealthy)]);
+    assert_eq!(sim.policy.next_deadline(), Some(sim.now + BACKOFF_START));
+    // After an in-place restart, the next quick crash backs off as well.
+    let (mut sim, _) = crashed_after(false, Duration::from_secs(30));
+    sim.fire();
+    sim.on(Event::Spawned);
+    sim.on(Event::Ready);
+    sim.advance(Duration::from_secs(2));
+    assert_eq!(sim.crash(), vec![Action::ReapGeneration, Action::Health(Health::Unhealthy)]);
+    assert_eq!(sim.policy.next_deadline(), Some(sim.now + backoff(2)));
+}
+
+#[test]
+fn a_restart_that_exits_before_serving_is_unhealthy_at_once() {
+    // The config on disk became invalid, or the port is taken: the new master exits at once.
+    let (mut sim, _) = crashed_after(false, Duration::from_secs(60));
+    sim.fire();
+    sim.on(Event::Spawned);
+    let actions = sim.on(Event::MasterExited("exited with status 1: [emerg] unknown directive".into()));
+    assert_eq!(actions, vec![Action::ReapGeneration, Action::Health(Health::Unhealthy)]);
+    assert_eq!(sim.policy.next_deadline(), Some(sim.now + backoff(2)), "then the crash-loop backoff");
+}
+
+#[test]
+fn a_restart_whose_spawn_fails_is_unhealthy_at_once() {
+    let (mut sim, _) = crashed_after(false, Duration::from_secs(60));
+    assert_eq!(sim.fire(), vec![Action::Spawn]);
+    assert_eq!(sim.on(Event::SpawnFailed("No such file or directory".into())), vec![Action::Health(Health::Unhealthy)]);
+    assert_eq!(sim.state(), NginxState::Restarting);
+}
+
+#[test]
+fn a_hang_is_unhealthy_not_restarting_and_its_crash_gets_no_grace() {
+    let mut sim = Sim::running(true);
+    sim.on(Event::Probe { ok: true });
+    sim.on(Event::Probe { ok: true });
+    sim.advance(Duration::from_secs(30));
+    sim.on(Event::Probe { ok: false });
+    assert_eq!(sim.on(Event::Probe { ok: false }), vec![Action::Health(Health::Unhealthy)]);
+    assert_eq!(sim.state(), NginxState::Running, "alive: not restarted");
+    assert_eq!(sim.crash(), vec![Action::ReapGeneration], "it did not serve: no Restarting");
+    assert_eq!(sim.policy.health(), Health::Unhealthy);
+    assert_eq!(sim.policy.next_deadline(), Some(sim.now + BACKOFF_START));
+}
+
+#[test]
+fn with_probes_an_in_place_restart_is_healthy_on_ready_and_a_later_hang_is_still_seen() {
+    let (mut sim, actions) = crashed_after(true, Duration::from_secs(10));
+    assert_eq!(actions, vec![Action::ReapGeneration, Action::Health(Health::Restarting)]);
+    assert!(!sim.policy.wants_probes());
+    sim.fire();
+    sim.on(Event::Spawned);
+    assert_eq!(sim.on(Event::Ready), vec![Action::Health(Health::Healthy)], "no wait for `rise` probes");
+    assert!(sim.policy.wants_probes(), "the probes go on");
+    assert_eq!(sim.on(Event::Probe { ok: false }), vec![]);
+    assert_eq!(sim.on(Event::Probe { ok: false }), vec![Action::Health(Health::Unhealthy)], "fall still applies");
+}
+
+#[test]
+fn shutdown_while_restarting_is_unhealthy() {
+    let (mut sim, _) = crashed_after(false, Duration::from_secs(10));
+    let actions = sim.on(Event::Shutdown);
+    assert_eq!(actions, vec![Action::Health(Health::Unhealthy)]);
+    assert_eq!(sim.state(), NginxState::Stopped);
+    assert_eq!(sim.policy.next_deadline(), None);
+}
+
+// Live binary upgrade (issue 7 part 4).
+
+fn upgrade(sim: &mut Sim, ticket: u64) {
+    assert_eq!(sim.on(Event::UpgradeRequested { ticket: Some(ticket) }), vec![Action::TestUpgrade]);
+    assert_eq!(sim.state(), NginxState::Upgrading);
+}
+
+#[test]
+fn an_upgrade_tests_starts_the_new_master_retires_the_old_and_is_no_restart() {
+    let mut sim = Sim::running(false);
+    upgrade(&mut sim, 1);
+    assert_eq!(sim.on(Event::UpgradeTested(Ok(()))), vec![Action::SpawnUpgrade]);
+    assert_eq!(sim.policy.next_deadline(), Some(sim.now + Duration::from_secs(10)), "reload_timeout");
+    assert_eq!(sim.on(Event::NewMasterReady), vec![Action::RetireOldMaster]);
+    assert_eq!(sim.policy.next_deadline(), None);
+    assert!(sim.policy.status().healthy, "healthy all along");
+    assert_eq!(sim.on(Event::OldMasterExited), vec![Action::UpgradeFinished { tickets: vec![1], result: Ok(()) }]);
+    assert_eq!(sim.state(), NginxState::Running);
+    assert_eq!(sim.policy.status().restarts, 0);
+}
+
+#[test]
+fn an_upgrade_whose_binary_fails_its_test_is_refused() {
+    let mut sim = Sim::running(false);
+    upgrade(&mut sim, 2);
+    let actions = sim.on(Event::UpgradeTested(Err("exit status 1".into())));
+    assert!(
+        matches!(&actions[..], [Action::UpgradeFinished { tickets, result: Err(e) }] if tickets == &[2] && e.contains("refused") && e.contains("exit status 1")),
+        "{actions:?}"
+    );
+    assert_eq!(sim.state(), NginxState::Running);
+    assert_eq!(sim.policy.next_deadline(), None);
+}
+
+#[test]
+fn a_new_master_that_does_not_serve_in_time_is_rolled_back() {
+    let mut sim = Sim::running(false);
+    upgrade(&mut sim, 3);
+    sim.on(Event::UpgradeTested(Ok(())));
+    let actions = sim.fire();
+    assert_eq!(actions[0], Action::AbortUpgrade);
+    assert!(
+        matches!(&actions[1..], [Action::UpgradeFinished { tickets, result: Err(e) }] if tickets == &[3] && e.contains("rolled back")),
+        "{actions:?}"
+    );
+    assert_eq!(sim.state(), NginxState::Running);
+    assert!(sim.policy.status().healthy);
+    assert_eq!(sim.on(Event::NewMasterReady), vec![], "too late: ignored");
+}
+
+#[test]
+fn a_new_master_that_exits_or_cannot_start_is_rolled_back() {
+    let mut sim = Sim::running(false);
+    upgrade(&mut sim, 4);
+    sim.on(Event::UpgradeTested(Ok(())));
+    let actions = sim.on(Event::NewMasterExited("exited with status 1".into()));
+    assert_eq!(actions[0], Action::AbortUpgrade);
+    assert!(matches!(&actions[1..], [Action::UpgradeFinished { result: Err(e), .. }] if e.contains("rolled back")));
+    upgrade(&mut sim, 5);
+    sim.on(Event::UpgradeTested(Ok(())));
+    let actions = sim.on(Event::UpgradeSpawnFailed("Permission denied".into()));
+    assert!(
+        matches!(&actions[..], [Action::UpgradeFinished { result: Err(e), .. }] if e.contains("Permission denied"))
+    );
+    assert_eq!(sim.state(), NginxState::Running);
+    assert_eq!(sim.policy.status().restarts, 0);
+}
+
+#[test]
+fn an_upgrade_is_refused_while_nginx_is_down_and_waits_for_a_reload() {
+    let mut sim = Sim::new(false);
+    let actions = sim.on(Event::UpgradeRequested { ticket: Some(6) });
+    assert!(matches!(&actions[..], [Action::UpgradeFinished { result: Err(e), .. }] if e.contains("not running")));
+    let mut sim = Sim::running(false);
+    sim.on(Event::ConfigChanged);
+    sim.on(Event::ConfigTested(Ok(())));
+    assert_eq!(sim.on(Event::UpgradeRequested { ticket: Some(7) }), vec![], "waits for the reload");
+    assert_eq!(sim.state(), NginxState::Reloading);
+    assert_eq!(sim.on(Event::ReloadConfirmed), vec![Action::TestUpgrade]);
+    assert_eq!(sim.state(), NginxState::Upgrading);
+    // A crash before a waiting upgrade began answers it.
+    let mut sim = Sim::running(false);
+    sim.on(Event::ConfigChanged);
+    sim.on(Event::UpgradeRequested { ticket: Some(8) });
+    let actions = sim.crash();
+    assert!(
+        actions.iter().any(|a| matches!(a, Action::UpgradeFinished { tickets, result: Err(_) } if tickets == &[8])),
+        "{actions:?}"
+    );
+}
+
+#[test]
+fn config_changes_during_an_upgrade_are_tested_after_it_and_requests_join_it() {
+    let mut sim = Sim::running(false);
+    assert_eq!(sim.on(Event::UpgradeRequested { ticket: None }), vec![Action::TestUpgrade], "the binary watch");
+    assert_eq!(sim.state(), NginxState::Upgrading);
+    assert_eq!(sim.on(Event::ConfigChanged), vec![]);
+    assert_eq!(sim.on(Event::UpgradeRequested { ticket: Some(8) }), vec![], "joins the upgrade under way");
+    sim.on(Event::UpgradeTested(Ok(())));
+    sim.on(Event::NewMasterReady);
+    assert_eq!(
+        sim.on(Event::OldMasterExited),
+        vec![Action::UpgradeFinished { tickets: vec![8], result: Ok(()) }, Action::TestConfig]
+    );
+}
+
+#[test]
+fn a_crash_of_the_old_master_during_an_upgrade_aborts_it() {
+    let mut sim = Sim::running(false);
+    upgrade(&mut sim, 9);
+    sim.on(Event::UpgradeTested(Ok(())));
+    let actions = sim.crash();
+    assert_eq!(actions[..2], [Action::ReapGeneration, Action::AbortUpgrade]);
+    assert!(matches!(&actions[2], Action::UpgradeFinished { tickets, result: Err(_) } if tickets == &[9]));
+    assert_eq!(sim.state(), NginxState::Restarting);
+    assert_eq!(sim.on(Event::NewMasterReady), vec![]);
+}
+
+#[test]
+fn shutdown_during_an_upgrade_aborts_it() {
+    let mut sim = Sim::running(false);
+    upgrade(&mut sim, 10);
+    sim.on(Event::UpgradeTested(Ok(())));
+    let actions = sim.on(Event::Shutdown);
+    assert_eq!(actions[0], Action::AbortUpgrade);
+    assert!(matches!(&actions[1], Action::UpgradeFinished { tickets, result: Err(_) } if tickets == &[10]));
+    assert!(actions.contains(&Action::Stop));
 }

@@ -59,6 +59,42 @@ impl Pidfd {
     }
 }
 
+/// The listening sockets (TCP, UDP-less: `SO_ACCEPTCONN`) of a process, duplicated into ours
+/// with `pidfd_getfd` (the kernel's way to take an fd from another process; needs the ptrace
+/// right over it: root, or the same user). The copies are close-on-exec.
+pub fn listening_sockets(pidfd: &Pidfd) -> io::Result<Vec<OwnedFd>> {
+    let mut sockets = Vec::new();
+    for entry in std::fs::read_dir(format!("/proc/{}/fd", pidfd.pid()))?.flatten() {
+        let Some(target_fd) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
+        if !std::fs::read_link(entry.path()).is_ok_and(|link| link.to_string_lossy().starts_with("socket:")) {
+            continue;
+        }
+        // SAFETY: pidfd_getfd with a valid pidfd, an fd number and no flags returns a new fd or -1.
+        let raw = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.fd.as_raw_fd(), target_fd, 0) };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a fresh fd the kernel just gave us.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw as i32) };
+        let mut listening: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: getsockopt into a c_int of the given length.
+        let rc = unsafe {
+            libc::getsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_ACCEPTCONN,
+                (&mut listening as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        if rc == 0 && listening != 0 {
+            sockets.push(fd);
+        }
+    }
+    Ok(sockets)
+}
+
 /// Children whose exit status a specific waiter collects (the nginx master, `nginx -t`, hooks).
 /// The orphan reaper leaves them alone; everything else that is our child is an orphan
 /// reparented to us (we are the child subreaper), typically a worker whose master died.
@@ -207,6 +243,21 @@ mod tests {
         pidfd.exited().await;
         assert!(!child.wait().unwrap().success());
         release(child.id() as i32);
+    }
+
+    #[tokio::test]
+    async fn listening_sockets_of_self_are_found_and_others_left_out() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let connected = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let client_port = connected.local_addr().unwrap().port();
+        let me = Pidfd::open(std::process::id() as i32).unwrap();
+        let found = listening_sockets(&me).unwrap();
+        let port = |fd: &OwnedFd| {
+            nix::sys::socket::getsockname::<nix::sys::socket::SockaddrIn>(fd.as_raw_fd()).ok().map(|a| a.port())
+        };
+        let wanted = listener.local_addr().unwrap().port();
+        assert!(found.iter().any(|fd| port(fd) == Some(wanted)), "the listener is found");
+        assert!(found.iter().all(|fd| port(fd) != Some(client_port)), "a connected socket is not taken");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! runs probes and config tests, watches config files, and carries out the policy's actions.
 
 use std::collections::{HashMap, HashSet};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command as ProcessCommand, Stdio};
@@ -19,7 +20,7 @@ use super::conf::{self, ConfigDump, FOREGROUND};
 use super::policy::{Action, Event, Health, NginxState, Policy, PolicyConfig};
 use super::probe::Prober;
 use super::process::{self, Pidfd};
-use super::watch::ConfigWatcher;
+use super::watch::{BinaryIdentity, BinaryWatcher, ConfigWatcher};
 use crate::config::Config;
 
 /// How long workers of a dead generation may take to die after SIGKILL.
@@ -100,6 +101,13 @@ pub struct NginxStatus {
     pub last_exit: Option<String>,
     #[serde(default)]
     pub last_probe_error: Option<String>,
+    /// A live binary upgrade: the new master while it starts (not serving yet).
+    #[serde(default)]
+    pub new_master_pid: Option<i32>,
+    /// After an upgrade: the old master while it finishes its requests and quits (its workers
+    /// are in `draining_pids`).
+    #[serde(default)]
+    pub old_master_pid: Option<i32>,
 }
 
 pub enum Command {
@@ -114,6 +122,11 @@ pub enum Command {
     },
     /// Apply changed settings (from `nginx-ha reload`); sent before the `Reload` it goes with.
     Reconfigure(LiveSettings),
+    /// `nginx-ha upgrade-nginx`: a live upgrade to the binary now on disk; answered when the
+    /// old master is gone (Ok) or when it was refused or rolled back (Err, the reason).
+    UpgradeNginx {
+        reply: oneshot::Sender<Result<(), String>>,
+    },
     Shutdown,
     /// Stop supervising and leave nginx running, for the next nginx-ha to adopt.
     Detach,
@@ -150,6 +163,8 @@ fn initial_status(policy: &Policy) -> NginxStatus {
         adopted: false,
         last_exit: None,
         last_probe_error: None,
+        new_master_pid: None,
+        old_master_pid: None,
     }
 }
 
@@ -162,6 +177,8 @@ enum Internal {
     Probed { generation: u64, result: Result<(), String> },
     FileChanged(PathBuf),
     Dumped(ConfigDump),
+    UpgradeTested(Result<(), String>),
+    BinaryChanged,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -209,6 +226,19 @@ struct Supervisor {
     last_exit: Option<String>,
     last_probe_error: Option<String>,
     stopping: bool,
+    /// A live upgrade: the new master, started beside `master` until it serves.
+    new_master: Option<Master>,
+    /// Masters told to quit (the old one after an upgrade, a rolled-back new one) until they exit.
+    leaving: Vec<Master>,
+    /// The generation in `leaving` whose exit completes the upgrade.
+    retiring: Option<u64>,
+    binary_watcher: Option<BinaryWatcher>,
+    /// The binary file the running nginx was started from (or last upgraded to).
+    binary_identity: Option<BinaryIdentity>,
+    binary_debounce_until: Option<Instant>,
+    /// nginx's pid file: the old master deletes it when it quits after an upgrade, so it is
+    /// written again for the new one (adoption after an nginx-ha restart reads it).
+    pid_file: Option<PathBuf>,
 }
 
 impl Supervisor {
@@ -241,6 +271,13 @@ impl Supervisor {
             last_exit: None,
             last_probe_error: None,
             stopping: false,
+            new_master: None,
+            leaving: Vec::new(),
+            retiring: None,
+            binary_watcher: None,
+            binary_identity: None,
+            binary_debounce_until: None,
+            pid_file: None,
         }
     }
 
@@ -248,7 +285,12 @@ impl Supervisor {
         let mut sigchld = signal(SignalKind::child()).ok();
         // One `nginx -T` at startup serves the watch, the worker count and adoption.
         let dump = self.start_watching().await;
-        if let Some(master) = self.find_adoptable(&dump).await {
+        self.pid_file = conf::pid_file(&self.config.binary, &dump, self.config.pid_file.as_deref()).await;
+        self.binary_identity = BinaryIdentity::of(&self.config.binary);
+        if self.config.live.watch {
+            self.create_binary_watcher();
+        }
+        if let Some(master) = self.find_adoptable().await {
             let pid = master.pid();
             self.adopt(master);
             if process::start_time(pid).is_some_and(|started| changed_since(&dump, started)) {
@@ -260,7 +302,7 @@ impl Supervisor {
         }
         loop {
             self.publish();
-            if self.stopping && self.master.is_none() {
+            if self.stopping && self.master.is_none() && self.new_master.is_none() && self.leaving.is_empty() {
                 break;
             }
             let deadline = self.next_wakeup();
@@ -288,7 +330,10 @@ impl Supervisor {
 
     fn next_wakeup(&self) -> Option<Instant> {
         let policy = self.policy.next_deadline().map(Instant::from_std);
-        [policy, self.debounce_until, self.next_probe.filter(|_| !self.probe_in_flight)].into_iter().flatten().min()
+        [policy, self.debounce_until, self.binary_debounce_until, self.next_probe.filter(|_| !self.probe_in_flight)]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     async fn timers(&mut self) {
@@ -297,6 +342,14 @@ impl Supervisor {
             self.debounce_until = None;
             info!("nginx config changed; testing it");
             self.feed(Event::ConfigChanged).await;
+        }
+        if self.binary_debounce_until.is_some_and(|at| now >= at) {
+            self.binary_debounce_until = None;
+            let identity = BinaryIdentity::of(&self.config.binary);
+            if identity.is_some() && identity != self.binary_identity {
+                info!(binary = %self.config.binary.display(), "the nginx binary was replaced; upgrading nginx live");
+                self.feed(Event::UpgradeRequested { ticket: None }).await;
+            }
         }
         if self.next_probe.is_some_and(|at| now >= at) && !self.probe_in_flight {
             self.start_probe();
@@ -317,6 +370,11 @@ impl Supervisor {
                 self.feed(Event::OwnConfigRejected { ticket, error }).await;
             }
             Command::Reconfigure(live) => self.reconfigure(live).await,
+            Command::UpgradeNginx { reply } => {
+                let ticket = self.ticket(reply);
+                info!("upgrade-nginx requested");
+                self.feed(Event::UpgradeRequested { ticket: Some(ticket) }).await;
+            }
             Command::Shutdown => self.begin_stop().await,
             Command::Detach => unreachable!("handled by the loop"),
         }
@@ -333,10 +391,13 @@ impl Supervisor {
             (true, false) => {
                 self.watcher = None;
                 self.debounce_until = None;
+                self.binary_watcher = None;
+                self.binary_debounce_until = None;
                 info!("watch = false: nginx config changes are no longer reloaded until `nginx-ha reload`");
             }
             (false, true) if self.create_watcher() => {
                 info!("watch = true: nginx config changes are reloaded again");
+                self.create_binary_watcher();
                 self.refresh_watch();
             }
             _ => {}
@@ -405,15 +466,51 @@ impl Supervisor {
                 self.stop_master();
                 None
             }
-            Action::Health(healthy) => {
-                if healthy {
-                    info!("nginx is healthy");
-                } else if self.stopping {
-                    info!("nginx is no longer serving: it is being stopped");
-                } else {
-                    warn!("nginx is unhealthy");
+            Action::Health(health) => {
+                match health {
+                    Health::Healthy => info!("nginx is healthy"),
+                    Health::Restarting => warn!("nginx is being restarted in place after a crash"),
+                    Health::Unhealthy if self.stopping => info!("nginx is no longer serving: it is being stopped"),
+                    Health::Unhealthy => warn!("nginx is unhealthy"),
                 }
-                self.health_tx.send_replace(Health::from_serving(healthy));
+                self.health_tx.send_replace(health);
+                None
+            }
+            Action::TestUpgrade => {
+                self.binary_identity = BinaryIdentity::of(&self.config.binary);
+                let (binary, config, tx) =
+                    (self.config.binary.clone(), self.config.config.clone(), self.internal_tx.clone());
+                tokio::spawn(async move {
+                    let result = conf::test(&binary, &config).await.map_err(|e| e.to_string());
+                    let _ = tx.send(Internal::UpgradeTested(result));
+                });
+                None
+            }
+            Action::SpawnUpgrade => match self.spawn_upgrade() {
+                Ok(()) => None,
+                Err(e) => {
+                    error!(binary = %self.config.binary.display(), "cannot start the new nginx: {e}");
+                    Some(Event::UpgradeSpawnFailed(e.to_string()))
+                }
+            },
+            Action::RetireOldMaster => {
+                self.retire_old_master();
+                None
+            }
+            Action::AbortUpgrade => {
+                self.abort_upgrade();
+                None
+            }
+            Action::UpgradeFinished { tickets, result } => {
+                match &result {
+                    Ok(()) => info!("nginx upgrade done: the new master serves, the old one is gone"),
+                    Err(e) => warn!("nginx upgrade not done: {e}"),
+                }
+                for ticket in tickets {
+                    if let Some(reply) = self.tickets.remove(&ticket) {
+                        let _ = reply.send(result.clone());
+                    }
+                }
                 None
             }
             Action::ReloadFinished { tickets, result } => {
@@ -432,6 +529,34 @@ impl Supervisor {
     }
 
     fn spawn_master(&mut self) -> std::io::Result<()> {
+        let master = self.start_master(Vec::new())?;
+        self.master = Some(master);
+        Ok(())
+    }
+
+    /// The live upgrade's new master. nginx's own way (USR2: the old master execs the new
+    /// binary, which inherits the listening sockets through `NGINX="fd;fd;"`) is ignored by
+    /// an nginx running in the foreground under a supervisor (its parent never changes; nginx
+    /// 1.22 logs "the changing binary signal is ignored"). So we do what that exec does: take
+    /// the old master's listening sockets (pidfd_getfd) and start the new binary as our own
+    /// child with them and `NGINX` set. It binds nothing (the sockets are shared: no
+    /// EADDRINUSE, no connection refused), and it is a master like any we spawn: our child,
+    /// with its pidfd, exit status, stderr, and the same adoption after an nginx-ha restart.
+    fn spawn_upgrade(&mut self) -> std::io::Result<()> {
+        let Some(old) = &self.master else { return Err(std::io::Error::other("no running master")) };
+        let sockets = process::listening_sockets(&old.pidfd)?;
+        if sockets.is_empty() {
+            return Err(std::io::Error::other("the running master has no listening sockets to hand over"));
+        }
+        let old_pid = old.pidfd.pid();
+        let master = self.start_master(sockets)?;
+        info!(old = old_pid, new = master.pidfd.pid(), "started the new nginx beside the old one on its sockets");
+        self.new_master = Some(master);
+        Ok(())
+    }
+
+    /// Spawns a master (with `inherited` listening sockets for an upgrade) and starts watching it.
+    fn start_master(&mut self, inherited: Vec<OwnedFd>) -> std::io::Result<Master> {
         let mut command = ProcessCommand::new(&self.config.binary);
         command
             .arg("-c")
@@ -445,9 +570,27 @@ impl Supervisor {
             .env_remove("NOTIFY_SOCKET")
             .env_remove("WATCHDOG_USEC")
             .env_remove("WATCHDOG_PID")
+            .env_remove("NGINX")
             .process_group(0);
+        if !inherited.is_empty() {
+            let fds: Vec<i32> = inherited.iter().map(AsRawFd::as_raw_fd).collect();
+            command.env("NGINX", fds.iter().map(|fd| format!("{fd};")).collect::<String>());
+            // SAFETY: fcntl is async-signal-safe; the fds stay open in the parent until after
+            // the spawn (`inherited` is dropped at the end of this function).
+            unsafe {
+                command.pre_exec(move || {
+                    for &fd in &fds {
+                        if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                    }
+                    Ok(())
+                });
+            }
+        }
         self.config_read_at = Some(std::time::SystemTime::now());
         let mut child = process::spawn_owned(|| command.spawn(), |child: &Child| Some(child.id()))?;
+        drop(inherited);
         let pid = child.id() as i32;
         let pidfd = Arc::new(Pidfd::open(pid)?);
         self.generation += 1;
@@ -458,15 +601,91 @@ impl Supervisor {
         info!(pid, generation = self.generation, "nginx started");
         self.watch_master(&pidfd);
         self.poll_workers(pid, HashSet::new(), WorkersFound::Ready, READY_POLL, Duration::from_secs(3600));
-        self.master = Some(Master {
+        Ok(Master {
             generation: self.generation,
             pidfd,
             child: Some(child),
             workers: HashMap::new(),
             draining: HashSet::new(),
             stderr_tail,
-        });
-        Ok(())
+        })
+    }
+
+    /// The new master serves: it is the master from now on; the old one stops its workers
+    /// gracefully (WINCH) and quits (QUIT) once they are done, TERM and KILL after
+    /// `stop_timeout_ms`.
+    fn retire_old_master(&mut self) {
+        let Some(new) = self.new_master.take() else { return };
+        let Some(old) = self.master.replace(new) else { return };
+        let _ = old.pidfd.signal(Signal::SIGWINCH);
+        quit_within(Arc::clone(&old.pidfd), self.config.live.stop_timeout);
+        info!(pid = old.pidfd.pid(), "the new nginx serves; the old master finishes its requests and quits");
+        self.retiring = Some(old.generation);
+        self.adopted = false;
+        self.leaving.push(old);
+        // The new binary is asked what it reads.
+        self.refresh_watch();
+    }
+
+    /// Rollback: the new master goes; the old one never stopped serving.
+    fn abort_upgrade(&mut self) {
+        let Some(new) = self.new_master.take() else { return };
+        warn!(pid = new.pidfd.pid(), "stopping the new nginx master: the upgrade is rolled back");
+        quit_within(Arc::clone(&new.pidfd), self.config.live.stop_timeout);
+        self.leaving.push(new);
+    }
+
+    /// A master of an upgrade exited: collect its status, kill what it left behind.
+    fn collect(&mut self, mut master: Master) -> String {
+        let pid = master.pidfd.pid();
+        let mut reason = match master.child.as_mut().map(Child::try_wait) {
+            Some(Ok(Some(status))) => describe_exit(status),
+            Some(_) => "exited".to_string(),
+            None => "exited".to_string(),
+        };
+        process::release(pid);
+        let tail = master.stderr_tail.lock().map(|t| t.join("; ")).unwrap_or_default();
+        if !tail.is_empty() {
+            reason = format!("{reason}: {tail}");
+        }
+        for worker in master.workers.values().filter(|w| !w.has_exited()) {
+            warn!(pid = worker.pid(), "killing a worker left by an exited nginx master");
+            let _ = worker.signal(Signal::SIGKILL);
+        }
+        process::reap_orphans();
+        reason
+    }
+
+    async fn upgrade_master_exited(&mut self, generation: u64) -> bool {
+        if let Some(new) = self.new_master.take_if(|m| m.generation == generation) {
+            let pid = new.pidfd.pid();
+            let reason = self.collect(new);
+            error!(pid, "the new nginx master exited before serving: {reason}");
+            self.rewrite_pid_file();
+            self.feed(Event::NewMasterExited(reason)).await;
+            return true;
+        }
+        let Some(index) = self.leaving.iter().position(|m| m.generation == generation) else { return false };
+        let master = self.leaving.remove(index);
+        let pid = master.pidfd.pid();
+        let reason = self.collect(master);
+        info!(pid, "nginx master quit: {reason}");
+        self.rewrite_pid_file();
+        if self.retiring.take_if(|g| *g == generation).is_some() {
+            self.feed(Event::OldMasterExited).await;
+        }
+        true
+    }
+
+    /// Every master writes the pid file as it starts and deletes it as it exits: after an
+    /// upgrade (or a rollback) it must name the master that is left, which adoption after an
+    /// nginx-ha restart reads.
+    fn rewrite_pid_file(&self) {
+        if let (Some(path), Some(master)) = (&self.pid_file, &self.master)
+            && let Err(e) = std::fs::write(path, format!("{}\n", master.pidfd.pid()))
+        {
+            warn!(pid_file = %path.display(), "cannot write the running master's pid: {e}");
+        }
     }
 
     fn watch_master(&self, pidfd: &Arc<Pidfd>) {
@@ -537,23 +756,7 @@ impl Supervisor {
 
     fn stop_master(&mut self) {
         let Some(master) = &self.master else { return };
-        let pidfd = Arc::clone(&master.pidfd);
-        let timeout = self.config.live.stop_timeout;
-        let _ = pidfd.signal(Signal::SIGQUIT);
-        tokio::spawn(async move {
-            if tokio::time::timeout(timeout, pidfd.exited()).await.is_err() {
-                warn!(
-                    pid = pidfd.pid(),
-                    "nginx did not stop gracefully within {} ms; sending TERM",
-                    timeout.as_millis()
-                );
-                let _ = pidfd.signal(Signal::SIGTERM);
-                if tokio::time::timeout(Duration::from_secs(3), pidfd.exited()).await.is_err() {
-                    warn!(pid = pidfd.pid(), "nginx ignored TERM; sending KILL");
-                    let _ = pidfd.signal(Signal::SIGKILL);
-                }
-            }
-        });
+        quit_within(Arc::clone(&master.pidfd), self.config.live.stop_timeout);
     }
 
     /// The master is gone: SIGKILL what is left of its generation (orphaned workers still hold
@@ -590,8 +793,18 @@ impl Supervisor {
 
     async fn internal(&mut self, internal: Internal) {
         match internal {
-            Internal::MasterExited { generation } => self.master_exited(generation).await,
+            Internal::MasterExited { generation } => {
+                if !self.upgrade_master_exited(generation).await {
+                    self.master_exited(generation).await;
+                }
+            }
             Internal::WorkerExited { generation, pid } => {
+                for other in self.new_master.iter_mut().chain(self.leaving.iter_mut()) {
+                    if other.generation == generation {
+                        other.workers.remove(&pid);
+                        return;
+                    }
+                }
                 let Some(master) = self.master.as_mut().filter(|m| m.generation == generation) else { return };
                 master.workers.remove(&pid);
                 if master.draining.remove(&pid) {
@@ -607,6 +820,12 @@ impl Supervisor {
                 }
             }
             Internal::Workers { generation, pids, why } => {
+                if let Some(new) = self.new_master.as_mut().filter(|m| m.generation == generation) {
+                    track(new, &pids, &self.internal_tx);
+                    info!(pid = new.pidfd.pid(), workers = ?pids, "the new nginx master serves");
+                    self.feed(Event::NewMasterReady).await;
+                    return;
+                }
                 if self.master.as_ref().is_none_or(|m| m.generation != generation) {
                     return;
                 }
@@ -654,6 +873,16 @@ impl Supervisor {
                 self.next_probe = Some(Instant::now() + self.config.live.probe_interval);
                 self.feed(Event::Probe { ok: result.is_ok() }).await;
             }
+            Internal::UpgradeTested(result) => {
+                if let Err(e) = &result {
+                    error!("`nginx -t` with the new nginx binary failed; the running nginx stays:\n{e}");
+                }
+                self.feed(Event::UpgradeTested(result)).await;
+            }
+            Internal::BinaryChanged if self.binary_watcher.is_none() => {}
+            Internal::BinaryChanged => {
+                self.binary_debounce_until = Some(Instant::now() + self.config.live.debounce);
+            }
             // Queued before watch was turned off.
             Internal::FileChanged(_) if self.watcher.is_none() => {}
             Internal::FileChanged(path) => {
@@ -678,19 +907,8 @@ impl Supervisor {
     }
 
     fn track_workers(&mut self, pids: &[i32]) {
-        let Some(master) = &mut self.master else { return };
-        for &pid in pids {
-            if master.workers.contains_key(&pid) {
-                continue;
-            }
-            let Ok(pidfd) = Pidfd::open(pid) else { continue };
-            let pidfd = Arc::new(pidfd);
-            master.workers.insert(pid, Arc::clone(&pidfd));
-            let (tx, generation) = (self.internal_tx.clone(), master.generation);
-            tokio::spawn(async move {
-                pidfd.exited().await;
-                let _ = tx.send(Internal::WorkerExited { generation, pid });
-            });
+        if let Some(master) = &mut self.master {
+            track(master, pids, &self.internal_tx);
         }
     }
 
@@ -788,9 +1006,29 @@ impl Supervisor {
         });
     }
 
+    /// An inotify watch on the nginx binary feeding `Internal::BinaryChanged`.
+    fn create_binary_watcher(&mut self) {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        match BinaryWatcher::new(&self.config.binary, tx) {
+            Ok(watcher) => self.binary_watcher = Some(watcher),
+            Err(e) => {
+                warn!("{e}; a replaced nginx binary will not be picked up (use `nginx-ha upgrade-nginx`)");
+                return;
+            }
+        }
+        let internal = self.internal_tx.clone();
+        tokio::spawn(async move {
+            while rx.recv().await.is_some() {
+                if internal.send(Internal::BinaryChanged).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+
     /// A master from before (nginx-ha restarted, nginx did not) running our config.
-    async fn find_adoptable(&self, dump: &ConfigDump) -> Option<Pidfd> {
-        let pid_file = conf::pid_file(&self.config.binary, dump, self.config.pid_file.as_deref()).await?;
+    async fn find_adoptable(&self) -> Option<Pidfd> {
+        let pid_file = self.pid_file.clone()?;
         let pid: i32 = std::fs::read_to_string(&pid_file).ok()?.trim().parse().ok()?;
         let title = process::title(pid)?;
         if !title.starts_with("nginx: master process") {
@@ -834,8 +1072,8 @@ impl Supervisor {
         self.track_workers(&workers);
         let actions = self.policy.handle(Instant::now().into_std(), Event::Adopted);
         for action in actions {
-            if let Action::Health(healthy) = action {
-                self.health_tx.send_replace(Health::from_serving(healthy));
+            if let Action::Health(health) = action {
+                self.health_tx.send_replace(health);
             }
         }
         self.schedule_probe();
@@ -843,16 +1081,18 @@ impl Supervisor {
 
     fn publish(&self) {
         let policy = self.policy.status();
-        let (master_pid, worker_pids, draining_pids) = match &self.master {
+        let (master_pid, worker_pids, mut draining_pids) = match &self.master {
             Some(master) => {
-                let (mut draining, mut workers): (Vec<i32>, Vec<i32>) =
+                let (draining, mut workers): (Vec<i32>, Vec<i32>) =
                     master.workers.keys().copied().partition(|pid| master.draining.contains(pid));
                 workers.sort_unstable();
-                draining.sort_unstable();
                 (Some(master.pidfd.pid()), workers, draining)
             }
             None => (None, Vec::new(), Vec::new()),
         };
+        let old = self.leaving.iter().find(|m| Some(m.generation) == self.retiring);
+        draining_pids.extend(old.into_iter().flat_map(|m| m.workers.keys().copied()));
+        draining_pids.sort_unstable();
         let status = NginxStatus {
             state: policy.state,
             healthy: policy.healthy,
@@ -865,11 +1105,45 @@ impl Supervisor {
             adopted: self.adopted,
             last_exit: self.last_exit.clone(),
             last_probe_error: self.last_probe_error.clone(),
+            new_master_pid: self.new_master.as_ref().map(|m| m.pidfd.pid()),
+            old_master_pid: old.map(|m| m.pidfd.pid()),
         };
         self.status_tx.send_if_modified(|current| {
             let changed = *current != status;
             *current = status;
             changed
+        });
+    }
+}
+
+/// Graceful stop of one master: QUIT, TERM after `timeout`, KILL 3 s later.
+fn quit_within(pidfd: Arc<Pidfd>, timeout: Duration) {
+    let _ = pidfd.signal(Signal::SIGQUIT);
+    tokio::spawn(async move {
+        if tokio::time::timeout(timeout, pidfd.exited()).await.is_err() {
+            warn!(pid = pidfd.pid(), "nginx did not stop gracefully within {} ms; sending TERM", timeout.as_millis());
+            let _ = pidfd.signal(Signal::SIGTERM);
+            if tokio::time::timeout(Duration::from_secs(3), pidfd.exited()).await.is_err() {
+                warn!(pid = pidfd.pid(), "nginx ignored TERM; sending KILL");
+                let _ = pidfd.signal(Signal::SIGKILL);
+            }
+        }
+    });
+}
+
+/// Watches the workers of `master` not yet known by pidfd.
+fn track(master: &mut Master, pids: &[i32], internal: &mpsc::UnboundedSender<Internal>) {
+    for &pid in pids {
+        if master.workers.contains_key(&pid) {
+            continue;
+        }
+        let Ok(pidfd) = Pidfd::open(pid) else { continue };
+        let pidfd = Arc::new(pidfd);
+        master.workers.insert(pid, Arc::clone(&pidfd));
+        let (tx, generation) = (internal.clone(), master.generation);
+        tokio::spawn(async move {
+            pidfd.exited().await;
+            let _ = tx.send(Internal::WorkerExited { generation, pid });
         });
     }
 }

@@ -91,6 +91,58 @@ impl ConfigWatcher {
     }
 }
 
+/// Watches the nginx binary: a package upgrade renames a new file over it (dpkg, rpm), which
+/// replaces the directory entry; the directory is watched for the same reason as above. The
+/// caller debounces and compares [`BinaryIdentity`] before it upgrades, so a `touch` or a
+/// chmod does not start one.
+pub struct BinaryWatcher {
+    _watcher: RecommendedWatcher,
+}
+
+impl BinaryWatcher {
+    pub fn new(binary: &Path, changes: mpsc::UnboundedSender<PathBuf>) -> Result<BinaryWatcher, WatchError> {
+        let mut names: HashSet<PathBuf> = HashSet::from([binary.to_path_buf()]);
+        if let Ok(real) = std::fs::canonicalize(binary) {
+            names.insert(real);
+        }
+        let targets = names.clone();
+        let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            let Ok(event) = event else { return };
+            if matches!(event.kind, EventKind::Access(_) | EventKind::Remove(_)) {
+                return;
+            }
+            for path in event.paths.iter().filter(|path| targets.contains(*path)) {
+                let _ = changes.send(path.clone());
+            }
+        })
+        .map_err(|source| WatchError { path: binary.to_path_buf(), source })?;
+        let dirs: HashSet<&Path> = names.iter().filter_map(|name| name.parent()).collect();
+        for dir in dirs {
+            watcher
+                .watch(dir, RecursiveMode::NonRecursive)
+                .map_err(|source| WatchError { path: dir.to_path_buf(), source })?;
+        }
+        Ok(BinaryWatcher { _watcher: watcher })
+    }
+}
+
+/// Which file a path names now: a new file renamed over it has another inode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BinaryIdentity {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: i64,
+}
+
+impl BinaryIdentity {
+    pub fn of(path: &Path) -> Option<BinaryIdentity> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(path).ok()?;
+        Some(BinaryIdentity { dev: meta.dev(), ino: meta.ino(), size: meta.size(), mtime: meta.mtime() })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,5 +184,28 @@ mod tests {
         while tokio::time::timeout(Duration::from_millis(200), rx.recv()).await.is_ok() {}
         std::fs::write(sites.join("new.conf"), "server {}").unwrap();
         assert_eq!(next_change(&mut rx).await, Some(sites.join("new.conf")), "a new included file is seen");
+    }
+}
+
+#[cfg(test)]
+mod binary_tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn a_binary_renamed_over_is_seen_and_has_a_new_identity() {
+        let dir = tempfile::tempdir().unwrap();
+        let binary = dir.path().join("nginx");
+        std::fs::write(&binary, "old").unwrap();
+        let before = BinaryIdentity::of(&binary).unwrap();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let _watcher = BinaryWatcher::new(&binary, tx).unwrap();
+        std::fs::write(dir.path().join("other"), "x").unwrap();
+        let staged = dir.path().join("nginx.dpkg-new");
+        std::fs::write(&staged, "new").unwrap();
+        std::fs::rename(&staged, &binary).unwrap();
+        let seen = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.ok().flatten();
+        assert_eq!(seen, Some(binary.clone()), "the rename over the binary is seen, the neighbour is not");
+        assert_ne!(BinaryIdentity::of(&binary), Some(before));
     }
 }
