@@ -8,6 +8,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, oneshot};
 use tracing::info;
 
+use crate::alias::{self, AliasHandle, AliasSettings};
 use crate::config::Config;
 use crate::control::server::{ControlServer, Incoming};
 use crate::control::status::StatusDocument;
@@ -21,6 +22,8 @@ pub struct Daemon {
     config: Config,
     supervisor: SupervisorHandle,
     vrrp: Option<VrrpHandle>,
+    /// Static aliases; they stay on a planned stop.
+    aliases: AliasHandle,
     notified_ready: bool,
 }
 
@@ -39,6 +42,8 @@ pub async fn run(config_path: &Path, config: Config) -> anyhow::Result<()> {
     let _control = ControlServer::start(&config.daemon.control_socket, requests_tx).await?;
     info!(socket = %config.daemon.control_socket.display(), config = %config_path.display(), "nginx-ha started");
 
+    // Before nginx, which may listen on the aliases.
+    let aliases = alias::spawn(AliasSettings::from_config(&config)).await;
     let supervisor = supervisor::spawn(SupervisorConfig::from_config(&config));
     // The routers follow nginx's health; they stay in INIT until nginx first serves.
     let vrrp = if config.vrrp.is_empty() {
@@ -53,7 +58,8 @@ pub async fn run(config_path: &Path, config: Config) -> anyhow::Result<()> {
             }
         }
     };
-    let mut daemon = Daemon { config_path: config_path.to_path_buf(), config, supervisor, vrrp, notified_ready: false };
+    let mut daemon =
+        Daemon { config_path: config_path.to_path_buf(), config, supervisor, vrrp, aliases, notified_ready: false };
 
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
@@ -61,6 +67,7 @@ pub async fn run(config_path: &Path, config: Config) -> anyhow::Result<()> {
     let mut watchdog = watchdog_interval().map(tokio::time::interval);
     let mut status = daemon.supervisor.status.clone();
     let mut supervisor_lost = false;
+    let mut aliases_lost = false;
 
     loop {
         tokio::select! {
@@ -78,6 +85,11 @@ pub async fn run(config_path: &Path, config: Config) -> anyhow::Result<()> {
                     break;
                 }
                 daemon.notify_state();
+            }
+            _ = &mut daemon.aliases.task => {
+                tracing::error!("the alias task stopped unexpectedly; shutting down");
+                aliases_lost = true;
+                break;
             }
             _ = tick(&mut watchdog) => { let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]); }
         }
@@ -102,9 +114,16 @@ pub async fn run(config_path: &Path, config: Config) -> anyhow::Result<()> {
             },
         }
     }
+    if !aliases_lost {
+        daemon.aliases.shutdown().await;
+        info!("alias task stopped; static aliases stay on their interfaces");
+    }
     if supervisor_lost {
         // A non-zero exit, so that systemd's Restart=on-failure brings us back.
         anyhow::bail!("the nginx supervisor stopped unexpectedly; VIPs were relinquished");
+    }
+    if aliases_lost {
+        anyhow::bail!("the alias task stopped unexpectedly; VIPs were relinquished");
     }
     info!("nginx-ha stopped");
     Ok(())
@@ -129,6 +148,9 @@ impl Daemon {
                     let _ = reply.send(response);
                 });
             }
+            request @ (Request::AliasAdd { .. } | Request::AliasDel { .. } | Request::AliasList) => {
+                self.aliases.answer(request, reply);
+            }
         }
     }
 
@@ -140,7 +162,7 @@ impl Daemon {
         StatusDocument {
             nginx: self.supervisor.status.borrow().clone(),
             vrrp,
-            aliases: Vec::new(),
+            aliases: self.aliases.status().await,
             anycast: Vec::new(),
             version: env!("CARGO_PKG_VERSION").to_string(),
         }
@@ -162,6 +184,7 @@ impl Daemon {
                     let _ = commands.send(Command::Reconfigure(live)).await;
                 }
                 self.config = new_config;
+                self.aliases.reconfigure(AliasSettings::from_config(&self.config)).await;
                 let _ = commands.send(Command::Reload { reply }).await;
                 applied
             }
