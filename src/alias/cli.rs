@@ -90,15 +90,24 @@ pub async fn del(config_path: &Path, address: &str, interface: &str) -> Outcome 
 /// kernel here.
 pub async fn list(config_path: &Path, json: bool) -> Outcome {
     let config = load(config_path)?;
-    let (reports, daemon) = match ask(&config, &Request::AliasList, TIMEOUT).await? {
-        Some(response) => (response.aliases, true),
-        None => (offline_reports(&config).await, false),
+    let (reports, daemon, store_problem) = match ask(&config, &Request::AliasList, TIMEOUT).await? {
+        Some(response) => (response.aliases, true, None),
+        None => {
+            let (reports, problem) = offline_reports(&config).await;
+            (reports, false, problem)
+        }
     };
     if json {
-        let document = serde_json::json!({ "aliases": reports, "daemon": daemon });
+        let mut document = serde_json::json!({ "aliases": reports, "daemon": daemon });
+        if let Some(problem) = store_problem {
+            document["store_problem"] = problem.into();
+        }
         return Ok(serde_json::to_string_pretty(&document).unwrap_or_default());
     }
     let mut out = String::new();
+    if let Some(problem) = store_problem {
+        let _ = writeln!(out, "(the store cannot be read: {problem})");
+    }
     if !daemon {
         let _ = writeln!(
             out,
@@ -130,7 +139,7 @@ pub fn render(reports: &[AliasReport]) -> String {
 }
 
 /// The declared aliases and whether the kernel has them, without a daemon.
-async fn offline_reports(config: &Config) -> Vec<AliasReport> {
+async fn offline_reports(config: &Config) -> (Vec<AliasReport>, Option<String>) {
     let (stored, problem) = match store::read(&config.daemon.state_dir) {
         Ok(stored) => (stored, None),
         Err(e) => (Vec::new(), Some(e.to_string())),
@@ -149,7 +158,7 @@ async fn offline_reports(config: &Config) -> Vec<AliasReport> {
     };
     let applied = declared.iter().map(|d| (d, None));
     let refused = rejected.iter().map(|r| (&r.declared, Some(r.reason.clone())));
-    let mut reports: Vec<AliasReport> = applied
+    let reports = applied
         .chain(refused)
         .map(|(d, problem)| AliasReport {
             address: d.alias.address.to_string(),
@@ -160,17 +169,7 @@ async fn offline_reports(config: &Config) -> Vec<AliasReport> {
             problem,
         })
         .collect();
-    if let Some(problem) = problem {
-        reports.push(AliasReport {
-            address: "-".into(),
-            interface: "-".into(),
-            label: None,
-            present: false,
-            source: Some("cli".into()),
-            problem: Some(problem),
-        });
-    }
-    reports
+    (reports, problem)
 }
 
 fn load(path: &Path) -> Result<Config, String> {

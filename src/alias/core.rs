@@ -66,19 +66,21 @@ pub fn merge(config: &[Alias], store: &[Alias], vips: &[Vip]) -> (Vec<Declared>,
     for (alias, source) in sources {
         let candidate = Declared { alias: alias.clone(), source };
         let ip = alias.address.addr();
-        let reason = if let Some(vip) = vips.iter().find(|v| v.address == ip) {
-            Some(format!("{ip} is a VIP of [[vrrp]] \"{}\"; an address is either a VIP or an alias", vip.router))
-        } else if let Some(other) = declared.iter().find(|d| d.alias.address.addr() == ip) {
-            Some(format!(
-                "{ip} is also declared as {} ({}); that declaration wins: remove this one with `nginx-ha alias del {} --dev {}`",
-                other.alias,
-                describe(other.source),
-                alias.address,
-                alias.interface
-            ))
-        } else {
-            None
-        };
+        let as_vip = vips
+            .iter()
+            .find(|v| v.address == ip)
+            .map(|vip| format!("{ip} is a VIP of [[vrrp]] \"{}\"; an address is either a VIP or an alias", vip.router));
+        let reason = as_vip.or_else(|| {
+            declared.iter().find(|d| d.alias.address.addr() == ip).map(|other| {
+                format!(
+                    "{ip} is also declared as {} ({}); that declaration wins: remove this one with `nginx-ha alias del {} --dev {}`",
+                    other.alias,
+                    describe(other.source),
+                    alias.address,
+                    alias.interface
+                )
+            })
+        });
         match reason {
             Some(reason) => rejected.push(Rejected { declared: candidate, reason }),
             None => declared.push(candidate),
