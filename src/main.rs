@@ -70,17 +70,47 @@ enum Commands {
         #[command(flatten)]
         config: ConfigArg,
     },
-    /// Static addresses kept across restarts and reboots [not yet implemented]
+    /// Static addresses (ifconfig-style aliases) kept across restarts and reboots
     Alias {
-        #[command(flatten)]
-        config: ConfigArg,
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-        rest: Vec<String>,
+        #[command(subcommand)]
+        command: AliasCommand,
     },
     /// Convert a keepalived.conf to an nginx-ha.toml on stdout; warnings (file:line) on stderr
     ImportKeepalived {
         /// The keepalived config, e.g. /etc/keepalived/keepalived.conf (includes are followed)
         file: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum AliasCommand {
+    /// Add a static address now and keep it across restarts and reboots
+    Add {
+        /// ADDR/LEN, e.g. 198.18.0.107/24 (a bare address is /32 or /128)
+        address: String,
+        /// The interface, e.g. eth0
+        #[arg(long, value_name = "IF")]
+        dev: String,
+        /// The IPv4 label, which starts with the interface name, e.g. eth0:1
+        #[arg(long, value_name = "L")]
+        label: Option<String>,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Remove a static address now and from the store
+    Del {
+        address: String,
+        #[arg(long, value_name = "IF")]
+        dev: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// The declared aliases and whether each is on its interface
+    List {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        config: ConfigArg,
     },
 }
 
@@ -107,14 +137,9 @@ async fn dispatch(command: Commands) -> ExitCode {
         Commands::Reload { config } => reload(&config.path).await,
         Commands::Upgrade { config } => upgrade(&config.path).await,
         Commands::UpgradeNginx { config } => upgrade_nginx(&config.path).await,
-        Commands::Alias { .. } => not_yet("alias"),
         Commands::ImportKeepalived { file } => import_keepalived(&file),
+        Commands::Alias { command } => alias(command).await,
     }
-}
-
-fn not_yet(what: &str) -> ExitCode {
-    eprintln!("nginx-ha: `{what}` is not yet implemented in this version");
-    ExitCode::FAILURE
 }
 
 fn import_keepalived(file: &Path) -> ExitCode {
@@ -128,6 +153,27 @@ fn import_keepalived(file: &Path) -> ExitCode {
         }
         Err(e) => {
             eprintln!("nginx-ha: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn alias(command: AliasCommand) -> ExitCode {
+    use nginx_ha::alias::cli;
+    let outcome = match command {
+        AliasCommand::Add { address, dev, label, config } => {
+            cli::add(&config.path, &address, &dev, label.as_deref()).await
+        }
+        AliasCommand::Del { address, dev, config } => cli::del(&config.path, &address, &dev).await,
+        AliasCommand::List { json, config } => cli::list(&config.path, json).await,
+    };
+    match outcome {
+        Ok(text) => {
+            println!("{}", text.trim_end());
+            ExitCode::SUCCESS
+        }
+        Err(reason) => {
+            eprintln!("nginx-ha: {reason}");
             ExitCode::FAILURE
         }
     }

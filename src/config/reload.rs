@@ -37,8 +37,8 @@ macro_rules! differing {
 
 impl Config {
     /// The keys that differ in `new`, as `[table] key`, if all of them can be applied to a
-    /// running daemon: `[nginx]` watch, watch_debounce_ms, stop_timeout_ms, reload_timeout_ms
-    /// and all of `[health]`. Otherwise every changed key that needs a restart.
+    /// running daemon: `[nginx]` watch, watch_debounce_ms, stop_timeout_ms, reload_timeout_ms,
+    /// all of `[health]` and the `[[alias]]` tables. Otherwise every changed key that needs a restart.
     pub fn reload_changes(&self, new: &Config) -> Result<Vec<String>, RestartNeeded> {
         let mut live = Vec::new();
         let mut restart = Vec::new();
@@ -64,8 +64,10 @@ impl Config {
         let daemon = differing!(&self.daemon, &new.daemon, DaemonConfig { control_socket, state_dir, metrics_listen });
         restart.extend(daemon.into_iter().map(|key| format!("[daemon] {key}")));
         restart.extend(vrrp_changes(&self.vrrp, &new.vrrp));
-        // [[alias]] is validated but not acted on by the daemon yet (its issue is open), at
-        // startup as at a reload: whoever implements it decides how a reload applies it.
+        // The alias task reconciles the new set at once: added ones are added, removed ones removed.
+        if self.alias != new.alias {
+            live.push("[[alias]]".to_owned());
+        }
 
         if restart.is_empty() { Ok(live) } else { Err(RestartNeeded(restart)) }
     }

@@ -366,4 +366,21 @@ fn a_default_that_depends_on_another_key_follows_it() {
     let config = Config::parse("[health]\ninterval_ms = 2000\n", Path::new("x.toml")).unwrap();
     assert_eq!(config.health.timeout_ms, 500);
     assert!(errors("[health]\ninterval_ms = 200\ntimeout_ms = 300\n")[0].contains("must be from 1 to interval_ms"));
+fn an_alias_may_be_neither_a_vip_nor_declared_twice() {
+    let vip = "[[alias]]\naddress = \"198.18.0.100/24\"\ninterface = \"eth0\"\n";
+    let errs = errors(&format!("{ROUTER}{vip}"));
+    assert!(errs[0].contains("is a VIP of [[vrrp]] \"VI_1\""), "{errs:?}");
+    // The same address on another interface, or with another prefix length, is the same address.
+    let a = "[[alias]]\naddress = \"198.18.0.107/24\"\ninterface = \"eth0\"\n";
+    let b = "[[alias]]\naddress = \"198.18.0.107/16\"\ninterface = \"eth1\"\n";
+    let errs = errors(&format!("{a}{b}"));
+    assert!(errs[0].contains("declared twice (address 198.18.0.107)"), "{errs:?}");
+}
+
+#[test]
+fn reload_applies_alias_changes_live() {
+    let before = format!("{ROUTER}[[alias]]\naddress = \"198.18.0.107/24\"\ninterface = \"eth0\"\n");
+    let after = before.replace("198.18.0.107/24", "198.18.0.108/24");
+    assert_eq!(reload_changes(&before, &after), Ok(vec!["[[alias]]".to_string()]));
+    assert_eq!(reload_changes(&before, ROUTER), Ok(vec!["[[alias]]".to_string()]));
 }

@@ -292,18 +292,36 @@ fn validate_router_uniqueness(config: &Config, report: &mut impl FnMut(Vec<Step>
 
 fn validate_aliases(config: &Config, report: &mut impl FnMut(Vec<Step>, String)) {
     let mut seen = HashSet::new();
+    let vips: Vec<(IpAddr, &str)> = config
+        .vrrp
+        .iter()
+        .flat_map(|r| r.vips().into_iter().chain(r.excluded_vips()).map(move |net| (net.addr(), r.name.as_str())))
+        .collect();
     for (i, alias) in config.alias.iter().enumerate() {
         let at = |key| vec![Key("alias"), Index(i), Key(key)];
         check_ifname(&alias.interface, at("interface"), report);
         match parse_net(&alias.address) {
             Err(message) => report(at("address"), message),
             Ok(net) => {
-                if !seen.insert((net, alias.interface.clone())) {
+                // One address, one declaration: the same IP on two interfaces (or with two
+                // prefix lengths) is a mistake, not two aliases.
+                if !seen.insert(net.addr()) {
                     report(
                         at("address"),
                         format!(
-                            "alias {} on {} is declared twice; remove one of the two [[alias]] tables",
-                            alias.address, alias.interface
+                            "alias {} on {} is declared twice (address {}); remove one of the two [[alias]] tables",
+                            alias.address,
+                            alias.interface,
+                            net.addr()
+                        ),
+                    );
+                }
+                if let Some((_, router)) = vips.iter().find(|(vip, _)| *vip == net.addr()) {
+                    report(
+                        at("address"),
+                        format!(
+                            "alias {} is a VIP of [[vrrp]] \"{router}\": VRRP adds and removes it; an address is either a VIP or an alias, remove one",
+                            alias.address
                         ),
                     );
                 }

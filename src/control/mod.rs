@@ -26,6 +26,21 @@ pub enum Request {
     /// nginx's live binary upgrade to the binary now on disk; answered when done, refused or
     /// rolled back.
     UpgradeNginx,
+    /// `nginx-ha alias add`: answered once the alias is present (or waits for its interface),
+    /// with its report in `aliases`, or refused with the reason.
+    AliasAdd {
+        address: String,
+        interface: String,
+        #[serde(default)]
+        label: Option<String>,
+    },
+    /// `nginx-ha alias del`: removed now and from the store.
+    AliasDel {
+        address: String,
+        interface: String,
+    },
+    /// `nginx-ha alias list`: every declared alias in `aliases`.
+    AliasList,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -38,11 +53,14 @@ pub struct Response {
     /// The nginx-ha settings a reload applied, as `[table] key`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub applied: Vec<String>,
+    /// The aliases an `alias_*` request is about.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<status::AliasReport>,
 }
 
 impl Response {
     pub fn ok() -> Response {
-        Response { ok: true, error: None, status: None, applied: Vec::new() }
+        Response { ok: true, error: None, status: None, applied: Vec::new(), aliases: Vec::new() }
     }
     pub fn applied(keys: Vec<String>) -> Response {
         Response { applied: keys, ..Response::ok() }

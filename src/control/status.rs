@@ -43,6 +43,12 @@ pub struct AliasReport {
     pub label: Option<String>,
     /// Whether the address is on its interface now.
     pub present: bool,
+    /// `config` (an `[[alias]]` table) or `cli` (`nginx-ha alias add`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// Why it is not (or not yet) present: a conflict, a missing interface, a failed add.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
 }
 
 /// One `[[anycast]]` table.

@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tracing::{error, info};
 
+use crate::alias::{self, AliasHandle, AliasSettings};
 use crate::config::Config;
 use crate::control::server::{ControlServer, Incoming};
 use crate::control::status::{DaemonReport, StatusDocument};
@@ -26,6 +27,8 @@ pub struct Daemon {
     started_at_ms: u64,
     supervisor: SupervisorHandle,
     vrrp: Option<VrrpHandle>,
+    /// Static aliases; they stay on a planned stop.
+    aliases: AliasHandle,
     notified_ready: bool,
     /// Tasks that wait for the supervisor's answer to a request and pass it on (a reload can
     /// take a while and the loop must go on); aborted with the daemon.
@@ -61,6 +64,8 @@ pub async fn run(config_path: &Path, config: Config) -> anyhow::Result<()> {
     listeners.spawn(accept);
     info!(socket = %config.daemon.control_socket.display(), config = %config_path.display(), "nginx-ha started");
 
+    // Before nginx, which may listen on the aliases.
+    let aliases = alias::spawn(AliasSettings::from_config(&config)).await;
     let supervisor = supervisor::spawn(SupervisorConfig::from_config(&config));
     // The routers follow nginx's health; they stay in INIT until nginx first serves.
     let specs = RouterSpec::from_config(&config);
@@ -85,6 +90,7 @@ pub async fn run(config_path: &Path, config: Config) -> anyhow::Result<()> {
         config,
         supervisor,
         vrrp,
+        aliases,
         notified_ready: false,
         replies: JoinSet::new(),
     };
@@ -140,6 +146,12 @@ pub async fn run(config_path: &Path, config: Config) -> anyhow::Result<()> {
                     describe(ended)
                 ));
             }
+            ended = &mut daemon.aliases.task => {
+                break Exit::Lost(format!(
+                    "the alias task ended unexpectedly ({}); nginx left running for the next nginx-ha to adopt",
+                    describe(ended)
+                ));
+            }
             _ = tick(&mut watchdog) => { let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]); }
         }
     };
@@ -169,6 +181,8 @@ pub async fn run(config_path: &Path, config: Config) -> anyhow::Result<()> {
             },
         }
     }
+    daemon.aliases.shutdown().await;
+    info!("alias task stopped; static aliases stay on their interfaces");
     info!("nginx-ha stopped");
     Ok(())
 }
@@ -233,6 +247,9 @@ impl Daemon {
                     let _ = reply.send(response);
                 });
             }
+            request @ (Request::AliasAdd { .. } | Request::AliasDel { .. } | Request::AliasList) => {
+                self.replies.spawn(self.aliases.answer(request, reply));
+            }
         }
     }
 
@@ -244,7 +261,7 @@ impl Daemon {
         StatusDocument {
             nginx: self.supervisor.status.borrow().clone(),
             vrrp,
-            aliases: Vec::new(),
+            aliases: self.aliases.status().await,
             anycast: Vec::new(),
             version: env!("CARGO_PKG_VERSION").to_string(),
             daemon: DaemonReport {
@@ -290,6 +307,7 @@ impl Daemon {
                     let _ = commands.send(Command::Reconfigure(live)).await;
                 }
                 self.config = new_config;
+                self.aliases.reconfigure(AliasSettings::from_config(&self.config)).await;
                 let _ = commands.send(Command::Reload { reply }).await;
                 applied
             }

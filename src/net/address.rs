@@ -58,8 +58,13 @@ pub struct AddressInfo {
     pub address: IpNet,
     /// The IPv4 label (`eth0:1`); the kernel reports the interface name when none was set.
     pub label: Option<String>,
-    /// `IFA_PROTO`: who added the address ([`OWNER_PROTO`] for nginx-ha).
+    /// `IFA_PROTO`: who added the address ([`OWNER_PROTO`] for nginx-ha's VIPs,
+    /// [`ALIAS_PROTO`](super::ALIAS_PROTO) for its static aliases).
     pub proto: Option<u8>,
+    /// IPv6 duplicate address detection still running (`IFA_F_TENTATIVE`).
+    pub tentative: bool,
+    /// IPv6 duplicate address detection found another host with this address (`IFA_F_DADFAILED`).
+    pub dad_failed: bool,
 }
 
 impl AddressInfo {
@@ -77,7 +82,15 @@ impl AddressInfo {
         // IFA_LOCAL is our end; IFA_ADDRESS differs from it only on point-to-point links
         // and is the only one present for IPv6.
         let address = IpNet::new(local.or(peer)?, message.header.prefix_len).ok()?;
-        Some(AddressInfo { ifindex: message.header.index, address, label, proto })
+        let flags = address_flags(message);
+        Some(AddressInfo {
+            ifindex: message.header.index,
+            address,
+            label,
+            proto,
+            tentative: flags.contains(AddressFlags::Tentative),
+            dad_failed: flags.contains(AddressFlags::Dadfailed),
+        })
     }
 }
 
@@ -136,6 +149,25 @@ impl Net {
         }
     }
 
+    /// Every link in the namespace.
+    pub async fn links(&self) -> Result<Vec<LinkInfo>, NetError> {
+        let messages: Vec<LinkMessage> = self
+            .handle
+            .link()
+            .get()
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|e| NetError::Query { what: "the interface list".to_owned(), error: to_io(e) })?;
+        Ok(messages.iter().filter_map(LinkInfo::from_message).collect())
+    }
+
+    /// Every address on every link.
+    pub async fn all_addresses(&self) -> Result<Vec<AddressInfo>, NetError> {
+        let messages = self.dump_addresses(None).await?;
+        Ok(messages.iter().filter_map(AddressInfo::from_message).collect())
+    }
+
     pub async fn addresses(&self, ifindex: u32) -> Result<Vec<AddressInfo>, NetError> {
         let messages = self.dump_addresses(Some(ifindex)).await?;
         Ok(messages.iter().filter_map(AddressInfo::from_message).collect())
@@ -184,6 +216,20 @@ impl Net {
         label: Option<&str>,
         proto: u8,
     ) -> Result<Added, NetError> {
+        self.add_address_with(ifindex, addr, label, proto, false).await
+    }
+
+    /// [`add_address`](Self::add_address), but with `dad` an IPv6 address goes through the
+    /// kernel's duplicate address detection: it stays `tentative` for about a second, then an
+    /// `AddressAdded` event reports it usable or `dad_failed` (another host has it).
+    pub async fn add_address_with(
+        &self,
+        ifindex: u32,
+        addr: IpNet,
+        label: Option<&str>,
+        proto: u8,
+        dad: bool,
+    ) -> Result<Added, NetError> {
         if let Some(label) = label {
             self.check_label(ifindex, addr, label).await?;
         }
@@ -193,7 +239,7 @@ impl Net {
             attributes.push(AddressAttribute::Label(label.to_owned()));
         }
         attributes.push(AddressAttribute::Protocol(proto.into()));
-        if addr.addr().is_ipv6() {
+        if addr.addr().is_ipv6() && !dad {
             attributes.push(AddressAttribute::Flags(AddressFlags::Nodad));
         }
         match request.execute().await {

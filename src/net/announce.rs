@@ -91,6 +91,17 @@ impl AnnounceSockets {
 /// An ARP request with sender = target = `ip` (RFC 5227 "ARP announcement"): receivers
 /// that have an entry for `ip` update it to `mac`.
 fn send_gratuitous_arp(socket: &Socket, ifindex: u32, mac: [u8; 6], ip: Ipv4Addr) -> io::Result<()> {
+    send_arp_request(socket, ifindex, mac, ip, ip)
+}
+
+/// A broadcast ARP request for `target` from `sender` (0.0.0.0 for an RFC 5227 probe).
+pub(super) fn send_arp_request(
+    socket: &Socket,
+    ifindex: u32,
+    mac: [u8; 6],
+    sender: Ipv4Addr,
+    target: Ipv4Addr,
+) -> io::Result<()> {
     let mut packet = [0u8; 28];
     packet[0..2].copy_from_slice(&1u16.to_be_bytes()); // hardware type: Ethernet
     packet[2..4].copy_from_slice(&0x0800u16.to_be_bytes()); // protocol type: IPv4
@@ -98,9 +109,9 @@ fn send_gratuitous_arp(socket: &Socket, ifindex: u32, mac: [u8; 6], ip: Ipv4Addr
     packet[5] = 4; // protocol address length
     packet[6..8].copy_from_slice(&1u16.to_be_bytes()); // operation: request
     packet[8..14].copy_from_slice(&mac);
-    packet[14..18].copy_from_slice(&ip.octets());
+    packet[14..18].copy_from_slice(&sender.octets());
     // Target hardware address stays zero: unknown, as in any request.
-    packet[24..28].copy_from_slice(&ip.octets());
+    packet[24..28].copy_from_slice(&target.octets());
 
     let mut sll_addr = [0u8; 8];
     sll_addr[..6].copy_from_slice(&BROADCAST_MAC);

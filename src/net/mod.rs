@@ -5,6 +5,7 @@
 mod address;
 mod announce;
 mod events;
+mod probe;
 
 use std::{fmt, io, net::IpAddr};
 
@@ -13,6 +14,7 @@ use ipnet::IpNet;
 pub use address::{Added, AddressInfo, LinkInfo, Net, Removed};
 pub use announce::{ANNOUNCE_REPEAT, announce};
 pub use events::{NetEvent, NetEvents, events};
+pub use probe::{PROBE_DURATION, ProbeOutcome, probe_ipv4};
 
 /// The `IFA_PROTO` value marking addresses that nginx-ha added (0x6e, ASCII `n`).
 ///
@@ -20,6 +22,11 @@ pub use events::{NetEvent, NetEvents, events};
 /// crash the daemon finds the VIPs it left behind with [`Net::addresses_with_proto`].
 /// Values 1..=3 are the kernel's own (loopback, router advertisement, link-local).
 pub const OWNER_PROTO: u8 = 0x6e;
+
+/// The `IFA_PROTO` value of the static aliases nginx-ha keeps (0x61, ASCII `a`). Distinct from
+/// [`OWNER_PROTO`]: the VRRP start-up clean-up removes addresses tagged 0x6e (VIPs left by a
+/// crashed nginx-ha), and an alias must survive it, as it survives a stop.
+pub const ALIAS_PROTO: u8 = 0x61;
 
 /// An address family: one VRRP socket and one primary address per family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -64,6 +71,8 @@ pub enum NetError {
     Query { what: String, error: io::Error },
     #[error("cannot announce {address} on {interface}: {error}")]
     Announce { interface: String, address: IpAddr, error: io::Error },
+    #[error("cannot probe for {address} on {interface} (RFC 5227 ARP probe): {error}")]
+    Probe { interface: String, address: IpAddr, error: io::Error },
 }
 
 /// Receive buffer of our netlink sockets: room for the notifications or acks of several

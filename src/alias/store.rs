@@ -1,0 +1,253 @@
+//! The aliases added with `nginx-ha alias add`, in `[daemon] state_dir`/aliases.json.
+//!
+//! - Writes are atomic: a temp file in the same directory, fsync, rename over the store,
+//!   fsync of the directory. A crash or a full disk leaves the old store or the new one,
+//!   never a torn file.
+//! - The file holds one alias per line, so that what a corrupt file still says can be shown.
+//! - A corrupt store is never emptied silently: the daemon renames it to
+//!   `aliases.json.corrupt-<unix time>`, logs what is wrong and reports its aliases as not
+//!   applied; the CLI refuses to change it until then.
+//! - `aliases.lock` beside it is locked (flock) by the running daemon, and by the CLI while
+//!   it changes the store without a daemon, so the two never write at once.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{Flock, FlockArg};
+use serde::{Deserialize, Serialize};
+
+use super::Alias;
+
+pub const STORE_FILE: &str = "aliases.json";
+const LOCK_FILE: &str = "aliases.lock";
+const VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot {action} {}: {source}", path.display())]
+    Io { action: &'static str, path: PathBuf, source: io::Error },
+    #[error(
+        "the alias store {} is corrupt: {reason}. Fix the file (one JSON object per alias: {{\"address\": \"198.18.0.107/24\", \"interface\": \"eth0\", \"label\": \"eth0:1\"}}) or move it aside; nginx-ha run moves it aside itself",
+        path.display()
+    )]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("the alias store in {} is locked by a running nginx-ha (still starting?); try again, or ask it with -c", dir.display())]
+    Locked { dir: PathBuf },
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Entry {
+    address: String,
+    interface: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    label: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File_ {
+    version: u32,
+    aliases: Vec<Entry>,
+}
+
+pub fn path(dir: &Path) -> PathBuf {
+    dir.join(STORE_FILE)
+}
+
+/// The stored aliases; a missing file is an empty store.
+pub fn read(dir: &Path) -> Result<Vec<Alias>, StoreError> {
+    let path = path(dir);
+    match fs::read(&path) {
+        Ok(bytes) => decode(&bytes).map_err(|reason| StoreError::Corrupt { path, reason }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(source) => Err(StoreError::Io { action: "read", path, source }),
+    }
+}
+
+/// Parses and checks the store's text: the reason names what is wrong and where.
+pub fn decode(bytes: &[u8]) -> Result<Vec<Alias>, String> {
+    let text = std::str::from_utf8(bytes).map_err(|e| format!("not UTF-8 text ({e})"))?;
+    let file: File_ = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    if file.version != VERSION {
+        return Err(format!("version {} is not one this nginx-ha knows ({VERSION})", file.version));
+    }
+    let mut aliases: Vec<Alias> = Vec::new();
+    for (i, entry) in file.aliases.iter().enumerate() {
+        let alias = Alias::parse(&entry.address, &entry.interface, entry.label.as_deref())
+            .map_err(|e| format!("alias #{} ({}): {e}", i + 1, entry.address))?;
+        if aliases.iter().any(|a| a.address.addr() == alias.address.addr()) {
+            return Err(format!("alias #{} ({}) is listed twice", i + 1, entry.address));
+        }
+        aliases.push(alias);
+    }
+    Ok(aliases)
+}
+
+pub fn encode(aliases: &[Alias]) -> String {
+    let lines: Vec<String> = aliases
+        .iter()
+        .map(|a| {
+            let entry =
+                Entry { address: a.address.to_string(), interface: a.interface.clone(), label: a.label.clone() };
+            format!("  {}", serde_json::to_string(&entry).expect("plain strings serialize"))
+        })
+        .collect();
+    format!("{{\"version\": {VERSION}, \"aliases\": [\n{}\n]}}\n", lines.join(",\n"))
+}
+
+/// What a corrupt store still says: every line that is one whole alias.
+pub fn salvage(bytes: &[u8]) -> Vec<Alias> {
+    let text = String::from_utf8_lossy(bytes);
+    text.lines()
+        .filter_map(|line| {
+            let entry: Entry = serde_json::from_str(line.trim().trim_end_matches(',')).ok()?;
+            Alias::parse(&entry.address, &entry.interface, entry.label.as_deref()).ok()
+        })
+        .collect()
+}
+
+/// Replaces the store atomically (see the module doc).
+pub fn write(dir: &Path, aliases: &[Alias]) -> Result<(), StoreError> {
+    create_dir(dir)?;
+    let target = path(dir);
+    let temp = dir.join(format!(".{STORE_FILE}.tmp-{}", std::process::id()));
+    let written = (|| {
+        let mut file = OpenOptions::new().write(true).create(true).truncate(true).mode(0o644).open(&temp)?;
+        file.write_all(encode(aliases).as_bytes())?;
+        file.sync_all()
+    })();
+    if let Err(source) = written {
+        let _ = fs::remove_file(&temp);
+        return Err(StoreError::Io { action: "write", path: temp, source });
+    }
+    fs::rename(&temp, &target).map_err(|source| {
+        let _ = fs::remove_file(&temp);
+        StoreError::Io { action: "replace", path: target.clone(), source }
+    })?;
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|source| StoreError::Io {
+        action: "sync the directory",
+        path: dir.to_path_buf(),
+        source,
+    })
+}
+
+/// Renames a corrupt store to `aliases.json.corrupt-<unix_time>`; returns the new path.
+pub fn set_aside(dir: &Path, unix_time: u64) -> Result<PathBuf, StoreError> {
+    let from = path(dir);
+    let to = dir.join(format!("{STORE_FILE}.corrupt-{unix_time}"));
+    fs::rename(&from, &to).map_err(|source| StoreError::Io { action: "move aside", path: from, source })?;
+    let _ = File::open(dir).and_then(|d| d.sync_all());
+    Ok(to)
+}
+
+/// Takes the store's lock (creating the directory if needed); `wait` blocks until it is free.
+pub fn lock(dir: &Path, wait: bool) -> Result<Flock<File>, StoreError> {
+    create_dir(dir)?;
+    let path = dir.join(LOCK_FILE);
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o644)
+        .open(&path)
+        .map_err(|source| StoreError::Io { action: "open", path: path.clone(), source })?;
+    let how = if wait { FlockArg::LockExclusive } else { FlockArg::LockExclusiveNonblock };
+    Flock::lock(file, how).map_err(|(_, errno)| match errno {
+        nix::errno::Errno::EWOULDBLOCK => StoreError::Locked { dir: dir.to_path_buf() },
+        errno => StoreError::Io { action: "lock", path, source: errno.into() },
+    })
+}
+
+fn create_dir(dir: &Path) -> Result<(), StoreError> {
+    fs::DirBuilder::new().recursive(true).mode(0o755).create(dir).map_err(|source| StoreError::Io {
+        action: "create the state directory",
+        path: dir.to_path_buf(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alias(address: &str, interface: &str, label: Option<&str>) -> Alias {
+        Alias::parse(address, interface, label).unwrap()
+    }
+
+    #[test]
+    fn writes_and_reads_back_one_alias_per_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        assert_eq!(read(&state).unwrap(), Vec::new(), "a missing store is empty");
+        let aliases =
+            vec![alias("198.18.0.107/24", "eth0", Some("eth0:1")), alias("fd00:198:18::107/64", "eth1", None)];
+        write(&state, &aliases).unwrap();
+        assert_eq!(read(&state).unwrap(), aliases);
+        let text = fs::read_to_string(path(&state)).unwrap();
+        assert_eq!(text.lines().count(), 4, "{text}");
+        assert!(text.contains(r#"{"address":"198.18.0.107/24","interface":"eth0","label":"eth0:1"}"#), "{text}");
+        // No temp file is left behind.
+        let names: Vec<_> = fs::read_dir(&state).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, vec![std::ffi::OsString::from(STORE_FILE)]);
+        write(&state, &[]).unwrap();
+        assert_eq!(read(&state).unwrap(), Vec::new());
+    }
+
+    #[test]
+    fn a_failed_write_leaves_the_old_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = vec![alias("198.18.0.107/24", "eth0", None)];
+        write(dir.path(), &old).unwrap();
+        // The temp file's name is taken by a directory: the write fails before the rename.
+        let temp = dir.path().join(format!(".{STORE_FILE}.tmp-{}", std::process::id()));
+        fs::create_dir(&temp).unwrap();
+        let error = write(dir.path(), &[alias("198.18.0.108/24", "eth0", None)]).unwrap_err();
+        assert!(error.to_string().starts_with("cannot write"), "{error}");
+        assert_eq!(read(dir.path()).unwrap(), old);
+    }
+
+    #[test]
+    fn corruption_is_explained_and_what_is_left_can_be_salvaged() {
+        let good = encode(&[alias("198.18.0.107/24", "eth0", Some("eth0:1")), alias("198.18.0.108/24", "eth0", None)]);
+        let torn = &good.as_bytes()[..good.len() - 40];
+        let reason = decode(torn).unwrap_err();
+        assert!(reason.contains("line"), "{reason}");
+        assert_eq!(salvage(torn), vec![alias("198.18.0.107/24", "eth0", Some("eth0:1"))]);
+
+        let bad_label = good.replace("\"eth0:1\"", "\"wlan0:1\"");
+        assert!(decode(bad_label.as_bytes()).unwrap_err().contains("alias #1 (198.18.0.107/24): label `wlan0:1`"));
+        let twice = good.replace("198.18.0.108", "198.18.0.107");
+        assert!(decode(twice.as_bytes()).unwrap_err().contains("listed twice"));
+        assert!(decode(b"\xff\xfe").unwrap_err().contains("UTF-8"));
+        assert!(decode(br#"{"version": 7, "aliases": []}"#).unwrap_err().contains("version 7"));
+
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(path(dir.path()), torn).unwrap();
+        match read(dir.path()) {
+            Err(error @ StoreError::Corrupt { .. }) => {
+                let text = error.to_string();
+                assert!(
+                    text.contains(&path(dir.path()).display().to_string()) && text.contains("move it aside"),
+                    "{text}"
+                );
+            }
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+        let aside = set_aside(dir.path(), 1_764_700_000).unwrap();
+        assert_eq!(aside, dir.path().join("aliases.json.corrupt-1764700000"));
+        assert_eq!(fs::read(&aside).unwrap(), torn);
+        assert_eq!(read(dir.path()).unwrap(), Vec::new());
+    }
+
+    #[test]
+    fn the_lock_is_exclusive() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = lock(dir.path(), false).unwrap();
+        assert!(matches!(lock(dir.path(), false), Err(StoreError::Locked { .. })));
+        drop(held);
+        lock(dir.path(), false).unwrap();
+    }
+}
