@@ -4,6 +4,7 @@
 //! return actions; the I/O shells around them (`nginx::supervisor`, `vrrp::shell`, `net`,
 //! `control`) carry those actions out. `daemon` wires everything together.
 
+pub mod anycast;
 pub mod config;
 pub mod control;
 pub mod daemon;

@@ -8,6 +8,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, oneshot};
 use tracing::info;
 
+use crate::anycast::{self, AnycastHandle, AnycastSpec};
 use crate::config::Config;
 use crate::control::server::{ControlServer, Incoming};
 use crate::control::status::StatusDocument;
@@ -21,6 +22,7 @@ pub struct Daemon {
     config: Config,
     supervisor: SupervisorHandle,
     vrrp: Option<VrrpHandle>,
+    anycast: Option<AnycastHandle>,
     notified_ready: bool,
 }
 
@@ -53,7 +55,24 @@ pub async fn run(config_path: &Path, config: Config) -> anyhow::Result<()> {
             }
         }
     };
-    let mut daemon = Daemon { config_path: config_path.to_path_buf(), config, supervisor, vrrp, notified_ready: false };
+    // The announcements follow nginx's health too; the addresses are held from now on.
+    let anycast = if config.anycast.is_empty() {
+        None
+    } else {
+        match anycast::spawn(AnycastSpec::from_config(&config), supervisor.health.clone()).await {
+            Ok(handle) => Some(handle),
+            Err(e) => {
+                if let Some(vrrp) = &vrrp {
+                    vrrp.shutdown().await;
+                }
+                let _ = supervisor.commands.send(Command::Shutdown).await;
+                let _ = supervisor.task.await;
+                return Err(e.into());
+            }
+        }
+    };
+    let mut daemon =
+        Daemon { config_path: config_path.to_path_buf(), config, supervisor, vrrp, anycast, notified_ready: false };
 
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
@@ -84,6 +103,14 @@ pub async fn run(config_path: &Path, config: Config) -> anyhow::Result<()> {
     }
 
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    // Anycast first: the routes are withdrawn and nginx keeps serving for drain_ms, so that
+    // the routers have moved new connections elsewhere before it stops.
+    if let Some(anycast) = &daemon.anycast
+        && !supervisor_lost
+    {
+        anycast.withdraw_and_drain().await;
+        info!("anycast routes withdrawn and drained");
+    }
     // Shutdown order: VIPs are relinquished (priority-0 advert, VIPs removed) before nginx
     // stops, so clients move to the peer while this nginx still answers.
     if let Some(vrrp) = &daemon.vrrp {
@@ -100,6 +127,13 @@ pub async fn run(config_path: &Path, config: Config) -> anyhow::Result<()> {
                 Some((_, reply)) => { let _ = reply.send(Response::error("nginx-ha is shutting down")); }
                 None => requests_open = false,
             },
+        }
+    }
+    // The anycast addresses go last, once nginx is stopped.
+    if let Some(anycast) = daemon.anycast.take() {
+        anycast.shutdown().await;
+        if let Err(e) = anycast.task.await {
+            tracing::error!("the anycast task failed: {e}");
         }
     }
     if supervisor_lost {
@@ -141,7 +175,10 @@ impl Daemon {
             nginx: self.supervisor.status.borrow().clone(),
             vrrp,
             aliases: Vec::new(),
-            anycast: Vec::new(),
+            anycast: match &self.anycast {
+                Some(anycast) => anycast.status().await,
+                None => Vec::new(),
+            },
             version: env!("CARGO_PKG_VERSION").to_string(),
         }
     }
@@ -160,6 +197,9 @@ impl Daemon {
                     info!(keys = %applied.join(", "), "applying changed nginx-ha settings");
                     let live = SupervisorConfig::from_config(&new_config).live;
                     let _ = commands.send(Command::Reconfigure(live)).await;
+                    if let Some(anycast) = &self.anycast {
+                        anycast.reconfigure(AnycastSpec::from_config(&new_config)).await;
+                    }
                 }
                 self.config = new_config;
                 let _ = commands.send(Command::Reload { reply }).await;

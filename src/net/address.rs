@@ -15,7 +15,7 @@ use rtnetlink::{
     },
 };
 
-use super::{Family, NetError, OWNER_PROTO};
+use super::{Family, NetError};
 
 /// Longest interface name or IPv4 label the kernel accepts (IFNAMSIZ - 1).
 const MAX_NAME_LEN: usize = 15;
@@ -58,7 +58,7 @@ pub struct AddressInfo {
     pub address: IpNet,
     /// The IPv4 label (`eth0:1`); the kernel reports the interface name when none was set.
     pub label: Option<String>,
-    /// `IFA_PROTO`: who added the address ([`OWNER_PROTO`] for nginx-ha).
+    /// `IFA_PROTO`: who added the address ([`super::OWNER_PROTO`] for VIPs).
     pub proto: Option<u8>,
 }
 
@@ -96,7 +96,7 @@ pub enum Removed {
 /// An rtnetlink request socket in the network namespace of the thread that created it.
 #[derive(Debug, Clone)]
 pub struct Net {
-    handle: Handle,
+    pub(super) handle: Handle,
 }
 
 impl Net {
@@ -159,13 +159,13 @@ impl Net {
             let flags = address_flags(message);
             let usable = match (family, info.address.addr()) {
                 (Family::V4, IpAddr::V4(_)) => {
-                    !flags.contains(AddressFlags::Secondary) && info.proto != Some(OWNER_PROTO)
+                    !flags.contains(AddressFlags::Secondary) && !info.proto.is_some_and(super::is_ours)
                 }
                 // Never a link-local VIP of ours: adverts come from the node's own address.
                 (Family::V6, IpAddr::V6(ip)) => {
                     ip.is_unicast_link_local()
                         && !flags.intersects(AddressFlags::Tentative | AddressFlags::Dadfailed)
-                        && info.proto != Some(OWNER_PROTO)
+                        && !info.proto.is_some_and(super::is_ours)
                 }
                 _ => false,
             };
@@ -277,14 +277,14 @@ fn address_flags(message: &AddressMessage) -> AddressFlags {
         .unwrap_or_else(|| AddressFlags::from_bits_retain(message.header.flags.bits().into()))
 }
 
-fn errno(e: &rtnetlink::Error) -> Option<i32> {
+pub(super) fn errno(e: &rtnetlink::Error) -> Option<i32> {
     match e {
         rtnetlink::Error::NetlinkError(message) => Some(message.raw_code().abs()),
         _ => None,
     }
 }
 
-fn to_io(e: rtnetlink::Error) -> io::Error {
+pub(super) fn to_io(e: rtnetlink::Error) -> io::Error {
     match e {
         rtnetlink::Error::NetlinkError(message) => message.to_io(),
         other => io::Error::other(other.to_string()),

@@ -5,6 +5,7 @@
 mod address;
 mod announce;
 mod events;
+mod route;
 
 use std::{fmt, io, net::IpAddr};
 
@@ -12,7 +13,8 @@ use ipnet::IpNet;
 
 pub use address::{Added, AddressInfo, LinkInfo, Net, Removed};
 pub use announce::{ANNOUNCE_REPEAT, announce};
-pub use events::{NetEvent, NetEvents, events};
+pub use events::{NetEvent, NetEvents, events, route_events};
+pub use route::{RouteChange, RouteInfo};
 
 /// The `IFA_PROTO` value marking addresses that nginx-ha added (0x6e, ASCII `n`).
 ///
@@ -20,6 +22,20 @@ pub use events::{NetEvent, NetEvents, events};
 /// crash the daemon finds the VIPs it left behind with [`Net::addresses_with_proto`].
 /// Values 1..=3 are the kernel's own (loopback, router advertisement, link-local).
 pub const OWNER_PROTO: u8 = 0x6e;
+
+/// The `IFA_PROTO` value marking the anycast addresses nginx-ha keeps (0x61, ASCII `a`).
+///
+/// Not [`OWNER_PROTO`]: the VRRP shell removes every address tagged [`OWNER_PROTO`] at startup
+/// as a stale VIP, while an anycast address in the config is kept across a restart of
+/// nginx-ha (connections to it go on). Anycast *routes* carry [`OWNER_PROTO`] as their
+/// `rtm_protocol`; VRRP adds no routes, so the two never meet.
+pub const ANYCAST_ADDRESS_PROTO: u8 = 0x61;
+
+/// Whether an address tag is one of nginx-ha's (VIP or anycast address): such an address is
+/// never a node's own, e.g. never the source of VRRP adverts.
+pub fn is_ours(proto: u8) -> bool {
+    proto == OWNER_PROTO || proto == ANYCAST_ADDRESS_PROTO
+}
 
 /// An address family: one VRRP socket and one primary address per family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -62,6 +78,8 @@ pub enum NetError {
     Address { action: &'static str, interface: String, address: IpNet, error: io::Error },
     #[error("cannot read {what} from the kernel: {error}")]
     Query { what: String, error: io::Error },
+    #[error("cannot {action} route {destination} in table {table}: {error}")]
+    Route { action: &'static str, table: u32, destination: IpNet, error: io::Error },
     #[error("cannot announce {address} on {interface}: {error}")]
     Announce { interface: String, address: IpAddr, error: io::Error },
 }

@@ -447,6 +447,8 @@ impl Shell {
                     dirty.insert(address.ifindex);
                 }
             }
+            // Not subscribed to (`net::events` has no route groups).
+            NetEvent::RouteAdded(_) | NetEvent::RouteRemoved(_) => {}
         }
     }
 
