@@ -9,4 +9,4 @@
 pub mod announcer;
 pub mod shell;
 
-pub use shell::{AnycastError, AnycastHandle, AnycastSpec, spawn};
+pub use shell::{AnycastError, AnycastHandle, AnycastSpec, spawn, withdraw_everything};

@@ -132,6 +132,31 @@ pub async fn spawn(specs: Vec<AnycastSpec>, health: watch::Receiver<Health>) -> 
     Ok(AnycastHandle { task, requests })
 }
 
+/// Removes every route tagged as ours, in any table; `why` is logged for each.
+async fn remove_our_routes(net: &Net, why: &str) {
+    match net.routes_with_proto(OWNER_PROTO).await {
+        Ok(routes) => {
+            for route in routes {
+                let Some(oif) = route.oif else { continue };
+                warn!(route = %route.destination, table = route.table, "{why}");
+                if let Err(e) = net.del_route(route.table, route.destination, oif, OWNER_PROTO).await {
+                    error!("{e}");
+                }
+            }
+        }
+        Err(e) => error!("cannot list the anycast routes: {e}"),
+    }
+}
+
+/// The anycast task is gone (it panicked): withdraw every announcement of this node, so that
+/// nothing is announced that nobody looks after. The addresses stay.
+pub async fn withdraw_everything() {
+    match Net::new().await {
+        Ok(net) => remove_our_routes(&net, "withdrawing an anycast route: the anycast task is gone").await,
+        Err(e) => error!("cannot withdraw the anycast routes: {e}"),
+    }
+}
+
 struct Shell {
     net: Net,
     slots: Vec<Slot>,
@@ -144,18 +169,7 @@ impl Shell {
     /// ones go unless still configured on that interface: those stay, and connections to them
     /// with them. VIPs carry another tag ([`OWNER_PROTO`]) and are the VRRP shell's business.
     async fn remove_stale(&mut self) {
-        match self.net.routes_with_proto(OWNER_PROTO).await {
-            Ok(routes) => {
-                for route in routes {
-                    let Some(oif) = route.oif else { continue };
-                    warn!(route = %route.destination, table = route.table, "removing an anycast route left behind by an earlier nginx-ha");
-                    if let Err(e) = self.net.del_route(route.table, route.destination, oif, OWNER_PROTO).await {
-                        error!("{e}");
-                    }
-                }
-            }
-            Err(e) => error!("cannot list routes to remove stale anycast routes: {e}"),
-        }
+        remove_our_routes(&self.net, "removing an anycast route left behind by an earlier nginx-ha").await;
         match self.net.addresses_with_proto(ANYCAST_ADDRESS_PROTO).await {
             Ok(addresses) => {
                 for address in addresses {

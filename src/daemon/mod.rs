@@ -80,6 +80,7 @@ pub async fn run(config_path: &Path, config: Config) -> anyhow::Result<()> {
     let mut watchdog = watchdog_interval().map(tokio::time::interval);
     let mut status = daemon.supervisor.status.clone();
     let mut supervisor_lost = false;
+    let mut anycast_lost = false;
 
     loop {
         tokio::select! {
@@ -97,6 +98,14 @@ pub async fn run(config_path: &Path, config: Config) -> anyhow::Result<()> {
                     break;
                 }
                 daemon.notify_state();
+            }
+            _ = anycast_ended(&mut daemon.anycast) => {
+                // The addresses and routes are no longer looked after: stop, and let systemd restart us.
+                tracing::error!("the anycast task ended unexpectedly");
+                anycast::withdraw_everything().await;
+                daemon.anycast = None;
+                anycast_lost = true;
+                break;
             }
             _ = tick(&mut watchdog) => { let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]); }
         }
@@ -135,6 +144,9 @@ pub async fn run(config_path: &Path, config: Config) -> anyhow::Result<()> {
         if let Err(e) = anycast.task.await {
             tracing::error!("the anycast task failed: {e}");
         }
+    }
+    if anycast_lost {
+        anyhow::bail!("the anycast task stopped unexpectedly");
     }
     if supervisor_lost {
         // A non-zero exit, so that systemd's Restart=on-failure brings us back.
@@ -248,6 +260,16 @@ async fn answer(
 /// Half the systemd watchdog timeout, when systemd asked for pings.
 fn watchdog_interval() -> Option<Duration> {
     sd_notify::watchdog_enabled().filter(|timeout| !timeout.is_zero()).map(|timeout| timeout / 2)
+}
+
+/// Completes when the anycast task ends (it only should after its shutdown).
+async fn anycast_ended(anycast: &mut Option<AnycastHandle>) {
+    match anycast {
+        Some(anycast) => {
+            let _ = (&mut anycast.task).await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 async fn tick(interval: &mut Option<tokio::time::Interval>) {

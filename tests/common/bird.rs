@@ -23,8 +23,11 @@ impl Bird {
     pub fn start(ns: &NetNs, dir: &Path, name: &str, config: &str) -> Bird {
         let conf = dir.join(format!("{name}-bird.conf"));
         std::fs::write(&conf, config).unwrap();
-        let (socket, pid, log) =
-            (dir.join(format!("{name}-bird.ctl")), dir.join(format!("{name}-bird.pid")), dir.join(format!("{name}-bird.log")));
+        let (socket, pid, log) = (
+            dir.join(format!("{name}-bird.ctl")),
+            dir.join(format!("{name}-bird.pid")),
+            dir.join(format!("{name}-bird.log")),
+        );
         let log_file = std::fs::File::create(&log).unwrap();
         // `ip netns exec` execs BIRD: the child's pid is BIRD's.
         let child = Command::new("ip")
