@@ -235,3 +235,28 @@ fn a_planned_stop_loses_no_request_and_the_restarted_node_is_announced_again() {
     fabric.nodes[1].0.start();
     fabric.wait_next_hops(&ALL);
 }
+
+#[test]
+fn a_killed_daemon_leaves_state_that_the_next_one_cleans_up() {
+    let mut fabric = Fabric::new("");
+    fabric.wait_next_hops(&ALL);
+    let node = &mut fabric.nodes[0].0;
+    node.kill_daemon();
+    // Left behind: the route (nginx still serves, so it is still announced) and the address;
+    // and, as if by an earlier config, an anycast address no longer configured. A VIP-tagged
+    // address (IFA_PROTO 0x6e) belongs to VRRP and must survive the anycast cleanup.
+    node.ns.ip(&["addr", "add", "198.19.99.1/32", "dev", "lo", "proto", "0x61"]);
+    node.ns.ip(&["addr", "add", "198.18.1.200/32", "dev", "eth0", "proto", "0x6e"]);
+    node.ns.ip(&["route", "add", "198.19.99.1/32", "dev", "lo", "table", "111", "proto", "110", "scope", "link"]);
+    assert!(node.ns.ip(&["route", "show", "table", "110"]).contains(ANYCAST));
+    node.start();
+    wait_until(PATIENCE, "the stale anycast address and route removed", || {
+        !node.ns.ip(&["addr", "show", "dev", "lo"]).contains("198.19.99.1")
+            && !node.ns.ip(&["route", "show", "table", "111"]).contains("198.19.99.1")
+    });
+    assert!(node.log().contains("left behind by an earlier nginx-ha"), "{}", node.log());
+    assert!(node.ns.ip(&["addr", "show", "dev", "eth0"]).contains("198.18.1.200/32"), "the VIP-tagged address stays");
+    assert!(node.ns.ip(&["addr", "show", "dev", "lo"]).contains(&format!("{ANYCAST}/32")), "the configured address stays");
+    fabric.wait_next_hops(&ALL);
+    assert_eq!(fabric.announced(1), Some(true));
+}
