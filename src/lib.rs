@@ -5,6 +5,7 @@
 //! `control`) carry those actions out. `daemon` wires everything together.
 
 pub mod alias;
+pub mod anycast;
 pub mod config;
 pub mod control;
 pub mod daemon;

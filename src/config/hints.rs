@@ -40,13 +40,19 @@ const EXAMPLES: &[(&str, &str, &str, &str)] = &[
     ("alias", "address", r#"address = "198.18.0.107/24""#, "ADDRESS/LEN, IPv4 or IPv6"),
     ("alias", "interface", r#"interface = "eth0""#, "the interface that holds the address"),
     ("alias", "label", r#"label = "eth0:1""#, "IPv4 only, starting with the interface name"),
+    ("anycast", "name", r#"name = "web""#, "unique among the [[anycast]] tables; it names them in status"),
+    ("anycast", "addresses", r#"addresses = ["198.19.10.1/32"]"#, "a list of ADDRESS/LEN, one family per table"),
+    ("anycast", "interface", r#"interface = "lo""#, "the interface that holds the addresses"),
+    ("anycast", "table", "table = 110", "a kernel routing table, 1 to 4294967295 but not 253 to 255"),
+    ("anycast", "drain_ms", "drain_ms = 5000", "milliseconds, at most 600000"),
+    ("anycast", "restart_grace_ms", "restart_grace_ms = 300", "milliseconds, a whole number without quotes"),
     ("daemon", "control_socket", r#"control_socket = "/run/nginx-ha/control.sock""#, "an absolute path"),
     ("daemon", "state_dir", r#"state_dir = "/var/lib/nginx-ha""#, "a directory"),
     ("daemon", "metrics_listen", r#"metrics_listen = "127.0.0.1:9612""#, "ADDRESS:PORT"),
 ];
 
 /// Tables written as `[[name]]`, one per item.
-const ARRAYS_OF_TABLES: &[&str] = &["vrrp", "alias"];
+const ARRAYS_OF_TABLES: &[&str] = &["vrrp", "alias", "anycast"];
 
 /// The example line of `key` in `table`, and what its value means.
 pub fn example(table: &str, key: &str) -> Option<(&'static str, &'static str)> {

@@ -29,6 +29,8 @@ pub struct Config {
     #[serde(default)]
     pub alias: Vec<AliasConfig>,
     #[serde(default)]
+    pub anycast: Vec<AnycastConfig>,
+    #[serde(default)]
     pub daemon: DaemonConfig,
 }
 
@@ -148,6 +150,27 @@ pub struct AliasConfig {
     pub label: Option<String>,
 }
 
+/// An address every healthy node announces over BGP: nginx-ha keeps the address on
+/// `interface` and, while nginx is healthy, a route to it in kernel table `table`, which the
+/// node's BIRD or FRR learns and exports (nginx-ha itself does not speak BGP).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnycastConfig {
+    pub name: String,
+    pub addresses: Vec<String>,
+    #[serde(default = "default_anycast_interface")]
+    pub interface: String,
+    #[serde(default = "default_anycast_table")]
+    pub table: u32,
+    /// Planned stop: withdraw the routes, keep nginx serving this long, then stop it.
+    #[serde(default = "default_drain_ms")]
+    pub drain_ms: u64,
+    /// nginx's master crashed: keep the routes this long while nginx is restarted in place,
+    /// and withdraw only if it is not serving again by then. 0: withdraw at once.
+    #[serde(default = "default_restart_grace_ms")]
+    pub restart_grace_ms: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DaemonConfig {
@@ -226,6 +249,16 @@ fn default_demote_weight() -> u8 {
 }
 fn default_restart_grace_ms() -> u64 {
     300
+}
+
+fn default_anycast_interface() -> String {
+    "lo".into()
+}
+fn default_anycast_table() -> u32 {
+    110
+}
+fn default_drain_ms() -> u64 {
+    5000
 }
 
 fn default_notify_timeout_ms() -> u64 {
@@ -321,6 +354,15 @@ impl VrrpConfig {
     }
     pub fn peers(&self) -> Vec<IpAddr> {
         self.unicast_peers.iter().flatten().filter_map(|p| p.parse().ok()).collect()
+    }
+}
+
+impl AnycastConfig {
+    /// The addresses as networks; a bare address means /32 or /128. Valid after `Config::load`.
+    /// Each goes on the interface as written; its route is to the prefix (`198.19.10.0/24` for
+    /// `198.19.10.1/24`).
+    pub fn nets(&self) -> Vec<ipnet::IpNet> {
+        self.addresses.iter().filter_map(|a| parse_net(a).ok()).collect()
     }
 }
 

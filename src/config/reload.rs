@@ -2,7 +2,7 @@
 //! config with the file as it is now. Every key is classified here, so that a change is either
 //! applied or rejected, never accepted and ignored.
 
-use super::{Config, DaemonConfig, HealthConfig, NginxConfig, VrrpConfig};
+use super::{AnycastConfig, Config, DaemonConfig, HealthConfig, NginxConfig, VrrpConfig};
 
 /// Keys whose change needs a restart of nginx-ha; `nginx-ha reload` rejects them all at once.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -38,7 +38,8 @@ macro_rules! differing {
 impl Config {
     /// The keys that differ in `new`, as `[table] key`, if all of them can be applied to a
     /// running daemon: `[nginx]` watch, watch_debounce_ms, stop_timeout_ms, reload_timeout_ms,
-    /// all of `[health]` and the `[[alias]]` tables. Otherwise every changed key that needs a restart.
+    /// all of `[health]`, the `[[alias]]` tables, and `[[anycast]]` drain_ms and restart_grace_ms.
+    /// Otherwise every changed key that needs a restart.
     pub fn reload_changes(&self, new: &Config) -> Result<Vec<String>, RestartNeeded> {
         let mut live = Vec::new();
         let mut restart = Vec::new();
@@ -68,6 +69,9 @@ impl Config {
         if self.alias != new.alias {
             live.push("[[alias]]".to_owned());
         }
+        let (anycast_live, anycast_restart) = anycast_changes(&self.anycast, &new.anycast);
+        live.extend(anycast_live);
+        restart.extend(anycast_restart);
 
         if restart.is_empty() { Ok(live) } else { Err(RestartNeeded(restart)) }
     }
@@ -112,4 +116,30 @@ fn vrrp_changes(old: &[VrrpConfig], new: &[VrrpConfig]) -> Vec<String> {
         changes.push(format!("[[vrrp]] \"{}\" (removed)", router.name));
     }
     changes
+}
+
+/// Anycast tables matched by name: (live changes, changes that need a restart). The timings
+/// are live; addresses, interface and table are what is in the kernel, and a restart moves
+/// them cleanly (withdraw, drain, re-announce) where a reload would have to do it in place.
+fn anycast_changes(old: &[AnycastConfig], new: &[AnycastConfig]) -> (Vec<String>, Vec<String>) {
+    let (mut live, mut restart) = (Vec::new(), Vec::new());
+    for table in new {
+        let Some(before) = old.iter().find(|o| o.name == table.name) else {
+            restart.push(format!("[[anycast]] \"{}\" (added)", table.name));
+            continue;
+        };
+        let keys =
+            differing!(before, table, AnycastConfig { name, addresses, interface, table, drain_ms, restart_grace_ms });
+        for key in keys {
+            let name = format!("[[anycast]] \"{}\" {key}", table.name);
+            match key {
+                "drain_ms" | "restart_grace_ms" => live.push(name),
+                _ => restart.push(name),
+            }
+        }
+    }
+    for table in old.iter().filter(|o| !new.iter().any(|n| n.name == o.name)) {
+        restart.push(format!("[[anycast]] \"{}\" (removed)", table.name));
+    }
+    (live, restart)
 }

@@ -263,8 +263,8 @@ fn a_wrong_type_or_value_shows_a_right_one() {
 #[test]
 fn every_key_has_a_valid_example() {
     // serde lists a table's keys when it meets an unknown one: each of them needs an example.
-    for table in ["nginx", "health", "vrrp", "alias", "daemon"] {
-        let text = if ["vrrp", "alias"].contains(&table) {
+    for table in ["nginx", "health", "vrrp", "alias", "anycast", "daemon"] {
+        let text = if ["vrrp", "alias", "anycast"].contains(&table) {
             format!("[[{table}]]\nzzz = 1\n")
         } else {
             format!("[{table}]\nzzz = 1\n")
@@ -276,8 +276,9 @@ fn every_key_has_a_valid_example() {
     }
     // The examples, put together, are a valid config.
     let mut text = String::new();
-    for table in ["nginx", "health", "vrrp", "alias", "daemon"] {
-        let header = if ["vrrp", "alias"].contains(&table) { format!("[[{table}]]") } else { format!("[{table}]") };
+    for table in ["nginx", "health", "vrrp", "alias", "anycast", "daemon"] {
+        let header =
+            if ["vrrp", "alias", "anycast"].contains(&table) { format!("[[{table}]]") } else { format!("[{table}]") };
         text.push_str(&format!("{header}\n"));
         for key in hints::keys_of(table) {
             let (line, _) = hints::example(table, key).unwrap();
@@ -366,6 +367,9 @@ fn a_default_that_depends_on_another_key_follows_it() {
     let config = Config::parse("[health]\ninterval_ms = 2000\n", Path::new("x.toml")).unwrap();
     assert_eq!(config.health.timeout_ms, 500);
     assert!(errors("[health]\ninterval_ms = 200\ntimeout_ms = 300\n")[0].contains("must be from 1 to interval_ms"));
+}
+
+#[test]
 fn an_alias_may_be_neither_a_vip_nor_declared_twice() {
     let vip = "[[alias]]\naddress = \"198.18.0.100/24\"\ninterface = \"eth0\"\n";
     let errs = errors(&format!("{ROUTER}{vip}"));
@@ -383,4 +387,55 @@ fn reload_applies_alias_changes_live() {
     let after = before.replace("198.18.0.107/24", "198.18.0.108/24");
     assert_eq!(reload_changes(&before, &after), Ok(vec!["[[alias]]".to_string()]));
     assert_eq!(reload_changes(&before, ROUTER), Ok(vec!["[[alias]]".to_string()]));
+}
+
+const ANYCAST: &str = "[[anycast]]\nname = \"web\"\naddresses = [\"198.19.10.1/32\"]\n";
+
+#[test]
+fn anycast_defaults_follow_the_contract() {
+    let config = parse(ANYCAST).unwrap();
+    let anycast = &config.anycast[0];
+    assert_eq!((anycast.interface.as_str(), anycast.table), ("lo", 110));
+    assert_eq!((anycast.drain_ms, anycast.restart_grace_ms), (5000, 300));
+    assert_eq!(anycast.nets(), ["198.19.10.1/32".parse::<ipnet::IpNet>().unwrap()]);
+}
+
+#[test]
+fn anycast_validation_says_what_would_be_right() {
+    let cases = [
+        ("table = 254\n", "table = 254 is reserved by the kernel"),
+        ("table = 255\n", "table = 255 is reserved"),
+        ("table = 0\n", "table = 0 is reserved"),
+        ("drain_ms = 700000\n", "drain_ms = 700000 must be at most 600000"),
+        ("interface = \"a/b\"\n", "not a valid Linux interface name"),
+    ];
+    for (extra, expected) in cases {
+        let errs = errors(&format!("{ANYCAST}{extra}"));
+        assert!(errs[0].contains(expected), "{extra:?}: {errs:?}");
+    }
+    assert!(errors("[anycast]\nname = \"web\"\n")[0].contains("write the header as [[anycast]]"));
+    let errs =
+        errors("[[anycast]]\nname = \"web\"\naddresses = [\"198.19.10.1/32\", \"fd00::1\", \"nope\", \"127.0.0.1\"]\n");
+    assert!(errs.iter().any(|e| e.contains(":3:") && e.contains("mixes IPv4 and IPv6")), "{errs:?}");
+    assert!(errs.iter().any(|e| e.contains("`nope` is not an IP address")), "{errs:?}");
+    assert!(errs.iter().any(|e| e.contains("`127.0.0.1` cannot be announced")), "{errs:?}");
+    let errs = errors(&format!("{ANYCAST}{ANYCAST}"));
+    assert!(errs.iter().any(|e| e.contains("names must be unique")), "{errs:?}");
+    assert!(errs.iter().any(|e| e.contains("is listed twice")), "{errs:?}");
+    assert!(errors("[[anycast]]\nname = \"web\"\naddresses = []\n")[0].contains("addresses is empty"));
+    assert!(errors("[[anycast]]\nname = \"web\"\ntable = 4294967296\naddresses = []\n")[0].contains("table = 110"));
+}
+
+#[test]
+fn reload_applies_the_anycast_timings_and_rejects_the_rest() {
+    let after = format!("{ANYCAST}drain_ms = 100\nrestart_grace_ms = 0\n");
+    assert_eq!(
+        reload_changes(ANYCAST, &after).unwrap(),
+        ["[[anycast]] \"web\" drain_ms", "[[anycast]] \"web\" restart_grace_ms"]
+    );
+    let after = format!("{ANYCAST}table = 111\n").replace("198.19.10.1/32", "198.19.10.2/32");
+    let RestartNeeded(keys) = reload_changes(ANYCAST, &after).unwrap_err();
+    assert_eq!(keys, ["[[anycast]] \"web\" addresses", "[[anycast]] \"web\" table"]);
+    let RestartNeeded(keys) = reload_changes(ANYCAST, "").unwrap_err();
+    assert_eq!(keys, ["[[anycast]] \"web\" (removed)"]);
 }

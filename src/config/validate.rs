@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 
 use super::locate::Step::{self, Index, Key};
-use super::{Config, HttpProbeUrl, OnNginxFailure, VrrpConfig, parse_net};
+use super::{AnycastConfig, Config, HttpProbeUrl, OnNginxFailure, VrrpConfig, parse_net};
 
 /// A problem and the path of the value it is about.
 pub struct Problem {
@@ -28,6 +28,7 @@ pub fn validate(config: &Config) -> Vec<Problem> {
     }
     validate_router_uniqueness(config, &mut report);
     validate_aliases(config, &mut report);
+    validate_anycast(config, &mut report);
 
     if !config.daemon.control_socket.is_absolute() {
         report(
@@ -337,6 +338,96 @@ fn validate_aliases(config: &Config, report: &mut impl FnMut(Vec<Step>, String))
                 }
             }
         }
+    }
+}
+
+/// Routing tables the kernel reserves: 253 default, 254 main, 255 local (and 0, unspecified).
+const RESERVED_TABLES: [u32; 4] = [0, 253, 254, 255];
+
+/// The longest drain: a planned stop must still end.
+const MAX_DRAIN_MS: u64 = 600_000;
+
+fn validate_anycast(config: &Config, report: &mut impl FnMut(Vec<Step>, String)) {
+    let mut names = HashSet::new();
+    let mut addresses = HashSet::new();
+    for (i, anycast) in config.anycast.iter().enumerate() {
+        validate_anycast_table(i, anycast, &mut addresses, report);
+        if !names.insert(anycast.name.as_str()) {
+            report(
+                vec![Key("anycast"), Index(i), Key("name")],
+                format!(
+                    "name `{}` is used by another [[anycast]]; names must be unique: rename one, e.g. \"web{}\"",
+                    anycast.name,
+                    i + 1
+                ),
+            );
+        }
+    }
+}
+
+/// One `[[anycast]]` table; `seen` collects the addresses of all tables (each may appear once).
+fn validate_anycast_table(
+    i: usize,
+    anycast: &AnycastConfig,
+    seen: &mut HashSet<std::net::IpAddr>,
+    report: &mut impl FnMut(Vec<Step>, String),
+) {
+    let at = |key| vec![Key("anycast"), Index(i), Key(key)];
+    let name = &anycast.name;
+    if name.is_empty() {
+        report(at("name"), "name must not be empty; it names the table in status, e.g. \"web\"".into());
+    }
+    check_ifname(&anycast.interface, at("interface"), report);
+    if anycast.addresses.is_empty() {
+        report(at("addresses"), format!("[{name}] addresses is empty: list at least one, e.g. [\"198.19.10.1/32\"]"));
+    }
+    let mut family = None;
+    for (a, text) in anycast.addresses.iter().enumerate() {
+        let path = vec![Key("anycast"), Index(i), Key("addresses"), Index(a)];
+        let net = match parse_net(text) {
+            Ok(net) => net,
+            Err(message) => {
+                report(path, format!("[{name}] {message}"));
+                continue;
+            }
+        };
+        let is_v4 = net.addr().is_ipv4();
+        if *family.get_or_insert(is_v4) != is_v4 {
+            report(
+                path.clone(),
+                format!("[{name}] `{text}` mixes IPv4 and IPv6 in one [[anycast]]; put each family in its own table"),
+            );
+        }
+        if net.addr().is_loopback() || net.addr().is_multicast() || net.addr().is_unspecified() {
+            report(
+                path.clone(),
+                format!("[{name}] `{text}` cannot be announced; use a unicast address, e.g. \"198.19.10.1/32\""),
+            );
+        }
+        if !seen.insert(net.addr()) {
+            report(path, format!("[{name}] `{text}` is listed twice; each anycast address appears once"));
+        }
+    }
+    if RESERVED_TABLES.contains(&anycast.table) {
+        report(
+            at("table"),
+            format!(
+                "[{name}] table = {} is reserved by the kernel (253 default, 254 main, 255 local); use a table of its own that BIRD or FRR reads, e.g. 110",
+                anycast.table
+            ),
+        );
+    }
+    if anycast.drain_ms > MAX_DRAIN_MS {
+        report(
+            at("drain_ms"),
+            format!("[{name}] drain_ms = {} must be at most {MAX_DRAIN_MS} (10 min)", anycast.drain_ms),
+        );
+    }
+    if anycast.restart_grace_ms > MAX_DRAIN_MS {
+        report(
+            at("restart_grace_ms"),
+            format!("[{name}] restart_grace_ms = {} must be at most {MAX_DRAIN_MS} (10 min)", anycast.restart_grace_ms),
+        );
     }
 }
 

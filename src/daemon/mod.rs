@@ -12,6 +12,7 @@ use tokio::task::JoinSet;
 use tracing::{error, info};
 
 use crate::alias::{self, AliasHandle, AliasSettings};
+use crate::anycast::{self, AnycastHandle, AnycastSpec};
 use crate::config::Config;
 use crate::control::server::{ControlServer, Incoming};
 use crate::control::status::{DaemonReport, StatusDocument};
@@ -29,6 +30,7 @@ pub struct Daemon {
     vrrp: Option<VrrpHandle>,
     /// Static aliases; they stay on a planned stop.
     aliases: AliasHandle,
+    anycast: Option<AnycastHandle>,
     notified_ready: bool,
     /// Tasks that wait for the supervisor's answer to a request and pass it on (a reload can
     /// take a while and the loop must go on); aborted with the daemon.
@@ -81,6 +83,22 @@ pub async fn run(config_path: &Path, config: Config) -> anyhow::Result<()> {
             }
         }
     };
+    // The announcements follow nginx's health too; the addresses are held from now on.
+    let anycast = if config.anycast.is_empty() {
+        None
+    } else {
+        match anycast::spawn(AnycastSpec::from_config(&config), supervisor.health.clone()).await {
+            Ok(handle) => Some(handle),
+            Err(e) => {
+                if let Some(vrrp) = &vrrp {
+                    vrrp.shutdown().await;
+                }
+                let _ = supervisor.commands.send(Command::Shutdown).await;
+                let _ = supervisor.task.await;
+                return Err(e.into());
+            }
+        }
+    };
     let started_at_ms =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
     let mut daemon = Daemon {
@@ -91,6 +109,7 @@ pub async fn run(config_path: &Path, config: Config) -> anyhow::Result<()> {
         supervisor,
         vrrp,
         aliases,
+        anycast,
         notified_ready: false,
         replies: JoinSet::new(),
     };
@@ -152,17 +171,42 @@ pub async fn run(config_path: &Path, config: Config) -> anyhow::Result<()> {
                     describe(ended)
                 ));
             }
+            ended = anycast_ended(&mut daemon.anycast) => {
+                // Nothing looks after the announcements any more: withdraw them all.
+                anycast::withdraw_everything().await;
+                daemon.anycast = None;
+                break Exit::Lost(format!(
+                    "the anycast task ended unexpectedly ({}); routes withdrawn, nginx left running for the next nginx-ha to adopt",
+                    describe(ended)
+                ));
+            }
             _ = tick(&mut watchdog) => { let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]); }
         }
     };
 
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
-    // Shutdown order: VIPs are relinquished (priority-0 advert, VIPs removed) before nginx
-    // stops, so clients move to the peer while this nginx still answers.
-    if let Some(vrrp) = &daemon.vrrp {
-        vrrp.shutdown().await;
-        info!("VIPs relinquished");
-    }
+    // Shutdown order: before nginx stops, and both at once, the VIPs are handed over (priority-0
+    // advert, VIPs kept until the peer is master) and the anycast routes withdrawn (nginx goes
+    // on serving for drain_ms), so clients move elsewhere while this nginx still answers.
+    let planned = matches!(exit, Exit::Planned);
+    let hand_over = async {
+        if let Some(vrrp) = &daemon.vrrp {
+            vrrp.shutdown().await;
+            info!("VIPs relinquished");
+        }
+    };
+    let withdraw = async {
+        match &daemon.anycast {
+            Some(anycast) if planned => {
+                anycast.withdraw_and_drain().await;
+                info!("anycast routes withdrawn and drained");
+            }
+            // Nobody will look after them until the next nginx-ha: no drain, nginx stays.
+            Some(_) => anycast::withdraw_everything().await,
+            None => {}
+        }
+    };
+    tokio::join!(hand_over, withdraw);
     if let Exit::Lost(why) = exit {
         // nginx keeps serving: the daemon that systemd starts next adopts it.
         let _ = daemon.supervisor.commands.send(Command::Detach).await;
@@ -183,6 +227,13 @@ pub async fn run(config_path: &Path, config: Config) -> anyhow::Result<()> {
     }
     daemon.aliases.shutdown().await;
     info!("alias task stopped; static aliases stay on their interfaces");
+    // The anycast addresses go last, once nginx is stopped.
+    if let Some(anycast) = daemon.anycast.take() {
+        anycast.shutdown().await;
+        if let Err(e) = anycast.task.await {
+            error!("the anycast task failed: {e}");
+        }
+    }
     info!("nginx-ha stopped");
     Ok(())
 }
@@ -262,7 +313,10 @@ impl Daemon {
             nginx: self.supervisor.status.borrow().clone(),
             vrrp,
             aliases: self.aliases.status().await,
-            anycast: Vec::new(),
+            anycast: match &self.anycast {
+                Some(anycast) => anycast.status().await,
+                None => Vec::new(),
+            },
             version: env!("CARGO_PKG_VERSION").to_string(),
             daemon: DaemonReport {
                 pid: std::process::id(),
@@ -305,6 +359,9 @@ impl Daemon {
                     info!(keys = %applied.join(", "), "applying changed nginx-ha settings");
                     let live = SupervisorConfig::from_config(&new_config).live;
                     let _ = commands.send(Command::Reconfigure(live)).await;
+                    if let Some(anycast) = &self.anycast {
+                        anycast.reconfigure(AnycastSpec::from_config(&new_config)).await;
+                    }
                 }
                 self.config = new_config;
                 self.aliases.reconfigure(AliasSettings::from_config(&self.config)).await;
@@ -354,6 +411,14 @@ async fn answer(
 /// Half the systemd watchdog timeout, when systemd asked for pings.
 fn watchdog_interval() -> Option<Duration> {
     sd_notify::watchdog_enabled().filter(|timeout| !timeout.is_zero()).map(|timeout| timeout / 2)
+}
+
+/// Completes when the anycast task ends (it only should after its shutdown).
+async fn anycast_ended(anycast: &mut Option<AnycastHandle>) -> Result<(), tokio::task::JoinError> {
+    match anycast {
+        Some(anycast) => (&mut anycast.task).await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn tick(interval: &mut Option<tokio::time::Interval>) {

@@ -15,7 +15,7 @@ use rtnetlink::{
     },
 };
 
-use super::{Family, NetError, OWNER_PROTO};
+use super::{Family, NetError};
 
 /// Longest interface name or IPv4 label the kernel accepts (IFNAMSIZ - 1).
 const MAX_NAME_LEN: usize = 15;
@@ -59,7 +59,8 @@ pub struct AddressInfo {
     /// The IPv4 label (`eth0:1`); the kernel reports the interface name when none was set.
     pub label: Option<String>,
     /// `IFA_PROTO`: who added the address ([`OWNER_PROTO`] for nginx-ha's VIPs,
-    /// [`ALIAS_PROTO`](super::ALIAS_PROTO) for its static aliases).
+    /// [`ALIAS_PROTO`](super::ALIAS_PROTO) for its static aliases,
+    /// [`ANYCAST_ADDRESS_PROTO`](super::ANYCAST_ADDRESS_PROTO) for its anycast addresses).
     pub proto: Option<u8>,
     /// IPv6 duplicate address detection still running (`IFA_F_TENTATIVE`).
     pub tentative: bool,
@@ -109,7 +110,7 @@ pub enum Removed {
 /// An rtnetlink request socket in the network namespace of the thread that created it.
 #[derive(Debug, Clone)]
 pub struct Net {
-    handle: Handle,
+    pub(super) handle: Handle,
 }
 
 impl Net {
@@ -191,13 +192,13 @@ impl Net {
             let flags = address_flags(message);
             let usable = match (family, info.address.addr()) {
                 (Family::V4, IpAddr::V4(_)) => {
-                    !flags.contains(AddressFlags::Secondary) && info.proto != Some(OWNER_PROTO)
+                    !flags.contains(AddressFlags::Secondary) && !info.proto.is_some_and(super::is_ours)
                 }
                 // Never a link-local VIP of ours: adverts come from the node's own address.
                 (Family::V6, IpAddr::V6(ip)) => {
                     ip.is_unicast_link_local()
                         && !flags.intersects(AddressFlags::Tentative | AddressFlags::Dadfailed)
-                        && info.proto != Some(OWNER_PROTO)
+                        && !info.proto.is_some_and(super::is_ours)
                 }
                 _ => false,
             };
@@ -323,14 +324,14 @@ fn address_flags(message: &AddressMessage) -> AddressFlags {
         .unwrap_or_else(|| AddressFlags::from_bits_retain(message.header.flags.bits().into()))
 }
 
-fn errno(e: &rtnetlink::Error) -> Option<i32> {
+pub(super) fn errno(e: &rtnetlink::Error) -> Option<i32> {
     match e {
         rtnetlink::Error::NetlinkError(message) => Some(message.raw_code().abs()),
         _ => None,
     }
 }
 
-fn to_io(e: rtnetlink::Error) -> io::Error {
+pub(super) fn to_io(e: rtnetlink::Error) -> io::Error {
     match e {
         rtnetlink::Error::NetlinkError(message) => message.to_io(),
         other => io::Error::other(other.to_string()),

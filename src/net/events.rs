@@ -16,7 +16,7 @@ use rtnetlink::{
     sys::SocketAddr,
 };
 
-use super::{AddressInfo, LinkInfo, NetError};
+use super::{AddressInfo, LinkInfo, NetError, RouteInfo};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NetEvent {
@@ -30,17 +30,30 @@ pub enum NetEvent {
     /// Also repeated when an address's flags change, e.g. when IPv6 DAD completes.
     AddressAdded(AddressInfo),
     AddressRemoved(AddressInfo),
+    /// Only from [`route_events`].
+    RouteAdded(RouteInfo),
+    RouteRemoved(RouteInfo),
 }
 
 /// Subscribes to link, IPv4 and IPv6 address changes in the current network namespace.
 /// Must be called inside a tokio runtime.
 pub fn events() -> Result<NetEvents, NetError> {
-    let (mut connection, _, messages) = rtnetlink::new_multicast_connection(&[
+    subscribe(&[MulticastGroup::Link, MulticastGroup::Ipv4Ifaddr, MulticastGroup::Ipv6Ifaddr])
+}
+
+/// Like [`events`], with IPv4 and IPv6 route changes (of every table) as well.
+pub fn route_events() -> Result<NetEvents, NetError> {
+    subscribe(&[
         MulticastGroup::Link,
         MulticastGroup::Ipv4Ifaddr,
         MulticastGroup::Ipv6Ifaddr,
+        MulticastGroup::Ipv4Route,
+        MulticastGroup::Ipv6Route,
     ])
-    .map_err(NetError::Connect)?;
+}
+
+fn subscribe(groups: &[MulticastGroup]) -> Result<NetEvents, NetError> {
+    let (mut connection, _, messages) = rtnetlink::new_multicast_connection(groups).map_err(NetError::Connect)?;
     // A takeover with a thousand VIPs is a thousand notifications at once.
     super::enlarge_receive_buffer(rtnetlink::sys::AsyncSocket::socket_ref(connection.socket_mut()));
     Ok(NetEvents { connection: Some(connection), messages, link_up: HashMap::new(), ended: false })
@@ -84,6 +97,8 @@ impl NetEvents {
             }
             RouteNetlinkMessage::NewAddress(m) => AddressInfo::from_message(&m).map(NetEvent::AddressAdded),
             RouteNetlinkMessage::DelAddress(m) => AddressInfo::from_message(&m).map(NetEvent::AddressRemoved),
+            RouteNetlinkMessage::NewRoute(m) => RouteInfo::from_message(&m).map(NetEvent::RouteAdded),
+            RouteNetlinkMessage::DelRoute(m) => RouteInfo::from_message(&m).map(NetEvent::RouteRemoved),
             _ => None,
         }
     }

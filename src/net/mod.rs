@@ -6,6 +6,7 @@ mod address;
 mod announce;
 mod events;
 mod probe;
+mod route;
 
 use std::{fmt, io, net::IpAddr};
 
@@ -15,6 +16,8 @@ pub use address::{Added, AddressInfo, LinkInfo, Net, Removed};
 pub use announce::{ANNOUNCE_REPEAT, announce};
 pub use events::{NetEvent, NetEvents, events};
 pub use probe::{PROBE_DURATION, ProbeOutcome, probe_ipv4};
+pub use events::{NetEvent, NetEvents, events, route_events};
+pub use route::{RouteChange, RouteInfo};
 
 /// The `IFA_PROTO` value marking addresses that nginx-ha added (0x6e, ASCII `n`).
 ///
@@ -27,6 +30,19 @@ pub const OWNER_PROTO: u8 = 0x6e;
 /// [`OWNER_PROTO`]: the VRRP start-up clean-up removes addresses tagged 0x6e (VIPs left by a
 /// crashed nginx-ha), and an alias must survive it, as it survives a stop.
 pub const ALIAS_PROTO: u8 = 0x61;
+/// The `IFA_PROTO` value marking the anycast addresses nginx-ha keeps (0x63, ASCII `c`).
+///
+/// Neither [`OWNER_PROTO`] nor [`ALIAS_PROTO`] (each owner cleans up only its own tag at start): the VRRP shell removes every address tagged [`OWNER_PROTO`] at startup
+/// as a stale VIP, while an anycast address in the config is kept across a restart of
+/// nginx-ha (connections to it go on). Anycast *routes* carry [`OWNER_PROTO`] as their
+/// `rtm_protocol`; VRRP adds no routes, so the two never meet.
+pub const ANYCAST_ADDRESS_PROTO: u8 = 0x63;
+
+/// Whether an address tag is one of nginx-ha's (VIP or anycast address): such an address is
+/// never a node's own, e.g. never the source of VRRP adverts.
+pub fn is_ours(proto: u8) -> bool {
+    proto == OWNER_PROTO || proto == ANYCAST_ADDRESS_PROTO
+}
 
 /// An address family: one VRRP socket and one primary address per family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -69,6 +85,8 @@ pub enum NetError {
     Address { action: &'static str, interface: String, address: IpNet, error: io::Error },
     #[error("cannot read {what} from the kernel: {error}")]
     Query { what: String, error: io::Error },
+    #[error("cannot {action} route {destination} in table {table}: {error}")]
+    Route { action: &'static str, table: u32, destination: IpNet, error: io::Error },
     #[error("cannot announce {address} on {interface}: {error}")]
     Announce { interface: String, address: IpAddr, error: io::Error },
     #[error("cannot probe for {address} on {interface} (RFC 5227 ARP probe): {error}")]

@@ -588,6 +588,8 @@ impl Shell {
                     burst.dirty.insert(address.ifindex);
                 }
             }
+            // Not subscribed to (`net::events` has no route groups).
+            NetEvent::RouteAdded(_) | NetEvent::RouteRemoved(_) => {}
         }
     }
 

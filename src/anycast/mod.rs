@@ -1,0 +1,12 @@
+//! Anycast over BGP through the node's BIRD or FRR: nginx-ha keeps each `[[anycast]]`
+//! address on its interface while it runs, and a route to it in a kernel table of its own
+//! while nginx is healthy; the routing daemon learns that table and announces (or withdraws)
+//! the prefix. nginx-ha itself does not speak BGP.
+//!
+//! `announcer` is the pure core (health, route events, drain and shutdown in; address and
+//! route actions and named deadlines out); `shell` carries its actions out over rtnetlink.
+
+pub mod announcer;
+pub mod shell;
+
+pub use shell::{AnycastError, AnycastHandle, AnycastSpec, spawn, withdraw_everything};

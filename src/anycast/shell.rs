@@ -1,0 +1,356 @@
+//! The anycast shell: one task carries out the [`Announcer`]s' actions over rtnetlink, feeds
+//! them nginx's health, route and address events and their deadlines, and answers the
+//! daemon's requests (status, drain, shutdown).
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use ipnet::IpNet;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::{debug, error, info, warn};
+
+use super::announcer::{Action, Announcer, Input, Settings};
+use crate::config::Config;
+use crate::control::status::AnycastReport;
+use crate::net::{self, ANYCAST_ADDRESS_PROTO, Net, NetEvent, OWNER_PROTO};
+use crate::nginx::policy::Health;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AnycastError {
+    #[error("cannot talk to the kernel's netlink: {0}; nginx-ha needs root (CAP_NET_ADMIN) for [[anycast]]")]
+    Netlink(#[source] net::NetError),
+    #[error("[[anycast]] \"{name}\": {error}")]
+    Interface { name: String, error: net::NetError },
+}
+
+/// One `[[anycast]]` table, as the shell needs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AnycastSpec {
+    pub name: String,
+    pub addresses: Vec<IpNet>,
+    pub interface: String,
+    pub table: u32,
+    pub restart_grace: Duration,
+    pub drain: Duration,
+}
+
+impl AnycastSpec {
+    pub fn from_config(config: &Config) -> Vec<AnycastSpec> {
+        config
+            .anycast
+            .iter()
+            .map(|table| AnycastSpec {
+                name: table.name.clone(),
+                addresses: table.nets(),
+                interface: table.interface.clone(),
+                table: table.table,
+                restart_grace: Duration::from_millis(table.restart_grace_ms),
+                drain: Duration::from_millis(table.drain_ms),
+            })
+            .collect()
+    }
+}
+
+enum Request {
+    Status(oneshot::Sender<Vec<AnycastReport>>),
+    Reconfigure(Vec<AnycastSpec>),
+    /// Withdraw every announcement; answer once the longest drain has passed.
+    Drain(oneshot::Sender<()>),
+    /// Remove routes and addresses, answer, and end the task.
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// The running anycast task. The daemon owns it: it must await `task` after [`shutdown`].
+///
+/// [`shutdown`]: AnycastHandle::shutdown
+pub struct AnycastHandle {
+    pub task: JoinHandle<()>,
+    requests: mpsc::Sender<Request>,
+}
+
+impl AnycastHandle {
+    pub async fn status(&self) -> Vec<AnycastReport> {
+        let (reply, answer) = oneshot::channel();
+        if self.requests.send(Request::Status(reply)).await.is_err() {
+            return Vec::new();
+        }
+        answer.await.unwrap_or_default()
+    }
+
+    /// Applies new `restart_grace_ms` and `drain_ms` (the reload rules reject other changes).
+    pub async fn reconfigure(&self, specs: Vec<AnycastSpec>) {
+        let _ = self.requests.send(Request::Reconfigure(specs)).await;
+    }
+
+    /// A planned stop: withdraws every route and returns once nginx has served `drain_ms`
+    /// more (the longest of the tables); the addresses stay until [`shutdown`](Self::shutdown).
+    pub async fn withdraw_and_drain(&self) {
+        let (done, finished) = oneshot::channel();
+        if self.requests.send(Request::Drain(done)).await.is_ok() {
+            let _ = finished.await;
+        }
+    }
+
+    /// Removes the routes (if still there) and then the addresses; the task ends after.
+    pub async fn shutdown(&self) {
+        let (done, finished) = oneshot::channel();
+        if self.requests.send(Request::Shutdown(done)).await.is_ok() {
+            let _ = finished.await;
+        }
+    }
+}
+
+struct Slot {
+    spec: AnycastSpec,
+    ifindex: u32,
+    announcer: Announcer,
+    /// The last action on this table failed: status does not claim an announcement.
+    failed: bool,
+}
+
+/// Starts the task: removes what an earlier nginx-ha left behind, adds the addresses, and
+/// announces while `health` says nginx is healthy.
+pub async fn spawn(specs: Vec<AnycastSpec>, health: watch::Receiver<Health>) -> Result<AnycastHandle, AnycastError> {
+    let net = Net::new().await.map_err(AnycastError::Netlink)?;
+    let events = net::route_events().map_err(AnycastError::Netlink)?;
+    let mut slots = Vec::new();
+    for spec in specs {
+        let link = net
+            .link(&spec.interface)
+            .await
+            .map_err(|error| AnycastError::Interface { name: spec.name.clone(), error })?;
+        let settings =
+            Settings { addresses: spec.addresses.clone(), restart_grace: spec.restart_grace, drain: spec.drain };
+        slots.push(Slot { ifindex: link.index, announcer: Announcer::new(settings), spec, failed: false });
+    }
+    let mut shell = Shell { net, slots, drain_waiters: Vec::new() };
+    shell.remove_stale().await;
+    let (requests, requests_rx) = mpsc::channel(8);
+    let task = tokio::spawn(shell.run(health, events, requests_rx));
+    Ok(AnycastHandle { task, requests })
+}
+
+/// Removes every route tagged as ours, in any table; `why` is logged for each.
+async fn remove_our_routes(net: &Net, why: &str) {
+    match net.routes_with_proto(OWNER_PROTO).await {
+        Ok(routes) => {
+            for route in routes {
+                let Some(oif) = route.oif else { continue };
+                warn!(route = %route.destination, table = route.table, "{why}");
+                if let Err(e) = net.del_route(route.table, route.destination, oif, OWNER_PROTO).await {
+                    error!("{e}");
+                }
+            }
+        }
+        Err(e) => error!("cannot list the anycast routes: {e}"),
+    }
+}
+
+/// The anycast task is gone (it panicked): withdraw every announcement of this node, so that
+/// nothing is announced that nobody looks after. The addresses stay.
+pub async fn withdraw_everything() {
+    match Net::new().await {
+        Ok(net) => remove_our_routes(&net, "withdrawing an anycast route: the anycast task is gone").await,
+        Err(e) => error!("cannot withdraw the anycast routes: {e}"),
+    }
+}
+
+struct Shell {
+    net: Net,
+    slots: Vec<Slot>,
+    drain_waiters: Vec<oneshot::Sender<()>>,
+}
+
+impl Shell {
+    /// Routes tagged as ours in any table are announcements of an nginx-ha that died: they
+    /// go (this one announces again once its nginx is healthy). Addresses tagged as anycast
+    /// ones go unless still configured on that interface: those stay, and connections to them
+    /// with them. VIPs carry another tag ([`OWNER_PROTO`]) and are the VRRP shell's business.
+    async fn remove_stale(&mut self) {
+        remove_our_routes(&self.net, "removing an anycast route left behind by an earlier nginx-ha").await;
+        match self.net.addresses_with_proto(ANYCAST_ADDRESS_PROTO).await {
+            Ok(addresses) => {
+                for address in addresses {
+                    let configured = self
+                        .slots
+                        .iter()
+                        .any(|slot| slot.ifindex == address.ifindex && slot.spec.addresses.contains(&address.address));
+                    if configured {
+                        continue;
+                    }
+                    warn!(address = %address.address, ifindex = address.ifindex, "removing an anycast address left behind by an earlier nginx-ha");
+                    if let Err(e) = self.net.del_address(address.ifindex, address.address).await {
+                        error!("{e}");
+                    }
+                }
+            }
+            Err(e) => error!("cannot list addresses to remove stale anycast addresses: {e}"),
+        }
+    }
+
+    async fn run(
+        mut self,
+        mut health: watch::Receiver<Health>,
+        mut events: net::NetEvents,
+        mut requests: mpsc::Receiver<Request>,
+    ) {
+        self.feed_all(Input::Start).await;
+        let current = *health.borrow_and_update();
+        self.feed_all(Input::Health(current)).await;
+        let mut health_open = true;
+        let mut events_open = true;
+        loop {
+            let deadline = self.slots.iter().filter_map(|slot| slot.announcer.next_deadline()).map(|(at, _)| at).min();
+            tokio::select! {
+                request = requests.recv() => match request {
+                    Some(Request::Status(reply)) => { let _ = reply.send(self.reports()); }
+                    Some(Request::Reconfigure(specs)) => self.reconfigure(specs),
+                    Some(Request::Drain(done)) => {
+                        info!("withdrawing the anycast routes before nginx stops");
+                        self.feed_all(Input::Drain).await;
+                        self.drain_waiters.push(done);
+                        self.answer_drained();
+                    }
+                    Some(Request::Shutdown(done)) => {
+                        self.feed_all(Input::Shutdown).await;
+                        self.answer_drained();
+                        let _ = done.send(());
+                        return;
+                    }
+                    None => {
+                        // The daemon is gone without a shutdown: take everything down.
+                        self.feed_all(Input::Shutdown).await;
+                        return;
+                    }
+                },
+                changed = health.changed(), if health_open => {
+                    // A closed channel means the supervisor is gone: nothing serves any more.
+                    let now = if changed.is_ok() { *health.borrow_and_update() } else { Health::Unhealthy };
+                    health_open = changed.is_ok();
+                    self.feed_all(Input::Health(now)).await;
+                }
+                event = events.next(), if events_open => match event {
+                    Some(event) => self.net_event(event).await,
+                    None => {
+                        warn!("netlink event stream ended (kernel dropped notifications); re-adding the anycast state");
+                        match net::route_events() {
+                            Ok(fresh) => events = fresh,
+                            Err(e) => { error!("cannot resubscribe to netlink events: {e}"); events_open = false; }
+                        }
+                        self.feed_all(Input::Resync).await;
+                    }
+                },
+                _ = sleep_until(deadline) => {
+                    self.feed_all(Input::TimerFired).await;
+                    self.answer_drained();
+                }
+            }
+        }
+    }
+
+    fn answer_drained(&mut self) {
+        if self.slots.iter().all(|slot| slot.announcer.drained()) {
+            for done in self.drain_waiters.drain(..) {
+                let _ = done.send(());
+            }
+        }
+    }
+
+    fn reconfigure(&mut self, specs: Vec<AnycastSpec>) {
+        for spec in specs {
+            if let Some(slot) = self.slots.iter_mut().find(|slot| slot.spec.name == spec.name) {
+                slot.announcer.set_timings(spec.restart_grace, spec.drain);
+                slot.spec.restart_grace = spec.restart_grace;
+                slot.spec.drain = spec.drain;
+            }
+        }
+    }
+
+    async fn net_event(&mut self, event: NetEvent) {
+        for i in 0..self.slots.len() {
+            let slot = &self.slots[i];
+            let input = match &event {
+                NetEvent::RouteRemoved(route)
+                    if route.table == slot.spec.table
+                        && route.proto == OWNER_PROTO
+                        && route.oif == Some(slot.ifindex) =>
+                {
+                    if slot.announcer.announced() {
+                        warn!(anycast = %slot.spec.name, route = %route.destination, table = route.table, "an anycast route was removed behind our back; adding it again");
+                    }
+                    Input::RouteRemoved(route.destination)
+                }
+                NetEvent::AddressRemoved(address)
+                    if address.ifindex == slot.ifindex && slot.spec.addresses.contains(&address.address) =>
+                {
+                    Input::AddressRemoved(address.address)
+                }
+                _ => continue,
+            };
+            self.feed(i, input).await;
+        }
+    }
+
+    async fn feed_all(&mut self, input: Input) {
+        for i in 0..self.slots.len() {
+            self.feed(i, input).await;
+        }
+    }
+
+    async fn feed(&mut self, i: usize, input: Input) {
+        let now = Instant::now().into_std();
+        let actions = self.slots[i].announcer.handle(input, now);
+        if actions.is_empty() {
+            return;
+        }
+        let slot = &self.slots[i];
+        let (table, ifindex, name) = (slot.spec.table, slot.ifindex, slot.spec.name.clone());
+        let mut failed = false;
+        for action in actions {
+            let result = match action {
+                Action::AddAddress(address) => {
+                    self.net.add_address(ifindex, address, None, ANYCAST_ADDRESS_PROTO).await.map(drop)
+                }
+                Action::RemoveAddress(address) => self.net.del_address(ifindex, address).await.map(drop),
+                Action::AddRoute(prefix) => self.net.add_route(table, prefix, ifindex, OWNER_PROTO).await.map(drop),
+                Action::RemoveRoute(prefix) => self.net.del_route(table, prefix, ifindex, OWNER_PROTO).await.map(drop),
+            };
+            match result {
+                Ok(()) => debug!(anycast = %name, ?action, "done"),
+                Err(e) => {
+                    failed = true;
+                    error!(anycast = %name, "{e}");
+                }
+            }
+        }
+        let slot = &mut self.slots[i];
+        slot.failed = failed;
+        match input {
+            Input::Health(_) | Input::TimerFired | Input::Drain | Input::Start => {
+                let announced = slot.announcer.announced();
+                info!(anycast = %name, announced, "{}", if announced { "announcing" } else { "withdrawn" });
+            }
+            _ => {}
+        }
+    }
+
+    fn reports(&self) -> Vec<AnycastReport> {
+        self.slots
+            .iter()
+            .map(|slot| AnycastReport {
+                name: slot.spec.name.clone(),
+                addresses: slot.spec.addresses.iter().map(ToString::to_string).collect(),
+                announced: slot.announcer.announced() && !slot.failed,
+            })
+            .collect()
+    }
+}
+
+async fn sleep_until(deadline: Option<std::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(Instant::from_std(at)).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,142 @@
+//! Routes in a kernel table of our own (anycast announcements), through the same rtnetlink
+//! request socket as the addresses, tagged with [`OWNER_PROTO`](super::OWNER_PROTO) as
+//! their protocol so that a later nginx-ha finds the ones an earlier one left behind.
+
+use std::net::IpAddr;
+
+use futures::TryStreamExt;
+use ipnet::IpNet;
+use rtnetlink::{
+    RouteMessageBuilder,
+    packet_route::{
+        AddressFamily,
+        route::{RouteAttribute, RouteMessage, RouteProtocol, RouteScope, RouteType},
+    },
+};
+
+use super::address::{errno, to_io};
+use super::{Net, NetError};
+
+/// One route as the kernel reports it (only what nginx-ha looks at).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteInfo {
+    pub table: u32,
+    pub destination: IpNet,
+    /// The output interface, for a route through one.
+    pub oif: Option<u32>,
+    /// `rtm_protocol`: who added the route.
+    pub proto: u8,
+    /// `rtm_type` is unicast (the kind BIRD's and FRR's kernel import picks up).
+    pub unicast: bool,
+}
+
+impl RouteInfo {
+    pub(super) fn from_message(message: &RouteMessage) -> Option<RouteInfo> {
+        let header = &message.header;
+        let mut table = u32::from(header.table);
+        let (mut destination, mut oif) = (None, None);
+        for attribute in &message.attributes {
+            match attribute {
+                RouteAttribute::Table(t) => table = *t,
+                RouteAttribute::Destination(address) => destination = route_address(address),
+                RouteAttribute::Oif(index) => oif = Some(*index),
+                _ => {}
+            }
+        }
+        let destination = match (destination, header.address_family) {
+            (Some(address), _) => address,
+            (None, AddressFamily::Inet) => IpAddr::from([0u8; 4]),
+            (None, AddressFamily::Inet6) => IpAddr::from([0u16; 8]),
+            (None, _) => return None,
+        };
+        Some(RouteInfo {
+            table,
+            destination: IpNet::new(destination, header.destination_prefix_length).ok()?,
+            oif,
+            proto: u8::from(header.protocol),
+            unicast: header.kind == RouteType::Unicast,
+        })
+    }
+}
+
+fn route_address(address: &rtnetlink::packet_route::route::RouteAddress) -> Option<IpAddr> {
+    use rtnetlink::packet_route::route::RouteAddress;
+    match address {
+        RouteAddress::Inet(ip) => Some(IpAddr::V4(*ip)),
+        RouteAddress::Inet6(ip) => Some(IpAddr::V6(*ip)),
+        _ => None,
+    }
+}
+
+/// A unicast device route: `DEST dev IFINDEX table TABLE proto PROTO scope link`.
+fn device_route(table: u32, destination: IpNet, ifindex: u32, proto: u8) -> Result<RouteMessage, NetError> {
+    let builder = RouteMessageBuilder::<IpAddr>::new()
+        .destination_prefix(destination.network(), destination.prefix_len())
+        .map_err(|e| NetError::Route { action: "build", table, destination, error: std::io::Error::other(e) })?;
+    Ok(builder
+        .output_interface(ifindex)
+        .table_id(table)
+        .protocol(RouteProtocol::from(proto))
+        .scope(RouteScope::Link)
+        .kind(RouteType::Unicast)
+        .build())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteChange {
+    Done,
+    /// Added: it was there already; removed: it was absent.
+    AlreadySo,
+}
+
+impl Net {
+    /// Adds the device route `destination dev ifindex table table proto proto`; present
+    /// already is not an error.
+    pub async fn add_route(
+        &self,
+        table: u32,
+        destination: IpNet,
+        ifindex: u32,
+        proto: u8,
+    ) -> Result<RouteChange, NetError> {
+        let message = device_route(table, destination, ifindex, proto)?;
+        match self.handle.route().add(message).execute().await {
+            Ok(()) => Ok(RouteChange::Done),
+            Err(e) if errno(&e) == Some(libc::EEXIST) => Ok(RouteChange::AlreadySo),
+            Err(e) => Err(NetError::Route { action: "add", table, destination, error: to_io(e) }),
+        }
+    }
+
+    /// Removes that route again; absent is not an error.
+    pub async fn del_route(
+        &self,
+        table: u32,
+        destination: IpNet,
+        ifindex: u32,
+        proto: u8,
+    ) -> Result<RouteChange, NetError> {
+        let message = device_route(table, destination, ifindex, proto)?;
+        match self.handle.route().del(message).execute().await {
+            Ok(()) => Ok(RouteChange::Done),
+            Err(e) if errno(&e) == Some(libc::ESRCH) => Ok(RouteChange::AlreadySo),
+            Err(e) => Err(NetError::Route { action: "remove", table, destination, error: to_io(e) }),
+        }
+    }
+
+    /// Every route of both families, in every table, whose protocol is `proto`: at startup
+    /// these are the announcements an earlier, crashed nginx-ha left behind.
+    pub async fn routes_with_proto(&self, proto: u8) -> Result<Vec<RouteInfo>, NetError> {
+        let mut routes = Vec::new();
+        for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+            let mut message = RouteMessage::default();
+            message.header.address_family = family;
+            let messages: Vec<RouteMessage> =
+                self.handle.route().get(message).execute().try_collect().await.map_err(|e| NetError::Query {
+                    what: format!("the {} routes", if family == AddressFamily::Inet { "IPv4" } else { "IPv6" }),
+                    error: to_io(e),
+                })?;
+            routes.extend(messages.iter().filter_map(RouteInfo::from_message).filter(|route| route.proto == proto));
+        }
+        Ok(routes)
+    }
+}

@@ -1,0 +1,262 @@
+//! Anycast through real BIRD 2: three nodes each run nginx-ha (real nginx) and BIRD with
+//! conf/anycast/bird.conf; a router namespace runs BIRD with ECMP into its kernel table; a
+//! client namespace reaches the anycast address through the router.
+//!
+//! ```text
+//!  client 198.18.2.10 ── edge ── 198.18.2.1 router 198.18.1.1 ── fabric ── node1..3 198.18.1.11..13
+//!                                                                          (198.19.10.1 on lo)
+//! ```
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use common::bird::Bird;
+use common::cluster::*;
+use common::netns::{Bridge, NetNs, wait_until};
+
+const ANYCAST: &str = "198.19.10.1";
+const NODE_BIRD: &str = include_str!("../conf/anycast/bird.conf");
+
+struct Fabric {
+    // Dropped in field order: clients and daemons first, namespaces last.
+    client: Client,
+    nodes: Vec<(Node, Bird)>,
+    router_bird: Bird,
+    router: NetNs,
+    _dir: tempfile::TempDir,
+    _fabric: Bridge,
+    _edge: Bridge,
+}
+
+fn router_config(nodes: usize) -> String {
+    let mut text = String::from(
+        "log stderr all;\nrouter id 198.18.1.1;\nprotocol device {}\n\
+         protocol kernel { merge paths on; ipv4 { import none; export all; }; }\n",
+    );
+    for i in 1..=nodes {
+        text.push_str(&format!(
+            "protocol bgp node{i} {{ local 198.18.1.1 as 65000; neighbor 198.18.1.1{i} as 65010; hold time 3; keepalive time 1;\n\
+             connect retry time 2; error wait time 1, 10; ipv4 {{ import all; export none; }}; }}\n"
+        ));
+    }
+    text
+}
+
+fn node_bird_config(i: usize) -> String {
+    NODE_BIRD.replace("log syslog all;", "log stderr all;").replace("198.18.1.11", &format!("198.18.1.1{i}"))
+}
+
+/// The `[[anycast]]` table of every node; a short drain unless `extra` sets one, so that the
+/// nodes stop quickly when a test ends.
+fn anycast_table(extra: &str) -> String {
+    let drain = if extra.contains("drain_ms") { "" } else { "drain_ms = 300\n" };
+    format!("[[anycast]]\nname = \"web\"\naddresses = [\"{ANYCAST}/32\"]\n{drain}{extra}\n")
+}
+
+impl Fabric {
+    fn new(extra: &str) -> Fabric {
+        let fabric = Bridge::new();
+        let edge = Bridge::new();
+        let dir = tempfile::Builder::new().prefix("nginx-ha-anycast-").tempdir().unwrap();
+        let router = NetNs::new();
+        fabric.connect(&router, "eth0", "198.18.1.1/24");
+        edge.connect(&router, "eth1", "198.18.2.1/24");
+        router.sysctl("net.ipv4.ip_forward", "1");
+        router.sysctl("net.ipv4.fib_multipath_hash_policy", "1");
+        let router_bird = Bird::start(&router, dir.path(), "router", &router_config(3));
+        let mut nodes = Vec::new();
+        for i in 1..=3 {
+            let mut node = Node::new(&fabric, &format!("node{i}"), &format!("198.18.1.1{i}/24"));
+            node.ns.ip(&["route", "add", "default", "via", "198.18.1.1"]);
+            node.configure(&anycast_table(extra));
+            node.start();
+            let bird = Bird::start(&node.ns, node.dir.path(), &node.name, &node_bird_config(i));
+            nodes.push((node, bird));
+        }
+        let client = Client::new(&edge, "198.18.2.10/24");
+        client.ns.ip(&["route", "add", "198.19.0.0/16", "via", "198.18.2.1"]);
+        for (_, bird) in &nodes {
+            bird.wait_established("upstream");
+        }
+        Fabric { client, nodes, router_bird, router, _dir: dir, _fabric: fabric, _edge: edge }
+    }
+
+    fn next_hops(&self) -> BTreeSet<String> {
+        next_hops(&self.router)
+    }
+
+    fn wait_next_hops(&self, expected: &[&str]) -> Duration {
+        let expected: BTreeSet<String> = expected.iter().map(ToString::to_string).collect();
+        let start = Instant::now();
+        let mut last = BTreeSet::new();
+        wait_until(PATIENCE, &format!("next hops {expected:?} in the router's FIB"), || {
+            last = self.next_hops();
+            last == expected
+        });
+        start.elapsed()
+    }
+
+    fn node(&self, i: usize) -> &Node {
+        &self.nodes[i - 1].0
+    }
+
+    fn announced(&self, i: usize) -> Option<bool> {
+        self.node(i).status()?["anycast"][0]["announced"].as_bool()
+    }
+
+    fn dump(&self) -> String {
+        format!(
+            "router FIB: {}\nrouter BIRD:\n{}",
+            self.router.ip(&["route", "show", &format!("{ANYCAST}/32")]),
+            self.router_bird.birdc(&["show", "route", "all"])
+        )
+    }
+}
+
+/// The next hops of the anycast prefix in the router's FIB.
+fn next_hops(router: &NetNs) -> BTreeSet<String> {
+    let text = router.ip(&["route", "show", &format!("{ANYCAST}/32")]);
+    text.split_whitespace()
+        .collect::<Vec<_>>()
+        .windows(2)
+        .filter(|pair| pair[0] == "via")
+        .map(|pair| pair[1].to_string())
+        .collect()
+}
+
+fn hops(list: &[&str]) -> BTreeSet<String> {
+    list.iter().map(ToString::to_string).collect()
+}
+
+const ALL: [&str; 3] = ["198.18.1.11", "198.18.1.12", "198.18.1.13"];
+
+#[test]
+fn all_three_nodes_are_next_hops_and_a_hung_nginx_is_withdrawn() {
+    let fabric = Fabric::new("");
+    fabric.wait_next_hops(&ALL);
+    // The route in the node's table is what BIRD learns, tagged as ours; the address is on lo.
+    let table = fabric.node(1).ns.ip(&["route", "show", "table", "110"]);
+    assert!(table.contains(&format!("{ANYCAST} dev lo proto 110 scope link")), "{table}");
+    assert!(fabric.node(1).ns.ip(&["addr", "show", "dev", "lo"]).contains(&format!("{ANYCAST}/32")));
+    assert_eq!(fabric.announced(1), Some(true));
+    // The client reaches every node through the router (ECMP on ports).
+    let mut served = BTreeSet::new();
+    wait_until(PATIENCE, "the client served by all three nodes", || {
+        served.extend(fabric.client.get(ANYCAST));
+        served.len() == 3
+    });
+
+    // node2's nginx hangs: the probe fails and the route is withdrawn, the address stays.
+    fabric.node(2).signal_nginx(libc::SIGSTOP);
+    let took = fabric.wait_next_hops(&["198.18.1.11", "198.18.1.13"]);
+    eprintln!("hung nginx withdrawn from the router's FIB after {took:?}");
+    assert_eq!(fabric.announced(2), Some(false), "{}", fabric.dump());
+    assert!(fabric.node(2).ns.ip(&["addr", "show", "dev", "lo"]).contains(&format!("{ANYCAST}/32")));
+    assert!(!fabric.node(2).ns.ip(&["route", "show", "table", "110"]).contains(ANYCAST));
+    for _ in 0..20 {
+        let answer = fabric.client.get(ANYCAST);
+        assert!(matches!(answer.as_deref(), Some("node1" | "node3")), "{answer:?}");
+    }
+    fabric.node(2).signal_nginx(libc::SIGCONT);
+    fabric.wait_next_hops(&ALL);
+}
+
+#[test]
+fn a_route_removed_behind_our_back_is_put_back() {
+    let fabric = Fabric::new("");
+    fabric.wait_next_hops(&ALL);
+    fabric.node(3).ns.ip(&["route", "del", &format!("{ANYCAST}/32"), "table", "110"]);
+    wait_until(PATIENCE, "the route back in node3's table 110", || {
+        fabric.node(3).ns.ip(&["route", "show", "table", "110"]).contains(ANYCAST)
+    });
+    assert!(fabric.node(3).log().contains("removed behind our back"), "{}", fabric.node(3).log());
+    fabric.wait_next_hops(&ALL);
+}
+
+#[test]
+#[ignore = "needs the supervisor to report Health::Restarting after a crash (branch nginx7); main reports Unhealthy"]
+fn a_crashed_nginx_restarted_within_the_grace_keeps_the_route() {
+    let fabric = Fabric::new("restart_grace_ms = 3000");
+    fabric.wait_next_hops(&ALL);
+    // A crash counts as one to restart in place only after 10 s of serving (nginx::policy): a
+    // crash sooner is a crash loop, reported unhealthy at once.
+    std::thread::sleep(Duration::from_secs(11));
+    let master = fabric.node(1).nginx_master().expect("node1's nginx runs");
+    signal(master, libc::SIGKILL);
+    // Watch the router's FIB for the whole restart: node1 must never leave it.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut restarted = false;
+    while Instant::now() < deadline {
+        let hops = fabric.next_hops();
+        assert!(hops.contains("198.18.1.11"), "node1 withdrawn during a restart in place: {hops:?}\n{}", fabric.dump());
+        restarted |= fabric.node(1).nginx_master().is_some_and(|pid| pid != master && is_nginx(pid));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(restarted, "nginx was not restarted:\n{}", fabric.node(1).log());
+    assert_eq!(fabric.announced(1), Some(true));
+}
+
+#[test]
+fn a_planned_stop_loses_no_request_and_the_restarted_node_is_announced_again() {
+    let mut fabric = Fabric::new("drain_ms = 2000");
+    fabric.wait_next_hops(&ALL);
+    let poller = fabric.client.poll(ANYCAST);
+    std::thread::sleep(Duration::from_secs(1));
+    let nginx = fabric.node(2).nginx_pids();
+    let stopping = Instant::now();
+    let (router, node) = (&fabric.router, &mut fabric.nodes[1].0);
+    let (stop, withdrawn_after, serving_when_withdrawn) = std::thread::scope(|scope| {
+        let stopped = scope.spawn(|| node.stop());
+        wait_until(PATIENCE, "node2 withdrawn from the router's FIB", || {
+            next_hops(router) == hops(&["198.18.1.11", "198.18.1.13"])
+        });
+        let withdrawn_after = stopping.elapsed();
+        let serving = nginx.iter().all(|pid| is_nginx(*pid));
+        (stopped.join().unwrap(), withdrawn_after, serving)
+    });
+    let stopped_after = stopping.elapsed();
+    eprintln!("planned stop: withdrawn after {withdrawn_after:?}, nginx-ha gone after {stopped_after:?}");
+    assert!(stop.success(), "{stop:?}");
+    assert!(serving_when_withdrawn, "node2's nginx stopped before its route was withdrawn");
+    assert!(stopped_after >= Duration::from_secs(2), "nginx-ha stopped after {stopped_after:?}, before drain_ms");
+    assert_eq!(fabric.next_hops(), hops(&["198.18.1.11", "198.18.1.13"]));
+    std::thread::sleep(Duration::from_millis(500));
+    let answers = poller.stop();
+    let lost: Vec<_> = answers.iter().filter(|(_, body)| body.is_none()).collect();
+    let by_node2 = answers.iter().filter(|(_, body)| body.as_deref() == Some("node2")).count();
+    assert!(by_node2 > 0, "node2 served nothing before its stop: the test shows nothing");
+    assert!(lost.is_empty(), "{} of {} requests lost during a planned stop: {lost:?}", lost.len(), answers.len());
+    // The address went last, with nginx-ha.
+    assert!(!fabric.node(2).ns.ip(&["addr", "show", "dev", "lo"]).contains(ANYCAST));
+    assert!(fabric.node(2).nginx_pids().is_empty(), "nginx stopped with nginx-ha");
+
+    fabric.nodes[1].0.start();
+    fabric.wait_next_hops(&ALL);
+}
+
+#[test]
+fn a_killed_daemon_leaves_state_that_the_next_one_cleans_up() {
+    let mut fabric = Fabric::new("");
+    fabric.wait_next_hops(&ALL);
+    let node = &mut fabric.nodes[0].0;
+    node.kill_daemon();
+    // Left behind: the route (nginx still serves, so it is still announced) and the address;
+    // and, as if by an earlier config, an anycast address no longer configured. A VIP-tagged
+    // address (IFA_PROTO 0x6e) belongs to VRRP and must survive the anycast cleanup.
+    node.ns.ip(&["addr", "add", "198.19.99.1/32", "dev", "lo", "proto", "0x63"]);
+    node.ns.ip(&["addr", "add", "198.18.1.200/32", "dev", "eth0", "proto", "0x6e"]);
+    node.ns.ip(&["route", "add", "198.19.99.1/32", "dev", "lo", "table", "111", "proto", "110", "scope", "link"]);
+    assert!(node.ns.ip(&["route", "show", "table", "110"]).contains(ANYCAST));
+    node.start();
+    wait_until(PATIENCE, "the stale anycast address and route removed", || {
+        !node.ns.ip(&["addr", "show", "dev", "lo"]).contains("198.19.99.1")
+            && !node.ns.ip(&["route", "show", "table", "111"]).contains("198.19.99.1")
+    });
+    assert!(node.log().contains("left behind by an earlier nginx-ha"), "{}", node.log());
+    assert!(node.ns.ip(&["addr", "show", "dev", "eth0"]).contains("198.18.1.200/32"), "the VIP-tagged address stays");
+    assert!(node.ns.ip(&["addr", "show", "dev", "lo"]).contains(&format!("{ANYCAST}/32")), "the configured address stays");
+    fabric.wait_next_hops(&ALL);
+    assert_eq!(fabric.announced(1), Some(true));
+}
