@@ -669,24 +669,24 @@ class Storm:
             fault["t_settled"] = settled
             if settled is None:
                 fault["problems"].append(f"not settled within {args.settle_timeout:.0f} s: {self.describe(statuses)}")
-                for node in self.nodes.values():  # the daemon may be dead: start it, as systemd would
-                    if node.daemon.poll() is not None:
-                        fault["problems"].append(f"nginx-ha on {node.name} had exited "
-                                                 f"({node.daemon.returncode}); restarted")
-                        self.restart_daemon(node)
+                # Recover as systemd / an operator would, so the storm can go on: start a daemon
+                # that exited, or, if both run (e.g. a router stuck in FAULT), restart both. The
+                # fault stays counted as not settled; its outage is measured up to this point.
+                fault["t_recover"] = time.monotonic()
+                dead = [node for node in self.nodes.values() if node.daemon.poll() is not None]
+                for node in dead:
+                    fault["problems"].append(f"nginx-ha on {node.name} had exited ({node.daemon.returncode}); "
+                                             f"restarted")
+                for node in (dead or self.nodes.values()):
+                    self.repair_node(node)
+                    if node.daemon.poll() is None:
+                        self.stop_daemon(node, signal.SIGTERM)
+                    self.restart_daemon(node)
+                if not dead:
+                    fault["problems"].append("recovered by restarting both daemons")
                 settled, statuses = self.settle(args.settle_timeout)
                 if settled is None:
-                    # Stuck (e.g. a router that never leaves FAULT): restart both daemons, as an
-                    # operator would, so the storm can go on; the fault stays counted as not settled.
-                    fault["problems"].append("still not settled after a second wait: restarted both daemons")
-                    for node in self.nodes.values():
-                        self.repair_node(node)
-                        if node.daemon.poll() is None:
-                            self.stop_daemon(node, signal.SIGTERM)
-                        self.restart_daemon(node)
-                    settled, statuses = self.settle(args.settle_timeout)
-                if settled is None:
-                    fault["problems"].append("not settled even after restarting both daemons: stopping the storm")
+                    fault["problems"].append("not settled even after the recovery: stopping the storm")
                     self.print_fault(fault)
                     break
             strays = self.strays(statuses)
@@ -804,7 +804,7 @@ class Storm:
         for fault, window_end in zip(self.faults, ends):
             if "t_start" not in fault:
                 continue
-            ws, we = fault["t_start"], window_end
+            ws, we = fault["t_start"], fault.get("t_recover", window_end)
             fault["window_s"] = we - ws
             lengths = [((end if end is not None else we) - start) for start, end in runs if ws <= start < we]
             fault["outage_s"] = max(lengths, default=0.0)
