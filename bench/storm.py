@@ -1006,7 +1006,7 @@ def main():
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     sweep(quiet=False)  # what earlier killed runs left
     command = (f"bench/storm.sh --binary {shlex.quote(args.binary)} --seed {args.seed} --faults {args.faults} "
-               f"--kinds {','.join(args.kinds)} --advert-ms {args.advert_ms}")
+               f"--kinds {','.join(args.kinds)} --advert-ms {args.advert_ms} --settle-timeout {args.settle_timeout:g}")
     print(f"# nginx-ha fault storm, {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, "
           f"seed {args.seed}, {args.faults} faults, adverts every {args.advert_ms} ms")
     print(f"# re-run: {command}")

@@ -78,8 +78,6 @@ pub fn record_pid(pid: u32) {
     let (Some(started), Some(owner_started)) = (start_time(pid), start_time(std::process::id())) else { return };
     let owner = std::process::id();
     let _ = std::fs::create_dir_all(PID_RECORDS);
-    let _ = std::fs::write(
-        format!("{PID_RECORDS}/{owner}-{pid}"),
-        format!("{pid} {started} {owner} {owner_started}\n"),
-    );
+    let _ =
+        std::fs::write(format!("{PID_RECORDS}/{owner}-{pid}"), format!("{pid} {started} {owner} {owner_started}\n"));
 }
