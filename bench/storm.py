@@ -718,6 +718,13 @@ class Storm:
             recent = [p[2] for p in self.polls if p[0] >= now - 1.3 and p[1] <= now]
         parts.append(f"client last 1 s: {sum(1 for b in recent if b is None)} of {len(recent)} failed, "
                      f"answered by {sorted(set(b for b in recent if b))}")
+        # Where the client sends VIP traffic: its neighbour entry against the nodes' MACs.
+        neigh = sh("ip", "-n", self.client, "neigh", "show", VIP, check=False).strip()
+        macs = {}
+        for name, node in self.nodes.items():
+            link = sh("ip", "-n", node.ns, "-o", "link", "show", "dev", "eth0", check=False)
+            macs[name] = link.split("link/ether ")[1].split()[0] if "link/ether " in link else "?"
+        parts.append(f"client neighbour entry for the VIP: {neigh or 'none'} (A is {macs['A']}, B is {macs['B']})")
         return "; ".join(parts)
 
     def sample(self, index, statuses):
