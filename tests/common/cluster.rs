@@ -91,6 +91,7 @@ impl Node {
             .stderr(log)
             .spawn()
             .unwrap();
+        super::process::record_pid(child.id());
         self.daemon = Some(child);
     }
 

@@ -165,6 +165,7 @@ impl KeepalivedNode {
             .stderr(log)
             .spawn()
             .unwrap();
+        super::process::record_pid(child.id());
         self.keepalived = Some(child);
     }
 
@@ -242,6 +243,7 @@ impl KeepalivedNode {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
+        super::process::record_pid(child.id());
         self.nginx = Some(child);
         wait_until(PATIENCE, "keepalived node's nginx to answer", || self.own_nginx_answers());
     }

@@ -106,6 +106,7 @@ impl Setup {
             .stderr(log)
             .spawn()
             .unwrap();
+        super::process::record_pid(child.id());
         Daemon {
             child: Some(child),
             config: self.config(),

@@ -59,3 +59,25 @@ pub fn http_exchange(address: SocketAddr, timeout: Duration) -> Option<String> {
     stream.read_to_string(&mut answer).ok()?;
     Some(answer)
 }
+
+/// Where spawned pids are recorded for `.ci/sweep`.
+pub const PID_RECORDS: &str = "/tmp/nginx-ha-tests/pids";
+
+/// Field 22 of /proc/PID/stat: the start time in clock ticks since boot (with the pid, it names
+/// one process: a reused pid has another start time).
+pub fn start_time(pid: u32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.split_whitespace().nth(19).map(str::to_owned)
+}
+
+/// Records a process this test started (`PID START OWNER OWNER_START`, OWNER being this test
+/// process) so that `.ci/sweep`, run before the tests, can stop it if this test process was
+/// killed before stopping it; the sweep only stops a recorded pid whose start time still matches
+/// and whose owner is gone. Best effort: a test never fails for want of a record.
+pub fn record_pid(pid: u32) {
+    let (Some(started), Some(owner_started)) = (start_time(pid), start_time(std::process::id())) else { return };
+    let owner = std::process::id();
+    let _ = std::fs::create_dir_all(PID_RECORDS);
+    let _ =
+        std::fs::write(format!("{PID_RECORDS}/{owner}-{pid}"), format!("{pid} {started} {owner} {owner_started}\n"));
+}
