@@ -134,15 +134,25 @@ fetch_debian_source() {
 tarball=${1:-}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
+target_dir=${CARGO_TARGET_DIR:-$repo/target}
 if [ -z "$tarball" ]; then
-    tarball=$(fetch_debian_source "$tmp") || { say "cannot get Debian's nginx source; pass a TARBALL"; exit 3; }
+    # Downloaded once, kept in target/nginx/debian-source/ (delete it to download again).
+    cached=$target_dir/nginx/debian-source
+    tarball=$(ls "$cached"/nginx_*.orig.tar.gz 2>/dev/null | head -n 1 || true)
+    if [ -z "$tarball" ]; then
+        tarball=$(fetch_debian_source "$tmp") || { say "cannot get Debian's nginx source; pass a TARBALL"; exit 3; }
+        mkdir -p "$cached"
+        cp "$tarball" "$cached/"
+        tarball=$cached/${tarball##*/}
+    else
+        say "using $tarball (downloaded before)"
+    fi
 fi
 [ -f "$tarball" ] || { say "$tarball: no such file"; exit 2; }
 tarball=$(cd "$(dirname "$tarball")" && pwd)/$(basename "$tarball")
 ensure_build_deps
 
 sum=$(sha256sum "$tarball" | cut -d' ' -f1)
-target_dir=${CARGO_TARGET_DIR:-$repo/target}
 build=$target_dir/nginx/$sum
 # The configure arguments are part of the key too: a changed recipe rebuilds.
 key=$(printf '%s\n' "${configure_args[@]}" | sha256sum | cut -d' ' -f1)
