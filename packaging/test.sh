@@ -1,10 +1,19 @@
 #!/usr/bin/env bash
-# Builds the .deb and the .rpm (build.sh) and checks what is in them: file lists, modes,
-# conffiles, dependencies, maintainer scripts, the unit (systemd-analyze verify) and the packaged
-# binary itself. Nothing is installed on this system: the packages are only unpacked into a
-# temporary directory, so no service is enabled or started.
+# packaging/test.sh [--bundled[=TARBALL]]: builds the .deb and the .rpm (build.sh) and checks what
+# is in them: file lists, modes, conffiles, triggers, dependencies, maintainer scripts, the unit
+# (systemd-analyze verify) and the packaged binary itself. Nothing is installed on this system:
+# the packages are only unpacked into a temporary directory, so no service is enabled or started.
+# With --bundled, nginx-ha-bundled (build.sh --bundled) is built and checked too.
+# (packaging/install-test.sh installs them for real.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+bundled_arg=""
+case "${1:-}" in
+--bundled | --bundled=*) bundled_arg=$1 ;;
+"") ;;
+*) echo "usage: packaging/test.sh [--bundled[=TARBALL]]" >&2 && exit 2 ;;
+esac
 
 passed=0
 failed=0
@@ -48,15 +57,18 @@ if ! command -v rpm >/dev/null || ! command -v rpm2archive >/dev/null; then
     fi
 fi
 
-packages=$(packaging/build.sh)
-if [ "$(grep -c '\.deb$' <<<"$packages")" != 1 ] || [ "$(grep -c '\.rpm$' <<<"$packages")" != 1 ]; then
-    echo "packaging/test.sh: expected one .deb and one .rpm from build.sh, got:"$'\n'"$packages" >&2
+packages=$(packaging/build.sh ${bundled_arg:+"$bundled_arg"})
+deb=$(grep '/nginx-ha_[^/]*\.deb$' <<<"$packages" || true)
+rpm=$(grep '\.rpm$' <<<"$packages" || true)
+bundled_deb=$(grep '/nginx-ha-bundled_[^/]*\.deb$' <<<"$packages" || true)
+if [ "$(wc -l <<<"$deb")" != 1 ] || [ -z "$deb" ] || [ "$(wc -l <<<"$rpm")" != 1 ] || [ -z "$rpm" ] ||
+    { [ -n "$bundled_arg" ] && [ -z "$bundled_deb" ]; }; then
+    echo "packaging/test.sh: expected one .deb and one .rpm${bundled_arg:+ and nginx-ha-bundled} from build.sh, got:"$'\n'"$packages" >&2
     exit 1
 fi
-deb=$(grep '\.deb$' <<<"$packages")
-rpm=$(grep '\.rpm$' <<<"$packages")
 echo "deb: $deb"
 echo "rpm: $rpm"
+[ -z "$bundled_deb" ] || echo "bundled deb: $bundled_deb"
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -139,16 +151,28 @@ for stub in systemctl deb-systemd-helper deb-systemd-invoke install rm; do
     printf '#!/bin/sh\necho "%s $*" >>"$TRACE"\n' "$stub" >"$stubs/$stub"
     chmod +x "$stubs/$stub"
 done
+# /usr/sbin/nginx-ha: fails (exit 1) the subcommands named in $FAIL, succeeds otherwise.
+printf '#!/bin/sh\necho "nginx-ha $*" >>"$TRACE"\ncase " $FAIL " in *" $1 "*) echo "stub: $1 failed" >&2; exit 1 ;; esac\n' \
+    >"$stubs/nginx-ha"
+chmod +x "$stubs/nginx-ha"
 ln -s "$(command -v cat)" "$stubs/cat"
+printf '#!/bin/sh\n' >"$work/bundled-nginx"
+chmod +x "$work/bundled-nginx"
 shell=$(command -v sh)
-# traced SCRIPT ARGS...: the commands SCRIPT runs, one a line, and "exit N" at the end.
+# [FAIL=SUBCOMMANDS] [BOOTED=no] [BUNDLED=yes] traced SCRIPT ARGS...: the commands SCRIPT runs,
+# one a line, and "exit N" at the end. FAIL: the nginx-ha subcommands that fail; BOOTED=no: no
+# /run/systemd/system; BUNDLED=yes: nginx-ha-bundled's nginx is there.
 traced() {
-    local script=$1 rc=0
+    local script=$1 rc=0 booted=$work/booted bundled=$work/no-bundled-nginx
     shift
-    sed -e "s#/run/systemd/system#$work/booted#g" -e "s#/usr/bin/systemctl#$stubs/systemctl#g" \
-        -e "s#/usr/bin/deb-systemd-helper#$stubs/deb-systemd-helper#g" "$script" >"$work/traced.sh"
+    [ "${BOOTED:-}" != no ] || booted=$work/not-booted
+    [ "${BUNDLED:-}" != yes ] || bundled=$work/bundled-nginx
+    sed -e "s#/run/systemd/system#$booted#g" -e "s#/usr/bin/systemctl#$stubs/systemctl#g" \
+        -e "s#/usr/bin/deb-systemd-helper#$stubs/deb-systemd-helper#g" \
+        -e "s#/usr/sbin/nginx-ha#$stubs/nginx-ha#g" \
+        -e "s#/usr/lib/nginx-ha/nginx/sbin/nginx#$bundled#g" "$script" >"$work/traced.sh"
     : >"$work/trace"
-    TRACE=$work/trace PATH=$stubs "$shell" "$work/traced.sh" "$@" >/dev/null 2>&1 || rc=$?
+    FAIL=${FAIL:-} TRACE=$work/trace PATH=$stubs "$shell" "$work/traced.sh" "$@" >/dev/null 2>&1 || rc=$?
     cat "$work/trace"
     echo "exit $rc"
 }
@@ -186,6 +210,9 @@ for script in postinst prerm postrm; do
     check "deb: $script is executable" test -x "$work/deb-control/$script"
 done
 check "deb: no preinst" test ! -e "$work/deb-control/preinst"
+same "deb: triggers: a file trigger on /usr/sbin/nginx" "interest-noawait /usr/sbin/nginx" \
+    "$(grep -v '^#' "$work/deb-control/triggers" 2>/dev/null)"
+check "deb: md5sums cover the files outside /etc" test "$(wc -l <"$work/deb-control/md5sums")" = "$(grep -vc ' /etc/' <<<"$deb_files")"
 scripts_parse deb "$work"/deb-control/{postinst,prerm,postrm}
 
 # Neither enabled nor started on a first install; restarted on an upgrade only if running
@@ -196,12 +223,38 @@ deb-systemd-helper unmask nginx-ha.service
 deb-systemd-helper update-state nginx-ha.service
 systemctl --system daemon-reload
 exit 0" "$(traced "$c/postinst" configure "")"
-same "deb: postinst configure OLD (upgrade): try-restart" "install -d -m 0755 /var/lib/nginx-ha
+upgrade_prefix="install -d -m 0755 /var/lib/nginx-ha
 deb-systemd-helper unmask nginx-ha.service
 deb-systemd-helper update-state nginx-ha.service
-systemctl --system daemon-reload
-deb-systemd-invoke try-restart nginx-ha.service
+systemctl --system daemon-reload"
+same "deb: postinst configure OLD (upgrade): nginx-ha upgrade (in place), no restart" "$upgrade_prefix
+nginx-ha upgrade
 exit 0" "$(traced "$c/postinst" configure 0.0.1-1)"
+same "deb: postinst configure OLD, nginx-ha upgrade fails: try-restart" "$upgrade_prefix
+nginx-ha upgrade
+deb-systemd-invoke try-restart nginx-ha.service
+exit 0" "$(FAIL=upgrade traced "$c/postinst" configure 0.0.1-1)"
+same "deb: postinst configure OLD, upgrade fails, no systemd: nothing else" "install -d -m 0755 /var/lib/nginx-ha
+deb-systemd-helper unmask nginx-ha.service
+deb-systemd-helper update-state nginx-ha.service
+nginx-ha upgrade
+exit 0" "$(FAIL=upgrade BOOTED=no traced "$c/postinst" configure 0.0.1-1)"
+same "deb: postinst configure OLD, nginx-ha-bundled: upgrade, then upgrade-nginx" "$upgrade_prefix
+nginx-ha upgrade
+nginx-ha upgrade-nginx
+exit 0" "$(BUNDLED=yes traced "$c/postinst" configure 0.0.1-1)"
+same "deb: postinst configure OLD, nginx-ha-bundled, upgrade-nginx fails: still exit 0" "$upgrade_prefix
+nginx-ha upgrade
+nginx-ha upgrade-nginx
+exit 0" "$(FAIL=upgrade-nginx BUNDLED=yes traced "$c/postinst" configure 0.0.1-1)"
+same "deb: postinst triggered (nginx replaced), daemon running: upgrade-nginx" "nginx-ha status
+nginx-ha upgrade-nginx
+exit 0" "$(traced "$c/postinst" triggered /usr/sbin/nginx)"
+same "deb: postinst triggered, upgrade-nginx fails (or is unknown): exit 0" "nginx-ha status
+nginx-ha upgrade-nginx
+exit 0" "$(FAIL=upgrade-nginx traced "$c/postinst" triggered /usr/sbin/nginx)"
+same "deb: postinst triggered, no daemon answers: nothing" "nginx-ha status
+exit 0" "$(FAIL=status traced "$c/postinst" triggered /usr/sbin/nginx)"
 same "deb: prerm upgrade: nothing" "exit 0" "$(traced "$c/prerm" upgrade 9.9.9-1)"
 same "deb: prerm remove: stop" "deb-systemd-invoke stop nginx-ha.service
 exit 0" "$(traced "$c/prerm" remove)"
@@ -210,7 +263,7 @@ deb-systemd-helper mask nginx-ha.service
 exit 0" "$(traced "$c/postrm" remove)"
 same "deb: postrm purge: forget the unit, remove the state" "deb-systemd-helper purge nginx-ha.service
 deb-systemd-helper unmask nginx-ha.service
-rm -rf /var/lib/nginx-ha /run/nginx-ha
+rm -rf /var/lib/nginx-ha /run/nginx-ha /var/log/nginx-ha
 exit 0" "$(traced "$c/postrm" purge)"
 
 dpkg-deb -x "$deb" "$work/deb-root"
@@ -227,14 +280,24 @@ requires=$(q --requires)
 has "rpm: requires nginx" '^nginx$' "$requires"
 has "rpm: requires /bin/sh (scriptlets)" '^/bin/sh$' "$requires"
 
-# "MODE PATH" and the file flags (c: config, n: noreplace, d: doc) of every file.
-rpm_files=$(q --qf '[%{FILEMODES:octal} %{FILENAMES}\n]' | sed -E 's/^1?0*([0-7]{3}) /\1 /' | sort -k2)
-expected_rpm=$({ common_files /usr/lib/systemd/system; echo "644 /usr/share/doc/nginx-ha/LICENSE"; } | sort -k2)
-same "rpm: files and modes" "$expected_rpm" "$rpm_files"
-flags=$(q --qf '[%{FILEFLAGS:fflags}|%{FILENAMES}\n]')
-same "rpm: config(noreplace) files" "cn|/etc/nginx-ha/nginx-ha.toml" "$(grep '|/etc/' <<<"$flags")"
-same "rpm: files under /usr/share/doc are %doc" "" "$(awk -F'|' '$2 ~ "^/usr/share/doc/" && $1 !~ /d/' <<<"$flags")"
-same "rpm: no other file is flagged" "" "$(awk -F'|' '$2 !~ "^(/etc|/usr/share/doc)/" && $1 != ""' <<<"$flags")"
+# "MODE PATH" of every file, "dir MODE PATH" of every directory the package owns, and the file
+# flags (c: config, n: noreplace, d: doc).
+rpm_files=$(q --qf '[%{FILEMODES:perms} %{FILENAMES} %{FILEUSERNAME}:%{FILEGROUPNAME}\n]' | awk '{
+        m = 0; p = substr($1, 2)
+        for (i = 1; i <= 9; i++) m = m * 2 + (substr(p, i, 1) != "-")
+        printf "%s%o %s\n", (substr($1, 1, 1) == "d" ? "dir " : ""), m, $2 }' | sort -k2)
+expected_rpm=$({
+    common_files /usr/lib/systemd/system
+    echo "644 /usr/share/doc/nginx-ha/LICENSE"
+    for d in /etc/nginx-ha /usr/share/doc/nginx-ha /usr/share/doc/nginx-ha/examples \
+        /usr/share/doc/nginx-ha/examples/local /var/lib/nginx-ha; do echo "dir 755 $d"; done
+} | sort -k2)
+same "rpm: files, directories and modes" "$expected_rpm" "$rpm_files"
+same "rpm: everything is owned by root:root" "" "$(q --qf '[%{FILEUSERNAME}:%{FILEGROUPNAME} %{FILENAMES}\n]' | grep -v '^root:root ')"
+flags=$(q --qf '[%{FILEFLAGS:fflags}|%{FILEMODES:perms}|%{FILENAMES}\n]')
+same "rpm: config(noreplace) files" "cn|/etc/nginx-ha/nginx-ha.toml" "$(awk -F'|' '$1 ~ /c/ { print $1 "|" $3 }' <<<"$flags")"
+same "rpm: files under /usr/share/doc are %doc" "" "$(awk -F'|' '$3 ~ "^/usr/share/doc/" && $2 !~ /^d/ && $1 !~ /d/' <<<"$flags")"
+same "rpm: no other file is flagged" "" "$(awk -F'|' '$3 !~ "^(/etc|/usr/share/doc)/" && $1 != ""' <<<"$flags")"
 
 # The scriptlets as rpm stores them (interpreter /bin/sh), against packaging/rpm/.
 mkdir -p "$work/rpm-scripts" "$work/rpm-root"
@@ -244,6 +307,10 @@ for s in post:POSTIN preun:PREUN postun:POSTUN; do
     same "rpm: %${s%:*} runs with /bin/sh" "/bin/sh" "$(q --qf "%{${s#*:}PROG}")"
 done
 same "rpm: no %pre" "(none)" "$(q --qf '%{PREIN}')"
+same "rpm: one trigger, %triggerin -- nginx" "in nginx" "$(q --qf '[%{TRIGGERTYPE} %{TRIGGERNAME}\n]')"
+q --qf '[%{TRIGGERSCRIPTS}]' >"$work/rpm-scripts/triggerin-nginx.sh"
+check "rpm: %triggerin is packaging/rpm/triggerin-nginx.sh" cmp -s "$work/rpm-scripts/triggerin-nginx.sh" packaging/rpm/triggerin-nginx.sh
+same "rpm: %triggerin runs with /bin/sh" "/bin/sh" "$(q --qf '[%{TRIGGERSCRIPTPROG}]')"
 scripts_parse rpm "$work"/rpm-scripts/*.sh
 
 r=$work/rpm-scripts
@@ -251,14 +318,30 @@ same "rpm: %post 1 (first install): preset, no start" "install -d -m 0755 /var/l
 systemctl daemon-reload
 systemctl --no-reload preset nginx-ha.service
 exit 0" "$(traced "$r/post.sh" 1)"
-same "rpm: %post 2 (upgrade): nothing started" "install -d -m 0755 /var/lib/nginx-ha
+same "rpm: %post 2 (upgrade): nginx-ha upgrade (in place), no restart" "install -d -m 0755 /var/lib/nginx-ha
 systemctl daemon-reload
+nginx-ha upgrade
 exit 0" "$(traced "$r/post.sh" 2)"
+same "rpm: %post 2, nginx-ha upgrade fails: try-restart" "install -d -m 0755 /var/lib/nginx-ha
+systemctl daemon-reload
+nginx-ha upgrade
+systemctl try-restart nginx-ha.service
+exit 0" "$(FAIL=upgrade traced "$r/post.sh" 2)"
+same "rpm: %post 2, upgrade fails, no systemd: nothing else" "install -d -m 0755 /var/lib/nginx-ha
+nginx-ha upgrade
+exit 0" "$(FAIL=upgrade BOOTED=no traced "$r/post.sh" 2)"
+same "rpm: %triggerin (nginx installed or upgraded), daemon running: upgrade-nginx" "nginx-ha status
+nginx-ha upgrade-nginx
+exit 0" "$(traced "$r/triggerin-nginx.sh" 1 1)"
+same "rpm: %triggerin, upgrade-nginx fails (or is unknown): exit 0" "nginx-ha status
+nginx-ha upgrade-nginx
+exit 0" "$(FAIL=upgrade-nginx traced "$r/triggerin-nginx.sh" 1 2)"
+same "rpm: %triggerin, no daemon answers: nothing" "nginx-ha status
+exit 0" "$(FAIL=status traced "$r/triggerin-nginx.sh" 1 1)"
 same "rpm: %preun 1 (upgrade): nothing" "exit 0" "$(traced "$r/preun.sh" 1)"
 same "rpm: %preun 0 (erase): disable and stop" "systemctl --no-reload disable --now nginx-ha.service
 exit 0" "$(traced "$r/preun.sh" 0)"
-same "rpm: %postun 1 (upgrade): try-restart" "systemctl daemon-reload
-systemctl try-restart nginx-ha.service
+same "rpm: %postun 1 (upgrade): no restart (the new %post did it)" "systemctl daemon-reload
 exit 0" "$(traced "$r/postun.sh" 1)"
 same "rpm: %postun 0 (erase): daemon-reload" "systemctl daemon-reload
 exit 0" "$(traced "$r/postun.sh" 0)"
@@ -268,6 +351,47 @@ check "rpm: the binary is the deb's" cmp -s "$work/rpm-root/usr/sbin/nginx-ha" "
 check "rpm: the packaged config is conf/nginx-ha.toml" cmp -s "$work/rpm-root/etc/nginx-ha/nginx-ha.toml" conf/nginx-ha.toml
 verify_unit rpm "$work/rpm-root" /usr/lib/systemd/system/nginx-ha.service
 run_binary rpm "$work/rpm-root"
+
+if [ -n "$bundled_deb" ]; then
+    echo "== deb (nginx-ha-bundled)"
+    b=$work/bundled
+    mkdir -p "$b/control" "$b/root"
+    dpkg-deb --control "$bundled_deb" "$b/control"
+    dpkg-deb -x "$bundled_deb" "$b/root"
+    bfield() { dpkg-deb --field "$bundled_deb" "$1"; }
+    same "bundled: Package" "nginx-ha-bundled" "$(bfield Package)"
+    same "bundled: Version" "$version-1" "$(bfield Version)"
+    # It replaces nginx-ha (the same files), and needs no distro nginx.
+    same "bundled: Provides, Conflicts, Replaces nginx-ha" "nginx-ha nginx-ha nginx-ha" \
+        "$(bfield Provides) $(bfield Conflicts) $(bfield Replaces)"
+    bdepends=$(bfield Depends)
+    has "bundled: Depends has libssl3 (nginx's, by dpkg-shlibdeps)" '(^|, )libssl3( |,|$)' "$bdepends"
+    same "bundled: Depends has no nginx package" "" "$(tr ',' '\n' <<<"$bdepends" | grep -E '^ *nginx' || true)"
+    check "bundled: no triggers (its nginx is its own)" test ! -e "$b/control/triggers"
+    for script in postinst prerm postrm; do
+        check "bundled: $script is packaging/deb/$script" cmp -s "$b/control/$script" "packaging/deb/$script"
+    done
+    bconf=$(cat "$b/control/conffiles")
+    has "bundled: nginx-ha.toml is a conffile" '^/etc/nginx-ha/nginx-ha.toml$' "$bconf"
+    has "bundled: nginx.conf is a conffile" '^/etc/nginx-ha/nginx/nginx.conf$' "$bconf"
+    has "bundled: mime.types is a conffile" '^/etc/nginx-ha/nginx/mime.types$' "$bconf"
+    bin=$b/root/usr/lib/nginx-ha/nginx/sbin/nginx
+    check "bundled: /usr/lib/nginx-ha/nginx/sbin/nginx is executable" test -x "$bin"
+    check "bundled: /usr/lib/nginx-ha/nginx/html/index.html" test -f "$b/root/usr/lib/nginx-ha/nginx/html/index.html"
+    check "bundled: ships /var/log/nginx-ha" test -d "$b/root/var/log/nginx-ha"
+    check "bundled: nothing under /run" test ! -e "$b/root/run"
+    nv=$("$bin" -V 2>&1 || true)
+    for m in http_stub_status_module http_ssl_module http_v2_module http_realip_module http_gzip_static_module; do
+        has "bundled: nginx -V has --with-$m" "(^| )--with-$m( |$)" "$nv"
+    done
+    bcfg=$b/root/etc/nginx-ha/nginx-ha.toml
+    has "bundled: default config runs the bundled nginx" '^binary = "/usr/lib/nginx-ha/nginx/sbin/nginx"' "$(cat "$bcfg")"
+    has "bundled: default config uses the bundled nginx config" '^config = "/etc/nginx-ha/nginx/nginx.conf"' "$(cat "$bcfg")"
+    same "bundled: only those two lines differ from conf/nginx-ha.toml" "2" "$(diff conf/nginx-ha.toml "$bcfg" | grep -c '^>' || true)"
+    check "bundled: nginx-ha is the plain package's" cmp -s "$b/root/usr/sbin/nginx-ha" "$work/deb-root/usr/sbin/nginx-ha"
+    out=$("$b/root/usr/sbin/nginx-ha" check -c "$bcfg" 2>&1) || true
+    same "bundled: the packaged config is valid" "$bcfg: ok" "$(head -n 1 <<<"$out")"
+fi
 
 echo
 echo "packaging: $passed passed, $failed failed"

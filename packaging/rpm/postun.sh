@@ -1,9 +1,7 @@
 # %postun of nginx-ha. $1: 0 when the package is erased, 1 on an upgrade.
+# No restart on an upgrade: the new package's %post did it (`nginx-ha upgrade`, else try-restart).
+# (An upgrade from 0.1.0-1 still restarts once more: the scriptlet that runs here is the old
+# package's, and 0.1.0-1's did a try-restart.)
 if [ -d /run/systemd/system ]; then
     systemctl daemon-reload >/dev/null 2>&1 || :
-    # Upgrade: only a running nginx-ha is restarted onto the new binary. It hands its VIPs to the
-    # peer and stops nginx before exiting, so the peer serves meanwhile.
-    if [ "$1" -ge 1 ]; then
-        systemctl try-restart nginx-ha.service >/dev/null 2>&1 || :
-    fi
 fi
