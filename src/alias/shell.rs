@@ -487,6 +487,8 @@ impl Shell {
                 }
                 actions
             }
+            // Aliases own no routes (the anycast task subscribes to those).
+            NetEvent::RouteAdded(_) | NetEvent::RouteRemoved(_) => Vec::new(),
         };
         self.execute(actions).await;
     }

@@ -14,7 +14,6 @@ use ipnet::IpNet;
 
 pub use address::{Added, AddressInfo, LinkInfo, Net, Removed};
 pub use announce::{ANNOUNCE_REPEAT, announce};
-pub use events::{NetEvent, NetEvents, events};
 pub use probe::{PROBE_DURATION, ProbeOutcome, probe_ipv4};
 pub use events::{NetEvent, NetEvents, events, route_events};
 pub use route::{RouteChange, RouteInfo};
