@@ -176,7 +176,6 @@ fn a_route_removed_behind_our_back_is_put_back() {
 }
 
 #[test]
-#[ignore = "needs the supervisor to report Health::Restarting after a crash (branch nginx7); main reports Unhealthy"]
 fn a_crashed_nginx_restarted_within_the_grace_keeps_the_route() {
     let fabric = Fabric::new("restart_grace_ms = 3000");
     fabric.wait_next_hops(&ALL);
@@ -245,8 +244,8 @@ fn a_killed_daemon_leaves_state_that_the_next_one_cleans_up() {
     // Left behind: the route (nginx still serves, so it is still announced) and the address;
     // and, as if by an earlier config, an anycast address no longer configured. A VIP-tagged
     // address (IFA_PROTO 0x6e) belongs to VRRP and must survive the anycast cleanup.
-    node.ns.ip(&["addr", "add", "198.19.99.1/32", "dev", "lo", "proto", "0x63"]);
-    node.ns.ip(&["addr", "add", "198.18.1.200/32", "dev", "eth0", "proto", "0x6e"]);
+    node.ns.add_tagged_address("lo", "198.19.99.1/32", nginx_ha::net::ANYCAST_ADDRESS_PROTO);
+    node.ns.add_tagged_address("eth0", "198.18.1.200/32", nginx_ha::net::OWNER_PROTO);
     node.ns.ip(&["route", "add", "198.19.99.1/32", "dev", "lo", "table", "111", "proto", "110", "scope", "link"]);
     assert!(node.ns.ip(&["route", "show", "table", "110"]).contains(ANYCAST));
     node.start();

@@ -226,7 +226,6 @@ pub async fn run(config_path: &Path, config: Config) -> anyhow::Result<()> {
         }
     }
     daemon.aliases.shutdown().await;
-    info!("alias task stopped; static aliases stay on their interfaces");
     // The anycast addresses go last, once nginx is stopped.
     if let Some(anycast) = daemon.anycast.take() {
         anycast.shutdown().await;

@@ -98,6 +98,18 @@ impl NetNs {
         })
     }
 
+    /// Adds `address` to `interface` tagged `IFA_PROTO = proto`, through nginx-ha's own
+    /// rtnetlink code: iproute2 before 6.3 cannot set an address's protocol.
+    #[allow(dead_code)]
+    pub fn add_tagged_address(&self, interface: &str, address: &str, proto: u8) {
+        let (interface, net) = (interface.to_owned(), address.parse::<ipnet::IpNet>().expect("an address/len"));
+        self.run(move || async move {
+            let kernel = nginx_ha::net::Net::new().await.expect("netlink");
+            let link = kernel.link(&interface).await.expect("the interface");
+            kernel.add_address(link.index, net, None, proto).await.expect("address added");
+        });
+    }
+
     /// [`spawn`](Self::spawn) and wait for the result; a panic inside is re-raised here.
     pub fn run<F, Fut>(&self, f: F) -> Fut::Output
     where
