@@ -213,6 +213,7 @@ pub async fn spawn(
         routers,
         sockets: HashMap::new(),
         readers: JoinSet::new(),
+        reader_handles: HashMap::new(),
         received_tx,
         health: *health.borrow(),
         recording: recorder,
@@ -300,8 +301,10 @@ struct Shell {
     net: Net,
     routers: Vec<Slot>,
     sockets: HashMap<SocketKey, Arc<VrrpSocket>>,
-    /// One receive task per socket, owned here: they end with the shell.
+    /// One receive task per socket, owned here: they end with the shell, or when their
+    /// interface is deleted (aborted through `reader_handles`).
     readers: JoinSet<()>,
+    reader_handles: HashMap<SocketKey, tokio::task::AbortHandle>,
     received_tx: mpsc::UnboundedSender<(SocketKey, Received)>,
     /// nginx's health as last reported, for routers that start late.
     health: Health,
@@ -394,9 +397,12 @@ impl Shell {
                 }
                 Some((key, packet)) = received.recv() => self.packet(key, packet).await,
                 Some(ended) = self.readers.join_next() => {
-                    // A receive loop never ends on its own: without it a router is deaf.
-                    error!("a VRRP receive task ended: {ended:?}");
-                    return;
+                    // A receive loop never ends on its own (it is aborted when its interface
+                    // is gone): without it a router is deaf.
+                    if !ended.as_ref().is_err_and(|e| e.is_cancelled()) {
+                        error!("a VRRP receive task ended: {ended:?}");
+                        return;
+                    }
                 }
                 event = events.next(), if events_open => match event {
                     Some(event) => {
@@ -457,7 +463,7 @@ impl Shell {
                     continue;
                 }
             };
-            self.socket(&link, family, primary)?;
+            self.socket(&link, family, Some(primary))?;
             let slot = &mut self.routers[i];
             slot.link = Some(link.clone());
             slot.problem = None;
@@ -498,18 +504,22 @@ impl Shell {
         slot.problem = Some(problem);
     }
 
-    fn socket(&mut self, link: &LinkInfo, family: Family, primary: IpAddr) -> Result<(), VrrpError> {
+    /// Opens the socket for `link` and `family` unless it is open; `primary`, once known, is
+    /// the advert source.
+    fn socket(&mut self, link: &LinkInfo, family: Family, primary: Option<IpAddr>) -> Result<(), VrrpError> {
         let key = (link.index, family);
         if self.sockets.contains_key(&key) {
             return Ok(());
         }
         let socket = Arc::new(VrrpSocket::open(link.index, &link.name, family, true).map_err(VrrpError::Socket)?);
-        if let Err(e) = socket.set_source(primary) {
+        if let Some(primary) = primary
+            && let Err(e) = socket.set_source(primary)
+        {
             warn!(interface = %link.name, "cannot set the advert source to {primary}: {e}");
         }
         let (reader, tx) = (Arc::clone(&socket), self.received_tx.clone());
         let name = link.name.clone();
-        self.readers.spawn(async move {
+        let handle = self.readers.spawn(async move {
             loop {
                 match reader.recv().await {
                     Ok(packet) => {
@@ -524,8 +534,45 @@ impl Shell {
                 }
             }
         });
+        self.reader_handles.insert(key, handle);
         self.sockets.insert(key, socket);
         Ok(())
+    }
+
+    /// The interface of router `i` was deleted and created again (an `ip link del` + `add`, a
+    /// VLAN or bridge rebuilt, a VM's NIC re-plugged): it has a new index. The router follows
+    /// it to the new index with a new socket; its link state and primary come from the new one.
+    async fn reattach(&mut self, i: usize) {
+        let (interface, family) = (self.routers[i].spec.interface.clone(), self.routers[i].spec.family());
+        let Ok(link) = self.net.link(&interface).await else { return };
+        let old = self.routers[i].link.replace(link.clone());
+        if let Some(old) = old {
+            let key = (old.index, family);
+            let in_use = self.routers.iter().any(|slot| {
+                slot.spec.family() == family && slot.link.as_ref().is_some_and(|l| l.index == old.index)
+            });
+            if !in_use {
+                self.sockets.remove(&key);
+                if let Some(reader) = self.reader_handles.remove(&key) {
+                    reader.abort();
+                }
+            }
+        }
+        let primary = self.net.primary_address(link.index, family).await.ok().flatten();
+        let name = self.routers[i].spec.router.name.clone();
+        info!(router = %name, interface = %interface, index = link.index, "the interface was created again: following it");
+        if let Err(e) = self.socket(&link, family, primary) {
+            // Set up again from scratch once the interface allows it.
+            let slot = &mut self.routers[i];
+            slot.started = false;
+            slot.link = None;
+            self.park(i, e.to_string());
+            return;
+        }
+        if let Some(primary) = primary {
+            self.feed(i, Input::PrimaryAddress(primary)).await;
+        }
+        self.feed(i, Input::InterfaceLink { up: link.up }).await;
     }
 
     /// Every router on the socket sees every packet: the router validates it in RFC order and
@@ -554,6 +601,10 @@ impl Shell {
             NetEvent::LinkChanged { index, name, up } => {
                 for i in 0..self.routers.len() {
                     let slot = &self.routers[i];
+                    if slot.started && slot.spec.interface == name && slot.link.as_ref().is_some_and(|l| l.index != index) {
+                        self.reattach(i).await;
+                        continue;
+                    }
                     if slot.link.as_ref().is_some_and(|l| l.index == index) {
                         info!(router = %slot.spec.router.name, interface = %name, up, "interface link changed");
                         self.feed(i, Input::InterfaceLink { up }).await;
