@@ -255,7 +255,10 @@ fn a_killed_daemon_leaves_state_that_the_next_one_cleans_up() {
     });
     assert!(node.log().contains("left behind by an earlier nginx-ha"), "{}", node.log());
     assert!(node.ns.ip(&["addr", "show", "dev", "eth0"]).contains("198.18.1.200/32"), "the VIP-tagged address stays");
-    assert!(node.ns.ip(&["addr", "show", "dev", "lo"]).contains(&format!("{ANYCAST}/32")), "the configured address stays");
+    assert!(
+        node.ns.ip(&["addr", "show", "dev", "lo"]).contains(&format!("{ANYCAST}/32")),
+        "the configured address stays"
+    );
     fabric.wait_next_hops(&ALL);
     assert_eq!(fabric.announced(1), Some(true));
 }

@@ -14,8 +14,8 @@ use ipnet::IpNet;
 
 pub use address::{Added, AddressInfo, LinkInfo, Net, Removed};
 pub use announce::{ANNOUNCE_REPEAT, announce};
-pub use probe::{PROBE_DURATION, ProbeOutcome, probe_ipv4};
 pub use events::{NetEvent, NetEvents, events, route_events};
+pub use probe::{PROBE_DURATION, ProbeOutcome, probe_ipv4};
 pub use route::{RouteChange, RouteInfo};
 
 /// The `IFA_PROTO` value marking addresses that nginx-ha added (0x6e, ASCII `n`).

@@ -548,9 +548,10 @@ impl Shell {
         let old = self.routers[i].link.replace(link.clone());
         if let Some(old) = old {
             let key = (old.index, family);
-            let in_use = self.routers.iter().any(|slot| {
-                slot.spec.family() == family && slot.link.as_ref().is_some_and(|l| l.index == old.index)
-            });
+            let in_use = self
+                .routers
+                .iter()
+                .any(|slot| slot.spec.family() == family && slot.link.as_ref().is_some_and(|l| l.index == old.index));
             if !in_use {
                 self.sockets.remove(&key);
                 if let Some(reader) = self.reader_handles.remove(&key) {
@@ -601,7 +602,10 @@ impl Shell {
             NetEvent::LinkChanged { index, name, up } => {
                 for i in 0..self.routers.len() {
                     let slot = &self.routers[i];
-                    if slot.started && slot.spec.interface == name && slot.link.as_ref().is_some_and(|l| l.index != index) {
+                    if slot.started
+                        && slot.spec.interface == name
+                        && slot.link.as_ref().is_some_and(|l| l.index != index)
+                    {
                         self.reattach(i).await;
                         continue;
                     }
