@@ -13,6 +13,7 @@ use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
@@ -208,6 +209,10 @@ struct Supervisor {
     dead: Vec<Arc<Pidfd>>,
     internal_tx: mpsc::UnboundedSender<Internal>,
     internal_rx: mpsc::UnboundedReceiver<Internal>,
+    /// The supervisor's helper tasks (`nginx -t`, pidfd waits, worker scans, probes, watcher
+    /// forwarding, stop escalation, nginx's stderr): aborted when the supervisor ends, and a
+    /// panic in one is the supervisor's own (see `run`), which the daemon notices.
+    tasks: JoinSet<()>,
     watcher: Option<ConfigWatcher>,
     /// `worker_processes` of the config nginx was last started or reloaded with, from
     /// `nginx -T`: how many workers make a complete generation.
@@ -257,6 +262,7 @@ impl Supervisor {
             dead: Vec::new(),
             internal_tx,
             internal_rx,
+            tasks: JoinSet::new(),
             watcher: None,
             expected_workers: None,
             config_read_at: None,
@@ -316,6 +322,14 @@ impl Supervisor {
                     None => self.begin_stop().await,
                 },
                 Some(internal) = self.internal_rx.recv() => self.internal(internal).await,
+                Some(joined) = self.tasks.join_next(), if !self.tasks.is_empty() => {
+                    if let Err(e) = joined
+                        && e.is_panic()
+                    {
+                        error!("a task of the nginx supervisor panicked; the supervisor stops with it");
+                        std::panic::resume_unwind(e.into_panic());
+                    }
+                }
                 _ = sleep_until(deadline) => self.timers().await,
                 Some(()) = recv_signal(&mut sigchld) => {
                     for pid in process::reap_orphans() {
@@ -437,7 +451,7 @@ impl Supervisor {
             Action::TestConfig => {
                 let (binary, config, tx) =
                     (self.config.binary.clone(), self.config.config.clone(), self.internal_tx.clone());
-                tokio::spawn(async move {
+                self.tasks.spawn(async move {
                     let result = conf::test(&binary, &config).await.map_err(|e| e.to_string());
                     let _ = tx.send(Internal::Tested(result));
                 });
@@ -480,7 +494,7 @@ impl Supervisor {
                 self.binary_identity = BinaryIdentity::of(&self.config.binary);
                 let (binary, config, tx) =
                     (self.config.binary.clone(), self.config.config.clone(), self.internal_tx.clone());
-                tokio::spawn(async move {
+                self.tasks.spawn(async move {
                     let result = conf::test(&binary, &config).await.map_err(|e| e.to_string());
                     let _ = tx.send(Internal::UpgradeTested(result));
                 });
@@ -596,7 +610,7 @@ impl Supervisor {
         self.generation += 1;
         let stderr_tail = Arc::new(Mutex::new(Vec::new()));
         if let Some(stderr) = child.stderr.take() {
-            forward_stderr(stderr, Arc::clone(&stderr_tail));
+            forward_stderr(&mut self.tasks, stderr, Arc::clone(&stderr_tail));
         }
         info!(pid, generation = self.generation, "nginx started");
         self.watch_master(&pidfd);
@@ -618,7 +632,7 @@ impl Supervisor {
         let Some(new) = self.new_master.take() else { return };
         let Some(old) = self.master.replace(new) else { return };
         let _ = old.pidfd.signal(Signal::SIGWINCH);
-        quit_within(Arc::clone(&old.pidfd), self.config.live.stop_timeout);
+        quit_within(&mut self.tasks, Arc::clone(&old.pidfd), self.config.live.stop_timeout);
         info!(pid = old.pidfd.pid(), "the new nginx serves; the old master finishes its requests and quits");
         self.retiring = Some(old.generation);
         self.adopted = false;
@@ -631,7 +645,7 @@ impl Supervisor {
     fn abort_upgrade(&mut self) {
         let Some(new) = self.new_master.take() else { return };
         warn!(pid = new.pidfd.pid(), "stopping the new nginx master: the upgrade is rolled back");
-        quit_within(Arc::clone(&new.pidfd), self.config.live.stop_timeout);
+        quit_within(&mut self.tasks, Arc::clone(&new.pidfd), self.config.live.stop_timeout);
         self.leaving.push(new);
     }
 
@@ -688,9 +702,9 @@ impl Supervisor {
         }
     }
 
-    fn watch_master(&self, pidfd: &Arc<Pidfd>) {
+    fn watch_master(&mut self, pidfd: &Arc<Pidfd>) {
         let (pidfd, tx, generation) = (Arc::clone(pidfd), self.internal_tx.clone(), self.generation);
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             pidfd.exited().await;
             let _ = tx.send(Internal::MasterExited { generation });
         });
@@ -700,7 +714,7 @@ impl Supervisor {
     /// then reports them all once the set has settled (nginx forks its workers one by one).
     /// Bounded confirmation after a start, reload or worker death; not a liveness poll.
     fn poll_workers(
-        &self,
+        &mut self,
         master: i32,
         known: HashSet<i32>,
         why: WorkersFound,
@@ -708,7 +722,7 @@ impl Supervisor {
         for_at_most: Duration,
     ) {
         let (tx, generation, expected) = (self.internal_tx.clone(), self.generation, self.expected_workers);
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             let give_up = Instant::now() + for_at_most;
             let mut every = every;
             while Instant::now() < give_up {
@@ -756,7 +770,7 @@ impl Supervisor {
 
     fn stop_master(&mut self) {
         let Some(master) = &self.master else { return };
-        quit_within(Arc::clone(&master.pidfd), self.config.live.stop_timeout);
+        quit_within(&mut self.tasks, Arc::clone(&master.pidfd), self.config.live.stop_timeout);
     }
 
     /// The master is gone: SIGKILL what is left of its generation (orphaned workers still hold
@@ -821,7 +835,7 @@ impl Supervisor {
             }
             Internal::Workers { generation, pids, why } => {
                 if let Some(new) = self.new_master.as_mut().filter(|m| m.generation == generation) {
-                    track(new, &pids, &self.internal_tx);
+                    track(&mut self.tasks, new, &pids, &self.internal_tx);
                     info!(pid = new.pidfd.pid(), workers = ?pids, "the new nginx master serves");
                     self.feed(Event::NewMasterReady).await;
                     return;
@@ -908,7 +922,7 @@ impl Supervisor {
 
     fn track_workers(&mut self, pids: &[i32]) {
         if let Some(master) = &mut self.master {
-            track(master, pids, &self.internal_tx);
+            track(&mut self.tasks, master, pids, &self.internal_tx);
         }
     }
 
@@ -950,7 +964,7 @@ impl Supervisor {
         let (Some(prober), Some(master)) = (self.config.live.prober.clone(), &self.master) else { return };
         self.probe_in_flight = true;
         let (tx, generation) = (self.internal_tx.clone(), master.generation);
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             let result = prober.probe().await;
             let _ = tx.send(Internal::Probed { generation, result });
         });
@@ -978,7 +992,7 @@ impl Supervisor {
             }
         }
         let internal = self.internal_tx.clone();
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             while let Some(path) = rx.recv().await {
                 if internal.send(Internal::FileChanged(path)).is_err() {
                     break;
@@ -999,9 +1013,9 @@ impl Supervisor {
 
     /// Included files (and the worker count) may have changed with the config: ask nginx
     /// again what it reads.
-    fn refresh_watch(&self) {
+    fn refresh_watch(&mut self) {
         let (binary, config, tx) = (self.config.binary.clone(), self.config.config.clone(), self.internal_tx.clone());
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             let _ = tx.send(Internal::Dumped(watch_set(&binary, &config).await));
         });
     }
@@ -1017,7 +1031,7 @@ impl Supervisor {
             }
         }
         let internal = self.internal_tx.clone();
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             while rx.recv().await.is_some() {
                 if internal.send(Internal::BinaryChanged).is_err() {
                     break;
@@ -1117,9 +1131,9 @@ impl Supervisor {
 }
 
 /// Graceful stop of one master: QUIT, TERM after `timeout`, KILL 3 s later.
-fn quit_within(pidfd: Arc<Pidfd>, timeout: Duration) {
+fn quit_within(tasks: &mut JoinSet<()>, pidfd: Arc<Pidfd>, timeout: Duration) {
     let _ = pidfd.signal(Signal::SIGQUIT);
-    tokio::spawn(async move {
+    tasks.spawn(async move {
         if tokio::time::timeout(timeout, pidfd.exited()).await.is_err() {
             warn!(pid = pidfd.pid(), "nginx did not stop gracefully within {} ms; sending TERM", timeout.as_millis());
             let _ = pidfd.signal(Signal::SIGTERM);
@@ -1132,7 +1146,7 @@ fn quit_within(pidfd: Arc<Pidfd>, timeout: Duration) {
 }
 
 /// Watches the workers of `master` not yet known by pidfd.
-fn track(master: &mut Master, pids: &[i32], internal: &mpsc::UnboundedSender<Internal>) {
+fn track(tasks: &mut JoinSet<()>, master: &mut Master, pids: &[i32], internal: &mpsc::UnboundedSender<Internal>) {
     for &pid in pids {
         if master.workers.contains_key(&pid) {
             continue;
@@ -1141,7 +1155,7 @@ fn track(master: &mut Master, pids: &[i32], internal: &mpsc::UnboundedSender<Int
         let pidfd = Arc::new(pidfd);
         master.workers.insert(pid, Arc::clone(&pidfd));
         let (tx, generation) = (internal.clone(), master.generation);
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             pidfd.exited().await;
             let _ = tx.send(Internal::WorkerExited { generation, pid });
         });
@@ -1202,11 +1216,19 @@ fn describe_exit(status: std::process::ExitStatus) -> String {
 }
 
 /// nginx reports startup problems (bind failures, bad certificates) on stderr: log them, and
-/// keep the last lines to explain an exit.
-fn forward_stderr(stderr: std::process::ChildStderr, tail: Arc<Mutex<Vec<String>>>) {
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+/// keep the last lines to explain an exit. Ends when nginx closes its stderr.
+fn forward_stderr(tasks: &mut JoinSet<()>, stderr: std::process::ChildStderr, tail: Arc<Mutex<Vec<String>>>) {
+    use tokio::io::AsyncBufReadExt;
+    let stderr = match tokio::process::ChildStderr::from_std(stderr) {
+        Ok(stderr) => stderr,
+        Err(e) => {
+            warn!("cannot read nginx's stderr: {e}; its messages are not logged");
+            return;
+        }
+    };
+    tasks.spawn(async move {
+        let mut lines = tokio::io::BufReader::new(stderr).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
             warn!(target: "nginx", "{line}");
             if let Ok(mut tail) = tail.lock() {
                 if tail.len() == STDERR_TAIL {
