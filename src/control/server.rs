@@ -14,6 +14,7 @@ use tokio::task::JoinSet;
 use tracing::{debug, warn};
 
 use super::{Request, Response};
+use crate::nginx::policy::CommandError;
 
 /// Largest request line accepted; requests are tiny, anything bigger is not ours.
 const MAX_REQUEST: usize = 64 * 1024;
@@ -98,9 +99,9 @@ async fn serve(stream: UnixStream, requests: mpsc::Sender<Incoming>) {
                     debug!(?request, "control request");
                     let (reply_tx, reply_rx) = oneshot::channel();
                     if requests.send((request, reply_tx)).await.is_err() {
-                        Response::error("nginx-ha is shutting down")
+                        Response::error(CommandError::ShuttingDown.to_string())
                     } else {
-                        reply_rx.await.unwrap_or_else(|_| Response::error("nginx-ha is shutting down"))
+                        reply_rx.await.unwrap_or_else(|_| Response::error(CommandError::ShuttingDown.to_string()))
                     }
                 }
                 Err(e) => Response::error(format!("not a valid request: {e}")),

@@ -17,7 +17,7 @@ use crate::config::Config;
 use crate::control::server::{ControlServer, Incoming};
 use crate::control::status::{DaemonReport, StatusDocument};
 use crate::control::{Request, Response};
-use crate::nginx::policy::NginxState;
+use crate::nginx::policy::{CommandError, NginxState};
 use crate::nginx::supervisor::{self, Command, SupervisorConfig, SupervisorHandle};
 use crate::vrrp::shell::{self as vrrp, RouterSpec, VrrpHandle};
 
@@ -220,7 +220,7 @@ pub async fn run(config_path: &Path, config: Config) -> anyhow::Result<()> {
         tokio::select! {
             _ = &mut *task => break,
             incoming = requests.recv(), if requests_open => match incoming {
-                Some((_, reply)) => { let _ = reply.send(Response::error(SHUTTING_DOWN)); }
+                Some((_, reply)) => { let _ = reply.send(Response::error(CommandError::ShuttingDown.to_string())); }
                 None => requests_open = false,
             },
         }
@@ -236,8 +236,6 @@ pub async fn run(config_path: &Path, config: Config) -> anyhow::Result<()> {
     info!("nginx-ha stopped");
     Ok(())
 }
-
-const SHUTTING_DOWN: &str = "nginx-ha is shutting down";
 
 /// Resolves when the VRRP task ends (never, without routers).
 async fn vrrp_task(vrrp: &mut Option<VrrpHandle>) -> Result<(), tokio::task::JoinError> {
@@ -280,8 +278,8 @@ impl Daemon {
                 self.replies.spawn(async move {
                     let _ = reply.send(match result.await {
                         Ok(Ok(())) => Response::ok(),
-                        Ok(Err(e)) => Response::error(e),
-                        Err(_) => Response::error(SHUTTING_DOWN),
+                        Ok(Err(e)) => Response::error(e.to_string()),
+                        Err(_) => Response::error(CommandError::ShuttingDown.to_string()),
                     });
                 });
             }
@@ -292,7 +290,7 @@ impl Daemon {
                     let response = match done_rx.await {
                         Ok(Ok(applied)) => Response::applied(applied),
                         Ok(Err(e)) => Response::error(e),
-                        Err(_) => Response::error(SHUTTING_DOWN),
+                        Err(_) => Response::error(CommandError::ShuttingDown.to_string()),
                     };
                     let _ = reply.send(response);
                 });
@@ -392,17 +390,17 @@ impl Daemon {
 /// Passes the supervisor's answer on; a rejected nginx reload says that nginx-ha's own changed
 /// settings were applied all the same (they do not depend on the nginx config).
 async fn answer(
-    finished: oneshot::Receiver<Result<(), String>>,
+    finished: oneshot::Receiver<Result<(), CommandError>>,
     done: oneshot::Sender<Result<Vec<String>, String>>,
     applied: Vec<String>,
 ) {
     let result = match finished.await {
         Ok(Ok(())) => Ok(applied),
-        Ok(Err(e)) if applied.is_empty() => Err(e),
+        Ok(Err(e)) if applied.is_empty() => Err(e.to_string()),
         Ok(Err(e)) => {
             Err(format!("{e}\n(the changed nginx-ha settings were applied all the same: {})", applied.join(", ")))
         }
-        Err(_) => Err(SHUTTING_DOWN.to_string()),
+        Err(_) => Err(CommandError::ShuttingDown.to_string()),
     };
     let _ = done.send(result);
 }

@@ -100,6 +100,38 @@ pub const FAILED_AFTER: u32 = 5;
 /// a master up for 10 s did start fine, while a crash loop crashes within a second or two.
 pub const RESTART_IN_PLACE_AFTER: Duration = Duration::from_secs(10);
 
+/// Why `nginx-ha reload` or `nginx-ha upgrade-nginx` was not carried out; the text is what the
+/// CLI prints. nginx keeps serving in every case.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    #[error("nginx-ha is shutting down")]
+    ShuttingDown,
+    /// `nginx -t` failed: its output.
+    #[error("{0}")]
+    ConfigRejected(String),
+    /// nginx-ha's own config failed to load: the config error.
+    #[error("{0}")]
+    OwnConfigRejected(String),
+    #[error("nginx exited: {0}")]
+    NginxExited(String),
+    #[error("nginx accepted the reload signal but started no new workers within {} ms; see its error log", .0.as_millis())]
+    NoNewWorkers(Duration),
+    #[error("refused: nginx is not running; it starts with the binary on disk when it starts")]
+    NotRunning,
+    #[error("refused: `nginx -t` with the new binary failed; the old nginx keeps serving:\n{0}")]
+    NewBinaryRejected(String),
+    #[error("cannot start the new nginx binary: {0}; the old nginx keeps serving")]
+    NewBinaryNotStarted(String),
+    #[error("the new nginx exited before serving ({0}); rolled back, the old nginx keeps serving")]
+    NewMasterExited(String),
+    #[error("the new nginx did not serve within {} ms (reload_timeout_ms); rolled back, the old nginx keeps serving", .0.as_millis())]
+    NewMasterTooSlow(Duration),
+    #[error("nginx exited during the upgrade: {0}")]
+    ExitedDuringUpgrade(String),
+    #[error("nginx exited before the upgrade began ({0}); it is restarted with the binary on disk")]
+    ExitedBeforeUpgrade(String),
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     /// The daemon starts: test the config, then spawn.
@@ -168,7 +200,7 @@ pub enum Action {
     Health(Health),
     ReloadFinished {
         tickets: Vec<u64>,
-        result: Result<(), String>,
+        result: Result<(), CommandError>,
     },
     /// Run `nginx -t` with the (new) binary; answer with `UpgradeTested`.
     TestUpgrade,
@@ -182,7 +214,7 @@ pub enum Action {
     AbortUpgrade,
     UpgradeFinished {
         tickets: Vec<u64>,
-        result: Result<(), String>,
+        result: Result<(), CommandError>,
     },
 }
 
@@ -361,12 +393,9 @@ impl Policy {
                     if self.upgrade.take().is_some() {
                         self.upgrade_deadline = None;
                         actions.push(Action::AbortUpgrade);
-                        self.finish_upgrade(Err(format!("nginx exited during the upgrade: {reason}")), actions);
+                        self.finish_upgrade(Err(CommandError::ExitedDuringUpgrade(reason.clone())), actions);
                     } else if std::mem::take(&mut self.upgrade_pending) {
-                        self.finish_upgrade(
-                            Err(format!("nginx exited before the upgrade began ({reason}); it is restarted with the binary on disk")),
-                            actions,
-                        );
+                        self.finish_upgrade(Err(CommandError::ExitedBeforeUpgrade(reason.clone())), actions);
                     }
                     self.crashed(now, reason, was_serving, actions);
                 }
@@ -380,7 +409,10 @@ impl Policy {
             }
             Event::OwnConfigRejected { ticket, error } => {
                 self.config_error = Some(error.clone());
-                actions.push(Action::ReloadFinished { tickets: vec![ticket], result: Err(error) });
+                actions.push(Action::ReloadFinished {
+                    tickets: vec![ticket],
+                    result: Err(CommandError::OwnConfigRejected(error)),
+                });
             }
             Event::ConfigTested(result) => self.config_tested(now, result, actions),
             Event::ReloadConfirmed => {
@@ -397,10 +429,7 @@ impl Policy {
             Event::UpgradeSpawnFailed(error) => {
                 if self.upgrade == Some(Upgrade::Starting) {
                     self.end_upgrade();
-                    self.finish_upgrade(
-                        Err(format!("cannot start the new nginx binary: {error}; the old nginx keeps serving")),
-                        actions,
-                    );
+                    self.finish_upgrade(Err(CommandError::NewBinaryNotStarted(error)), actions);
                 }
             }
             Event::NewMasterReady => {
@@ -415,12 +444,7 @@ impl Policy {
                 if self.upgrade == Some(Upgrade::Starting) {
                     self.end_upgrade();
                     actions.push(Action::AbortUpgrade);
-                    self.finish_upgrade(
-                        Err(format!(
-                            "the new nginx exited before serving ({reason}); rolled back, the old nginx keeps serving"
-                        )),
-                        actions,
-                    );
+                    self.finish_upgrade(Err(CommandError::NewMasterExited(reason)), actions);
                 }
             }
             Event::OldMasterExited => {
@@ -440,12 +464,12 @@ impl Policy {
                     if phase == Some(Upgrade::Starting) {
                         actions.push(Action::AbortUpgrade);
                     }
-                    self.finish_upgrade(Err("nginx-ha is shutting down".into()), actions);
+                    self.finish_upgrade(Err(CommandError::ShuttingDown), actions);
                 }
                 let tickets =
                     [std::mem::take(&mut self.tickets_current), std::mem::take(&mut self.tickets_next)].concat();
                 if !tickets.is_empty() {
-                    actions.push(Action::ReloadFinished { tickets, result: Err("nginx-ha is shutting down".into()) });
+                    actions.push(Action::ReloadFinished { tickets, result: Err(CommandError::ShuttingDown) });
                 }
                 if self.master_up {
                     actions.push(Action::Stop);
@@ -465,15 +489,11 @@ impl Policy {
                 actions.push(Action::ReapGeneration);
             }
             Event::ReloadRequested { ticket } | Event::OwnConfigRejected { ticket, .. } => {
-                actions.push(Action::ReloadFinished {
-                    tickets: vec![ticket],
-                    result: Err("nginx-ha is shutting down".into()),
-                })
+                actions.push(Action::ReloadFinished { tickets: vec![ticket], result: Err(CommandError::ShuttingDown) })
             }
-            Event::UpgradeRequested { ticket: Some(ticket) } => actions.push(Action::UpgradeFinished {
-                tickets: vec![ticket],
-                result: Err("nginx-ha is shutting down".into()),
-            }),
+            Event::UpgradeRequested { ticket: Some(ticket) } => {
+                actions.push(Action::UpgradeFinished { tickets: vec![ticket], result: Err(CommandError::ShuttingDown) })
+            }
             _ => {}
         }
     }
@@ -506,20 +526,14 @@ impl Policy {
         let delay = if self.restarting_in_place { Duration::ZERO } else { backoff(self.failures) };
         self.restart_at = Some(now + delay);
         self.state = if self.failures >= FAILED_AFTER { NginxState::Failed } else { NginxState::Restarting };
-        self.finish_tickets(Err(format!("nginx exited: {reason}")), actions);
+        self.finish_tickets(Err(CommandError::NginxExited(reason)), actions);
     }
 
     fn timer(&mut self, now: Instant, actions: &mut Vec<Action>) {
         if self.reload_deadline.is_some_and(|deadline| now >= deadline) {
             self.reload_deadline = None;
             self.state = NginxState::Running;
-            self.finish_tickets(
-                Err(format!(
-                    "nginx accepted the reload signal but started no new workers within {} ms; see its error log",
-                    self.config.reload_timeout.as_millis()
-                )),
-                actions,
-            );
+            self.finish_tickets(Err(CommandError::NoNewWorkers(self.config.reload_timeout)), actions);
         }
         if self.restart_at.is_some_and(|at| now >= at) {
             self.spawn(actions);
@@ -527,13 +541,7 @@ impl Policy {
         if self.upgrade_deadline.is_some_and(|deadline| now >= deadline) && self.upgrade == Some(Upgrade::Starting) {
             self.end_upgrade();
             actions.push(Action::AbortUpgrade);
-            self.finish_upgrade(
-                Err(format!(
-                    "the new nginx did not serve within {} ms (reload_timeout_ms); rolled back, the old nginx keeps serving",
-                    self.config.reload_timeout.as_millis()
-                )),
-                actions,
-            );
+            self.finish_upgrade(Err(CommandError::NewMasterTooSlow(self.config.reload_timeout)), actions);
         }
     }
 
@@ -597,7 +605,7 @@ impl Policy {
                     // Nothing runs and nothing would start it: wait for the config to be fixed.
                     self.state = NginxState::Failed;
                 }
-                self.finish_tickets(Err(error), actions);
+                self.finish_tickets(Err(CommandError::ConfigRejected(error)), actions);
             }
         }
     }
@@ -611,10 +619,7 @@ impl Policy {
         }
         if !(self.master_up && self.ready) {
             self.upgrade_pending = false;
-            self.finish_upgrade(
-                Err("refused: nginx is not running; it starts with the binary on disk when it starts".into()),
-                actions,
-            );
+            self.finish_upgrade(Err(CommandError::NotRunning), actions);
             return;
         }
         self.upgrade_pending = true;
@@ -642,12 +647,7 @@ impl Policy {
             }
             Err(error) => {
                 self.end_upgrade();
-                self.finish_upgrade(
-                    Err(format!(
-                        "refused: `nginx -t` with the new binary failed; the old nginx keeps serving:\n{error}"
-                    )),
-                    actions,
-                );
+                self.finish_upgrade(Err(CommandError::NewBinaryRejected(error)), actions);
             }
         }
     }
@@ -661,12 +661,12 @@ impl Policy {
         }
     }
 
-    fn finish_upgrade(&mut self, result: Result<(), String>, actions: &mut Vec<Action>) {
+    fn finish_upgrade(&mut self, result: Result<(), CommandError>, actions: &mut Vec<Action>) {
         // A rename seen by the watch has no ticket, but its outcome still goes to the log.
         actions.push(Action::UpgradeFinished { tickets: std::mem::take(&mut self.upgrade_tickets), result });
     }
 
-    fn finish_tickets(&mut self, result: Result<(), String>, actions: &mut Vec<Action>) {
+    fn finish_tickets(&mut self, result: Result<(), CommandError>, actions: &mut Vec<Action>) {
         if !self.tickets_current.is_empty() {
             actions.push(Action::ReloadFinished { tickets: std::mem::take(&mut self.tickets_current), result });
         }

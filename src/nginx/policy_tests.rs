@@ -237,7 +237,10 @@ fn reload_request_is_rejected_with_the_test_error() {
     sim.on(Event::ReloadRequested { ticket: 1 });
     assert_eq!(
         sim.on(Event::ConfigTested(Err("nginx: [emerg] bad".into()))),
-        vec![Action::ReloadFinished { tickets: vec![1], result: Err("nginx: [emerg] bad".into()) }]
+        vec![Action::ReloadFinished {
+            tickets: vec![1],
+            result: Err(CommandError::ConfigRejected("nginx: [emerg] bad".into()))
+        }]
     );
 }
 
@@ -270,7 +273,9 @@ fn crash_during_reload_fails_the_request_and_restarts() {
     sim.on(Event::ConfigTested(Ok(())));
     let actions = sim.crash();
     assert_eq!(actions[0], Action::ReapGeneration);
-    assert!(matches!(&actions[1], Action::ReloadFinished { result: Err(e), .. } if e.contains("killed by signal 9")));
+    assert!(
+        matches!(&actions[1], Action::ReloadFinished { result: Err(CommandError::NginxExited(e)), .. } if e.contains("killed by signal 9"))
+    );
     assert_eq!(sim.state(), NginxState::Restarting);
     assert_eq!(sim.policy.next_deadline(), Some(sim.now + BACKOFF_START));
 }
@@ -375,7 +380,7 @@ fn reconfigured_reload_timeout_applies_to_the_next_reload() {
     let actions = sim.fire();
     assert_eq!(sim.now - start, Duration::from_millis(300));
     assert!(
-        matches!(&actions[..], [Action::ReloadFinished { result: Err(e), .. }] if e.contains("within 300 ms")),
+        matches!(&actions[..], [Action::ReloadFinished { result: Err(e @ CommandError::NoNewWorkers(_)), .. }] if e.to_string().contains("within 300 ms")),
         "{actions:?}"
     );
 }
@@ -506,7 +511,7 @@ fn an_upgrade_whose_binary_fails_its_test_is_refused() {
     upgrade(&mut sim, 2);
     let actions = sim.on(Event::UpgradeTested(Err("exit status 1".into())));
     assert!(
-        matches!(&actions[..], [Action::UpgradeFinished { tickets, result: Err(e) }] if tickets == &[2] && e.contains("refused") && e.contains("exit status 1")),
+        matches!(&actions[..], [Action::UpgradeFinished { tickets, result: Err(CommandError::NewBinaryRejected(e)) }] if tickets == &[2] && e.contains("exit status 1")),
         "{actions:?}"
     );
     assert_eq!(sim.state(), NginxState::Running);
@@ -521,7 +526,7 @@ fn a_new_master_that_does_not_serve_in_time_is_rolled_back() {
     let actions = sim.fire();
     assert_eq!(actions[0], Action::AbortUpgrade);
     assert!(
-        matches!(&actions[1..], [Action::UpgradeFinished { tickets, result: Err(e) }] if tickets == &[3] && e.contains("rolled back")),
+        matches!(&actions[1..], [Action::UpgradeFinished { tickets, result: Err(CommandError::NewMasterTooSlow(_)) }] if tickets == &[3]),
         "{actions:?}"
     );
     assert_eq!(sim.state(), NginxState::Running);
@@ -536,12 +541,12 @@ fn a_new_master_that_exits_or_cannot_start_is_rolled_back() {
     sim.on(Event::UpgradeTested(Ok(())));
     let actions = sim.on(Event::NewMasterExited("exited with status 1".into()));
     assert_eq!(actions[0], Action::AbortUpgrade);
-    assert!(matches!(&actions[1..], [Action::UpgradeFinished { result: Err(e), .. }] if e.contains("rolled back")));
+    assert!(matches!(&actions[1..], [Action::UpgradeFinished { result: Err(CommandError::NewMasterExited(_)), .. }]));
     upgrade(&mut sim, 5);
     sim.on(Event::UpgradeTested(Ok(())));
     let actions = sim.on(Event::UpgradeSpawnFailed("Permission denied".into()));
     assert!(
-        matches!(&actions[..], [Action::UpgradeFinished { result: Err(e), .. }] if e.contains("Permission denied"))
+        matches!(&actions[..], [Action::UpgradeFinished { result: Err(CommandError::NewBinaryNotStarted(e)), .. }] if e.contains("Permission denied"))
     );
     assert_eq!(sim.state(), NginxState::Running);
     assert_eq!(sim.policy.status().restarts, 0);
@@ -551,7 +556,7 @@ fn a_new_master_that_exits_or_cannot_start_is_rolled_back() {
 fn an_upgrade_is_refused_while_nginx_is_down_and_waits_for_a_reload() {
     let mut sim = Sim::new(false);
     let actions = sim.on(Event::UpgradeRequested { ticket: Some(6) });
-    assert!(matches!(&actions[..], [Action::UpgradeFinished { result: Err(e), .. }] if e.contains("not running")));
+    assert!(matches!(&actions[..], [Action::UpgradeFinished { result: Err(CommandError::NotRunning), .. }]));
     let mut sim = Sim::running(false);
     sim.on(Event::ConfigChanged);
     sim.on(Event::ConfigTested(Ok(())));

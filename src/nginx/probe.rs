@@ -9,6 +9,21 @@ use tokio::net::TcpStream;
 
 use crate::config::{HealthConfig, HttpProbeUrl};
 
+/// Why a probe failed: logged when it changes, and shown in `status` as `last_probe_error`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProbeError {
+    #[error("no answer within {} ms", .0.as_millis())]
+    Timeout(Duration),
+    #[error("tcp {addr}: {error}")]
+    Tcp { addr: SocketAddr, error: String },
+    #[error("http {target}: {error}")]
+    Http { target: String, error: String },
+    #[error("http {target}: not an HTTP answer: {status_line:?}")]
+    NotHttp { target: String, status_line: String },
+    #[error("http {target}{path}: status {code}")]
+    Status { target: String, path: String, code: u16 },
+}
+
 #[derive(Debug, Clone)]
 pub struct Prober {
     http: Option<HttpProbeUrl>,
@@ -30,16 +45,16 @@ impl Prober {
     }
 
     /// Every probe must pass within the timeout; Err says which one failed and how.
-    pub async fn probe(&self) -> Result<(), String> {
+    pub async fn probe(&self) -> Result<(), ProbeError> {
         match tokio::time::timeout(self.timeout, self.probe_all()).await {
             Ok(result) => result,
-            Err(_) => Err(format!("no answer within {} ms", self.timeout.as_millis())),
+            Err(_) => Err(ProbeError::Timeout(self.timeout)),
         }
     }
 
-    async fn probe_all(&self) -> Result<(), String> {
+    async fn probe_all(&self) -> Result<(), ProbeError> {
         for addr in &self.tcp {
-            TcpStream::connect(addr).await.map_err(|e| format!("tcp {addr}: {e}"))?;
+            TcpStream::connect(addr).await.map_err(|e| ProbeError::Tcp { addr: *addr, error: e.to_string() })?;
         }
         if let Some(url) = &self.http {
             http_get(url).await?;
@@ -48,22 +63,23 @@ impl Prober {
     }
 }
 
-async fn http_get(url: &HttpProbeUrl) -> Result<(), String> {
+async fn http_get(url: &HttpProbeUrl) -> Result<(), ProbeError> {
     let target = if url.host.contains(':') {
         format!("[{}]:{}", url.host, url.port)
     } else {
         format!("{}:{}", url.host, url.port)
     };
-    let mut stream = TcpStream::connect(&target).await.map_err(|e| format!("http {target}: {e}"))?;
+    let io = |e: std::io::Error| ProbeError::Http { target: target.clone(), error: e.to_string() };
+    let mut stream = TcpStream::connect(&target).await.map_err(io)?;
     let request = format!(
         "GET {} HTTP/1.0\r\nHost: {}\r\nUser-Agent: nginx-ha-probe\r\nConnection: close\r\n\r\n",
         url.path, url.host
     );
-    stream.write_all(request.as_bytes()).await.map_err(|e| format!("http {target}: {e}"))?;
+    stream.write_all(request.as_bytes()).await.map_err(io)?;
     let mut head = Vec::with_capacity(64);
     let mut buf = [0u8; 256];
     while !head.contains(&b'\n') && head.len() < 4096 {
-        let n = stream.read(&mut buf).await.map_err(|e| format!("http {target}: {e}"))?;
+        let n = stream.read(&mut buf).await.map_err(io)?;
         if n == 0 {
             break;
         }
@@ -75,8 +91,8 @@ async fn http_get(url: &HttpProbeUrl) -> Result<(), String> {
         .split_whitespace()
         .nth(1)
         .and_then(|code| code.parse().ok())
-        .ok_or_else(|| format!("http {target}: not an HTTP answer: {status_line:?}"))?;
-    if (200..400).contains(&code) { Ok(()) } else { Err(format!("http {target}{}: status {code}", url.path)) }
+        .ok_or_else(|| ProbeError::NotHttp { target: target.clone(), status_line: status_line.to_owned() })?;
+    if (200..400).contains(&code) { Ok(()) } else { Err(ProbeError::Status { target, path: url.path.clone(), code }) }
 }
 
 #[cfg(test)]
@@ -107,7 +123,7 @@ mod tests {
         assert_eq!(http_prober(serve_once("HTTP/1.1 200 OK\r\n\r\nok").await).probe().await, Ok(()));
         assert_eq!(http_prober(serve_once("HTTP/1.1 302 Found\r\n\r\n").await).probe().await, Ok(()));
         let err = http_prober(serve_once("HTTP/1.1 503 Unavailable\r\n\r\n").await).probe().await.unwrap_err();
-        assert!(err.contains("status 503"), "{err}");
+        assert!(matches!(err, ProbeError::Status { code: 503, .. }), "{err}");
     }
 
     #[tokio::test]
@@ -115,7 +131,7 @@ mod tests {
         // The kernel completes the handshake from the backlog, like for a SIGSTOPped nginx.
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let err = http_prober(listener.local_addr().unwrap()).probe().await.unwrap_err();
-        assert!(err.contains("no answer within 300 ms"), "{err}");
+        assert_eq!(err.to_string(), "no answer within 300 ms");
         let tcp_only = HealthConfig { tcp: vec![listener.local_addr().unwrap().to_string()], ..Default::default() };
         assert_eq!(Prober::from_config(&tcp_only).unwrap().probe().await, Ok(()), "tcp cannot see the hang");
     }

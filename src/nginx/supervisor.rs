@@ -18,8 +18,8 @@ use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
 use super::conf::{self, ConfigDump, FOREGROUND};
-use super::policy::{Action, Event, Health, NginxState, Policy, PolicyConfig};
-use super::probe::Prober;
+use super::policy::{Action, CommandError, Event, Health, NginxState, Policy, PolicyConfig};
+use super::probe::{ProbeError, Prober};
 use super::process::{self, Pidfd};
 use super::watch::{BinaryIdentity, BinaryWatcher, ConfigWatcher};
 use crate::config::Config;
@@ -114,19 +114,19 @@ pub struct NginxStatus {
 pub enum Command {
     /// Test the nginx config and reload; answered when the reload completed or was rejected.
     Reload {
-        reply: oneshot::Sender<Result<(), String>>,
+        reply: oneshot::Sender<Result<(), CommandError>>,
     },
     /// nginx-ha's own config failed to load on `nginx-ha reload`.
     RejectOwnConfig {
         error: String,
-        reply: oneshot::Sender<Result<(), String>>,
+        reply: oneshot::Sender<Result<(), CommandError>>,
     },
     /// Apply changed settings (from `nginx-ha reload`); sent before the `Reload` it goes with.
     Reconfigure(LiveSettings),
     /// `nginx-ha upgrade-nginx`: a live upgrade to the binary now on disk; answered when the
     /// old master is gone (Ok) or when it was refused or rolled back (Err, the reason).
     UpgradeNginx {
-        reply: oneshot::Sender<Result<(), String>>,
+        reply: oneshot::Sender<Result<(), CommandError>>,
     },
     Shutdown,
     /// Stop supervising and leave nginx running, for the next nginx-ha to adopt.
@@ -175,7 +175,7 @@ enum Internal {
     WorkerExited { generation: u64, pid: i32 },
     Workers { generation: u64, pids: Vec<i32>, why: WorkersFound },
     Tested(Result<(), String>),
-    Probed { generation: u64, result: Result<(), String> },
+    Probed { generation: u64, result: Result<(), ProbeError> },
     FileChanged(PathBuf),
     Dumped(ConfigDump),
     UpgradeTested(Result<(), String>),
@@ -223,13 +223,13 @@ struct Supervisor {
     debounce_until: Option<Instant>,
     next_probe: Option<Instant>,
     probe_in_flight: bool,
-    tickets: HashMap<u64, oneshot::Sender<Result<(), String>>>,
+    tickets: HashMap<u64, oneshot::Sender<Result<(), CommandError>>>,
     next_ticket: u64,
     status_tx: watch::Sender<NginxStatus>,
     health_tx: watch::Sender<Health>,
     adopted: bool,
     last_exit: Option<String>,
-    last_probe_error: Option<String>,
+    last_probe_error: Option<ProbeError>,
     stopping: bool,
     /// A live upgrade: the new master, started beside `master` until it serves.
     new_master: Option<Master>,
@@ -418,7 +418,7 @@ impl Supervisor {
         }
     }
 
-    fn ticket(&mut self, reply: oneshot::Sender<Result<(), String>>) -> u64 {
+    fn ticket(&mut self, reply: oneshot::Sender<Result<(), CommandError>>) -> u64 {
         self.next_ticket += 1;
         self.tickets.insert(self.next_ticket, reply);
         self.next_ticket
@@ -1118,7 +1118,7 @@ impl Supervisor {
             worker_exits: policy.worker_exits,
             adopted: self.adopted,
             last_exit: self.last_exit.clone(),
-            last_probe_error: self.last_probe_error.clone(),
+            last_probe_error: self.last_probe_error.as_ref().map(ToString::to_string),
             new_master_pid: self.new_master.as_ref().map(|m| m.pidfd.pid()),
             old_master_pid: old.map(|m| m.pidfd.pid()),
         };
