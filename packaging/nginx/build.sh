@@ -134,7 +134,10 @@ fetch_debian_source() {
 tarball=${1:-}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-target_dir=${CARGO_TARGET_DIR:-$repo/target}
+# cargo's target directory (CARGO_TARGET_DIR, .cargo/config), as packaging/build.sh finds it.
+target_dir=$(cd "$repo" && cargo metadata --no-deps --format-version 1 2>/dev/null |
+    sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p' || true)
+target_dir=${target_dir:-${CARGO_TARGET_DIR:-$repo/target}}
 if [ -z "$tarball" ]; then
     # Downloaded once, kept in target/nginx/debian-source/ (delete it to download again).
     cached=$target_dir/nginx/debian-source
