@@ -1,7 +1,7 @@
 #!/bin/sh
 # usage: bench/fuzz.sh [--runs N] [--corpus DIR] [--seed S] [-- LIBFUZZER_ARGS...]
 #   Needs a nightly toolchain and cargo-fuzz (fuzz/README.md). No root. One core; about
-#   15-20 minutes for the default 10,000,000 executions (plus the first fuzz build).
+#   12 minutes for the default 10,000,000 executions (plus the first fuzz build).
 #
 # Runs the `vrrp_packet` fuzz target (see BENCHMARKS.md, "Fuzzing the VRRP packet parser")
 # for N executions (libFuzzer `-runs`, default 10000000) and prints the executions, exec/s,
