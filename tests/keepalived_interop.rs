@@ -244,6 +244,34 @@ fn v2_multicast_nginx_ha_master_keepalived_backup_and_failover_on_nginx_failure(
     p.ka.assert_no_complaints();
 }
 
+/// Issue 7's planned stop with keepalived as the peer: nginx-ha's priority-0 advert makes
+/// keepalived take over after its skew time, and nginx-ha keeps the VIP and nginx serving until
+/// keepalived's first advert as master, so the client always has a holder.
+#[test]
+fn v2_planned_stop_hands_over_to_keepalived_with_overlap() {
+    let mut p = pair(100, "", 90, "", "");
+    p.nginx_ha_is_master();
+    let poller = p.client.poll(VIP);
+    wait_until(PATIENCE, "the poller answered by nginx-ha", || {
+        poller.answers().iter().any(|(_, answer)| answer.as_deref() == Some(NHA))
+    });
+    assert!(p.nha.stop().success());
+    p.ka.wait_state("MASTER");
+    wait_until(PATIENCE, "the poller answered by keepalived", || {
+        poller.answers().iter().any(|(_, answer)| answer.as_deref() == Some(KA))
+    });
+    let answers = poller.stop();
+    let log = p.nha.log();
+    assert!(log.contains("planned stop: handed over"), "nginx-ha waited for keepalived's advert as master:\n{log}");
+    assert!(!p.nha.has_address(VIP), "VIP removed on shutdown");
+    let outage = longest_outage(&answers);
+    let failed = answers.iter().filter(|(_, answer)| answer.is_none()).count();
+    println!("planned stop, keepalived peer: longest outage {outage:?}, {failed} failed of {}", answers.len());
+    assert!(outage < Duration::from_millis(500), "{outage:?} without an answer during a planned stop");
+    assert!(failed <= 2, "{failed} failed requests during a planned stop");
+    p.ka.assert_no_complaints();
+}
+
 #[test]
 fn v2_multicast_keepalived_master_nginx_ha_backup_and_takeover_on_keepalived_stop() {
     // `state MASTER`, as the primary of a keepalived pair is usually configured (2.2.7 still

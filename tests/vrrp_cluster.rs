@@ -123,12 +123,6 @@ fn partition_heals_to_a_single_holder_and_the_client_follows_at_once() {
     }
 }
 
-/// The longest stretch between two answered requests of a poller.
-fn longest_outage(answers: &[Answer]) -> Duration {
-    let answered: Vec<Duration> = answers.iter().filter(|(_, a)| a.is_some()).map(|(at, _)| *at).collect();
-    answered.windows(2).map(|pair| pair[1] - pair[0]).max().unwrap_or_default()
-}
-
 #[test]
 fn a_killed_nginx_ha_restarted_at_once_resumes_master_and_the_peer_stays_backup() {
     let (_bridge, mut a, b, client) = pair("");

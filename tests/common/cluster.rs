@@ -276,6 +276,12 @@ impl Client {
 /// (time since the poller started, the body or None)
 pub type Answer = (Duration, Option<String>);
 
+/// The longest stretch between two answered requests of a poller.
+pub fn longest_outage(answers: &[Answer]) -> Duration {
+    let answered: Vec<Duration> = answers.iter().filter(|(_, a)| a.is_some()).map(|(at, _)| *at).collect();
+    answered.windows(2).map(|pair| pair[1] - pair[0]).max().unwrap_or_default()
+}
+
 pub struct Poller {
     stop: Arc<AtomicBool>,
     answers: Arc<Mutex<Vec<Answer>>>,
