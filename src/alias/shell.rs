@@ -13,6 +13,7 @@ use futures::{FutureExt, StreamExt};
 use ipnet::IpNet;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
 use super::core::{self, Action, AddOutcome, Declared, NewAlias, Reconciler, Rejected, Settled, Source, Vip};
@@ -188,7 +189,7 @@ async fn run(settings: AliasSettings, mut commands: mpsc::Receiver<AliasCommand>
         {
             let _ = ready.send(());
         }
-        let deadline = shell.core.next_deadline().map(tokio::time::Instant::from_std);
+        let deadline = shell.core.next_deadline().map(Instant::from_std);
         tokio::select! {
             command = commands.recv() => match command {
                 None | Some(AliasCommand::Shutdown) => break,
@@ -204,11 +205,11 @@ async fn run(settings: AliasSettings, mut commands: mpsc::Receiver<AliasCommand>
             },
             Some((address, outcome)) = shell.adds.next() => {
                 log_outcome(address, &outcome);
-                let actions = shell.core.add_finished(address, outcome, std::time::Instant::now());
+                let actions = shell.core.add_finished(address, outcome, Instant::now().into_std());
                 shell.execute(actions).await;
             }
             () = sleep_until(deadline) => {
-                let actions = shell.core.tick(std::time::Instant::now());
+                let actions = shell.core.tick(Instant::now().into_std());
                 shell.execute(actions).await;
             }
         }
@@ -244,7 +245,7 @@ async fn subscribe() -> net::NetEvents {
     }
 }
 
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
@@ -255,10 +256,10 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 /// says is reported as not applied; the daemon starts all the same (nginx keeps serving, the
 /// config's aliases are applied).
 async fn open_store(dir: &std::path::Path) -> (Stored, Vec<Rejected>) {
-    let deadline = tokio::time::Instant::now() + LOCK_WAIT;
+    let deadline = Instant::now() + LOCK_WAIT;
     let lock = loop {
         match store::lock(dir, false) {
-            Err(store::StoreError::Locked { .. }) if tokio::time::Instant::now() < deadline => {
+            Err(store::StoreError::Locked { .. }) if Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             other => break other,
@@ -444,7 +445,7 @@ impl Shell {
             warn!(alias = %r.declared.alias, "alias not applied: {}", r.reason);
         }
         rejected.extend(self.salvaged.iter().cloned());
-        let actions = self.core.set_declared(declared, rejected, std::time::Instant::now());
+        let actions = self.core.set_declared(declared, rejected, Instant::now().into_std());
         self.execute(actions).await;
     }
 
@@ -458,12 +459,12 @@ impl Shell {
             }
         };
         let links = links.into_iter().map(|l| (l.name, l.index, l.up));
-        let actions = self.core.snapshot(links, addresses, std::time::Instant::now());
+        let actions = self.core.snapshot(links, addresses, Instant::now().into_std());
         self.execute(actions).await;
     }
 
     async fn event(&mut self, event: NetEvent) {
-        let now = std::time::Instant::now();
+        let now = Instant::now().into_std();
         let actions = match event {
             NetEvent::LinkChanged { name, .. } => match self.net.link(&name).await {
                 Ok(link) => {

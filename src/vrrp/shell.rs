@@ -426,7 +426,7 @@ impl Shell {
                     }
                 },
                 _ = sleep_until(deadline) => {
-                    let now = std::time::Instant::now();
+                    let now = Instant::now().into_std();
                     for i in 0..self.routers.len() {
                         if self.routers[i].router.next_deadline().is_some_and(|at| at <= now) {
                             self.feed(i, Input::TimerFired).await;
@@ -589,7 +589,7 @@ impl Shell {
                     hop_limit: packet.hop_limit,
                     payload: &packet.payload,
                 };
-                let actions = self.routers[i].router.handle(std::time::Instant::now(), input);
+                let actions = self.routers[i].router.handle(Instant::now().into_std(), input);
                 self.carry_out(i, actions).await;
             }
         }
@@ -742,7 +742,7 @@ impl Shell {
     }
 
     async fn feed(&mut self, i: usize, input: Input<'_>) {
-        let actions = self.routers[i].router.handle(std::time::Instant::now(), input);
+        let actions = self.routers[i].router.handle(Instant::now().into_std(), input);
         self.carry_out(i, actions).await;
     }
 
