@@ -286,15 +286,14 @@ async fn upgrade_nginx(path: &Path) -> ExitCode {
             eprintln!("nginx upgrade not done: {}", response.error.unwrap_or_default());
             ExitCode::FAILURE
         }
-        Err(e @ ClientError::NotRunning { .. }) => {
-            eprintln!("nginx-ha: {e}");
-            ExitCode::from(EXIT_NO_DAEMON)
-        }
-        Err(e) => {
-            eprintln!("nginx-ha: {e}");
-            ExitCode::FAILURE
-        }
+        Err(e) => client_failure(e),
     }
+}
+
+/// No daemon answering has its own exit status (scripts tell "not running" from "refused").
+fn client_failure(e: ClientError) -> ExitCode {
+    eprintln!("nginx-ha: {e}");
+    if matches!(e, ClientError::NotRunning { .. }) { ExitCode::from(EXIT_NO_DAEMON) } else { ExitCode::FAILURE }
 }
 
 async fn reload(path: &Path) -> ExitCode {
@@ -313,14 +312,7 @@ async fn reload(path: &Path) -> ExitCode {
             eprintln!("reload rejected: {}", response.error.unwrap_or_default());
             ExitCode::FAILURE
         }
-        Err(e @ ClientError::NotRunning { .. }) => {
-            eprintln!("nginx-ha: {e}");
-            ExitCode::from(EXIT_NO_DAEMON)
-        }
-        Err(e) => {
-            eprintln!("nginx-ha: {e}");
-            ExitCode::FAILURE
-        }
+        Err(e) => client_failure(e),
     }
 }
 
