@@ -6,4 +6,5 @@ pub mod probe;
 pub mod process;
 
 pub mod supervisor;
+pub mod timers;
 pub mod watch;

@@ -21,6 +21,7 @@ use super::conf::{self, ConfigDump, FOREGROUND};
 use super::policy::{Action, CommandError, Event, Health, NginxState, Policy, PolicyConfig};
 use super::probe::{ProbeError, Prober};
 use super::process::{self, Pidfd};
+use super::timers::{Timer, TimerTable};
 use super::watch::{BinaryIdentity, BinaryWatcher, ConfigWatcher};
 use crate::config::Config;
 
@@ -220,8 +221,8 @@ struct Supervisor {
     /// When nginx last read its config (spawn or HUP): a file of the new watch set changed
     /// after that was not seen by the watch, which did not exist yet.
     config_read_at: Option<std::time::SystemTime>,
-    debounce_until: Option<Instant>,
-    next_probe: Option<Instant>,
+    /// Debounces and the next probe; the policy keeps its own deadlines.
+    timers: TimerTable<Instant>,
     probe_in_flight: bool,
     tickets: HashMap<u64, oneshot::Sender<Result<(), CommandError>>>,
     next_ticket: u64,
@@ -240,7 +241,6 @@ struct Supervisor {
     binary_watcher: Option<BinaryWatcher>,
     /// The binary file the running nginx was started from (or last upgraded to).
     binary_identity: Option<BinaryIdentity>,
-    binary_debounce_until: Option<Instant>,
     /// nginx's pid file: the old master deletes it when it quits after an upgrade, so it is
     /// written again for the new one (adoption after an nginx-ha restart reads it).
     pid_file: Option<PathBuf>,
@@ -266,8 +266,7 @@ impl Supervisor {
             watcher: None,
             expected_workers: None,
             config_read_at: None,
-            debounce_until: None,
-            next_probe: None,
+            timers: TimerTable::new(),
             probe_in_flight: false,
             tickets: HashMap::new(),
             next_ticket: 0,
@@ -282,7 +281,6 @@ impl Supervisor {
             retiring: None,
             binary_watcher: None,
             binary_identity: None,
-            binary_debounce_until: None,
             pid_file: None,
         }
     }
@@ -344,29 +342,26 @@ impl Supervisor {
 
     fn next_wakeup(&self) -> Option<Instant> {
         let policy = self.policy.next_deadline().map(Instant::from_std);
-        [policy, self.debounce_until, self.binary_debounce_until, self.next_probe.filter(|_| !self.probe_in_flight)]
-            .into_iter()
-            .flatten()
-            .min()
+        [policy, self.timers.next()].into_iter().flatten().min()
     }
 
     async fn timers(&mut self) {
         let now = Instant::now();
-        if self.debounce_until.is_some_and(|at| now >= at) {
-            self.debounce_until = None;
-            info!("nginx config changed; testing it");
-            self.feed(Event::ConfigChanged).await;
-        }
-        if self.binary_debounce_until.is_some_and(|at| now >= at) {
-            self.binary_debounce_until = None;
-            let identity = BinaryIdentity::of(&self.config.binary);
-            if identity.is_some() && identity != self.binary_identity {
-                info!(binary = %self.config.binary.display(), "the nginx binary was replaced; upgrading nginx live");
-                self.feed(Event::UpgradeRequested { ticket: None }).await;
+        for timer in self.timers.expired(now) {
+            match timer {
+                Timer::ConfigDebounce => {
+                    info!("nginx config changed; testing it");
+                    self.feed(Event::ConfigChanged).await;
+                }
+                Timer::BinaryDebounce => {
+                    let identity = BinaryIdentity::of(&self.config.binary);
+                    if identity.is_some() && identity != self.binary_identity {
+                        info!(binary = %self.config.binary.display(), "the nginx binary was replaced; upgrading nginx live");
+                        self.feed(Event::UpgradeRequested { ticket: None }).await;
+                    }
+                }
+                Timer::Probe => self.start_probe(),
             }
-        }
-        if self.next_probe.is_some_and(|at| now >= at) && !self.probe_in_flight {
-            self.start_probe();
         }
         if self.policy.next_deadline().is_some_and(|at| now.into_std() >= at) {
             self.feed(Event::Timer).await;
@@ -399,14 +394,14 @@ impl Supervisor {
         // A debounce or stop already under way keeps the time it was given.
         self.config.live = live;
         // The next probe (if any) goes out at once, with the new prober and then the new interval.
-        self.next_probe = None;
+        self.timers.stop(Timer::Probe);
         self.feed(Event::Reconfigured(policy)).await;
         match (watched, watch) {
             (true, false) => {
                 self.watcher = None;
-                self.debounce_until = None;
+                self.timers.stop(Timer::ConfigDebounce);
                 self.binary_watcher = None;
-                self.binary_debounce_until = None;
+                self.timers.stop(Timer::BinaryDebounce);
                 info!("watch = false: nginx config changes are no longer reloaded until `nginx-ha reload`");
             }
             (false, true) if self.create_watcher() => {
@@ -874,6 +869,8 @@ impl Supervisor {
             Internal::Probed { generation, result } => {
                 self.probe_in_flight = false;
                 if self.master.as_ref().is_none_or(|m| m.generation != generation) {
+                    // About a master that is gone: the new one gets its first probe now.
+                    self.schedule_probe();
                     return;
                 }
                 if let Err(e) = &result {
@@ -884,7 +881,7 @@ impl Supervisor {
                 } else {
                     self.last_probe_error = None;
                 }
-                self.next_probe = Some(Instant::now() + self.config.live.probe_interval);
+                self.timers.set(Timer::Probe, Instant::now() + self.config.live.probe_interval);
                 self.feed(Event::Probe { ok: result.is_ok() }).await;
             }
             Internal::UpgradeTested(result) => {
@@ -895,13 +892,13 @@ impl Supervisor {
             }
             Internal::BinaryChanged if self.binary_watcher.is_none() => {}
             Internal::BinaryChanged => {
-                self.binary_debounce_until = Some(Instant::now() + self.config.live.debounce);
+                self.timers.set(Timer::BinaryDebounce, Instant::now() + self.config.live.debounce);
             }
             // Queued before watch was turned off.
             Internal::FileChanged(_) if self.watcher.is_none() => {}
             Internal::FileChanged(path) => {
                 debug!(path = %path.display(), "nginx config file changed");
-                self.debounce_until = Some(Instant::now() + self.config.live.debounce);
+                self.timers.set(Timer::ConfigDebounce, Instant::now() + self.config.live.debounce);
             }
             Internal::Dumped(dump) => {
                 self.apply_watch_set(&dump);
@@ -910,7 +907,7 @@ impl Supervisor {
                 // A change whose event did arrive is already waiting out its debounce: one
                 // change, one reload.
                 if self.watcher.is_some()
-                    && self.debounce_until.is_none()
+                    && !self.timers.is_set(Timer::ConfigDebounce)
                     && self.config_read_at.is_some_and(|read| changed_since(&dump, read))
                 {
                     info!("a file of the nginx config changed while its watch was being updated; reloading");
@@ -952,11 +949,12 @@ impl Supervisor {
 
     fn schedule_probe(&mut self) {
         if self.config.live.prober.is_some() && self.policy.wants_probes() {
-            if self.next_probe.is_none() {
-                self.next_probe = Some(Instant::now());
+            // One probe at a time: an answer in flight sets the next one.
+            if !self.probe_in_flight && !self.timers.is_set(Timer::Probe) {
+                self.timers.set(Timer::Probe, Instant::now());
             }
         } else {
-            self.next_probe = None;
+            self.timers.stop(Timer::Probe);
         }
     }
 

@@ -1,0 +1,95 @@
+//! The supervisor shell's own named deadlines, in one table (as quinn-proto keeps its
+//! connection timers): the shell sleeps until [`TimerTable::next`] and handles what
+//! [`TimerTable::expired`] hands back. The policy keeps the deadlines it decides on (restart,
+//! reload, upgrade) itself. Pure: the time is passed in, so any clock will do.
+
+/// What a deadline is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Timer {
+    /// A watched nginx config file changed: test and reload once the writes have settled.
+    ConfigDebounce,
+    /// The nginx binary was replaced: upgrade once the rename has settled.
+    BinaryDebounce,
+    /// The next health probe is due.
+    Probe,
+}
+
+const TIMERS: [Timer; 3] = [Timer::ConfigDebounce, Timer::BinaryDebounce, Timer::Probe];
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TimerTable<I> {
+    deadlines: [Option<I>; TIMERS.len()],
+}
+
+impl<I: Copy + Ord> TimerTable<I> {
+    pub fn new() -> Self {
+        TimerTable { deadlines: [None; TIMERS.len()] }
+    }
+
+    /// Sets (or moves) `timer` to `at`.
+    pub fn set(&mut self, timer: Timer, at: I) {
+        self.deadlines[timer as usize] = Some(at);
+    }
+
+    pub fn stop(&mut self, timer: Timer) {
+        self.deadlines[timer as usize] = None;
+    }
+
+    pub fn is_set(&self, timer: Timer) -> bool {
+        self.deadlines[timer as usize].is_some()
+    }
+
+    /// The earliest deadline set.
+    pub fn next(&self) -> Option<I> {
+        self.deadlines.iter().flatten().min().copied()
+    }
+
+    /// The timers due at `now`, in declaration order; they are stopped (a periodic one is set
+    /// again by whoever handles it).
+    pub fn expired(&mut self, now: I) -> Vec<Timer> {
+        TIMERS
+            .into_iter()
+            .filter(|&timer| {
+                let due = self.deadlines[timer as usize].is_some_and(|at| at <= now);
+                if due {
+                    self.stop(timer);
+                }
+                due
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_is_the_earliest_and_expired_stops_what_is_due() {
+        let mut timers = TimerTable::new();
+        assert_eq!(timers.next(), None);
+        timers.set(Timer::Probe, 30u64);
+        timers.set(Timer::ConfigDebounce, 10);
+        timers.set(Timer::BinaryDebounce, 20);
+        assert_eq!(timers.next(), Some(10));
+        assert_eq!(timers.expired(9), vec![]);
+        assert_eq!(timers.expired(20), vec![Timer::ConfigDebounce, Timer::BinaryDebounce]);
+        assert!(!timers.is_set(Timer::ConfigDebounce) && timers.is_set(Timer::Probe));
+        assert_eq!(timers.next(), Some(30));
+        assert_eq!(timers.expired(100), vec![Timer::Probe]);
+        assert_eq!(timers.next(), None);
+    }
+
+    #[test]
+    fn set_moves_a_deadline_and_stop_clears_it() {
+        let mut timers = TimerTable::new();
+        // Every write of a burst pushes the debounce out: one change, one reload.
+        timers.set(Timer::ConfigDebounce, 10u64);
+        timers.set(Timer::ConfigDebounce, 15);
+        assert_eq!(timers.expired(12), vec![]);
+        assert_eq!(timers.expired(15), vec![Timer::ConfigDebounce]);
+        timers.set(Timer::Probe, 5);
+        timers.stop(Timer::Probe);
+        assert_eq!(timers.next(), None);
+    }
+}
