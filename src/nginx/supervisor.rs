@@ -37,6 +37,9 @@ const SETTLE_POLL: Duration = Duration::from_millis(5);
 const SETTLE_FOR: Duration = Duration::from_secs(1);
 /// Lines of nginx's stderr kept to explain an exit.
 const STDERR_TAIL: usize = 5;
+/// A master that ignored QUIT for `stop_timeout_ms` gets TERM (drop connections), then KILL
+/// this long after: TERM needs no more than a moment unless nginx is stopped or wedged.
+const KILL_AFTER_TERM: Duration = Duration::from_secs(3);
 
 #[derive(Debug, Clone)]
 pub struct SupervisorConfig {
@@ -1128,14 +1131,14 @@ impl Supervisor {
     }
 }
 
-/// Graceful stop of one master: QUIT, TERM after `timeout`, KILL 3 s later.
+/// Graceful stop of one master: QUIT, TERM after `timeout`, KILL [`KILL_AFTER_TERM`] later.
 fn quit_within(tasks: &mut JoinSet<()>, pidfd: Arc<Pidfd>, timeout: Duration) {
     let _ = pidfd.signal(Signal::SIGQUIT);
     tasks.spawn(async move {
         if tokio::time::timeout(timeout, pidfd.exited()).await.is_err() {
             warn!(pid = pidfd.pid(), "nginx did not stop gracefully within {} ms; sending TERM", timeout.as_millis());
             let _ = pidfd.signal(Signal::SIGTERM);
-            if tokio::time::timeout(Duration::from_secs(3), pidfd.exited()).await.is_err() {
+            if tokio::time::timeout(KILL_AFTER_TERM, pidfd.exited()).await.is_err() {
                 warn!(pid = pidfd.pid(), "nginx ignored TERM; sending KILL");
                 let _ = pidfd.signal(Signal::SIGKILL);
             }
