@@ -11,7 +11,8 @@
 #                        conf/nginx-ha.toml; install-test.sh upgrades to a package with a changed one).
 #
 # Needs dpkg-deb and dpkg-shlibdeps (dpkg-dev) and rpmbuild (Debian's `rpm` package); as root on
-# Debian, the missing ones are installed with apt-get.
+# Debian, the missing ones are installed with apt-get. Exits 3 when --bundled has no TARBALL and
+# Debian's nginx source cannot be downloaded (packaging/test.sh skips nginx-ha-bundled then).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
@@ -138,7 +139,9 @@ build_deb "$root" nginx-ha "$(shlibs_depends "$root/usr/sbin/nginx-ha"), nginx |
 if [ -n "$bundled" ]; then
     root=$work/deb-bundled
     stage_common "$root"
-    nginx=$(DESTDIR=$root packaging/nginx/build.sh ${tarball:+"$tarball"} | tail -n 1)
+    # Exit 3 from it (no TARBALL, and Debian's source cannot be downloaded) is passed on as 3.
+    nginx=$(DESTDIR=$root packaging/nginx/build.sh ${tarball:+"$tarball"} | tail -n 1) ||
+        { rc=$?; say "packaging/nginx/build.sh failed (exit $rc)"; exit "$rc"; }
     [ -x "$nginx" ] || { say "packaging/nginx/build.sh gave no nginx binary"; exit 1; }
     rm -rf "$root/run" # systemd's RuntimeDirectory=
     # The default config runs the bundled nginx with its own config.

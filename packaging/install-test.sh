@@ -56,6 +56,9 @@ say() { echo "packaging/install-test.sh: $*" >&2; }
 work=$(mktemp -d)
 chmod 755 "$work" # nginx workers run as www-data when started by root
 daemon_pid=""
+added_pkgs=""
+nginx_pid_file_new=""
+nginx_temp_before=unset
 policy=/usr/sbin/policy-rc.d
 created_policy=""
 cleanup() {
@@ -66,6 +69,19 @@ cleanup() {
     # Never leave the package behind, whatever failed.
     if dpkg-query -W -f '${Status}' nginx-ha 2>/dev/null | grep -qv 'not-installed'; then
         apt-get purge -y -qq nginx-ha >/dev/null 2>&1 || dpkg --purge nginx-ha >/dev/null 2>&1 || true
+    fi
+    # What nginx -t left (see nginx_pid_file_new), unless nginx is running or it holds something.
+    if [ -n "$nginx_pid_file_new" ] && [ -f /run/nginx.pid ] && [ ! -s /run/nginx.pid ]; then rm -f /run/nginx.pid; fi
+    if [ "$nginx_temp_before" != unset ] && [ -d /var/lib/nginx ]; then
+        for d in /var/lib/nginx/*; do
+            [ -d "$d" ] && ! grep -qxF "${d##*/}" <<<"$nginx_temp_before" && rmdir "$d" 2>/dev/null || true
+        done
+    fi
+    # The nginx this test installed, and what came with it.
+    if [ -n "$added_pkgs" ]; then
+        # shellcheck disable=SC2086 # one package a word
+        apt-get purge -y -qq -o DPkg::Lock::Timeout=600 $added_pkgs >/dev/null 2>&1 ||
+            say "could not purge what the test installed: $(echo $added_pkgs)"
     fi
     [ -z "$created_policy" ] || rm -f "$policy"
     rm -rf "$work"
@@ -85,10 +101,16 @@ command -v rpm >/dev/null || { apt-get install -y -qq --no-install-recommends rp
 sed 's/^# \(metrics_listen = .*\)/# \1\n# (changed in release 2)/' conf/nginx-ha.toml >"$work/changed.toml"
 cmp -s conf/nginx-ha.toml "$work/changed.toml" && { say "could not derive a changed config"; exit 1; }
 mkdir -p "$work/v1" "$work/v2"
-packages=$(packaging/build.sh)
-cp $packages "$work/v1/"
+# One release binary for both (NGINX_HA_BINARY, as for build.sh, or cargo's release build).
 target_dir=$(cargo metadata --no-deps --format-version 1 | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
-packages=$(NGINX_HA_BINARY=$target_dir/release/nginx-ha PKG_RELEASE=2 NGINX_HA_CONFIG=$work/changed.toml packaging/build.sh)
+binary=${NGINX_HA_BINARY:-}
+if [ -z "$binary" ]; then
+    cargo build --release --locked >&2
+    binary=$target_dir/release/nginx-ha
+fi
+packages=$(NGINX_HA_BINARY=$binary packaging/build.sh)
+cp $packages "$work/v1/"
+packages=$(NGINX_HA_BINARY=$binary PKG_RELEASE=2 NGINX_HA_CONFIG=$work/changed.toml packaging/build.sh)
 cp $packages "$work/v2/"
 deb1=$(ls "$work"/v1/nginx-ha_*.deb)
 deb2=$(ls "$work"/v2/nginx-ha_*.deb)
@@ -104,7 +126,7 @@ snapshot() {
     (cd "${r:-/}" && find etc lib/systemd usr/lib/systemd var/lib \
         \( -path var/lib/apt -o -path var/lib/rpmdb -o -path 'var/lib/dpkg/*-old' \
         -o -path var/lib/dpkg/lock -o -path var/lib/dpkg/lock-frontend -o -path var/lib/dpkg/triggers/Lock \
-        -o -path var/lib/dpkg/status -o -path var/lib/dpkg/available \) -prune \
+        -o -path var/lib/dpkg/status -o -path var/lib/dpkg/available -o -path 'var/lib/nginx/*' \) -prune \
         -o -printf '%y %m %u:%g /%p\n' 2>/dev/null | sort -k4) || true
     (cd "${r:-/}" && find etc lib/systemd usr/lib/systemd var/lib/systemd var/lib/dpkg/triggers \
         -type f -exec sha256sum {} + 2>/dev/null | sort -k2) || true
@@ -135,8 +157,25 @@ if dpkg-query -W -f '${Status}' nginx-ha nginx-ha-bundled 2>/dev/null | grep -q 
     say "nginx-ha is installed on this machine already; not touching it"
     exit 2
 fi
-nginx_pkg=$(dpkg-query -S /usr/sbin/nginx 2>/dev/null | cut -d: -f1 | head -n 1)
-[ -n "$nginx_pkg" ] || { apt_get install --no-install-recommends nginx-light >/dev/null; nginx_pkg=nginx-light; }
+# The deb depends on a distro nginx. CI has nginx-light installed already; where there is none,
+# nginx-light is installed here and purged again at the end (exactly the packages this install
+# added), so the machine is left as it was.
+nginx_pkg=$(dpkg-query -S /usr/sbin/nginx 2>/dev/null | cut -d: -f1 | head -n 1 || true)
+if [ -z "$nginx_pkg" ]; then
+    # What apt is going to install, from a simulation: not a before/after diff of the installed
+    # packages, which would count what something else installs meanwhile on a shared machine.
+    added_pkgs=$(apt-get install -s --no-install-recommends nginx-light | sed -n 's/^Inst \([^ ]*\) .*/\1/p')
+    say "installing nginx-light (the deb's nginx dependency): $(echo $added_pkgs); purged again at the end"
+    apt_get install --no-install-recommends nginx-light >/dev/null
+    # The binary is in `nginx` (Debian 12; nginx-light only depends on it) or in nginx-light.
+    nginx_pkg=$(dpkg-query -S /usr/sbin/nginx 2>/dev/null | cut -d: -f1 | head -n 1 || true)
+    [ -n "$nginx_pkg" ] || { say "nginx-light installed no /usr/sbin/nginx"; exit 1; }
+fi
+# What `nginx -t` of the distro config leaves (the check below runs it): an empty /run/nginx.pid
+# and nginx's temp directories in /var/lib/nginx. Removed again at the end when they were not
+# there before (and are still empty); the snapshot leaves /var/lib/nginx/* out for that reason.
+[ -e /run/nginx.pid ] || nginx_pid_file_new=1
+nginx_temp_before=$(ls /var/lib/nginx 2>/dev/null || true)
 before=$(snapshot)
 out=$(apt_get install "$deb1" 2>&1) || bad "deb: apt-get install ./${deb1##*/} (exit $?)"
 same "deb: installed" "install ok installed $version-1" "$(dpkg-query -W -f '${Status} ${Version}' nginx-ha)"
@@ -169,6 +208,9 @@ http {
     access_log off;
     client_body_temp_path $work/body;
     proxy_temp_path $work/proxy;
+    fastcgi_temp_path $work/fastcgi;
+    uwsgi_temp_path $work/uwsgi;
+    scgi_temp_path $work/scgi;
     server { listen 127.0.0.1:$port; root $work/site; }
 }
 EOF
@@ -248,12 +290,13 @@ same "deb: after the purge, /etc, /lib/systemd, /usr/lib/systemd and /var/lib ar
 
 echo "== rpm: a throwaway root"
 root=$work/rpmroot
-mkdir -p "$root"/{usr/bin,usr/sbin,usr/lib,usr/lib64,etc,var/lib,tmp,rpmdb}
+# usr/lib/systemd/system: systemd's (it owns the directory on a real system), not nginx-ha's.
+mkdir -p "$root"/{usr/bin,usr/sbin,usr/lib,usr/lib64,usr/lib/systemd/system,etc,var/lib,tmp,rpmdb}
 for d in bin sbin lib lib64; do ln -s "usr/$d" "$root/$d"; done
 # What the scriptlets run (sh, install, rm) and their libraries, and nginx-ha's libraries: the
 # scriptlets run chrooted into the root, for real.
 for prog in /bin/sh /usr/bin/install /usr/bin/rm; do cp -L "$prog" "$root/usr/bin/"; done
-for lib in $( (ldd /bin/sh /usr/bin/install /usr/bin/rm "$target_dir/release/nginx-ha") | grep -oE '/[^ ]+\.so[^ ]*' | sort -u); do
+for lib in $( (ldd /bin/sh /usr/bin/install /usr/bin/rm "$binary") | grep -oE '/[^ ]+\.so[^ ]*' | sort -u); do
     mkdir -p "$root$(dirname "$lib")"
     cp -L "$lib" "$root$lib"
 done
@@ -263,7 +306,8 @@ r() { rpm --root "$root" --dbpath /rpmdb "$@"; }
 r --initdb
 before=$(snapshot "$root")
 out=$(r -i --nodeps "$rpm1" 2>&1) || bad "rpm: rpm -i ${rpm1##*/} (exit $?): $out"
-same "rpm: installed" "nginx-ha-$version-1" "$(r -q nginx-ha)"
+nevr() { r -q --qf '%{NAME}-%{VERSION}-%{RELEASE}' nginx-ha 2>&1; }
+same "rpm: installed" "nginx-ha-$version-1" "$(nevr)"
 same "rpm: rpm -V finds nothing" "" "$(r -V --nodeps nginx-ha 2>&1)"
 same "rpm: installed files and modes" "755 root:root /usr/sbin/nginx-ha
 644 root:root /usr/lib/systemd/system/nginx-ha.service
@@ -294,13 +338,13 @@ rpmbuild -bb --quiet --nodeps --define "_topdir $work/fake-nginx" --define "_rpm
 out=$(r -i --nodeps "$work/fake-nginx/out/nginx.rpm" 2>&1) || bad "rpm: install the stand-in nginx (exit $?)"
 has "rpm: %triggerin ran on the nginx install (nginx-ha not running: nothing to upgrade)" \
     'nginx was installed or upgraded; nginx-ha is not running' "$out"
-r -e nginx >/dev/null 2>&1 || bad "rpm: erase the stand-in nginx"
+r -e --nodeps nginx >/dev/null 2>&1 || bad "rpm: erase the stand-in nginx" # nginx-ha requires nginx
 
 echo "== rpm: upgrade to $version-2 with an edited config"
 echo "# edited by packaging/install-test.sh" >>"$root/etc/nginx-ha/nginx-ha.toml"
 edited=$(cat "$root/etc/nginx-ha/nginx-ha.toml")
 out=$(r -U --nodeps "$rpm2" 2>&1) || bad "rpm: rpm -U ${rpm2##*/} (exit $?): $out"
-same "rpm: upgraded" "nginx-ha-$version-2" "$(r -q nginx-ha)"
+same "rpm: upgraded" "nginx-ha-$version-2" "$(nevr)"
 same "rpm: %config(noreplace): the edited config is kept" "$edited" "$(cat "$root/etc/nginx-ha/nginx-ha.toml")"
 check "rpm: the new default is beside it (.rpmnew)" cmp -s "$root/etc/nginx-ha/nginx-ha.toml.rpmnew" "$work/changed.toml"
 same "rpm: the config keeps mode 640" "640" "$(stat -c %a "$root/etc/nginx-ha/nginx-ha.toml")"

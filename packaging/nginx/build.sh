@@ -3,8 +3,9 @@
 # prefix and installs it; the LAST line of the output is the path of the installed nginx binary.
 #
 #   TARBALL   an nginx-X.Y.Z.tar.gz (upstream, or Debian's nginx_X.Y.Z.orig.tar.gz, which is the
-#             same file). Without it, Debian's source tarball is downloaded with apt-get source
-#             (see fetch_debian_source below).
+#             same file, without Debian's patches). Without it, Debian's source package is
+#             downloaded with apt-get source and unpacked with dpkg-source, which applies Debian's
+#             patches (security fixes included; see fetch_debian_source below).
 #   DESTDIR   (environment) stage the installation under DESTDIR instead of / (packaging, tests;
 #             no root needed). Without it the install goes to the real prefix and needs root.
 #
@@ -73,6 +74,7 @@ ensure_build_deps() {
     local missing=()
     command -v cc >/dev/null || missing+=(gcc)
     command -v make >/dev/null || missing+=(make)
+    [ -n "${tarball:-}" ] || command -v dpkg-source >/dev/null || missing+=(dpkg-dev)
     [ -e /usr/include/zlib.h ] || missing+=(zlib1g-dev)
     [ -e /usr/include/openssl/ssl.h ] || missing+=(libssl-dev)
     if [ ! -e /usr/include/pcre2.h ] && [ ! -e /usr/include/pcre.h ]; then missing+=(libpcre2-dev); fi
@@ -121,24 +123,49 @@ fetch_debian_source() {
     for which in nginx ${codename:+"nginx/$codename"}; do
         rm -f "$dir/src"/*
         (cd "$dir/src" && "${apt[@]}" source --download-only "$which" >&2) || true
-        f=$(ls "$dir/src"/nginx_*.orig.tar.gz 2>/dev/null | head -n 1)
-        if [ -n "$f" ] && [ -e "$(ls "$dir/src"/nginx_*.dsc 2>/dev/null | head -n 1)" ]; then
-            echo "$f"
-            return 0
+        local dsc
+        dsc=$(ls "$dir/src"/nginx_*.dsc 2>/dev/null | head -n 1 || true)
+        if [ -n "$dsc" ] && [ -n "$(ls "$dir/src"/nginx_*.orig.tar.gz 2>/dev/null)" ]; then
+            debian_patched "$dsc" "$dir"
+            return
         fi
     done
-    say "apt-get source nginx gave no nginx_*.orig.tar.gz"
+    say "apt-get source nginx gave no nginx_*.dsc with its nginx_*.orig.tar.gz"
     return 1
+}
+
+# debian_patched DSC DIR: the source of DSC unpacked by dpkg-source, which applies Debian's
+# patch series (its security fixes among them: the upstream tarball alone lacks them), packed
+# again as DIR/nginx_<Debian version>.debian-patched.tar.gz; prints its path.
+debian_patched() {
+    local dsc=$1 dir=$2 version tree
+    version=$(sed -n 's/^Version: //p' "$dsc" | head -n 1)
+    tree=$dir/nginx-patched
+    rm -rf "$tree"
+    # apt checked the files against the signed Sources index; dpkg-source warns that it cannot
+    # check the .dsc signature itself where no keyring is installed, which is fine here.
+    dpkg-source -x "$dsc" "$tree" >&2 || { say "dpkg-source -x $dsc failed"; return 1; }
+    local patches=0
+    [ -f "$tree/debian/patches/series" ] && patches=$(grep -cvE '^[[:space:]]*(#|$)' "$tree/debian/patches/series" || true)
+    say "nginx $version: Debian's source with its $patches patches applied"
+    rm -rf "$tree/debian"
+    tar -czf "$dir/nginx_$version.debian-patched.tar.gz" -C "$dir" nginx-patched
+    echo "$dir/nginx_$version.debian-patched.tar.gz"
 }
 
 tarball=${1:-}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-target_dir=${CARGO_TARGET_DIR:-$repo/target}
+# cargo's target directory (CARGO_TARGET_DIR, .cargo/config), as packaging/build.sh finds it.
+target_dir=$(cd "$repo" && cargo metadata --no-deps --format-version 1 2>/dev/null |
+    sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p' || true)
+target_dir=${target_dir:-${CARGO_TARGET_DIR:-$repo/target}}
+# Before the download: dpkg-source (dpkg-dev) unpacks it.
+ensure_build_deps
 if [ -z "$tarball" ]; then
     # Downloaded once, kept in target/nginx/debian-source/ (delete it to download again).
     cached=$target_dir/nginx/debian-source
-    tarball=$(ls "$cached"/nginx_*.orig.tar.gz 2>/dev/null | head -n 1 || true)
+    tarball=$(ls "$cached"/nginx_*.debian-patched.tar.gz 2>/dev/null | head -n 1 || true)
     if [ -z "$tarball" ]; then
         tarball=$(fetch_debian_source "$tmp") || { say "cannot get Debian's nginx source; pass a TARBALL"; exit 3; }
         mkdir -p "$cached"
@@ -150,7 +177,6 @@ if [ -z "$tarball" ]; then
 fi
 [ -f "$tarball" ] || { say "$tarball: no such file"; exit 2; }
 tarball=$(cd "$(dirname "$tarball")" && pwd)/$(basename "$tarball")
-ensure_build_deps
 
 sum=$(sha256sum "$tarball" | cut -d' ' -f1)
 build=$target_dir/nginx/$sum

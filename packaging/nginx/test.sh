@@ -5,7 +5,8 @@
 # says running and healthy, and that stopping nginx-ha stops it.
 #
 # Skips (exit 0, "skip ..." on stdout) when no TARBALL is given and Debian's nginx source cannot
-# be downloaded. NGINX_HA: the nginx-ha binary to use (default: `cargo build --locked`'s).
+# be downloaded. NGINX_HA: the nginx-ha binary to use (default: NGINX_HA_BINARY, as for
+# packaging/build.sh, else `cargo build --locked`'s).
 # Ends with `packaging/nginx: N passed, N failed`; exits 1 on any failure.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -35,7 +36,8 @@ fi
 [ "$rc" = 0 ] && [ -x "$nginx" ] || { echo "FAIL packaging/nginx/build.sh (exit $rc)"; exit 1; }
 echo "nginx: $nginx"
 
-if [ -z "${NGINX_HA:-}" ]; then
+NGINX_HA=${NGINX_HA:-${NGINX_HA_BINARY:-}}
+if [ -z "$NGINX_HA" ]; then
     cargo build --locked >&2
     NGINX_HA=$target_dir/debug/nginx-ha
 fi
