@@ -287,6 +287,16 @@ fn frr_announces_a_local_route_node_and_withdraws_it_when_nginx_hangs_or_stops()
     eprintln!("restarted nginx-ha announced through FRR after {took:?}");
     fabric.wait_served_by_both();
 
+    // A prefix outside frr.conf's prefix list is not announced.
+    let ns = &fabric.frr_node.ns;
+    ns.ip(&["route", "add", "198.19.11.1/32", "dev", "lo", "table", "110", "proto", "static", "scope", "link"]);
+    wait_until(PATIENCE, "198.19.11.1/32 imported by zebra", || {
+        fabric.frr.vtysh(&["show ip route 198.19.11.1/32"]).contains("table")
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(!fabric.router.ip(&["route", "show"]).contains("198.19.11.1"), "{}", fabric.dump());
+    ns.ip(&["route", "del", "198.19.11.1/32", "table", "110"]);
+
     // Killed, with a stale local route tagged as ours left next to the configured one: the
     // next nginx-ha removes the stale one and keeps the configured one.
     fabric.frr_node.kill_daemon();
