@@ -262,3 +262,26 @@ fn a_killed_daemon_leaves_state_that_the_next_one_cleans_up() {
     fabric.wait_next_hops(&ALL);
     assert_eq!(fabric.announced(1), Some(true));
 }
+
+#[test]
+fn hold_local_route_serves_the_client_without_an_address_on_lo() {
+    let mut fabric = Fabric::new("hold = \"local-route\"");
+    fabric.wait_next_hops(&ALL);
+    let ns = &fabric.node(1).ns;
+    // `ip -N`: type 2 = local, scope 254 = host (iproute2 names protocol 99 "openr").
+    let local = ns.ip(&["-N", "route", "show", "table", "local"]);
+    assert!(
+        local.lines().any(|l| l.starts_with(&format!("2 {ANYCAST} dev lo ")) && l.contains(" proto 99 ")),
+        "{local}"
+    );
+    assert!(!ns.ip(&["addr", "show", "dev", "lo"]).contains(ANYCAST), "no address: a local route holds it");
+    let mut served = BTreeSet::new();
+    wait_until(PATIENCE, "the client served by all three nodes", || {
+        served.extend(fabric.client.get(ANYCAST));
+        served.len() == 3
+    });
+    // A planned stop takes the local route away with nginx-ha.
+    assert!(fabric.nodes[0].0.stop().success());
+    fabric.wait_next_hops(&["198.18.1.12", "198.18.1.13"]);
+    assert!(!fabric.node(1).ns.ip(&["route", "show", "table", "local"]).contains(ANYCAST));
+}

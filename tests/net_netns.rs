@@ -256,6 +256,40 @@ fn events_report_address_removal_and_link_changes() {
 }
 
 #[test]
+fn local_routes_are_added_listed_reported_and_removed() {
+    let ns = namespace_with_link();
+    let ns_name = ns.name().to_owned();
+    ns.run(|| async move {
+        let net = Net::new().await.unwrap();
+        let lo = net.link("lo").await.unwrap().index;
+        let mut events = net::route_events().unwrap();
+        let proto = net::ANYCAST_ADDRESS_PROTO;
+        for (address, text) in [(cidr("198.19.10.1/32"), "198.19.10.1"), (cidr("fd00:198:19::1/128"), "fd00:198:19::1")] {
+            assert_eq!(net.add_local_route(address, lo, proto).await.unwrap(), net::RouteChange::Done);
+            assert_eq!(net.add_local_route(address, lo, proto).await.unwrap(), net::RouteChange::AlreadySo);
+            let family = if address.addr().is_ipv4() { "-4" } else { "-6" };
+            let shown = ip_in(&ns_name, &[family, "-N", "route", "show", "table", "local", text]);
+            assert!(shown.starts_with(&format!("2 {text} dev lo ")) && shown.contains(" proto 99 "), "{shown}");
+            let ours = net.local_routes_with_proto(proto).await.unwrap();
+            assert!(
+                ours.iter().any(|r| r.destination == address && r.oif == Some(lo) && r.local && r.table == net::LOCAL_TABLE),
+                "{ours:?}"
+            );
+            // Removed by someone else: the event says which table, type and tag.
+            ip_in(&ns_name, &[family, "route", "del", "local", text, "dev", "lo", "table", "local"]);
+            expect_event(&mut events, "our local route removed", |e| {
+                matches!(e, NetEvent::RouteRemoved(r) if r.destination == address && r.table == net::LOCAL_TABLE && r.local && r.proto == proto && r.oif == Some(lo))
+            })
+            .await;
+            assert_eq!(net.del_local_route(address, lo, proto).await.unwrap(), net::RouteChange::AlreadySo);
+            net.add_local_route(address, lo, proto).await.unwrap();
+            assert_eq!(net.del_local_route(address, lo, proto).await.unwrap(), net::RouteChange::Done);
+            assert!(net.local_routes_with_proto(proto).await.unwrap().is_empty());
+        }
+    });
+}
+
+#[test]
 fn announce_repoints_neighbours_to_the_new_master() {
     let (_bridge, a, b) = two_nodes();
     // B still believes the VIPs are at the old master's MAC.

@@ -133,7 +133,8 @@ impl Announcer {
         }
     }
 
-    fn holds_addresses(&self) -> bool {
+    /// Whether the addresses are meant to be held now (from start to shutdown).
+    pub fn holds_addresses(&self) -> bool {
         !matches!(self.phase, Phase::Idle | Phase::Stopped)
     }
 

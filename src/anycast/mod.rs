@@ -1,5 +1,6 @@
 //! Anycast over BGP through the node's BIRD or FRR: nginx-ha keeps each `[[anycast]]`
-//! address on its interface while it runs, and a route to it in a kernel table of its own
+//! address on its interface while it runs (an address, or with `hold = "local-route"` a local
+//! route in table 255, which FRR's zebra does not see as a connected route), and a route to it in a kernel table of its own
 //! while nginx is healthy; the routing daemon learns that table and announces (or withdraws)
 //! the prefix. nginx-ha itself does not speak BGP.
 //!

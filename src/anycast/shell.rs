@@ -12,9 +12,9 @@ use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
 use super::announcer::{Action, Announcer, Input, Settings};
-use crate::config::Config;
+use crate::config::{AnycastHold, Config};
 use crate::control::status::AnycastReport;
-use crate::net::{self, ANYCAST_ADDRESS_PROTO, Net, NetEvent, OWNER_PROTO};
+use crate::net::{self, ANYCAST_ADDRESS_PROTO, LOCAL_TABLE, Net, NetEvent, OWNER_PROTO, local_route_destination};
 use crate::nginx::policy::Health;
 
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +34,9 @@ pub struct AnycastSpec {
     pub table: u32,
     pub restart_grace: Duration,
     pub drain: Duration,
+    /// An address on `interface`, or a local route (table 255) through it; either way tagged
+    /// [`ANYCAST_ADDRESS_PROTO`].
+    pub hold: AnycastHold,
 }
 
 impl AnycastSpec {
@@ -48,6 +51,7 @@ impl AnycastSpec {
                 table: table.table,
                 restart_grace: Duration::from_millis(table.restart_grace_ms),
                 drain: Duration::from_millis(table.drain_ms),
+                hold: table.hold(),
             })
             .collect()
     }
@@ -168,15 +172,38 @@ impl Shell {
     /// go (this one announces again once its nginx is healthy). Addresses tagged as anycast
     /// ones go unless still configured on that interface: those stay, and connections to them
     /// with them. VIPs carry another tag ([`OWNER_PROTO`]) and are the VRRP shell's business.
+    /// Local routes tagged as anycast ones (`hold = "local-route"`) are treated like the
+    /// addresses; an address held the other way than configured (the hold changed) goes.
     async fn remove_stale(&mut self) {
+        match self.net.local_routes_with_proto(ANYCAST_ADDRESS_PROTO).await {
+            Ok(routes) => {
+                for route in routes {
+                    let Some(oif) = route.oif else { continue };
+                    let configured = self.slots.iter().any(|slot| {
+                        slot.spec.hold == AnycastHold::LocalRoute
+                            && slot.ifindex == oif
+                            && slot.spec.addresses.iter().any(|a| local_route_destination(*a) == route.destination)
+                    });
+                    if configured {
+                        continue;
+                    }
+                    warn!(address = %route.destination, ifindex = oif, "removing an anycast local route left behind by an earlier nginx-ha");
+                    if let Err(e) = self.net.del_local_route(route.destination, oif, ANYCAST_ADDRESS_PROTO).await {
+                        error!("{e}");
+                    }
+                }
+            }
+            Err(e) => error!("cannot list the local routes to remove stale anycast ones: {e}"),
+        }
         remove_our_routes(&self.net, "removing an anycast route left behind by an earlier nginx-ha").await;
         match self.net.addresses_with_proto(ANYCAST_ADDRESS_PROTO).await {
             Ok(addresses) => {
                 for address in addresses {
-                    let configured = self
-                        .slots
-                        .iter()
-                        .any(|slot| slot.ifindex == address.ifindex && slot.spec.addresses.contains(&address.address));
+                    let configured = self.slots.iter().any(|slot| {
+                        slot.spec.hold == AnycastHold::Address
+                            && slot.ifindex == address.ifindex
+                            && slot.spec.addresses.contains(&address.address)
+                    });
                     if configured {
                         continue;
                     }
@@ -283,9 +310,29 @@ impl Shell {
                     Input::RouteRemoved(route.destination)
                 }
                 NetEvent::AddressRemoved(address)
-                    if address.ifindex == slot.ifindex && slot.spec.addresses.contains(&address.address) =>
+                    if slot.spec.hold == AnycastHold::Address
+                        && address.ifindex == slot.ifindex
+                        && slot.spec.addresses.contains(&address.address) =>
                 {
                     Input::AddressRemoved(address.address)
+                }
+                // hold = "local-route": our local route going is the address going.
+                NetEvent::RouteRemoved(route)
+                    if slot.spec.hold == AnycastHold::LocalRoute
+                        && route.table == LOCAL_TABLE
+                        && route.local
+                        && route.proto == ANYCAST_ADDRESS_PROTO
+                        && route.oif == Some(slot.ifindex) =>
+                {
+                    let Some(&address) =
+                        slot.spec.addresses.iter().find(|a| local_route_destination(**a) == route.destination)
+                    else {
+                        continue;
+                    };
+                    if slot.announcer.holds_addresses() {
+                        warn!(anycast = %slot.spec.name, address = %address, "an anycast local route was removed behind our back; adding it again");
+                    }
+                    Input::AddressRemoved(address)
                 }
                 _ => continue,
             };
@@ -306,14 +353,24 @@ impl Shell {
             return;
         }
         let slot = &self.slots[i];
-        let (table, ifindex, name) = (slot.spec.table, slot.ifindex, slot.spec.name.clone());
+        let (table, ifindex, hold, name) = (slot.spec.table, slot.ifindex, slot.spec.hold, slot.spec.name.clone());
         let mut failed = false;
         for action in actions {
             let result = match action {
-                Action::AddAddress(address) => {
-                    self.net.add_address(ifindex, address, None, ANYCAST_ADDRESS_PROTO).await.map(drop)
-                }
-                Action::RemoveAddress(address) => self.net.del_address(ifindex, address).await.map(drop),
+                Action::AddAddress(address) => match hold {
+                    AnycastHold::Address => {
+                        self.net.add_address(ifindex, address, None, ANYCAST_ADDRESS_PROTO).await.map(drop)
+                    }
+                    AnycastHold::LocalRoute => {
+                        self.net.add_local_route(address, ifindex, ANYCAST_ADDRESS_PROTO).await.map(drop)
+                    }
+                },
+                Action::RemoveAddress(address) => match hold {
+                    AnycastHold::Address => self.net.del_address(ifindex, address).await.map(drop),
+                    AnycastHold::LocalRoute => {
+                        self.net.del_local_route(address, ifindex, ANYCAST_ADDRESS_PROTO).await.map(drop)
+                    }
+                },
                 Action::AddRoute(prefix) => self.net.add_route(table, prefix, ifindex, OWNER_PROTO).await.map(drop),
                 Action::RemoveRoute(prefix) => self.net.del_route(table, prefix, ifindex, OWNER_PROTO).await.map(drop),
             };

@@ -46,6 +46,7 @@ const EXAMPLES: &[(&str, &str, &str, &str)] = &[
     ("anycast", "table", "table = 110", "a kernel routing table, 1 to 4294967295 but not 253 to 255"),
     ("anycast", "drain_ms", "drain_ms = 5000", "milliseconds, at most 600000"),
     ("anycast", "restart_grace_ms", "restart_grace_ms = 300", "milliseconds, a whole number without quotes"),
+    ("anycast", "hold", r#"hold = "address""#, r#""address" or "local-route" (FRR)"#),
     ("daemon", "control_socket", r#"control_socket = "/run/nginx-ha/control.sock""#, "an absolute path"),
     ("daemon", "state_dir", r#"state_dir = "/var/lib/nginx-ha""#, "a directory"),
     ("daemon", "metrics_listen", r#"metrics_listen = "127.0.0.1:9612""#, "ADDRESS:PORT"),

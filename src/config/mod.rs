@@ -169,6 +169,31 @@ pub struct AnycastConfig {
     /// and withdraw only if it is not serving again by then. 0: withdraw at once.
     #[serde(default = "default_restart_grace_ms")]
     pub restart_grace_ms: u64,
+    /// How the addresses are held on `interface`: `"address"` (an address, as `ip addr add`)
+    /// or `"local-route"` (a local route in table 255, as `ip route add local ... table
+    /// local`: the kernel accepts the address, but FRR's zebra sees no connected route that
+    /// would beat the one in `table`). Checked by the validator; see [`AnycastConfig::hold`].
+    #[serde(default = "default_anycast_hold")]
+    pub hold: String,
+}
+
+/// How an `[[anycast]]` table holds its addresses on the node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnycastHold {
+    /// An address on the interface (tagged `ANYCAST_ADDRESS_PROTO`).
+    Address,
+    /// A local route in table 255 through the interface (the same tag as its protocol).
+    LocalRoute,
+}
+
+impl AnycastHold {
+    pub fn parse(text: &str) -> Option<AnycastHold> {
+        match text {
+            "address" => Some(AnycastHold::Address),
+            "local-route" => Some(AnycastHold::LocalRoute),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -256,6 +281,9 @@ fn default_anycast_interface() -> String {
 }
 fn default_anycast_table() -> u32 {
     110
+}
+fn default_anycast_hold() -> String {
+    "address".into()
 }
 fn default_drain_ms() -> u64 {
     5000
@@ -363,6 +391,11 @@ impl AnycastConfig {
     /// `198.19.10.1/24`).
     pub fn nets(&self) -> Vec<ipnet::IpNet> {
         self.addresses.iter().filter_map(|a| parse_net(a).ok()).collect()
+    }
+
+    /// `hold` as a value; valid after `Config::load` (the validator rejects anything else).
+    pub fn hold(&self) -> AnycastHold {
+        AnycastHold::parse(&self.hold).unwrap_or(AnycastHold::Address)
     }
 }
 

@@ -128,8 +128,11 @@ fn anycast_changes(old: &[AnycastConfig], new: &[AnycastConfig]) -> (Vec<String>
             restart.push(format!("[[anycast]] \"{}\" (added)", table.name));
             continue;
         };
-        let keys =
-            differing!(before, table, AnycastConfig { name, addresses, interface, table, drain_ms, restart_grace_ms });
+        let keys = differing!(
+            before,
+            table,
+            AnycastConfig { name, addresses, interface, table, drain_ms, restart_grace_ms, hold }
+        );
         for key in keys {
             let name = format!("[[anycast]] \"{}\" {key}", table.name);
             match key {

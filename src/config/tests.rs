@@ -398,6 +398,21 @@ fn anycast_defaults_follow_the_contract() {
     assert_eq!((anycast.interface.as_str(), anycast.table), ("lo", 110));
     assert_eq!((anycast.drain_ms, anycast.restart_grace_ms), (5000, 300));
     assert_eq!(anycast.nets(), ["198.19.10.1/32".parse::<ipnet::IpNet>().unwrap()]);
+    assert_eq!(anycast.hold(), AnycastHold::Address);
+}
+
+#[test]
+fn anycast_hold_is_address_or_local_route() {
+    let config = parse(&format!("{ANYCAST}hold = \"local-route\"\n")).unwrap();
+    assert_eq!(config.anycast[0].hold(), AnycastHold::LocalRoute);
+    assert_eq!(parse(&format!("{ANYCAST}hold = \"address\"\n")).unwrap().anycast[0].hold(), AnycastHold::Address);
+    let errs = errors(&format!("{ANYCAST}hold = \"route\"\n"));
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(errs[0].contains("anycast[0].hold") || errs[0].contains("hold = \"route\""), "{errs:?}");
+    assert!(errs[0].contains("\"address\"") && errs[0].contains("\"local-route\""), "{errs:?}");
+    // A change of hold needs a restart, like the other keys that are in the kernel.
+    let RestartNeeded(keys) = reload_changes(ANYCAST, &format!("{ANYCAST}hold = \"local-route\"\n")).unwrap_err();
+    assert_eq!(keys, ["[[anycast]] \"web\" hold"]);
 }
 
 #[test]

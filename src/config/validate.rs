@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 
 use super::locate::Step::{self, Index, Key};
-use super::{AnycastConfig, Config, HttpProbeUrl, OnNginxFailure, VrrpConfig, parse_net};
+use super::{AnycastConfig, AnycastHold, Config, HttpProbeUrl, OnNginxFailure, VrrpConfig, parse_net};
 
 /// A problem and the path of the value it is about.
 pub struct Problem {
@@ -421,6 +421,15 @@ fn validate_anycast_table(
         report(
             at("drain_ms"),
             format!("[{name}] drain_ms = {} must be at most {MAX_DRAIN_MS} (10 min)", anycast.drain_ms),
+        );
+    }
+    if AnycastHold::parse(&anycast.hold).is_none() {
+        report(
+            at("hold"),
+            format!(
+                "[{name}] hold = \"{}\" is not one of \"address\" (the address on the interface) or \"local-route\" (a local route in table 255, needed with FRR)",
+                anycast.hold
+            ),
         );
     }
     if anycast.restart_grace_ms > MAX_DRAIN_MS {

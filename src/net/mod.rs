@@ -16,7 +16,7 @@ pub use address::{Added, AddressInfo, LinkInfo, Net, Removed};
 pub use announce::{ANNOUNCE_REPEAT, announce};
 pub use events::{NetEvent, NetEvents, events, route_events};
 pub use probe::{PROBE_DURATION, ProbeOutcome, probe_ipv4};
-pub use route::{RouteChange, RouteInfo};
+pub use route::{LOCAL_TABLE, RouteChange, RouteInfo, local_route_destination};
 
 /// The `IFA_PROTO` value marking addresses that nginx-ha added (0x6e, ASCII `n`).
 ///

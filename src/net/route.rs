@@ -28,6 +28,8 @@ pub struct RouteInfo {
     pub proto: u8,
     /// `rtm_type` is unicast (the kind BIRD's and FRR's kernel import picks up).
     pub unicast: bool,
+    /// `rtm_type` is local (`ip route add local ...`): packets to it are this host's.
+    pub local: bool,
 }
 
 impl RouteInfo {
@@ -55,6 +57,7 @@ impl RouteInfo {
             oif,
             proto: u8::from(header.protocol),
             unicast: header.kind == RouteType::Unicast,
+            local: header.kind == RouteType::Local,
         })
     }
 }
@@ -79,6 +82,30 @@ fn device_route(table: u32, destination: IpNet, ifindex: u32, proto: u8) -> Resu
         .protocol(RouteProtocol::from(proto))
         .scope(RouteScope::Link)
         .kind(RouteType::Unicast)
+        .build())
+}
+
+/// The kernel's local table (`RT_TABLE_LOCAL`): the addresses this host accepts as its own.
+pub const LOCAL_TABLE: u32 = 255;
+
+/// The destination of the local route that holds `address`: the address itself (/32, /128).
+pub fn local_route_destination(address: IpNet) -> IpNet {
+    IpNet::from(address.addr())
+}
+
+/// A local route: `local ADDR dev IFINDEX table local proto PROTO scope host`, what the kernel
+/// adds for an address of the host, without the address (so no connected route either).
+fn local_route(destination: IpNet, ifindex: u32, proto: u8) -> Result<RouteMessage, NetError> {
+    let table = LOCAL_TABLE;
+    let builder = RouteMessageBuilder::<IpAddr>::new()
+        .destination_prefix(destination.network(), destination.prefix_len())
+        .map_err(|e| NetError::Route { action: "build", table, destination, error: std::io::Error::other(e) })?;
+    Ok(builder
+        .output_interface(ifindex)
+        .table_id(table)
+        .protocol(RouteProtocol::from(proto))
+        .scope(RouteScope::Host)
+        .kind(RouteType::Local)
         .build())
 }
 
@@ -121,6 +148,37 @@ impl Net {
             Err(e) if errno(&e) == Some(libc::ESRCH) => Ok(RouteChange::AlreadySo),
             Err(e) => Err(NetError::Route { action: "remove", table, destination, error: to_io(e) }),
         }
+    }
+
+    /// Adds the local route `local ADDRESS dev ifindex table local proto proto scope host`
+    /// ([`local_route_destination`] of `address`): the host accepts `address` as its own
+    /// without it being an address of the interface. Present already is not an error.
+    pub async fn add_local_route(&self, address: IpNet, ifindex: u32, proto: u8) -> Result<RouteChange, NetError> {
+        let destination = local_route_destination(address);
+        let message = local_route(destination, ifindex, proto)?;
+        match self.handle.route().add(message).execute().await {
+            Ok(()) => Ok(RouteChange::Done),
+            Err(e) if errno(&e) == Some(libc::EEXIST) => Ok(RouteChange::AlreadySo),
+            Err(e) => Err(NetError::Route { action: "add", table: LOCAL_TABLE, destination, error: to_io(e) }),
+        }
+    }
+
+    /// Removes that local route again; absent is not an error.
+    pub async fn del_local_route(&self, address: IpNet, ifindex: u32, proto: u8) -> Result<RouteChange, NetError> {
+        let destination = local_route_destination(address);
+        let message = local_route(destination, ifindex, proto)?;
+        match self.handle.route().del(message).execute().await {
+            Ok(()) => Ok(RouteChange::Done),
+            Err(e) if errno(&e) == Some(libc::ESRCH) => Ok(RouteChange::AlreadySo),
+            Err(e) => Err(NetError::Route { action: "remove", table: LOCAL_TABLE, destination, error: to_io(e) }),
+        }
+    }
+
+    /// The local routes (table 255, type local) whose protocol is `proto`: at startup those
+    /// tagged as anycast ones are what an earlier nginx-ha held.
+    pub async fn local_routes_with_proto(&self, proto: u8) -> Result<Vec<RouteInfo>, NetError> {
+        let routes = self.routes_with_proto(proto).await?;
+        Ok(routes.into_iter().filter(|route| route.table == LOCAL_TABLE && route.local).collect())
     }
 
     /// Every route of both families, in every table, whose protocol is `proto`: at startup

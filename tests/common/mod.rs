@@ -3,6 +3,7 @@
 
 pub mod bird;
 pub mod cluster;
+pub mod frr;
 pub mod keepalived;
 pub mod local;
 pub mod netns;
