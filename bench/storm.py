@@ -827,7 +827,7 @@ class Storm:
             if fault["kind"] == "both-restart":
                 # Two fresh routers elect by preemption: the lower one may become MASTER a few
                 # ms before the higher one, and yields on its first advert.
-                allowed.append((fault["t_restart"], fault["t_end"] + self.advert))
+                allowed.append((fault.get("t_restart", ws), fault["t_end"] + self.advert))
             inside, outside, episodes = 0.0, 0.0, []
             for s, e in both:
                 s, e = max(s, ws), min(e, we)
