@@ -316,6 +316,11 @@ impl Policy {
     }
 
     /// Probes only make sense while a master with workers is up.
+    /// `Shutdown` was handled: nginx is being (or has been) stopped for good.
+    pub fn shutting_down(&self) -> bool {
+        self.shutting_down
+    }
+
     pub fn wants_probes(&self) -> bool {
         self.config.probes && self.master_up && self.ready && !self.shutting_down
     }

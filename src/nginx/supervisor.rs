@@ -234,7 +234,6 @@ struct Supervisor {
     adopted: bool,
     last_exit: Option<String>,
     last_probe_error: Option<ProbeError>,
-    stopping: bool,
     /// A live upgrade: the new master, started beside `master` until it serves.
     new_master: Option<Master>,
     /// Masters told to quit (the old one after an upgrade, a rolled-back new one) until they exit.
@@ -278,7 +277,6 @@ impl Supervisor {
             adopted: false,
             last_exit: None,
             last_probe_error: None,
-            stopping: false,
             new_master: None,
             leaving: Vec::new(),
             retiring: None,
@@ -299,7 +297,7 @@ impl Supervisor {
         }
         if let Some(master) = self.find_adoptable().await {
             let pid = master.pid();
-            self.adopt(master);
+            self.adopt(master).await;
             if process::start_time(pid).is_some_and(|started| changed_since(&dump, started)) {
                 info!("the nginx config changed while nginx-ha was away; testing and reloading it");
                 self.feed(Event::ConfigChanged).await;
@@ -309,7 +307,11 @@ impl Supervisor {
         }
         loop {
             self.publish();
-            if self.stopping && self.master.is_none() && self.new_master.is_none() && self.leaving.is_empty() {
+            if self.policy.shutting_down()
+                && self.master.is_none()
+                && self.new_master.is_none()
+                && self.leaving.is_empty()
+            {
                 break;
             }
             let deadline = self.next_wakeup();
@@ -423,8 +425,7 @@ impl Supervisor {
     }
 
     async fn begin_stop(&mut self) {
-        if !self.stopping {
-            self.stopping = true;
+        if !self.policy.shutting_down() {
             info!("stopping nginx");
             self.feed(Event::Shutdown).await;
         }
@@ -482,7 +483,9 @@ impl Supervisor {
                 match health {
                     Health::Healthy => info!("nginx is healthy"),
                     Health::Restarting => warn!("nginx is being restarted in place after a crash"),
-                    Health::Unhealthy if self.stopping => info!("nginx is no longer serving: it is being stopped"),
+                    Health::Unhealthy if self.policy.shutting_down() => {
+                        info!("nginx is no longer serving: it is being stopped")
+                    }
                     Health::Unhealthy => warn!("nginx is unhealthy"),
                 }
                 self.health_tx.send_replace(health);
@@ -824,7 +827,7 @@ impl Supervisor {
                     if master.draining.is_empty() {
                         info!("the old nginx workers have drained; the reload is complete");
                     }
-                } else if !master.pidfd.has_exited() && !self.stopping {
+                } else if !master.pidfd.has_exited() && !self.policy.shutting_down() {
                     warn!(pid, "nginx worker exited; the master respawns it");
                     let (master_pid, known) = (master.pidfd.pid(), master.workers.keys().copied().collect());
                     self.poll_workers(master_pid, known, WorkersFound::Rescan, RESCAN_POLL, RESCAN_FOR);
@@ -936,10 +939,10 @@ impl Supervisor {
         };
         process::release(pid);
         let tail = master.stderr_tail.lock().map(|t| t.join("; ")).unwrap_or_default();
-        if !tail.is_empty() && !self.stopping {
+        if !tail.is_empty() && !self.policy.shutting_down() {
             reason = format!("{reason}: {tail}");
         }
-        if self.stopping {
+        if self.policy.shutting_down() {
             info!(pid, "nginx master exited: {reason}");
         } else {
             error!(pid, "nginx master exited: {reason}");
@@ -1068,7 +1071,7 @@ impl Supervisor {
         Pidfd::open(pid).ok()
     }
 
-    fn adopt(&mut self, pidfd: Pidfd) {
+    async fn adopt(&mut self, pidfd: Pidfd) {
         let pid = pidfd.pid();
         let pidfd = Arc::new(pidfd);
         self.generation += 1;
@@ -1085,13 +1088,8 @@ impl Supervisor {
         self.adopted = true;
         let workers = process::workers_of(pid);
         self.track_workers(&workers);
-        let actions = self.policy.handle(Instant::now().into_std(), Event::Adopted);
-        for action in actions {
-            if let Action::Health(health) = action {
-                self.health_tx.send_replace(health);
-            }
-        }
-        self.schedule_probe();
+        // Through the policy like any event: whatever it decides is carried out.
+        self.feed(Event::Adopted).await;
     }
 
     fn publish(&self) {
