@@ -185,13 +185,7 @@ impl Fabric {
 
 /// The next hops of the anycast prefix in the router's FIB.
 fn next_hops(router: &NetNs) -> BTreeSet<String> {
-    let text = router.ip(&["route", "show", &format!("{ANYCAST}/32")]);
-    text.split_whitespace()
-        .collect::<Vec<_>>()
-        .windows(2)
-        .filter(|pair| pair[0] == "via")
-        .map(|pair| pair[1].to_string())
-        .collect()
+    common::netns::next_hops(router, &format!("{ANYCAST}/32"))
 }
 
 fn table_route(ns: &NetNs) -> bool {

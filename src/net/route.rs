@@ -73,6 +73,17 @@ fn route_address(address: &rtnetlink::packet_route::route::RouteAddress) -> Opti
 
 /// A unicast device route: `DEST dev IFINDEX table TABLE proto PROTO scope link`.
 fn device_route(table: u32, destination: IpNet, ifindex: u32, proto: u8) -> Result<RouteMessage, NetError> {
+    route_message(table, destination, ifindex, proto, RouteScope::Link, RouteType::Unicast)
+}
+
+fn route_message(
+    table: u32,
+    destination: IpNet,
+    ifindex: u32,
+    proto: u8,
+    scope: RouteScope,
+    kind: RouteType,
+) -> Result<RouteMessage, NetError> {
     let builder = RouteMessageBuilder::<IpAddr>::new()
         .destination_prefix(destination.network(), destination.prefix_len())
         .map_err(|e| NetError::Route { action: "build", table, destination, error: std::io::Error::other(e) })?;
@@ -80,8 +91,8 @@ fn device_route(table: u32, destination: IpNet, ifindex: u32, proto: u8) -> Resu
         .output_interface(ifindex)
         .table_id(table)
         .protocol(RouteProtocol::from(proto))
-        .scope(RouteScope::Link)
-        .kind(RouteType::Unicast)
+        .scope(scope)
+        .kind(kind)
         .build())
 }
 
@@ -96,17 +107,7 @@ pub fn local_route_destination(address: IpNet) -> IpNet {
 /// A local route: `local ADDR dev IFINDEX table local proto PROTO scope host`, what the kernel
 /// adds for an address of the host, without the address (so no connected route either).
 fn local_route(destination: IpNet, ifindex: u32, proto: u8) -> Result<RouteMessage, NetError> {
-    let table = LOCAL_TABLE;
-    let builder = RouteMessageBuilder::<IpAddr>::new()
-        .destination_prefix(destination.network(), destination.prefix_len())
-        .map_err(|e| NetError::Route { action: "build", table, destination, error: std::io::Error::other(e) })?;
-    Ok(builder
-        .output_interface(ifindex)
-        .table_id(table)
-        .protocol(RouteProtocol::from(proto))
-        .scope(RouteScope::Host)
-        .kind(RouteType::Local)
-        .build())
+    route_message(LOCAL_TABLE, destination, ifindex, proto, RouteScope::Host, RouteType::Local)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -200,3 +200,14 @@ fn run(program: &str, args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
+
+/// The next hops of `prefix` in the FIB of `router` (the `via` addresses of `ip route show`).
+pub fn next_hops(router: &NetNs, prefix: &str) -> std::collections::BTreeSet<String> {
+    let text = router.ip(&["route", "show", prefix]);
+    text.split_whitespace()
+        .collect::<Vec<_>>()
+        .windows(2)
+        .filter(|pair| pair[0] == "via")
+        .map(|pair| pair[1].to_string())
+        .collect()
+}
