@@ -465,7 +465,10 @@ class Storm:
         return self.nodes["A"] if self.rng.random() < 0.7 else self.nodes["B"]
 
     def stop_daemon(self, node, sig):
-        os.kill(node.daemon.pid, sig)
+        """Sends `sig` (0: none, already sent) and waits; Popen.send_signal does nothing to a
+        process that has exited (os.kill could hit a reaped pid)."""
+        if sig:
+            node.daemon.send_signal(sig)
         try:
             node.daemon.wait(timeout=30)
         except subprocess.TimeoutExpired:
@@ -520,7 +523,12 @@ class Storm:
             pids = node.nginx_pids()
             fault["detail"] = f"{len(pids)} processes"
             for pid in pids:
-                os.kill(pid, signal.SIGKILL)
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    # A worker already gone: the supervisor kills a dead master's workers at
+                    # once, which may be between two of these kills.
+                    pass
         elif kind == "nginx-stop":
             hold = rng.uniform(1.0, 3.0)
             fault["detail"] = f"{hold:.1f} s"
@@ -588,7 +596,7 @@ class Storm:
             with open(config, "w") as f:
                 f.write(bad)
             if variant == "syntax-sighup":
-                os.kill(node.daemon.pid, signal.SIGHUP)
+                node.daemon.send_signal(signal.SIGHUP)
                 time.sleep(0.5)
                 fault["detail"] = variant
             else:
@@ -629,7 +637,9 @@ class Storm:
                 os.rename(node.path("state.away"), state)
         elif kind == "both-restart":
             for n in self.nodes.values():
-                os.kill(n.daemon.pid, signal.SIGTERM)
+                if n.daemon.poll() is not None:
+                    fault["problems"].append(f"{n.name}: nginx-ha had exited before the fault (status {n.daemon.returncode})")
+                n.daemon.send_signal(signal.SIGTERM)
             for n in self.nodes.values():
                 problem = self.stop_daemon(n, 0)
                 if problem:
@@ -746,7 +756,7 @@ class Storm:
             self.observe(node, node.status())
         for node in self.nodes.values():
             if node.daemon.poll() is None:
-                os.kill(node.daemon.pid, signal.SIGTERM)
+                node.daemon.send_signal(signal.SIGTERM)
         for node in self.nodes.values():
             try:
                 node.daemon.wait(timeout=30)
