@@ -321,6 +321,7 @@ impl Reconciler {
                 proto: Some(ALIAS_PROTO),
                 tentative: address.addr().is_ipv6(),
                 dad_failed: false,
+                secondary: false,
             });
         }
         let blocked = |reason| Phase::Blocked { reason, retry_at: now + RETRY_AFTER };

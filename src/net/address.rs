@@ -66,6 +66,8 @@ pub struct AddressInfo {
     pub tentative: bool,
     /// IPv6 duplicate address detection found another host with this address (`IFA_F_DADFAILED`).
     pub dad_failed: bool,
+    /// IPv4: not the first address of its subnet on the link (`IFA_F_SECONDARY`).
+    pub secondary: bool,
 }
 
 impl AddressInfo {
@@ -91,6 +93,7 @@ impl AddressInfo {
             proto,
             tentative: flags.contains(AddressFlags::Tentative),
             dad_failed: flags.contains(AddressFlags::Dadfailed),
+            secondary: flags.contains(AddressFlags::Secondary),
         })
     }
 }
@@ -181,29 +184,9 @@ impl Net {
         Ok(messages.iter().filter_map(AddressInfo::from_message).filter(|info| info.proto == Some(proto)).collect())
     }
 
-    /// The address VRRP adverts are sent from. IPv4: the first primary (non-secondary)
-    /// address that nginx-ha did not add itself, so a VIP that became primary in its own
-    /// subnet is never picked. IPv6: the link-local address, once it has passed DAD
-    /// (`None` while it is tentative; an `AddressAdded` event follows when DAD completes).
+    /// The address VRRP adverts are sent from, as [`select_primary`] picks it.
     pub async fn primary_address(&self, ifindex: u32, family: Family) -> Result<Option<IpAddr>, NetError> {
-        let messages = self.dump_addresses(Some(ifindex)).await?;
-        Ok(messages.iter().find_map(|message| {
-            let info = AddressInfo::from_message(message)?;
-            let flags = address_flags(message);
-            let usable = match (family, info.address.addr()) {
-                (Family::V4, IpAddr::V4(_)) => {
-                    !flags.contains(AddressFlags::Secondary) && !info.proto.is_some_and(super::is_ours)
-                }
-                // Never a link-local VIP of ours: adverts come from the node's own address.
-                (Family::V6, IpAddr::V6(ip)) => {
-                    ip.is_unicast_link_local()
-                        && !flags.intersects(AddressFlags::Tentative | AddressFlags::Dadfailed)
-                        && !info.proto.is_some_and(super::is_ours)
-                }
-                _ => false,
-            };
-            usable.then(|| info.address.addr())
-        }))
+        Ok(select_primary(&self.addresses(ifindex).await?, family, |_| false))
     }
 
     /// Adds `addr` tagged with `proto`; an address already present (whoever added it) is
@@ -313,6 +296,24 @@ impl Net {
 }
 
 /// The full flag set: the header holds only the low 8 bits, `IFA_FLAGS` all 32.
+/// The address VRRP adverts are sent from, among a link's `addresses` in the kernel's order.
+/// IPv4: the first primary (non-secondary) address that nginx-ha did not add itself, so a VIP
+/// that became primary in its own subnet is never picked. IPv6: the link-local address, once
+/// it has passed DAD (`None` while it is tentative; an `AddressAdded` event follows when DAD
+/// completes). Never an address `excluded` says is a VIP (one added untagged, by keepalived or
+/// an admin): adverts come from the node's own address.
+pub fn select_primary(addresses: &[AddressInfo], family: Family, excluded: impl Fn(IpAddr) -> bool) -> Option<IpAddr> {
+    addresses.iter().find_map(|info| {
+        let ours = info.proto.is_some_and(super::is_ours);
+        let usable = match (family, info.address.addr()) {
+            (Family::V4, IpAddr::V4(_)) => !info.secondary && !ours,
+            (Family::V6, IpAddr::V6(ip)) => ip.is_unicast_link_local() && !info.tentative && !info.dad_failed && !ours,
+            _ => false,
+        };
+        (usable && !excluded(info.address.addr())).then(|| info.address.addr())
+    })
+}
+
 fn address_flags(message: &AddressMessage) -> AddressFlags {
     message
         .attributes

@@ -12,7 +12,7 @@ use std::{fmt, io, net::IpAddr};
 
 use ipnet::IpNet;
 
-pub use address::{Added, AddressInfo, LinkInfo, Net, Removed};
+pub use address::{Added, AddressInfo, LinkInfo, Net, Removed, select_primary};
 pub use announce::{ANNOUNCE_REPEAT, announce};
 pub use events::{NetEvent, NetEvents, events, route_events};
 pub use probe::{PROBE_DURATION, ProbeOutcome, probe_ipv4};

@@ -2,6 +2,7 @@
 //! advertisements, `router` is the state machine of one virtual router. The shell: `socket`
 //! (raw IP protocol 112) and `shell` (timers, sockets and addresses driving the routers).
 
+pub mod engine;
 pub mod packet;
 pub mod record;
 pub mod router;

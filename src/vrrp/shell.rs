@@ -1,8 +1,9 @@
-//! The VRRP shell: one task drives every virtual router. It owns the raw sockets (one per
-//! interface and address family), the timers, nginx health and netlink events, feeds the pure
-//! `Router`s and carries out their actions through `net`.
+//! The VRRP shell: one task around the pure [`Engine`](super::engine::Engine). It owns the raw
+//! sockets (one per interface and address family, each with its receive task), the timer,
+//! nginx health and netlink events, feeds them to the engine and carries out its actions
+//! through `net`: it decides nothing itself.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -15,9 +16,10 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
+use super::engine::{Action, Engine, Event, LogLine, RouterId, SocketKey};
 use super::packet::{CodecOptions, Version};
-use super::record::{RecordError, Recorder, StateRecord};
-use super::router::{Action, Counters, FailureMode, Input, Notice, Router, RouterConfig, State};
+use super::record::{RecordError, Recorder};
+use super::router::{Counters, FailureMode, Notice, RouterConfig, State};
 use super::socket::{Received, VrrpSocket};
 use crate::config::{Config, OnNginxFailure, VrrpConfig};
 use crate::net::{self, Family, LinkInfo, Net, NetEvent, OWNER_PROTO};
@@ -84,11 +86,11 @@ impl RouterSpec {
     }
 
     /// Every address the router holds as MASTER: advertised and excluded.
-    fn all_vips(&self) -> impl Iterator<Item = &ipnet::IpNet> {
+    pub fn all_vips(&self) -> impl Iterator<Item = &ipnet::IpNet> {
         self.router.vips.iter().chain(&self.excluded_vips)
     }
 
-    fn family(&self) -> Family {
+    pub fn family(&self) -> Family {
         match self.router.vips.first() {
             Some(vip) if vip.addr().is_ipv6() => Family::V6,
             _ => Family::V4,
@@ -179,47 +181,42 @@ pub async fn spawn(
             None
         }
     };
-    let now = Instant::now();
-    // Routers the previous nginx-ha left as MASTER: the core decides whether they resume.
-    let resume = |spec: &RouterSpec| {
-        let previous = previous.as_ref()?;
-        (previous.record.routers.get(&spec.router.name) == Some(&State::Master)).then_some((previous.elapsed, now))
+    let previous = previous.map(|previous| (previous.record, previous.elapsed));
+    let tagged = match net.addresses_with_proto(OWNER_PROTO).await {
+        Ok(tagged) => tagged,
+        Err(e) => {
+            error!("cannot list addresses to remove stale VIPs: {e}");
+            Vec::new()
+        }
     };
-    let kept: Vec<IpAddr> =
-        specs.iter().filter(|spec| resume(spec).is_some()).flat_map(|spec| spec.all_vips().map(|v| v.addr())).collect();
-    remove_stale_vips(&net, &kept).await;
-    let now = now.into_std();
-    let routers = specs
-        .into_iter()
-        .map(|spec| Slot {
-            resume: resume(&spec),
-            stopped: false,
-            router: Router::new(spec.router.clone(), now),
-            notifier: spec
-                .notify
-                .clone()
-                .map(|program| Notifier::spawn(spec.router.name.clone(), program, spec.notify_timeout)),
-            spec,
-            link: None,
-            problem: Some("starting".into()),
-            started: false,
+    let notifiers = specs
+        .iter()
+        .map(|spec| {
+            spec.notify.clone().map(|program| Notifier::spawn(spec.router.name.clone(), program, spec.notify_timeout))
         })
         .collect();
+    let mut engine = Engine::new(specs, previous, *health.borrow(), Instant::now().into_std());
     let (requests_tx, requests_rx) = mpsc::channel(8);
     let (received_tx, received_rx) = mpsc::unbounded_channel();
-    let recorder = Recording { recorder, failing: false, last_heartbeat: None };
+    let first = engine.start(tagged);
     let mut shell = Shell {
         net,
-        routers,
+        engine,
+        notifiers,
         sockets: HashMap::new(),
         readers: JoinSet::new(),
         reader_handles: HashMap::new(),
         received_tx,
-        health: *health.borrow(),
-        recording: recorder,
+        recording: Recording { recorder, failing: false },
         stopping: None,
+        stopped: false,
+        socket_error: None,
     };
-    shell.set_up_pending().await?;
+    shell.carry_out(first).await;
+    // Without raw sockets no router can ever run: say so at once rather than wait.
+    if let Some(error) = shell.socket_error.take() {
+        return Err(error);
+    }
     let task = tokio::spawn(shell.run(health, events, received_rx, requests_rx));
     Ok(VrrpHandle { requests: requests_tx, task })
 }
@@ -246,71 +243,23 @@ pub async fn release_vips(specs: &[RouterSpec]) -> usize {
     removed
 }
 
-/// VIPs tagged as ours come from an nginx-ha that died without relinquishing them; the peer
-/// may hold them now. Those of routers that may resume (`kept`) are left to their router.
-async fn remove_stale_vips(net: &Net, kept: &[IpAddr]) {
-    match net.addresses_with_proto(OWNER_PROTO).await {
-        Ok(stale) => {
-            for address in stale.into_iter().filter(|a| !kept.contains(&a.address.addr())) {
-                warn!(address = %address.address, ifindex = address.ifindex, "removing a VIP left behind by an earlier nginx-ha");
-                if let Err(e) = net.del_address(address.ifindex, address.address).await {
-                    error!("{e}");
-                }
-            }
-        }
-        Err(e) => error!("cannot list addresses to remove stale VIPs: {e}"),
-    }
-}
-
-type SocketKey = (u32, Family);
-
-/// What one burst of netlink events asks for: each is done once per burst.
-#[derive(Default)]
-struct Burst {
-    /// Interfaces whose primary address may have changed.
-    dirty: HashSet<u32>,
-    /// Routers with an untagged copy of a VIP added.
-    vips_seen: HashSet<usize>,
-    /// Routers with a VIP removed (one address of them, for the log).
-    vips_missing: HashMap<usize, ipnet::IpNet>,
-}
-
-struct Slot {
-    spec: RouterSpec,
-    router: Router,
-    link: Option<LinkInfo>,
-    notifier: Option<Notifier>,
-    /// Why the router has not started (interface missing, no address yet).
-    problem: Option<String>,
-    started: bool,
-    /// The previous nginx-ha left this router MASTER: how long before `.1` it last advertised.
-    resume: Option<(Duration, Instant)>,
-    /// Planned stop: the router has handed over.
-    stopped: bool,
-}
-
-impl Slot {
-    /// Whether `address` on interface `ifindex` is one of this router's VIPs (advertised or
-    /// excluded).
-    fn has_vip(&self, ifindex: u32, address: IpAddr) -> bool {
-        self.link.as_ref().is_some_and(|l| l.index == ifindex) && self.spec.all_vips().any(|vip| vip.addr() == address)
-    }
-}
-
 struct Shell {
     net: Net,
-    routers: Vec<Slot>,
+    engine: Engine,
+    /// One per router, in the engine's order.
+    notifiers: Vec<Option<Notifier>>,
     sockets: HashMap<SocketKey, Arc<VrrpSocket>>,
-    /// One receive task per socket, owned here: they end with the shell, or when their
-    /// interface is deleted (aborted through `reader_handles`).
+    /// One receive task per socket, owned here: they end with the shell, or when the engine
+    /// closes their socket (aborted through `reader_handles`).
     readers: JoinSet<()>,
     reader_handles: HashMap<SocketKey, tokio::task::AbortHandle>,
     received_tx: mpsc::UnboundedSender<(SocketKey, Received)>,
-    /// nginx's health as last reported, for routers that start late.
-    health: Health,
     recording: Recording,
-    /// Planned stop under way: answered once every router has handed over.
+    /// Planned stop under way: answered once the engine says every router has handed over.
     stopping: Option<oneshot::Sender<()>>,
+    stopped: bool,
+    /// The first socket that could not be opened (no CAP_NET_RAW), for `spawn` to report.
+    socket_error: Option<VrrpError>,
 }
 
 /// The state record and how writing it goes.
@@ -318,11 +267,7 @@ struct Recording {
     recorder: Recorder,
     /// Writing failed last time (logged once until it works again).
     failing: bool,
-    last_heartbeat: Option<Instant>,
 }
-
-/// How often a MASTER refreshes the record's time at most.
-const HEARTBEAT_EVERY: Duration = Duration::from_millis(100);
 
 impl Recording {
     fn result(&mut self, result: Result<(), RecordError>) {
@@ -338,24 +283,6 @@ impl Recording {
             _ => {}
         }
     }
-
-    fn save(&mut self, routers: &[Slot]) {
-        let record = StateRecord {
-            routers: routers.iter().map(|s| (s.spec.router.name.clone(), s.router.status().state)).collect(),
-        };
-        let result = self.recorder.save(&record);
-        self.result(result);
-    }
-
-    fn heartbeat(&mut self) {
-        let now = Instant::now();
-        if self.last_heartbeat.is_some_and(|at| now.duration_since(at) < HEARTBEAT_EVERY) {
-            return;
-        }
-        self.last_heartbeat = Some(now);
-        let result = self.recorder.heartbeat();
-        self.result(result);
-    }
 }
 
 impl Shell {
@@ -366,39 +293,43 @@ impl Shell {
         mut received: mpsc::UnboundedReceiver<(SocketKey, Received)>,
         mut requests: mpsc::Receiver<Request>,
     ) {
-        self.health = *health.borrow_and_update();
-        self.feed_all(Input::Health(self.health)).await;
+        let current = *health.borrow_and_update();
+        self.handle(Event::Health(current)).await;
         let mut events_open = true;
-        loop {
-            if self.stopping.is_some() && self.routers.iter().all(|slot| !slot.started || slot.stopped) {
-                if let Some(done) = self.stopping.take() {
-                    let _ = done.send(());
-                }
-                return;
-            }
-            let deadline = self.routers.iter().filter_map(|slot| slot.router.next_deadline()).min();
+        while !self.stopped {
+            let deadline = self.engine.poll_timeout();
             tokio::select! {
                 Some(request) = requests.recv() => match request {
-                    Request::Status(reply) => { let _ = reply.send(self.reports()); }
+                    Request::Status(reply) => { let _ = reply.send(self.engine.reports()); }
                     Request::Shutdown(done) => {
                         self.stopping = Some(done);
-                        self.feed_all(Input::Shutdown).await;
+                        self.handle(Event::Shutdown).await;
                     }
                     #[cfg(debug_assertions)]
                     Request::Fail => panic!("failpoint: the VRRP task fails"),
                 },
                 changed = health.changed() => {
                     // A closed channel means the supervisor is gone: nothing serves any more.
-                    self.health = if changed.is_ok() { *health.borrow_and_update() } else { Health::Unhealthy };
-                    self.feed_all(Input::Health(self.health)).await;
+                    let current = if changed.is_ok() { *health.borrow_and_update() } else { Health::Unhealthy };
+                    self.handle(Event::Health(current)).await;
                     if changed.is_err() {
                         health = watch::channel(Health::Unhealthy).1;
                     }
                 }
-                Some((key, packet)) = received.recv() => self.packet(key, packet).await,
+                Some((socket, packet)) = received.recv() => {
+                    let event = Event::Packet {
+                        socket,
+                        src: packet.src,
+                        dst: packet.dst,
+                        hop_limit: packet.hop_limit,
+                        payload: &packet.payload,
+                    };
+                    let actions = self.engine.handle(now(), event);
+                    self.carry_out(actions).await;
+                }
                 Some(ended) = self.readers.join_next() => {
-                    // A receive loop never ends on its own (it is aborted when its interface
-                    // is gone): without it a router is deaf.
+                    // A receive loop never ends on its own (it is aborted when its socket is
+                    // closed): without it a router is deaf.
                     if !ended.as_ref().is_err_and(|e| e.is_cancelled()) {
                         error!("a VRRP receive task ended: {ended:?}");
                         return;
@@ -407,18 +338,16 @@ impl Shell {
                 event = events.next(), if events_open => match event {
                     Some(event) => {
                         // A takeover elsewhere on the host can add a thousand addresses at
-                        // once: take the whole burst, then re-read the primaries once.
-                        let mut burst = Burst::default();
-                        self.net_event(event, &mut burst).await;
+                        // once: the engine takes the whole burst, then asks for one re-read.
+                        self.net_event(event).await;
                         while let Some(Some(event)) = events.next().now_or_never() {
-                            self.net_event(event, &mut burst).await;
+                            self.net_event(event).await;
                         }
-                        self.after_burst(burst).await;
-                        self.retry_pending().await;
+                        self.handle(Event::BurstEnd).await;
                     }
                     None => {
                         warn!("netlink event stream ended (kernel dropped notifications); re-reading links");
-                        self.resync_links().await;
+                        self.resync().await;
                         match net::events() {
                             Ok(fresh) => events = fresh,
                             Err(e) => { error!("cannot resubscribe to netlink events: {e}"); events_open = false; }
@@ -426,97 +355,215 @@ impl Shell {
                     }
                 },
                 _ = sleep_until(deadline) => {
-                    let now = Instant::now().into_std();
-                    for i in 0..self.routers.len() {
-                        if self.routers[i].router.next_deadline().is_some_and(|at| at <= now) {
-                            self.feed(i, Input::TimerFired).await;
-                        }
+                    let actions = self.engine.handle_timeout(now());
+                    self.carry_out(actions).await;
+                }
+            }
+        }
+    }
+
+    async fn handle(&mut self, event: Event<'_>) {
+        let actions = self.engine.handle(now(), event);
+        self.carry_out(actions).await;
+    }
+
+    async fn net_event(&mut self, event: NetEvent) {
+        let event = match event {
+            NetEvent::LinkChanged { index, name, up } => Event::LinkChanged { index, name, up },
+            NetEvent::AddressAdded(address) => Event::AddressAdded(address),
+            NetEvent::AddressRemoved(address) => Event::AddressRemoved(address),
+            // Not subscribed to (`net::events` has no route groups).
+            NetEvent::RouteAdded(_) | NetEvent::RouteRemoved(_) => return,
+        };
+        self.handle(event).await;
+    }
+
+    /// After lost netlink notifications: the links and addresses may have changed meanwhile.
+    /// Every link is reported as if it had changed, and every address as if added.
+    async fn resync(&mut self) {
+        match self.net.links().await {
+            Ok(links) => {
+                for link in links {
+                    self.handle(Event::LinkChanged { index: link.index, name: link.name, up: link.up }).await;
+                }
+            }
+            Err(e) => error!("cannot re-read the links: {e}"),
+        }
+        match self.net.all_addresses().await {
+            Ok(addresses) => {
+                for address in addresses {
+                    self.handle(Event::AddressAdded(address)).await;
+                }
+            }
+            Err(e) => error!("cannot re-read the addresses: {e}"),
+        }
+        self.handle(Event::BurstEnd).await;
+    }
+
+    /// Carries out the engine's actions in order; the answer to a lookup goes back to the
+    /// engine at once, and what it returns is done before the rest.
+    async fn carry_out(&mut self, actions: Vec<Action>) {
+        let mut queue = VecDeque::from(actions);
+        while let Some(action) = queue.pop_front() {
+            if let Some(answer) = self.perform(action).await {
+                let more = self.engine.handle(now(), answer);
+                for action in more.into_iter().rev() {
+                    queue.push_front(action);
+                }
+            }
+        }
+    }
+
+    fn name(&self, router: RouterId) -> &str {
+        &self.engine.spec(router).router.name
+    }
+
+    async fn perform(&mut self, action: Action) -> Option<Event<'static>> {
+        match action {
+            Action::Attach { router, interface, family, tracked } => {
+                let link = match self.net.link(&interface).await {
+                    Ok(link) => link,
+                    Err(e) => {
+                        return Some(Event::AttachFailed { router, problem: format!("interface {interface}: {e}") });
                     }
+                };
+                if let Err(e) = self.open_socket(&link, family) {
+                    let problem = e.to_string();
+                    self.socket_error.get_or_insert(e);
+                    return Some(Event::AttachFailed { router, problem });
                 }
+                let addresses = match self.net.addresses(link.index).await {
+                    Ok(addresses) => addresses,
+                    Err(e) => return Some(Event::AttachFailed { router, problem: e.to_string() }),
+                };
+                let mut states = Vec::with_capacity(tracked.len());
+                for name in tracked {
+                    let up = self.net.link(&name).await.is_ok_and(|l| l.up);
+                    states.push((name, up));
+                }
+                Some(Event::Attached { router, link, addresses, tracked: states })
             }
-        }
-    }
-
-    /// Looks up interfaces, addresses and sockets for routers not yet started.
-    async fn set_up_pending(&mut self) -> Result<(), VrrpError> {
-        for i in 0..self.routers.len() {
-            if self.routers[i].started {
-                continue;
+            Action::CloseSocket(key) => {
+                self.sockets.remove(&key);
+                if let Some(reader) = self.reader_handles.remove(&key) {
+                    reader.abort();
+                }
+                None
             }
-            let (interface, family) = (self.routers[i].spec.interface.clone(), self.routers[i].spec.family());
-            let link = match self.net.link(&interface).await {
-                Ok(link) => link,
+            Action::SetSource { socket, source } => {
+                if let Some(socket) = self.sockets.get(&socket)
+                    && let Err(e) = socket.set_source(source)
+                {
+                    warn!("cannot set the advert source to {source}: {e}");
+                }
+                None
+            }
+            Action::DumpAddresses { ifindex } => match self.net.addresses(ifindex).await {
+                Ok(addresses) => Some(Event::Addresses { ifindex, addresses }),
                 Err(e) => {
-                    self.park(i, format!("interface {interface}: {e}"));
-                    continue;
+                    warn!(ifindex, "cannot read the addresses: {e}");
+                    None
                 }
-            };
-            let primary = match self.net.primary_address(link.index, family).await {
-                Ok(Some(primary)) => primary,
-                Ok(None) => {
-                    let what = if family == Family::V6 { "link-local IPv6 address" } else { "IPv4 address" };
-                    self.park(i, format!("interface {interface} has no {what} to send adverts from"));
-                    continue;
+            },
+            Action::Send { router, socket, dst, priority, payload } => {
+                if let Some(socket) = self.sockets.get(&socket)
+                    && let Err(e) = socket.send(dst, &payload).await
+                {
+                    warn!(router = %self.name(router), %dst, priority, "cannot send advert: {e}");
                 }
-                Err(e) => {
-                    self.park(i, e.to_string());
-                    continue;
-                }
-            };
-            self.socket(&link, family, Some(primary))?;
-            let slot = &mut self.routers[i];
-            slot.link = Some(link.clone());
-            slot.problem = None;
-            slot.started = true;
-            info!(router = %slot.spec.router.name, interface = %interface, %primary, "VRRP router starting");
-            if let Some((elapsed, at)) = slot.resume.take() {
-                let elapsed = elapsed + at.elapsed();
-                info!(router = %slot.spec.router.name, elapsed_ms = elapsed.as_millis() as u64, "the previous nginx-ha left this router MASTER");
-                self.feed(i, Input::Resume { elapsed }).await;
+                None
             }
-            self.feed(i, Input::Startup { primary }).await;
-            self.feed(i, Input::Health(self.health)).await;
-            if !link.up {
-                self.feed(i, Input::InterfaceLink { up: false }).await;
+            Action::AddVips { router, ifindex, vips } => {
+                change_vips(&self.net, self.name(router), ifindex, vips, VipChange::Add).await;
+                None
             }
-            // A configured VIP is ours whatever its tag: a copy left by keepalived or an admin
-            // while we are not MASTER is removed (the router decides).
-            let present = self.net.addresses(link.index).await.unwrap_or_default();
-            if present.iter().any(|a| self.routers[i].has_vip(link.index, a.address.addr())) {
-                self.feed(i, Input::VipPresent).await;
+            Action::RemoveVips { router, ifindex, vips } => {
+                change_vips(&self.net, self.name(router), ifindex, vips, VipChange::Remove).await;
+                None
             }
-            for tracked in self.routers[i].spec.track_interfaces.clone() {
-                let up = self.net.link(&tracked).await.is_ok_and(|l| l.up);
-                if !up {
-                    warn!(router = %self.routers[i].spec.router.name, "tracked interface {tracked} is down");
-                    self.feed(i, Input::TrackedLink { name: tracked, up: false }).await;
+            Action::RemoveLeftover { address } => {
+                warn!(address = %address.address, ifindex = address.ifindex, "removing a VIP left behind by an earlier nginx-ha");
+                if let Err(e) = self.net.del_address(address.ifindex, address.address).await {
+                    error!("{e}");
                 }
+                None
+            }
+            Action::Announce { router, interface, addresses } => {
+                // A fresh MAC in case the link was recreated; a burst is only a few packets.
+                let link = self.net.link(&interface.name).await.unwrap_or(interface);
+                if let Err(e) = net::announce(&link, &addresses).await {
+                    warn!(router = %self.name(router), "gratuitous ARP / NA failed: {e}");
+                }
+                None
+            }
+            Action::StateChanged { router, from, to, reason } => {
+                info!(router = %self.name(router), %from, %to, "VRRP state change: {reason}");
+                if let Some(notifier) = &self.notifiers[router.0] {
+                    notifier.notify(to);
+                }
+                None
+            }
+            Action::SaveRecord(record) => {
+                let result = self.recording.recorder.save(&record);
+                self.recording.result(result);
+                None
+            }
+            Action::Heartbeat => {
+                let result = self.recording.recorder.heartbeat();
+                self.recording.result(result);
+                None
+            }
+            Action::Log { router, line } => {
+                self.log(router, line);
+                None
+            }
+            Action::Stopped => {
+                if let Some(done) = self.stopping.take() {
+                    let _ = done.send(());
+                }
+                self.stopped = true;
+                None
             }
         }
-        Ok(())
     }
 
-    fn park(&mut self, i: usize, problem: String) {
-        let slot = &mut self.routers[i];
-        if slot.problem.as_ref() != Some(&problem) {
-            error!(router = %slot.spec.router.name, "{problem}; the router waits for it");
+    fn log(&self, router: RouterId, line: LogLine) {
+        let spec = self.engine.spec(router);
+        let router = spec.router.name.as_str();
+        match line {
+            LogLine::Waiting { problem } => error!(router, "{problem}; the router waits for it"),
+            LogLine::Starting { interface, primary } => info!(router, %interface, %primary, "VRRP router starting"),
+            LogLine::PreviouslyMaster { elapsed } => {
+                info!(router, elapsed_ms = elapsed.as_millis() as u64, "the previous nginx-ha left this router MASTER")
+            }
+            LogLine::LinkChanged { interface, up } => info!(router, %interface, up, "interface link changed"),
+            LogLine::TrackedLinkChanged { interface, up } => info!(router, %interface, up, "tracked interface changed"),
+            LogLine::TrackedLinkDown { interface } => warn!(router, "tracked interface {interface} is down"),
+            LogLine::Following { interface, index } => {
+                info!(router, %interface, index, "the interface was created again: following it")
+            }
+            LogLine::VipRemoved { address } => {
+                warn!(router, %address, "a VIP was removed behind our back; adding it again")
+            }
+            // The router emits each peer's notice at most once a minute.
+            LogLine::Notice(notice @ (Notice::ForeignVip { .. } | Notice::StaleVips { .. })) => {
+                warn!(router, interface = %spec.interface, "{notice}")
+            }
+            LogLine::Notice(notice @ Notice::VipMismatch { .. }) => warn!(
+                router,
+                "{notice} (not fatal; both nodes should list the same virtual_ips; repeats are logged once a minute)"
+            ),
+            LogLine::Notice(notice) => warn!(router, "{notice} (repeats are logged once a minute)"),
         }
-        slot.problem = Some(problem);
     }
 
-    /// Opens the socket for `link` and `family` unless it is open; `primary`, once known, is
-    /// the advert source.
-    fn socket(&mut self, link: &LinkInfo, family: Family, primary: Option<IpAddr>) -> Result<(), VrrpError> {
+    /// Opens the socket for `link` and `family` unless it is open, with its receive task.
+    fn open_socket(&mut self, link: &LinkInfo, family: Family) -> Result<(), VrrpError> {
         let key = (link.index, family);
         if self.sockets.contains_key(&key) {
             return Ok(());
         }
         let socket = Arc::new(VrrpSocket::open(link.index, &link.name, family, true).map_err(VrrpError::Socket)?);
-        if let Some(primary) = primary
-            && let Err(e) = socket.set_source(primary)
-        {
-            warn!(interface = %link.name, "cannot set the advert source to {primary}: {e}");
-        }
         let (reader, tx) = (Arc::clone(&socket), self.received_tx.clone());
         let name = link.name.clone();
         let handle = self.readers.spawn(async move {
@@ -538,300 +585,10 @@ impl Shell {
         self.sockets.insert(key, socket);
         Ok(())
     }
-
-    /// The interface of router `i` was deleted and created again (an `ip link del` + `add`, a
-    /// VLAN or bridge rebuilt, a VM's NIC re-plugged): it has a new index. The router follows
-    /// it to the new index with a new socket; its link state and primary come from the new one.
-    async fn reattach(&mut self, i: usize) {
-        let (interface, family) = (self.routers[i].spec.interface.clone(), self.routers[i].spec.family());
-        let Ok(link) = self.net.link(&interface).await else { return };
-        let old = self.routers[i].link.replace(link.clone());
-        if let Some(old) = old {
-            let key = (old.index, family);
-            let in_use = self
-                .routers
-                .iter()
-                .any(|slot| slot.spec.family() == family && slot.link.as_ref().is_some_and(|l| l.index == old.index));
-            if !in_use {
-                self.sockets.remove(&key);
-                if let Some(reader) = self.reader_handles.remove(&key) {
-                    reader.abort();
-                }
-            }
-        }
-        let primary = self.net.primary_address(link.index, family).await.ok().flatten();
-        let name = self.routers[i].spec.router.name.clone();
-        info!(router = %name, interface = %interface, index = link.index, "the interface was created again: following it");
-        if let Err(e) = self.socket(&link, family, primary) {
-            // Set up again from scratch once the interface allows it.
-            let slot = &mut self.routers[i];
-            slot.started = false;
-            slot.link = None;
-            self.park(i, e.to_string());
-            return;
-        }
-        if let Some(primary) = primary {
-            self.feed(i, Input::PrimaryAddress(primary)).await;
-        }
-        self.feed(i, Input::InterfaceLink { up: link.up }).await;
-    }
-
-    /// Every router on the socket sees every packet: the router validates it in RFC order and
-    /// counts it once, as an advert of its own or in `other_vrid`.
-    async fn packet(&mut self, key: SocketKey, packet: Received) {
-        for i in 0..self.routers.len() {
-            let slot = &self.routers[i];
-            let on_socket = slot.link.as_ref().is_some_and(|l| l.index == key.0) && slot.spec.family() == key.1;
-            if on_socket {
-                let input = Input::Packet {
-                    src: packet.src,
-                    dst: packet.dst,
-                    hop_limit: packet.hop_limit,
-                    payload: &packet.payload,
-                };
-                let actions = self.routers[i].router.handle(Instant::now().into_std(), input);
-                self.carry_out(i, actions).await;
-            }
-        }
-    }
-
-    /// Handles one link or address change; the interfaces whose primary address may have
-    /// changed are added to `dirty` (the caller re-reads them once per burst of events).
-    async fn net_event(&mut self, event: NetEvent, burst: &mut Burst) {
-        match event {
-            NetEvent::LinkChanged { index, name, up } => {
-                for i in 0..self.routers.len() {
-                    let slot = &self.routers[i];
-                    if slot.started
-                        && slot.spec.interface == name
-                        && slot.link.as_ref().is_some_and(|l| l.index != index)
-                    {
-                        self.reattach(i).await;
-                        continue;
-                    }
-                    if slot.link.as_ref().is_some_and(|l| l.index == index) {
-                        info!(router = %slot.spec.router.name, interface = %name, up, "interface link changed");
-                        self.feed(i, Input::InterfaceLink { up }).await;
-                    }
-                    if self.routers[i].spec.track_interfaces.contains(&name) {
-                        info!(router = %self.routers[i].spec.router.name, interface = %name, up, "tracked interface changed");
-                        self.feed(i, Input::TrackedLink { name: name.clone(), up }).await;
-                    }
-                }
-            }
-            NetEvent::AddressRemoved(address) => {
-                for (i, slot) in self.routers.iter().enumerate() {
-                    if slot.has_vip(address.ifindex, address.address.addr()) {
-                        burst.vips_missing.entry(i).or_insert(address.address);
-                    }
-                }
-                if !self.is_vip(&address) {
-                    burst.dirty.insert(address.ifindex);
-                }
-            }
-            NetEvent::AddressAdded(address) => {
-                // Only untagged copies can be foreign: a tagged one is our own add (its event
-                // may arrive after the router removed it again) or a leftover of an earlier
-                // nginx-ha, which startup cleans up.
-                let foreign = address.proto != Some(OWNER_PROTO);
-                for (i, slot) in self.routers.iter().enumerate() {
-                    if foreign && slot.started && slot.has_vip(address.ifindex, address.address.addr()) {
-                        burst.vips_seen.insert(i);
-                    }
-                }
-                if !self.is_vip(&address) {
-                    burst.dirty.insert(address.ifindex);
-                }
-            }
-            // Not subscribed to (`net::events` has no route groups).
-            NetEvent::RouteAdded(_) | NetEvent::RouteRemoved(_) => {}
-        }
-    }
-
-    /// What a burst of netlink events left to do, once per router or interface.
-    async fn after_burst(&mut self, burst: Burst) {
-        for ifindex in burst.dirty {
-            self.refresh_primaries(ifindex).await;
-        }
-        for (i, address) in burst.vips_missing {
-            let slot = &self.routers[i];
-            // The router re-adds them only while it holds them (MASTER).
-            if slot.router.status().state == State::Master {
-                warn!(router = %slot.spec.router.name, %address, "a VIP was removed behind our back; adding it again");
-                self.feed(i, Input::VipsMissing).await;
-            }
-        }
-        for i in burst.vips_seen {
-            self.vips_seen(i).await;
-        }
-    }
-
-    /// An untagged copy of a VIP of router `i` was added during the last burst of events. The event may be our own
-    /// add, read after the router had already removed it again: what counts is the address
-    /// list now (one dump per burst). A MASTER holds its VIPs, so there is nothing to look at.
-    async fn vips_seen(&mut self, i: usize) {
-        let slot = &self.routers[i];
-        let Some(link) = slot.link.clone() else { return };
-        if slot.router.status().state == State::Master {
-            return;
-        }
-        let present = self.net.addresses(link.index).await.unwrap_or_default();
-        let slot = &self.routers[i];
-        if present.iter().any(|a| a.proto != Some(OWNER_PROTO) && slot.has_vip(link.index, a.address.addr())) {
-            self.feed(i, Input::VipPresent).await;
-        }
-    }
-
-    /// A VIP (ours, by its tag, or any router's on that link) is never a primary address, so
-    /// its coming and going needs no re-read.
-    fn is_vip(&self, address: &net::AddressInfo) -> bool {
-        address.proto == Some(OWNER_PROTO)
-            || self.routers.iter().any(|slot| slot.has_vip(address.ifindex, address.address.addr()))
-    }
-
-    async fn retry_pending(&mut self) {
-        if self.routers.iter().any(|slot| !slot.started)
-            && let Err(e) = self.set_up_pending().await
-        {
-            error!("{e}");
-        }
-    }
-
-    /// The advert source and tie-breaker follow the interface's primary address.
-    async fn refresh_primaries(&mut self, ifindex: u32) {
-        for i in 0..self.routers.len() {
-            let slot = &self.routers[i];
-            if !slot.started || slot.link.as_ref().is_none_or(|l| l.index != ifindex) {
-                continue;
-            }
-            let family = slot.spec.family();
-            if let Ok(Some(primary)) = self.net.primary_address(ifindex, family).await {
-                // A VIP of any router on the link (like a link-local IPv6 VIP, listed before
-                // the interface's own link-local) is no advert source; see the Router.
-                if self.routers.iter().any(|other| other.has_vip(ifindex, primary)) {
-                    continue;
-                }
-                if let Some(socket) = self.sockets.get(&(ifindex, family)) {
-                    let _ = socket.set_source(primary);
-                }
-                self.feed(i, Input::PrimaryAddress(primary)).await;
-            }
-        }
-    }
-
-    /// After lost netlink notifications: the links may have changed meanwhile.
-    async fn resync_links(&mut self) {
-        for i in 0..self.routers.len() {
-            let Some(link) = self.routers[i].link.clone() else { continue };
-            if let Ok(fresh) = self.net.link(&link.name).await {
-                self.feed(i, Input::InterfaceLink { up: fresh.up }).await;
-            }
-            for tracked in self.routers[i].spec.track_interfaces.clone() {
-                let up = self.net.link(&tracked).await.is_ok_and(|l| l.up);
-                self.feed(i, Input::TrackedLink { name: tracked, up }).await;
-            }
-        }
-    }
-
-    async fn feed_all(&mut self, input: Input<'_>) {
-        for i in 0..self.routers.len() {
-            if self.routers[i].started {
-                self.feed(i, input.clone()).await;
-            }
-        }
-    }
-
-    async fn feed(&mut self, i: usize, input: Input<'_>) {
-        let actions = self.routers[i].router.handle(Instant::now().into_std(), input);
-        self.carry_out(i, actions).await;
-    }
-
-    async fn carry_out(&mut self, i: usize, actions: Vec<Action>) {
-        for action in actions {
-            let slot = &mut self.routers[i];
-            let name = slot.spec.router.name.clone();
-            match action {
-                Action::SendAdvert { dst, priority, payload } => {
-                    if priority > 0 && slot.router.status().state == State::Master {
-                        self.recording.heartbeat();
-                    }
-                    let key = slot.link.as_ref().map(|l| (l.index, slot.spec.family()));
-                    if let Some(socket) = key.and_then(|key| self.sockets.get(&key))
-                        && let Err(e) = socket.send(dst, &payload).await
-                    {
-                        warn!(router = %name, %dst, priority, "cannot send advert: {e}");
-                    }
-                }
-                Action::AddVips => {
-                    let Some(link) = slot.link.clone() else { continue };
-                    let vips = slot.spec.all_vips().copied().collect();
-                    change_vips(&self.net, &name, link.index, vips, VipChange::Add).await;
-                }
-                Action::RemoveVips => {
-                    let Some(link) = slot.link.clone() else { continue };
-                    let vips = slot.spec.all_vips().copied().collect();
-                    change_vips(&self.net, &name, link.index, vips, VipChange::Remove).await;
-                }
-                Action::Announce => {
-                    let Some(link) = slot.link.clone() else { continue };
-                    let addrs: Vec<IpAddr> = slot.spec.all_vips().map(|vip| vip.addr()).collect();
-                    // A fresh MAC in case the link was recreated; a burst is only a few packets.
-                    let link = self.net.link(&link.name).await.unwrap_or(link);
-                    if let Err(e) = net::announce(&link, &addrs).await {
-                        warn!(router = %name, "gratuitous ARP / NA failed: {e}");
-                    }
-                }
-                Action::StateChanged { from, to, reason } => {
-                    info!(router = %name, %from, %to, "VRRP state change: {reason}");
-                    if let Some(notifier) = &slot.notifier {
-                        notifier.notify(to);
-                    }
-                    self.recording.save(&self.routers);
-                }
-                Action::Stopped => slot.stopped = true,
-                Action::Notice(notice) => self.log_notice(i, &name, &notice),
-            }
-        }
-    }
-
-    fn reports(&self) -> Vec<RouterReport> {
-        self.routers
-            .iter()
-            .map(|slot| {
-                let status = slot.router.status();
-                RouterReport {
-                    name: slot.spec.router.name.clone(),
-                    interface: slot.spec.interface.clone(),
-                    vrid: slot.spec.router.vrid,
-                    version: slot.spec.router.version.number(),
-                    state: status.state,
-                    priority: status.priority,
-                    effective_priority: status.effective_priority,
-                    vips: slot.spec.all_vips().map(ToString::to_string).collect(),
-                    master_address: status.master_address,
-                    master_advert_interval_ms: status.master_advert_interval.as_millis() as u64,
-                    problem: slot.problem.clone(),
-                    counters: status.counters,
-                }
-            })
-            .collect()
-    }
 }
 
-impl Shell {
-    /// The router emits each peer's notice at most once a minute.
-    fn log_notice(&self, i: usize, router: &str, notice: &Notice) {
-        match notice {
-            Notice::ForeignVip { .. } | Notice::StaleVips { .. } => {
-                warn!(router, interface = %self.routers[i].spec.interface, "{notice}")
-            }
-            Notice::VipMismatch { .. } => warn!(
-                router,
-                "{notice} (not fatal; both nodes should list the same virtual_ips; repeats are logged once a minute)"
-            ),
-            _ => warn!(router, "{notice} (repeats are logged once a minute)"),
-        }
-    }
+fn now() -> std::time::Instant {
+    Instant::now().into_std()
 }
 
 /// Runs the `notify` program on each state change, in order, without a shell, each run
