@@ -26,6 +26,12 @@ const REANNOUNCE_DELAY: Duration = Duration::from_secs(1);
 const OWNER_PRIORITY: u8 = 255;
 /// How often the same notice about the same peer is emitted again.
 pub const NOTICE_EVERY: Duration = Duration::from_secs(60);
+/// A new MASTER taking over from a master that may still hold the VIPs (one it preempts, or
+/// one that announced a planned stop) adds them only once that master confirms it let them go
+/// (its next advert, at a lower priority or 0), or after this long: never two holders at
+/// once, and no more than this without one when the old master does not confirm (keepalived
+/// does not).
+pub const CLAIM_WAIT: Duration = Duration::from_millis(50);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
@@ -348,6 +354,29 @@ pub struct RouterStatus {
     pub counters: Counters,
 }
 
+/// What a BACKUP knows of the master it may replace: whether that master may still hold the
+/// VIPs when we become MASTER (then we claim them: see [`CLAIM_WAIT`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Predecessor {
+    /// A lower-priority master we are about to preempt, last heard at `heard_at`.
+    Preempted { heard_at: Instant },
+    /// A master that advertised priority 0 once: leaving, and on a planned stop still holding
+    /// the VIPs until it hears our advert.
+    Leaving { from: IpAddr },
+    /// The same master's second priority 0: its VIPs are gone.
+    Released,
+}
+
+impl Predecessor {
+    fn may_hold_vips(self, now: Instant, master_down_interval: Duration) -> bool {
+        match self {
+            Predecessor::Preempted { heard_at } => now < heard_at + master_down_interval,
+            Predecessor::Leaving { .. } => true,
+            Predecessor::Released => false,
+        }
+    }
+}
+
 /// Why a received packet was dropped; each maps to one counter.
 enum Rejection {
     Ttl,
@@ -396,6 +425,10 @@ pub struct Router {
     leaving_until: Option<Instant>,
     /// When we last advertised as MASTER (with a priority above 0).
     last_advert_at: Option<Instant>,
+    /// BACKUP: what we know of the master we would replace, if it may still hold the VIPs.
+    predecessor: Option<Predecessor>,
+    /// MASTER without the VIPs yet: until then we wait for the old master to let them go.
+    claim_until: Option<Instant>,
     /// Our interface lost carrier while we were MASTER.
     link_lost_as_master: bool,
     /// When each kind of notice about each peer was last emitted.
@@ -435,6 +468,8 @@ impl Router {
             resume_until: None,
             leaving_until: None,
             last_advert_at: None,
+            predecessor: None,
+            claim_until: None,
             link_lost_as_master: false,
             notices: std::collections::HashMap::new(),
             counters: Counters::default(),
@@ -492,15 +527,11 @@ impl Router {
                 let reason = if up { Reason::InterfaceUp } else { Reason::InterfaceDown };
                 self.reconcile(now, reason, &mut out);
             }
-            // Never one of our VIPs: the kernel lists a link-local IPv6 VIP (RFC 5798
-            // §5.2.9 puts one first; keepalived warns without it) before the interface's own
-            // link-local once we hold it. Adverts keep coming from the node's own address
-            // (§5.1.2.1), as keepalived's do; two masters both sending from the VIP would
-            // each drop the other's adverts as their own.
-            Input::PrimaryAddress(primary) if self.vip_addresses.contains(&primary) => {}
+            // The engine never picks a VIP (RFC 5798 §5.1.2.1: adverts come from the node's
+            // own address, as keepalived's do).
             Input::PrimaryAddress(primary) => self.set_primary(primary),
             Input::VipsMissing => {
-                if self.state == State::Master {
+                if self.state == State::Master && self.claim_until.is_none() {
                     out.extend([Action::AddVips, Action::Announce]);
                 }
             }
@@ -527,6 +558,7 @@ impl Router {
                 self.send_advert(0, &mut out);
                 self.advert_at = None;
                 self.reannounce_at = None;
+                self.claim_until = None;
                 self.leaving_until = Some(now + self.master_down_interval());
             }
             Input::Shutdown => {
@@ -550,6 +582,7 @@ impl Router {
             self.restart_grace_until,
             self.resume_until,
             self.leaving_until,
+            self.claim_until,
         ]
         .into_iter()
         .flatten()
@@ -630,11 +663,15 @@ impl Router {
                 self.transition(parked, reason, out);
                 if was_master {
                     // RFC 5798 §6.4.3: a leaving master advertises priority 0 so a backup
-                    // takes over after Skew_Time; pointless over a dead link.
+                    // takes over after Skew_Time; pointless over a dead link. The second one,
+                    // once the VIPs are gone, tells the backup it may add them at once.
                     if self.interface_up {
                         self.send_advert(0, out);
                     }
                     out.push(Action::RemoveVips);
+                    if self.interface_up {
+                        self.send_advert(0, out);
+                    }
                 }
                 if parked == State::Init {
                     self.first_backup_at = None;
@@ -651,6 +688,8 @@ impl Router {
         self.master_down_at = None;
         self.advert_at = None;
         self.reannounce_at = None;
+        self.predecessor = None;
+        self.claim_until = None;
     }
 
     fn become_backup(&mut self, now: Instant, reason: Reason, out: &mut Vec<Action>) {
@@ -665,14 +704,27 @@ impl Router {
     }
 
     fn become_master(&mut self, now: Instant, reason: Reason, out: &mut Vec<Action>) {
+        let claim = self.predecessor.take().is_some_and(|p| p.may_hold_vips(now, self.master_down_interval()));
         self.transition(State::Master, reason, out);
         self.counters.became_master += 1;
         self.master_adver_interval_cs = self.interval_cs;
         self.send_advert(self.effective_priority(), out);
         self.last_advert_at = Some(now);
-        out.extend([Action::AddVips, Action::Announce]);
+        if claim {
+            // Our advert tells the old master to let the VIPs go; its next one says it has.
+            self.claim_until = Some(now + CLAIM_WAIT);
+        } else {
+            out.extend([Action::AddVips, Action::Announce]);
+        }
         self.advert_at = Some(now + centiseconds(self.interval_cs));
         self.reannounce_at = Some(now + REANNOUNCE_DELAY);
+    }
+
+    /// The old master let the VIPs go (or did not say so in time): they are ours now.
+    fn complete_claim(&mut self, out: &mut Vec<Action>) {
+        if self.claim_until.take().is_some() {
+            out.extend([Action::AddVips, Action::Announce]);
+        }
     }
 
     fn fire_timers(&mut self, now: Instant, out: &mut Vec<Action>) {
@@ -692,6 +744,9 @@ impl Router {
             self.restart_grace_until = None;
             self.nginx_healthy = false;
             self.reconcile(now, Reason::RestartGraceOver, out);
+        }
+        if due(self.claim_until) {
+            self.complete_claim(out);
         }
         if due(self.reannounce_at) {
             self.reannounce_at = None;
@@ -874,12 +929,21 @@ impl Router {
     /// RFC 5798 §6.4.2.
     fn receive_as_backup(&mut self, now: Instant, src: IpAddr, advert: &Advert) {
         if advert.priority == 0 {
+            // A master that relinquishes sends priority 0 twice, the second once its VIPs
+            // are gone; one on a planned stop holds them until our advert as master.
+            self.predecessor = Some(match self.predecessor {
+                Some(Predecessor::Leaving { from }) if from == src => Predecessor::Released,
+                _ => Predecessor::Leaving { from: src },
+            });
             self.master_address = None;
             self.master_down_at = Some(now + self.skew_time());
         } else if advert.priority >= self.effective_priority() || !self.may_preempt(now) {
+            self.predecessor = None;
             self.accept_master(now, src, advert);
+        } else {
+            // A lower-priority master: let Master_Down_Timer run out and preempt it.
+            self.predecessor = Some(Predecessor::Preempted { heard_at: now });
         }
-        // Otherwise a lower-priority master: let Master_Down_Timer run out and preempt it.
     }
 
     /// RFC 5798 §6.4.3, plus keepalived's immediate re-assertion against a lower priority
@@ -901,6 +965,10 @@ impl Router {
         let ours = self.effective_priority();
         let peer_wins = advert.priority > ours
             || (advert.priority == ours && self.primary.is_some_and(|primary| as_number(src) > as_number(primary)));
+        if !peer_wins && self.claim_until.is_some() {
+            // The old master yielded (a lower priority) or released (0): the VIPs are ours.
+            return self.complete_claim(out);
+        }
         if peer_wins {
             self.become_backup(now, Reason::PreferredPeer, out);
             self.accept_master(now, src, advert);
@@ -913,12 +981,17 @@ impl Router {
         }
     }
 
-    /// Planned stop: the VIPs go once the peer holds them (or nobody answered in time).
+    /// Planned stop: the VIPs go once the peer is master (or nobody answered in time); a
+    /// second priority-0 advert tells it they are gone, so it adds them.
     fn finish_leaving(&mut self, out: &mut Vec<Action>) {
         self.leaving_until = None;
         self.transition(State::Init, Reason::HandedOver, out);
         self.first_backup_at = None;
-        out.extend([Action::RemoveVips, Action::Stopped]);
+        out.push(Action::RemoveVips);
+        if self.interface_up {
+            self.send_advert(0, out);
+        }
+        out.push(Action::Stopped);
     }
 
     fn accept_master(&mut self, now: Instant, src: IpAddr, advert: &Advert) {

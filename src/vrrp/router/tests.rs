@@ -282,15 +282,20 @@ fn a_planned_stop_advertises_priority_zero_and_keeps_the_vips_until_the_peer_too
     assert_eq!(without_payloads(&actions), [send(0)], "the VIPs stay: the peer does not hold them yet");
     assert_eq!(sim.state(0), State::Master);
     sim.run_until(secs(20));
-    // B takes over after its skew time; its first advert as master ends A's overlap.
+    // B takes over after its skew time, but A may still hold the VIPs: B advertises and
+    // claims them; A lets them go and says so with a second priority 0; only then B adds them.
     assert_eq!(sim.transitions(1), [(ms(0), State::Backup), (ms(5600), State::Master)]);
     assert_eq!(
         sim.actions_at(0, ms(5600)),
-        [changed(State::Master, State::Init, Reason::HandedOver), Action::RemoveVips, Action::Stopped]
+        [changed(State::Master, State::Init, Reason::HandedOver), Action::RemoveVips, send(0), Action::Stopped]
     );
-    assert_eq!(sim.status(1).counters.priority_zero_received, 1);
-    assert_eq!(sim.status(0).counters.priority_zero_sent, 1);
-    assert_eq!(sim.adverts(0).last(), Some(&(secs(5), 0)), "no advert after priority 0");
+    assert_eq!(
+        sim.actions_at(1, ms(5600)),
+        [changed(State::Backup, State::Master, Reason::MasterDown), send(100), Action::AddVips, Action::Announce]
+    );
+    assert_eq!(sim.status(1).counters.priority_zero_received, 2);
+    assert_eq!(sim.status(0).counters.priority_zero_sent, 2);
+    assert_eq!(sim.adverts(0).last(), Some(&(ms(5600), 0)), "nothing after the release");
     assert_eq!(sim.nodes[0].router.next_deadline(), None);
 }
 
@@ -324,14 +329,64 @@ fn higher_priority_preempts_a_running_master() {
     sim.run_until(secs(30));
     // A ignores B's lower adverts and its Master_Down timer from 10 s runs out.
     assert_eq!(sim.transitions(0), [(secs(10), State::Backup), (ms(13410), State::Master)]);
-    // B yields and says so once at its own priority, so that A announces the VIPs (clients
-    // may have followed B).
+    // B yields and says so once at its own priority, once its VIPs are gone; A adds them
+    // only then (never two holders) and announces them (clients follow at once).
     assert_eq!(
         sim.actions_at(1, ms(13410)),
         [changed(State::Master, State::Backup, Reason::PreferredPeer), Action::RemoveVips, send(100)]
     );
-    assert_eq!(sim.actions_at(0, ms(13410))[4..], [send(150), Action::Announce]);
+    assert_eq!(
+        sim.actions_at(0, ms(13410)),
+        [changed(State::Backup, State::Master, Reason::MasterDown), send(150), Action::AddVips, Action::Announce]
+    );
     assert_eq!(sim.status(1).master_address, Some(ip(A)));
+}
+
+#[test]
+fn a_preempted_master_that_does_not_confirm_loses_the_vips_after_the_claim_wait() {
+    // keepalived yields silently: A waits CLAIM_WAIT for a confirmation, then adds the VIPs.
+    let t0 = Instant::now();
+    let mut a = started(config(150), t0);
+    let lower = peer_advert(100);
+    for k in 0..4 {
+        a.handle(t0 + ms(900 * k), packet_from(B, &lower));
+    }
+    // Master_Down_Interval for 150 from t0: 3.41 s.
+    let actions = a.handle(t0 + ms(3410), Input::TimerFired);
+    assert_eq!(without_payloads(&actions), [changed(State::Backup, State::Master, Reason::MasterDown), send(150)]);
+    assert_eq!(a.next_deadline(), Some(t0 + ms(3410) + CLAIM_WAIT));
+    assert!(a.handle(t0 + ms(3410), Input::VipsMissing).is_empty(), "not ours yet");
+    let actions = a.handle(t0 + ms(3410) + CLAIM_WAIT, Input::TimerFired);
+    assert_eq!(actions, [Action::AddVips, Action::Announce]);
+}
+
+#[test]
+fn a_backup_whose_master_vanished_takes_the_vips_at_once() {
+    // The master died (no priority 0, no advert for a Master_Down_Interval): nobody holds
+    // the VIPs, nothing to wait for.
+    let t0 = Instant::now();
+    let mut a = started(config(100), t0);
+    a.handle(t0, packet_from(B, &peer_advert(200)));
+    let actions = a.handle(t0 + ms(3600), Input::TimerFired);
+    assert_eq!(
+        without_payloads(&actions),
+        [changed(State::Backup, State::Master, Reason::MasterDown), send(100), Action::AddVips, Action::Announce]
+    );
+}
+
+#[test]
+fn a_single_priority_zero_from_a_keepalived_master_costs_at_most_the_claim_wait() {
+    // keepalived's stop sends priority 0 and removes its VIPs, without a second one: the
+    // backup claims and adds the VIPs CLAIM_WAIT after its skew time.
+    let t0 = Instant::now();
+    let mut a = started(config(100), t0);
+    a.handle(t0, packet_from(B, &peer_advert(200)));
+    a.handle(t0 + ms(500), packet_from(B, &peer_advert(0)));
+    let skew = ms(600);
+    let actions = a.handle(t0 + ms(500) + skew, Input::TimerFired);
+    assert!(!actions.contains(&Action::AddVips));
+    let actions = a.handle(t0 + ms(500) + skew + CLAIM_WAIT, Input::TimerFired);
+    assert_eq!(actions, [Action::AddVips, Action::Announce]);
 }
 
 #[test]
@@ -475,11 +530,16 @@ fn unhealthy_nginx_relinquishes_to_fault_and_comes_back() {
     let actions = sim.input(0, Input::Health(Health::Unhealthy));
     assert_eq!(
         without_payloads(&actions),
-        [changed(State::Master, State::Fault, Reason::NginxUnhealthy), send(0), Action::RemoveVips]
+        [changed(State::Master, State::Fault, Reason::NginxUnhealthy), send(0), Action::RemoveVips, send(0)]
     );
     assert_eq!(sim.nodes[0].router.next_deadline(), None);
     sim.run_until(secs(20));
     assert_eq!(sim.transitions(1).last(), Some(&(ms(10600), State::Master)));
+    // The second priority 0 said A's VIPs are gone: B adds them at once, no claim.
+    assert_eq!(
+        sim.actions_at(1, ms(10600)),
+        [changed(State::Backup, State::Master, Reason::MasterDown), send(100), Action::AddVips, Action::Announce]
+    );
     // FAULT sends nothing and ignores B's adverts.
     assert_eq!(sim.adverts(0).last(), Some(&(secs(10), 0)));
     assert_eq!(sim.status(0).counters.adverts_received, 0);
@@ -546,7 +606,7 @@ fn tracked_links_down_count_like_nginx_failing() {
     let actions = sim.input(0, down("eth1"));
     assert_eq!(
         without_payloads(&actions),
-        [changed(State::Master, State::Fault, Reason::TrackedLinkDown), send(0), Action::RemoveVips]
+        [changed(State::Master, State::Fault, Reason::TrackedLinkDown), send(0), Action::RemoveVips, send(0)]
     );
     assert!(sim.input(0, down("eth2")).is_empty());
     assert!(sim.input(0, up("eth1")).is_empty(), "eth2 is still down");
@@ -1039,9 +1099,9 @@ fn primary_address_change_moves_the_advert_source() {
 }
 
 #[test]
-fn a_vip_never_becomes_the_advert_source() {
-    // keepalived's IPv6 configs list a link-local VIP first (RFC 5798 §5.2.9); once held it
-    // is the first link-local the kernel lists, and the shell reports it as the primary.
+fn a_peer_advertising_from_our_vip_is_a_peer_not_our_own_loopback() {
+    // keepalived's IPv6 configs list a link-local VIP first (RFC 5798 §5.2.9); the engine
+    // never makes it our advert source (see engine tests), but a peer may send from it.
     let config = RouterConfig {
         vips: vec!["fe80::100/64".parse().unwrap(), "2001:db8::100/64".parse().unwrap()],
         ..config(255)
@@ -1052,8 +1112,6 @@ fn a_vip_never_becomes_the_advert_source() {
     router.handle(t0, Input::Health(Health::Healthy));
     router.handle(t0, Input::Startup { primary: own });
     assert_eq!(router.status().state, State::Master);
-    router.handle(t0, Input::PrimaryAddress(vip));
-    assert_eq!(router.status().master_address, Some(own));
     let actions = router.handle(t0 + secs(1), Input::TimerFired);
     let Some(Action::SendAdvert { payload, .. }) = actions.last() else { panic!("no advert") };
     // The v3 IPv6 checksum covers the source: the advert is still from our own address.
