@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
 use super::conf::{self, ConfigDump, FOREGROUND};
-use super::policy::{Action, CommandError, Event, Health, NginxState, Policy, PolicyConfig};
+use super::policy::{Action, CommandError, Event, Health, MasterSignal, NginxState, Policy, PolicyConfig};
 use super::probe::{ProbeError, Prober};
 use super::process::{self, Pidfd};
 use super::timers::{Timer, TimerTable};
@@ -37,9 +37,6 @@ const SETTLE_POLL: Duration = Duration::from_millis(5);
 const SETTLE_FOR: Duration = Duration::from_secs(1);
 /// Lines of nginx's stderr kept to explain an exit.
 const STDERR_TAIL: usize = 5;
-/// A master that ignored QUIT for `stop_timeout_ms` gets TERM (drop connections), then KILL
-/// this long after: TERM needs no more than a moment unless nginx is stopped or wedged.
-const KILL_AFTER_TERM: Duration = Duration::from_secs(3);
 
 #[derive(Debug, Clone)]
 pub struct SupervisorConfig {
@@ -56,7 +53,6 @@ pub struct SupervisorConfig {
 pub struct LiveSettings {
     pub watch: bool,
     pub debounce: Duration,
-    pub stop_timeout: Duration,
     pub policy: PolicyConfig,
     pub prober: Option<Prober>,
     pub probe_interval: Duration,
@@ -71,12 +67,12 @@ impl SupervisorConfig {
             live: LiveSettings {
                 watch: config.nginx.watch,
                 debounce: Duration::from_millis(config.nginx.watch_debounce_ms),
-                stop_timeout: Duration::from_millis(config.nginx.stop_timeout_ms),
                 policy: PolicyConfig {
                     fall: config.health.fall,
                     rise: config.health.rise,
                     probes: config.health.has_probes(),
                     reload_timeout: Duration::from_millis(config.nginx.reload_timeout_ms),
+                    stop_timeout: Duration::from_millis(config.nginx.stop_timeout_ms),
                 },
                 prober: Prober::from_config(&config.health),
                 probe_interval: config.health.interval(),
@@ -214,7 +210,7 @@ struct Supervisor {
     internal_tx: mpsc::UnboundedSender<Internal>,
     internal_rx: mpsc::UnboundedReceiver<Internal>,
     /// The supervisor's helper tasks (`nginx -t`, pidfd waits, worker scans, probes, watcher
-    /// forwarding, stop escalation, nginx's stderr): aborted when the supervisor ends, and a
+    /// forwarding, nginx's stderr): aborted when the supervisor ends, and a
     /// panic in one is the supervisor's own (see `run`), which the daemon notices.
     tasks: JoinSet<()>,
     watcher: Option<ConfigWatcher>,
@@ -459,7 +455,7 @@ impl Supervisor {
             Action::Spawn => {
                 self.wait_for_dead_generation().await;
                 Some(match self.spawn_master() {
-                    Ok(()) => Event::Spawned,
+                    Ok(generation) => Event::Spawned { generation },
                     Err(e) => {
                         error!(binary = %self.config.binary.display(), "cannot start nginx: {e}");
                         self.last_exit = Some(format!("cannot start: {e}"));
@@ -475,8 +471,8 @@ impl Supervisor {
                 self.kill_dead_generation();
                 None
             }
-            Action::Stop => {
-                self.stop_master();
+            Action::Signal { generation, signal } => {
+                self.signal_master(generation, signal);
                 None
             }
             Action::Health(health) => {
@@ -502,7 +498,7 @@ impl Supervisor {
                 None
             }
             Action::SpawnUpgrade => match self.spawn_upgrade() {
-                Ok(()) => None,
+                Ok(generation) => Some(Event::UpgradeSpawned { generation }),
                 Err(e) => {
                     error!(binary = %self.config.binary.display(), "cannot start the new nginx: {e}");
                     Some(Event::UpgradeSpawnFailed(e.to_string()))
@@ -543,10 +539,11 @@ impl Supervisor {
         }
     }
 
-    fn spawn_master(&mut self) -> std::io::Result<()> {
+    fn spawn_master(&mut self) -> std::io::Result<u64> {
         let master = self.start_master(Vec::new())?;
+        let generation = master.generation;
         self.master = Some(master);
-        Ok(())
+        Ok(generation)
     }
 
     /// The live upgrade's new master. nginx's own way (USR2: the old master execs the new
@@ -557,7 +554,7 @@ impl Supervisor {
     /// child with them and `NGINX` set. It binds nothing (the sockets are shared: no
     /// EADDRINUSE, no connection refused), and it is a master like any we spawn: our child,
     /// with its pidfd, exit status, stderr, and the same adoption after an nginx-ha restart.
-    fn spawn_upgrade(&mut self) -> std::io::Result<()> {
+    fn spawn_upgrade(&mut self) -> std::io::Result<u64> {
         let Some(old) = &self.master else { return Err(std::io::Error::other("no running master")) };
         let sockets = process::listening_sockets(&old.pidfd)?;
         if sockets.is_empty() {
@@ -566,8 +563,9 @@ impl Supervisor {
         let old_pid = old.pidfd.pid();
         let master = self.start_master(sockets)?;
         info!(old = old_pid, new = master.pidfd.pid(), "started the new nginx beside the old one on its sockets");
+        let generation = master.generation;
         self.new_master = Some(master);
-        Ok(())
+        Ok(generation)
     }
 
     /// Spawns a master (with `inherited` listening sockets for an upgrade) and starts watching it.
@@ -626,14 +624,11 @@ impl Supervisor {
         })
     }
 
-    /// The new master serves: it is the master from now on; the old one stops its workers
-    /// gracefully (WINCH) and quits (QUIT) once they are done, TERM and KILL after
-    /// `stop_timeout_ms`.
+    /// The new master serves: it is the master from now on; the old one leaves (the policy
+    /// sends it WINCH and QUIT, TERM and KILL after `stop_timeout_ms`).
     fn retire_old_master(&mut self) {
         let Some(new) = self.new_master.take() else { return };
         let Some(old) = self.master.replace(new) else { return };
-        let _ = old.pidfd.signal(Signal::SIGWINCH);
-        quit_within(&mut self.tasks, Arc::clone(&old.pidfd), self.config.live.stop_timeout);
         info!(pid = old.pidfd.pid(), "the new nginx serves; the old master finishes its requests and quits");
         self.retiring = Some(old.generation);
         self.adopted = false;
@@ -646,7 +641,6 @@ impl Supervisor {
     fn abort_upgrade(&mut self) {
         let Some(new) = self.new_master.take() else { return };
         warn!(pid = new.pidfd.pid(), "stopping the new nginx master: the upgrade is rolled back");
-        quit_within(&mut self.tasks, Arc::clone(&new.pidfd), self.config.live.stop_timeout);
         self.leaving.push(new);
     }
 
@@ -686,9 +680,8 @@ impl Supervisor {
         let reason = self.collect(master);
         info!(pid, "nginx master quit: {reason}");
         self.rewrite_pid_file();
-        if self.retiring.take_if(|g| *g == generation).is_some() {
-            self.feed(Event::OldMasterExited).await;
-        }
+        self.retiring.take_if(|g| *g == generation);
+        self.feed(Event::StoppedMasterExited { generation }).await;
         true
     }
 
@@ -769,9 +762,29 @@ impl Supervisor {
         );
     }
 
-    fn stop_master(&mut self) {
-        let Some(master) = &self.master else { return };
-        quit_within(&mut self.tasks, Arc::clone(&master.pidfd), self.config.live.stop_timeout);
+    /// Carries out the policy's signal to the master of `generation`, wherever it is; one that
+    /// already exited (its exit not yet handled) is let be.
+    fn signal_master(&self, generation: u64, signal: MasterSignal) {
+        let mut masters = self.master.iter().chain(&self.new_master).chain(&self.leaving);
+        let Some(master) = masters.find(|m| m.generation == generation) else { return };
+        let pid = master.pidfd.pid();
+        let signal = match signal {
+            MasterSignal::StopWorkers => Signal::SIGWINCH,
+            MasterSignal::Quit => Signal::SIGQUIT,
+            MasterSignal::Term => {
+                warn!(pid, "nginx did not stop gracefully within stop_timeout_ms; sending TERM");
+                Signal::SIGTERM
+            }
+            MasterSignal::Kill => {
+                warn!(pid, "nginx ignored TERM; sending KILL");
+                Signal::SIGKILL
+            }
+        };
+        if let Err(e) = master.pidfd.signal(signal)
+            && !master.pidfd.has_exited()
+        {
+            warn!(pid, "cannot send {} to nginx: {e}", signal.as_str());
+        }
     }
 
     /// The master is gone: SIGKILL what is left of its generation (orphaned workers still hold
@@ -1089,7 +1102,7 @@ impl Supervisor {
         let workers = process::workers_of(pid);
         self.track_workers(&workers);
         // Through the policy like any event: whatever it decides is carried out.
-        self.feed(Event::Adopted).await;
+        self.feed(Event::Adopted { generation: self.generation }).await;
     }
 
     fn publish(&self) {
@@ -1127,21 +1140,6 @@ impl Supervisor {
             changed
         });
     }
-}
-
-/// Graceful stop of one master: QUIT, TERM after `timeout`, KILL [`KILL_AFTER_TERM`] later.
-fn quit_within(tasks: &mut JoinSet<()>, pidfd: Arc<Pidfd>, timeout: Duration) {
-    let _ = pidfd.signal(Signal::SIGQUIT);
-    tasks.spawn(async move {
-        if tokio::time::timeout(timeout, pidfd.exited()).await.is_err() {
-            warn!(pid = pidfd.pid(), "nginx did not stop gracefully within {} ms; sending TERM", timeout.as_millis());
-            let _ = pidfd.signal(Signal::SIGTERM);
-            if tokio::time::timeout(KILL_AFTER_TERM, pidfd.exited()).await.is_err() {
-                warn!(pid = pidfd.pid(), "nginx ignored TERM; sending KILL");
-                let _ = pidfd.signal(Signal::SIGKILL);
-            }
-        }
-    });
 }
 
 /// Watches the workers of `master` not yet known by pidfd.
