@@ -21,20 +21,15 @@ use super::conf::{self, ConfigDump, FOREGROUND};
 use super::policy::{Action, CommandError, Event, Health, MasterSignal, NginxState, Policy, PolicyConfig};
 use super::probe::{ProbeError, Prober};
 use super::process::{self, Pidfd};
+use super::scan::{Step, WorkerScan, WorkersFound};
 use super::timers::{Timer, TimerTable};
 use super::watch::{BinaryIdentity, BinaryWatcher, ConfigWatcher};
 use crate::config::Config;
 
-/// How long workers of a dead generation may take to die after SIGKILL.
+/// How long workers of a dead generation may take to die after SIGKILL before the next
+/// master starts anyway. I/O mechanics, not a decision: KILL cannot be refused, this only
+/// bounds the wait for the kernel to tear them down (a process in D state).
 const REAP_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long a fresh master may take to start its workers before we keep looking less often.
-const READY_POLL: Duration = Duration::from_millis(5);
-const RESCAN_POLL: Duration = Duration::from_millis(20);
-const RESCAN_FOR: Duration = Duration::from_secs(3);
-const SETTLE_POLL: Duration = Duration::from_millis(5);
-/// How long to wait for the number of workers the config asks for before settling for a
-/// stable scan (the count may be wrong: `auto`, or a reload that changed it).
-const SETTLE_FOR: Duration = Duration::from_secs(1);
 /// Lines of nginx's stderr kept to explain an exit.
 const STDERR_TAIL: usize = 5;
 
@@ -180,13 +175,6 @@ enum Internal {
     Dumped(ConfigDump),
     UpgradeTested(Result<(), String>),
     BinaryChanged,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum WorkersFound {
-    Ready,
-    ReloadConfirmed,
-    Rescan,
 }
 
 struct Master {
@@ -613,7 +601,7 @@ impl Supervisor {
         }
         info!(pid, generation = self.generation, "nginx started");
         self.watch_master(&pidfd);
-        self.poll_workers(pid, HashSet::new(), WorkersFound::Ready, READY_POLL, Duration::from_secs(3600));
+        self.poll_workers(self.generation, pid, HashSet::new(), WorkersFound::Ready);
         Ok(Master {
             generation: self.generation,
             pidfd,
@@ -704,36 +692,26 @@ impl Supervisor {
         });
     }
 
-    /// Looks for workers of `master` not in `known`, every `every`, for at most `for_at_most`,
-    /// then reports them all once the set has settled (nginx forks its workers one by one).
-    /// Bounded confirmation after a start, reload or worker death; not a liveness poll.
-    fn poll_workers(
-        &mut self,
-        master: i32,
-        known: HashSet<i32>,
-        why: WorkersFound,
-        every: Duration,
-        for_at_most: Duration,
-    ) {
-        let (tx, generation, expected) = (self.internal_tx.clone(), self.generation, self.expected_workers);
+    /// Looks for workers of `master` not in `known` and reports them all once the set has
+    /// settled; when to look and when it is complete is the pure [`WorkerScan`]'s to say.
+    /// `generation` is the master's own: during an upgrade the newest generation is another
+    /// master's, and a rescan of the old one must not pass for the new one serving.
+    fn poll_workers(&mut self, generation: u64, master: i32, known: HashSet<i32>, why: WorkersFound) {
+        let tx = self.internal_tx.clone();
+        let now = Instant::now().into_std();
+        let mut scan = WorkerScan::new(why, now, known, self.expected_workers, self.config.live.policy.reload_timeout);
         self.tasks.spawn(async move {
-            let give_up = Instant::now() + for_at_most;
-            let mut every = every;
-            while Instant::now() < give_up {
+            loop {
                 let pids = process::workers_of(master);
-                if pids.iter().any(|pid| !known.contains(pid)) {
-                    // After a reload only the new generation counts: the old one still runs.
-                    let old = if why == WorkersFound::ReloadConfirmed { known.clone() } else { HashSet::new() };
-                    let pids = settled_workers(master, pids, expected, &old).await;
-                    let _ = tx.send(Internal::Workers { generation, pids, why });
-                    return;
+                let alive = std::path::Path::new(&format!("/proc/{master}")).exists();
+                match scan.scanned(Instant::now().into_std(), pids, alive) {
+                    Step::ScanAt(at) => tokio::time::sleep_until(Instant::from_std(at)).await,
+                    Step::Found(pids) => {
+                        let _ = tx.send(Internal::Workers { generation, pids, why: scan.why() });
+                        return;
+                    }
+                    Step::GiveUp => return,
                 }
-                if !std::path::Path::new(&format!("/proc/{master}")).exists() {
-                    return;
-                }
-                tokio::time::sleep(every).await;
-                // A slow start (huge config) need not be watched at the fast rate for long.
-                every = (every * 2).min(Duration::from_millis(200));
             }
         });
     }
@@ -752,14 +730,8 @@ impl Supervisor {
         info!(pid = master.pidfd.pid(), "config valid; sent HUP to nginx");
         self.config_read_at = Some(std::time::SystemTime::now());
         master.draining.extend(old.iter().copied());
-        let pid = master.pidfd.pid();
-        self.poll_workers(
-            pid,
-            old,
-            WorkersFound::ReloadConfirmed,
-            Duration::from_millis(5),
-            self.config.live.policy.reload_timeout,
-        );
+        let (generation, pid) = (master.generation, master.pidfd.pid());
+        self.poll_workers(generation, pid, old, WorkersFound::ReloadConfirmed);
     }
 
     /// Carries out the policy's signal to the master of `generation`, wherever it is; one that
@@ -842,8 +814,9 @@ impl Supervisor {
                     }
                 } else if !master.pidfd.has_exited() && !self.policy.shutting_down() {
                     warn!(pid, "nginx worker exited; the master respawns it");
-                    let (master_pid, known) = (master.pidfd.pid(), master.workers.keys().copied().collect());
-                    self.poll_workers(master_pid, known, WorkersFound::Rescan, RESCAN_POLL, RESCAN_FOR);
+                    let (generation, master_pid) = (master.generation, master.pidfd.pid());
+                    let known = master.workers.keys().copied().collect();
+                    self.poll_workers(generation, master_pid, known, WorkersFound::Rescan);
                     self.feed(Event::WorkerExited).await;
                 }
             }
@@ -1156,29 +1129,6 @@ fn track(tasks: &mut JoinSet<()>, master: &mut Master, pids: &[i32], internal: &
             pidfd.exited().await;
             let _ = tx.send(Internal::WorkerExited { generation, pid });
         });
-    }
-}
-
-/// Rescans until the set of workers is complete: as many (not counting `old`) as the config
-/// asks for — nginx forks them one by one, slowly on a loaded machine — or, when that number
-/// is unknown or not reached within [`SETTLE_FOR`], until two scans in a row agree.
-async fn settled_workers(master: i32, mut pids: Vec<i32>, expected: Option<usize>, old: &HashSet<i32>) -> Vec<i32> {
-    let counted = |pids: &[i32]| pids.iter().filter(|pid| !old.contains(pid)).count();
-    let give_up = Instant::now() + SETTLE_FOR;
-    loop {
-        if expected.is_some_and(|wanted| counted(&pids) >= wanted) {
-            return pids;
-        }
-        tokio::time::sleep(SETTLE_POLL).await;
-        let again = process::workers_of(master);
-        let stable = again == pids;
-        pids = again;
-        if stable && (expected.is_none() || Instant::now() >= give_up) {
-            return pids;
-        }
-        if Instant::now() >= give_up + SETTLE_FOR {
-            return pids;
-        }
     }
 }
 
