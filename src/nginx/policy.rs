@@ -214,8 +214,8 @@ pub enum MasterSignal {
     StopWorkers,
     /// QUIT: finish the requests under way, then exit.
     Quit,
-    /// TERM: exit now, dropping connections.
-    Term,
+    /// TERM: exit now, dropping connections (QUIT was ignored for `ignored_quit_for`).
+    Term { ignored_quit_for: Duration },
     /// KILL.
     Kill,
 }
@@ -275,6 +275,8 @@ struct Stopping {
     generation: u64,
     sent: MasterSignal,
     escalate_at: Instant,
+    /// The `stop_timeout` it was given: a reconfigured one applies to the next stop.
+    stop_timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -644,8 +646,13 @@ impl Policy {
             return;
         }
         actions.push(Action::Signal { generation, signal: MasterSignal::Quit });
-        let escalate_at = now + self.config.stop_timeout;
-        self.stopping.push(Stopping { generation, sent: MasterSignal::Quit, escalate_at });
+        let stop_timeout = self.config.stop_timeout;
+        self.stopping.push(Stopping {
+            generation,
+            sent: MasterSignal::Quit,
+            escalate_at: now + stop_timeout,
+            stop_timeout,
+        });
     }
 
     /// The master of `generation` exited: it gets nothing more.
@@ -659,7 +666,10 @@ impl Policy {
             if now < stopping.escalate_at {
                 return true;
             }
-            let next = if stopping.sent == MasterSignal::Quit { MasterSignal::Term } else { MasterSignal::Kill };
+            let next = match stopping.sent {
+                MasterSignal::Quit => MasterSignal::Term { ignored_quit_for: stopping.stop_timeout },
+                _ => MasterSignal::Kill,
+            };
             actions.push(Action::Signal { generation: stopping.generation, signal: next });
             stopping.sent = next;
             stopping.escalate_at = now + KILL_AFTER_TERM;

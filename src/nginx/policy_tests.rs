@@ -405,6 +405,7 @@ fn backoff_values() {
 }
 
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+const TERM: MasterSignal = MasterSignal::Term { ignored_quit_for: STOP_TIMEOUT };
 
 fn config(probes: bool, fall: u32, reload_timeout: Duration) -> PolicyConfig {
     PolicyConfig { fall, rise: 2, probes, reload_timeout, stop_timeout: STOP_TIMEOUT }
@@ -718,7 +719,7 @@ fn a_stop_sends_quit_then_term_after_stop_timeout_then_kill_3s_later() {
     assert_eq!(sim.policy.next_deadline(), Some(stopped_at + STOP_TIMEOUT));
     sim.advance(STOP_TIMEOUT - Duration::from_millis(1));
     assert_eq!(sim.on(Event::Timer), vec![], "early: nothing");
-    assert_eq!(signals(&sim.fire()), [(1, MasterSignal::Term)]);
+    assert_eq!(signals(&sim.fire()), [(1, TERM)]);
     assert_eq!(sim.now, stopped_at + STOP_TIMEOUT);
     assert_eq!(signals(&sim.fire()), [(1, MasterSignal::Kill)]);
     assert_eq!(sim.now, stopped_at + STOP_TIMEOUT + KILL_AFTER_TERM);
@@ -740,7 +741,7 @@ fn nothing_is_sent_once_the_exit_is_reported() {
     // Exit after TERM.
     let mut sim = Sim::running(false);
     sim.on(Event::Shutdown);
-    assert_eq!(signals(&sim.fire()), [(1, MasterSignal::Term)]);
+    assert_eq!(signals(&sim.fire()), [(1, TERM)]);
     sim.crash();
     assert_eq!(sim.policy.next_deadline(), None, "no KILL");
     // A stop once asked for is not started again.
@@ -761,7 +762,7 @@ fn a_stop_keeps_the_stop_timeout_it_was_given() {
         stop_timeout: Duration::from_secs(1),
         ..config(false, 2, STOP_TIMEOUT)
     }));
-    assert_eq!(signals(&sim.fire()), [(1, MasterSignal::Term)]);
+    assert_eq!(signals(&sim.fire()), [(1, TERM)]);
     assert_eq!(sim.now, retired_at + STOP_TIMEOUT);
 }
 
@@ -793,9 +794,9 @@ fn several_generations_escalate_each_on_its_own_clock() {
     sim.advance(Duration::from_secs(2));
     let shutdown_at = sim.now;
     assert_eq!(signals(&sim.on(Event::Shutdown)), [(2, MasterSignal::Quit)]);
-    assert_eq!(signals(&sim.fire()), [(3, MasterSignal::Term)]);
+    assert_eq!(signals(&sim.fire()), [(3, TERM)]);
     assert_eq!(sim.now, aborted_at + STOP_TIMEOUT);
-    assert_eq!(signals(&sim.fire()), [(2, MasterSignal::Term)]);
+    assert_eq!(signals(&sim.fire()), [(2, TERM)]);
     assert_eq!(sim.now, shutdown_at + STOP_TIMEOUT);
     // 3 exits after its TERM: no KILL for it; 2 gets its KILL on time.
     assert_eq!(sim.on(Event::StoppedMasterExited { generation: 3 }), vec![]);
@@ -813,7 +814,7 @@ fn a_master_that_ignores_quit_while_retiring_is_killed_and_the_upgrade_completes
     sim.on(Event::UpgradeTested(Ok(())));
     sim.upgrade_spawned();
     sim.on(Event::NewMasterReady);
-    assert_eq!(signals(&sim.fire()), [(1, MasterSignal::Term)]);
+    assert_eq!(signals(&sim.fire()), [(1, TERM)]);
     assert_eq!(signals(&sim.fire()), [(1, MasterSignal::Kill)]);
     assert_eq!(sim.state(), NginxState::Upgrading, "until its exit is reported");
     assert!(matches!(

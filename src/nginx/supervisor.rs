@@ -743,8 +743,9 @@ impl Supervisor {
         let signal = match signal {
             MasterSignal::StopWorkers => Signal::SIGWINCH,
             MasterSignal::Quit => Signal::SIGQUIT,
-            MasterSignal::Term => {
-                warn!(pid, "nginx did not stop gracefully within stop_timeout_ms; sending TERM");
+            MasterSignal::Term { ignored_quit_for } => {
+                let ms = ignored_quit_for.as_millis();
+                warn!(pid, "nginx did not stop gracefully within {ms} ms; sending TERM");
                 Signal::SIGTERM
             }
             MasterSignal::Kill => {
