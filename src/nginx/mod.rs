@@ -4,6 +4,7 @@ pub mod conf;
 pub mod policy;
 pub mod probe;
 pub mod process;
+pub mod scan;
 
 pub mod supervisor;
 pub mod timers;

@@ -2,7 +2,8 @@
 //!
 //! The shell (`supervisor.rs`) tells the policy what happened (nginx started, exited, a probe
 //! answered, a config test finished) and carries out what it returns (spawn, test the config,
-//! send HUP, reap the dead generation, stop).
+//! send HUP, signal a master, reap the dead generation). Masters are named by their
+//! generation, a number the shell gives each master it starts or adopts.
 
 use std::time::{Duration, Instant};
 
@@ -81,15 +82,25 @@ pub struct PolicyConfig {
     /// Whether tcp/http probes are configured; without them health is process liveness alone.
     pub probes: bool,
     pub reload_timeout: Duration,
+    /// `stop_timeout_ms`: how long a master told to QUIT may finish its requests before TERM.
+    pub stop_timeout: Duration,
 }
 
 /// First restart delay; doubles per consecutive crash.
 pub const BACKOFF_START: Duration = Duration::from_millis(100);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
-/// A generation that ran this long resets the backoff.
-pub const STABLE_AFTER: Duration = Duration::from_secs(60);
-/// Consecutive crashes (without a stable run) after which the state is `failed`.
+/// How the backoff forgets (see `Policy::crashed`): a master that served at least
+/// [`RESTART_IN_PLACE_AFTER`] started fine, so its crash starts the count afresh; one that
+/// served less takes one step off the count per `BACKOFF_FORGIVE_EVERY` it served. A true
+/// crash loop (a crash within a second or two of each start) still doubles per crash, while
+/// an nginx killed now and then (every few seconds, as in the fault storm) never climbs to
+/// [`BACKOFF_MAX`].
+pub const BACKOFF_FORGIVE_EVERY: Duration = Duration::from_secs(3);
+/// Crashes in a row (as counted for the backoff) after which the state is `failed`.
 pub const FAILED_AFTER: u32 = 5;
+/// A master that ignored QUIT for `stop_timeout` gets TERM (drop connections), then KILL this
+/// long after: TERM needs no more than a moment unless nginx is stopped (SIGSTOP) or wedged.
+pub const KILL_AFTER_TERM: Duration = Duration::from_secs(3);
 /// A master that crashes after serving at least this long is restarted at once (no backoff)
 /// and reported as [`Health::Restarting`]: the VRRP routers keep the VIPs for their
 /// `restart_grace_ms` while it comes back. A crash sooner after a start is a crash loop (a bad
@@ -137,9 +148,13 @@ pub enum Event {
     /// The daemon starts: test the config, then spawn.
     Launch,
     /// A running master from before was adopted instead of spawning a new one.
-    Adopted,
+    Adopted {
+        generation: u64,
+    },
     /// The master process was spawned.
-    Spawned,
+    Spawned {
+        generation: u64,
+    },
     SpawnFailed(String),
     /// The master has workers: nginx serves.
     Ready,
@@ -175,14 +190,34 @@ pub enum Event {
     },
     /// `nginx -t` with the new binary finished.
     UpgradeTested(Result<(), String>),
+    /// The new master was started (after `SpawnUpgrade`).
+    UpgradeSpawned {
+        generation: u64,
+    },
     /// The new master could not be started.
     UpgradeSpawnFailed(String),
     /// The new master has its workers: it serves beside the old one.
     NewMasterReady,
     /// The new master exited before it served.
     NewMasterExited(String),
-    /// The old master, told to quit after the new one served, is gone.
-    OldMasterExited,
+    /// A master told to stop (the old one after an upgrade, a rolled-back new one) is gone.
+    /// The master's own exit is `MasterExited`, the starting new one's `NewMasterExited`.
+    StoppedMasterExited {
+        generation: u64,
+    },
+}
+
+/// What the policy sends a master.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MasterSignal {
+    /// WINCH: stop the workers gracefully (the old master after an upgrade).
+    StopWorkers,
+    /// QUIT: finish the requests under way, then exit.
+    Quit,
+    /// TERM: exit now, dropping connections (QUIT was ignored for `ignored_quit_for`).
+    Term { ignored_quit_for: Duration },
+    /// KILL.
+    Kill,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -195,8 +230,12 @@ pub enum Action {
     SignalReload,
     /// Kill and reap every process left of the dead generation before anything restarts.
     ReapGeneration,
-    /// Graceful stop: QUIT, then TERM, then KILL.
-    Stop,
+    /// Send `signal` to the master of `generation` (if it still runs). A stop is QUIT, TERM
+    /// after `stop_timeout`, KILL [`KILL_AFTER_TERM`] later, until its exit is reported.
+    Signal {
+        generation: u64,
+        signal: MasterSignal,
+    },
     Health(Health),
     ReloadFinished {
         tickets: Vec<u64>,
@@ -207,10 +246,11 @@ pub enum Action {
     /// Start the new binary beside the running master, on the old master's listening sockets;
     /// answer with `UpgradeSpawnFailed`, or later `NewMasterReady`/`NewMasterExited`.
     SpawnUpgrade,
-    /// The new master serves: it becomes the master; WINCH and QUIT the old one (answer with
-    /// `OldMasterExited`).
+    /// The new master serves: it becomes the master, the old one leaves (followed by its
+    /// `Signal`s; answer with `StoppedMasterExited`).
     RetireOldMaster,
-    /// Roll back: stop the new master (and whatever it left); the old one never stopped serving.
+    /// Roll back: the new master leaves (followed by its QUIT when it still runs); the old one
+    /// never stopped serving.
     AbortUpgrade,
     UpgradeFinished {
         tickets: Vec<u64>,
@@ -229,6 +269,16 @@ enum Upgrade {
     Retiring,
 }
 
+/// A master being stopped: the signal it got last and when it gets the next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stopping {
+    generation: u64,
+    sent: MasterSignal,
+    escalate_at: Instant,
+    /// The `stop_timeout` it was given: a reconfigured one applies to the next stop.
+    stop_timeout: Duration,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PolicyStatus {
     pub state: NginxState,
@@ -245,7 +295,15 @@ pub struct Policy {
     master_up: bool,
     ready: bool,
     shutting_down: bool,
-    /// Consecutive crashes since the last stable run.
+    /// The master's generation (while `master_up`).
+    generation: Option<u64>,
+    /// The new master of an upgrade, once started.
+    new_generation: Option<u64>,
+    /// The old master of an upgrade, quitting after the new one served.
+    retiring_generation: Option<u64>,
+    /// Masters told to stop, until their exit is reported: each its next escalation.
+    stopping: Vec<Stopping>,
+    /// Crashes in a row, less what served runs forgave (see `crashed`).
     failures: u32,
     ready_since: Option<Instant>,
     restart_at: Option<Instant>,
@@ -280,6 +338,10 @@ impl Policy {
             master_up: false,
             ready: false,
             shutting_down: false,
+            generation: None,
+            new_generation: None,
+            retiring_generation: None,
+            stopping: Vec::new(),
             failures: 0,
             ready_since: None,
             restart_at: None,
@@ -326,7 +388,8 @@ impl Policy {
     }
 
     pub fn next_deadline(&self) -> Option<Instant> {
-        [self.restart_at, self.reload_deadline, self.upgrade_deadline].into_iter().flatten().min()
+        let escalations = self.stopping.iter().map(|stopping| stopping.escalate_at);
+        [self.restart_at, self.reload_deadline, self.upgrade_deadline].into_iter().flatten().chain(escalations).min()
     }
 
     fn healthy(&self) -> bool {
@@ -345,6 +408,14 @@ impl Policy {
 
     pub fn handle(&mut self, now: Instant, event: Event) -> Vec<Action> {
         let mut actions = Vec::new();
+        // Stops run their course whatever else happens, also while shutting down.
+        match &event {
+            Event::Timer => self.escalate_stops(now, &mut actions),
+            Event::MasterExited(_) => self.stopped(self.generation),
+            Event::NewMasterExited(_) => self.stopped(self.new_generation),
+            Event::StoppedMasterExited { generation } => self.stopped(Some(*generation)),
+            _ => {}
+        }
         if self.shutting_down {
             self.handle_while_stopping(event, &mut actions);
         } else {
@@ -366,13 +437,17 @@ impl Policy {
                 self.state = NginxState::Starting;
                 self.test_pending = true;
             }
-            Event::Adopted => {
+            Event::Adopted { generation } => {
+                self.generation = Some(generation);
                 self.master_up = true;
                 self.ready = true;
                 self.ready_since = Some(now);
                 self.state = NginxState::Running;
             }
-            Event::Spawned => self.master_up = true,
+            Event::Spawned { generation } => {
+                self.generation = Some(generation);
+                self.master_up = true;
+            }
             Event::SpawnFailed(error) => self.crashed(now, error, false, actions),
             Event::Ready => {
                 if self.master_up && !self.ready {
@@ -392,12 +467,14 @@ impl Policy {
             Event::MasterExited(reason) => {
                 if self.master_up {
                     let was_serving = self.healthy();
+                    self.generation = None;
                     self.master_up = false;
                     self.ready = false;
                     actions.push(Action::ReapGeneration);
                     if self.upgrade.take().is_some() {
                         self.upgrade_deadline = None;
-                        actions.push(Action::AbortUpgrade);
+                        self.retiring_generation = None;
+                        self.abort_upgrade(now, actions);
                         self.finish_upgrade(Err(CommandError::ExitedDuringUpgrade(reason.clone())), actions);
                     } else if std::mem::take(&mut self.upgrade_pending) {
                         self.finish_upgrade(Err(CommandError::ExitedBeforeUpgrade(reason.clone())), actions);
@@ -431,6 +508,11 @@ impl Policy {
             Event::Reconfigured(config) => self.reconfigure(config),
             Event::UpgradeRequested { ticket } => self.upgrade_requested(ticket, actions),
             Event::UpgradeTested(result) => self.upgrade_tested(now, result, actions),
+            Event::UpgradeSpawned { generation } => {
+                if self.upgrade == Some(Upgrade::Starting) {
+                    self.new_generation = Some(generation);
+                }
+            }
             Event::UpgradeSpawnFailed(error) => {
                 if self.upgrade == Some(Upgrade::Starting) {
                     self.end_upgrade();
@@ -443,17 +525,26 @@ impl Policy {
                     self.upgrade_deadline = None;
                     self.ready_since = Some(now);
                     actions.push(Action::RetireOldMaster);
+                    let old = std::mem::replace(&mut self.generation, self.new_generation.take());
+                    if let Some(old) = old {
+                        self.retiring_generation = Some(old);
+                        actions.push(Action::Signal { generation: old, signal: MasterSignal::StopWorkers });
+                        self.stop(now, old, actions);
+                    }
                 }
             }
             Event::NewMasterExited(reason) => {
                 if self.upgrade == Some(Upgrade::Starting) {
+                    // Gone already: nothing to signal.
+                    self.new_generation = None;
                     self.end_upgrade();
                     actions.push(Action::AbortUpgrade);
                     self.finish_upgrade(Err(CommandError::NewMasterExited(reason)), actions);
                 }
             }
-            Event::OldMasterExited => {
-                if self.upgrade == Some(Upgrade::Retiring) {
+            Event::StoppedMasterExited { generation } => {
+                if self.upgrade == Some(Upgrade::Retiring) && self.retiring_generation == Some(generation) {
+                    self.retiring_generation = None;
                     self.end_upgrade();
                     self.finish_upgrade(Ok(()), actions);
                 }
@@ -466,8 +557,9 @@ impl Policy {
                 let phase = self.upgrade.take();
                 if phase.is_some() || std::mem::take(&mut self.upgrade_pending) {
                     self.upgrade_deadline = None;
+                    self.retiring_generation = None;
                     if phase == Some(Upgrade::Starting) {
-                        actions.push(Action::AbortUpgrade);
+                        self.abort_upgrade(now, actions);
                     }
                     self.finish_upgrade(Err(CommandError::ShuttingDown), actions);
                 }
@@ -476,8 +568,8 @@ impl Policy {
                 if !tickets.is_empty() {
                     actions.push(Action::ReloadFinished { tickets, result: Err(CommandError::ShuttingDown) });
                 }
-                if self.master_up {
-                    actions.push(Action::Stop);
+                if let Some(generation) = self.generation.filter(|_| self.master_up) {
+                    self.stop(now, generation, actions);
                 } else {
                     self.state = NginxState::Stopped;
                 }
@@ -488,6 +580,7 @@ impl Policy {
     fn handle_while_stopping(&mut self, event: Event, actions: &mut Vec<Action>) {
         match event {
             Event::MasterExited(_) if self.master_up => {
+                self.generation = None;
                 self.master_up = false;
                 self.ready = false;
                 self.state = NginxState::Stopped;
@@ -520,10 +613,7 @@ impl Policy {
         self.probe_streak = 0;
         self.reload_deadline = None;
         let served = self.ready_since.take().map(|since| now.duration_since(since));
-        if served.is_some_and(|served| served >= STABLE_AFTER) {
-            self.failures = 0;
-        }
-        self.failures += 1;
+        self.failures = forgiven(self.failures, served.unwrap_or_default()) + 1;
         // See RESTART_IN_PLACE_AFTER. A restart that fails (nginx exits before serving again:
         // a config made invalid on disk, a port taken, a spawn error) lands here with no
         // `served` time: Unhealthy at once, and the backoff of a crash loop.
@@ -544,9 +634,55 @@ impl Policy {
             self.spawn(actions);
         }
         if self.upgrade_deadline.is_some_and(|deadline| now >= deadline) && self.upgrade == Some(Upgrade::Starting) {
+            self.abort_upgrade(now, actions);
             self.end_upgrade();
-            actions.push(Action::AbortUpgrade);
             self.finish_upgrade(Err(CommandError::NewMasterTooSlow(self.config.reload_timeout)), actions);
+        }
+    }
+
+    /// QUIT to `generation`; TERM and KILL follow at their deadlines unless its exit comes first.
+    fn stop(&mut self, now: Instant, generation: u64, actions: &mut Vec<Action>) {
+        if self.stopping.iter().any(|stopping| stopping.generation == generation) {
+            return;
+        }
+        actions.push(Action::Signal { generation, signal: MasterSignal::Quit });
+        let stop_timeout = self.config.stop_timeout;
+        self.stopping.push(Stopping {
+            generation,
+            sent: MasterSignal::Quit,
+            escalate_at: now + stop_timeout,
+            stop_timeout,
+        });
+    }
+
+    /// The master of `generation` exited: it gets nothing more.
+    fn stopped(&mut self, generation: Option<u64>) {
+        self.stopping.retain(|stopping| Some(stopping.generation) != generation);
+    }
+
+    /// QUIT ignored for `stop_timeout`: TERM; TERM ignored for [`KILL_AFTER_TERM`]: KILL.
+    fn escalate_stops(&mut self, now: Instant, actions: &mut Vec<Action>) {
+        self.stopping.retain_mut(|stopping| {
+            if now < stopping.escalate_at {
+                return true;
+            }
+            let next = match stopping.sent {
+                MasterSignal::Quit => MasterSignal::Term { ignored_quit_for: stopping.stop_timeout },
+                _ => MasterSignal::Kill,
+            };
+            actions.push(Action::Signal { generation: stopping.generation, signal: next });
+            stopping.sent = next;
+            stopping.escalate_at = now + KILL_AFTER_TERM;
+            // Nothing follows KILL.
+            next != MasterSignal::Kill
+        });
+    }
+
+    /// The new master leaves: QUIT to it when it was started.
+    fn abort_upgrade(&mut self, now: Instant, actions: &mut Vec<Action>) {
+        actions.push(Action::AbortUpgrade);
+        if let Some(new) = self.new_generation.take() {
+            self.stop(now, new, actions);
         }
     }
 
@@ -661,6 +797,7 @@ impl Policy {
     fn end_upgrade(&mut self) {
         self.upgrade = None;
         self.upgrade_deadline = None;
+        self.new_generation = None;
         if self.state == NginxState::Upgrading {
             self.state = NginxState::Running;
         }
@@ -676,6 +813,16 @@ impl Policy {
             actions.push(Action::ReloadFinished { tickets: std::mem::take(&mut self.tickets_current), result });
         }
     }
+}
+
+/// The crash count after a run that served `served`: nothing left after
+/// [`RESTART_IN_PLACE_AFTER`], else one step less per [`BACKOFF_FORGIVE_EVERY`].
+pub fn forgiven(failures: u32, served: Duration) -> u32 {
+    if served >= RESTART_IN_PLACE_AFTER {
+        return 0;
+    }
+    let steps = (served.as_millis() / BACKOFF_FORGIVE_EVERY.as_millis()) as u32;
+    failures.saturating_sub(steps)
 }
 
 /// 100 ms doubling per consecutive crash, capped at 30 s.

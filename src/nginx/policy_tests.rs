@@ -6,12 +6,26 @@ use super::*;
 struct Sim {
     policy: Policy,
     now: Instant,
+    /// The last generation given to a master, as the shell numbers them.
+    generation: u64,
 }
 
 impl Sim {
     fn new(probes: bool) -> Self {
-        let config = PolicyConfig { fall: 2, rise: 2, probes, reload_timeout: Duration::from_secs(10) };
-        Sim { policy: Policy::new(config), now: Instant::now() }
+        Sim { policy: Policy::new(config(probes, 2, Duration::from_secs(10))), now: Instant::now(), generation: 0 }
+    }
+
+    /// The master asked for by `Spawn` started, with the next generation.
+    fn spawned(&mut self) -> Vec<Action> {
+        self.generation += 1;
+        self.on(Event::Spawned { generation: self.generation })
+    }
+
+    /// The new master asked for by `SpawnUpgrade` started; its generation.
+    fn upgrade_spawned(&mut self) -> u64 {
+        self.generation += 1;
+        assert_eq!(self.on(Event::UpgradeSpawned { generation: self.generation }), vec![]);
+        self.generation
     }
 
     fn on(&mut self, event: Event) -> Vec<Action> {
@@ -33,7 +47,7 @@ impl Sim {
         let mut sim = Sim::new(probes);
         assert_eq!(sim.on(Event::Launch), vec![Action::TestConfig]);
         assert_eq!(sim.on(Event::ConfigTested(Ok(()))), vec![Action::Spawn]);
-        sim.on(Event::Spawned);
+        sim.spawned();
         sim.on(Event::Ready);
         assert_eq!(sim.policy.state(), NginxState::Running);
         sim
@@ -54,7 +68,7 @@ fn launch_tests_the_config_before_spawning_and_becomes_healthy_when_workers_appe
     assert_eq!(sim.on(Event::Launch), vec![Action::TestConfig]);
     assert_eq!(sim.state(), NginxState::Starting);
     assert_eq!(sim.on(Event::ConfigTested(Ok(()))), vec![Action::Spawn]);
-    assert_eq!(sim.on(Event::Spawned), vec![]);
+    assert_eq!(sim.spawned(), vec![]);
     assert!(!sim.policy.status().healthy, "a master without workers does not serve yet");
     assert_eq!(sim.on(Event::Ready), vec![Action::Health(Health::Healthy)]);
     assert_eq!(sim.policy.status().restarts, 0);
@@ -81,7 +95,7 @@ fn crash_reaps_the_generation_and_restarts_after_100ms() {
     assert_eq!(sim.state(), NginxState::Restarting);
     assert_eq!(sim.policy.next_deadline(), Some(sim.now + Duration::from_millis(100)));
     assert_eq!(sim.fire(), vec![Action::Spawn]);
-    sim.on(Event::Spawned);
+    sim.spawned();
     assert_eq!(sim.on(Event::Ready), vec![Action::Health(Health::Healthy)]);
     assert_eq!(sim.state(), NginxState::Running);
     assert_eq!(sim.policy.status().restarts, 1);
@@ -96,7 +110,7 @@ fn backoff_doubles_to_30s_and_repeated_failure_is_failed_but_still_retrying() {
         let crashed_at = sim.now;
         delays.push(sim.policy.next_deadline().unwrap() - crashed_at);
         sim.fire();
-        sim.on(Event::Spawned);
+        sim.spawned();
         sim.advance(Duration::from_millis(5));
     }
     let ms: Vec<u128> = delays.iter().map(Duration::as_millis).collect();
@@ -115,37 +129,85 @@ fn the_fifth_consecutive_crash_marks_failed() {
         let expected = if crash < FAILED_AFTER { NginxState::Restarting } else { NginxState::Failed };
         assert_eq!(sim.state(), expected, "after crash {crash}");
         sim.fire();
-        sim.on(Event::Spawned);
+        sim.spawned();
     }
 }
 
 #[test]
-fn sixty_seconds_of_stable_running_resets_the_backoff() {
+fn ten_seconds_of_serving_resets_the_backoff() {
     let mut sim = Sim::running(false);
-    for _ in 0..3 {
+    for _ in 0..4 {
         sim.crash();
         sim.fire();
-        sim.on(Event::Spawned);
+        sim.spawned();
         sim.on(Event::Ready);
     }
-    sim.advance(Duration::from_secs(59));
-    sim.crash();
-    assert_eq!(sim.policy.next_deadline(), Some(sim.now), "served 59 s: restarted at once");
-    sim.fire();
-    sim.on(Event::Spawned);
-    sim.on(Event::Ready);
     sim.crash();
     assert_eq!(sim.policy.next_deadline().unwrap() - sim.now, Duration::from_millis(1600), "the fifth in a row");
     sim.fire();
-    sim.on(Event::Spawned);
+    sim.spawned();
     sim.on(Event::Ready);
-    sim.advance(STABLE_AFTER);
+    sim.advance(RESTART_IN_PLACE_AFTER);
     sim.crash();
+    assert_eq!(sim.policy.next_deadline(), Some(sim.now), "served 10 s: restarted in place");
     sim.fire();
-    sim.on(Event::Spawned);
+    sim.spawned();
     sim.on(Event::Ready);
     sim.crash();
     assert_eq!(sim.policy.next_deadline().unwrap() - sim.now, backoff(2), "the count started afresh");
+}
+
+#[test]
+fn a_shorter_run_forgives_one_step_per_3s_served() {
+    assert_eq!(forgiven(6, Duration::ZERO), 6);
+    assert_eq!(forgiven(6, BACKOFF_FORGIVE_EVERY - Duration::from_millis(1)), 6, "a crash loop forgives nothing");
+    assert_eq!(forgiven(6, BACKOFF_FORGIVE_EVERY), 5);
+    assert_eq!(forgiven(6, 3 * BACKOFF_FORGIVE_EVERY), 3);
+    assert_eq!(forgiven(2, 3 * BACKOFF_FORGIVE_EVERY), 0);
+    assert_eq!(forgiven(u32::MAX, RESTART_IN_PLACE_AFTER), 0);
+}
+
+/// Crashes `times`, each `served` after its workers came up; the restart delays.
+fn delays_when_killed_every(sim: &mut Sim, served: Duration, times: usize) -> Vec<Duration> {
+    let mut delays = Vec::new();
+    for _ in 0..times {
+        sim.advance(served);
+        sim.crash();
+        delays.push(sim.policy.next_deadline().unwrap() - sim.now);
+        sim.fire();
+        sim.spawned();
+        sim.on(Event::Ready);
+    }
+    delays
+}
+
+#[test]
+fn an_nginx_killed_every_few_seconds_is_never_kept_down_long() {
+    // The fault storm: killed 4 s after each start, over and over. Each run forgives a step,
+    // each crash adds one: the delay stays at the first one.
+    let mut sim = Sim::running(false);
+    let delays = delays_when_killed_every(&mut sim, Duration::from_secs(4), 30);
+    assert!(delays.iter().all(|delay| *delay == BACKOFF_START), "{delays:?}");
+    assert_ne!(sim.state(), NginxState::Failed);
+    // After a burst of quick crashes the delay comes down again as runs get longer.
+    let mut sim = Sim::running(false);
+    delays_when_killed_every(&mut sim, Duration::from_millis(500), 6);
+    let delays = delays_when_killed_every(&mut sim, Duration::from_secs(7), 4);
+    let ms: Vec<u128> = delays.iter().map(Duration::as_millis).collect();
+    assert_eq!(ms, [1600, 800, 400, 200], "each 7 s run forgives two steps, its crash adds one");
+}
+
+#[test]
+fn a_true_crash_loop_still_backs_off_exponentially() {
+    // Crashes a second or two after each start: nothing forgiven, the delay doubles to the cap.
+    let mut sim = Sim::running(false);
+    let delays = delays_when_killed_every(&mut sim, Duration::from_millis(1500), 11);
+    let ms: Vec<u128> = delays.iter().map(Duration::as_millis).collect();
+    assert_eq!(ms, [100, 200, 400, 800, 1600, 3200, 6400, 12800, 25600, 30000, 30000]);
+    assert_eq!(sim.state(), NginxState::Running, "serving between its crashes");
+    sim.advance(Duration::from_millis(1500));
+    sim.crash();
+    assert_eq!(sim.state(), NginxState::Failed);
 }
 
 #[test]
@@ -183,7 +245,7 @@ fn after_a_crash_probes_must_rise_again() {
     assert!(!sim.policy.wants_probes());
     assert_eq!(sim.on(Event::Probe { ok: true }), vec![], "probe results while down are ignored");
     sim.fire();
-    sim.on(Event::Spawned);
+    sim.spawned();
     assert_eq!(sim.on(Event::Ready), vec![]);
     sim.on(Event::Probe { ok: true });
     assert_eq!(sim.on(Event::Probe { ok: true }), vec![Action::Health(Health::Healthy)]);
@@ -286,7 +348,7 @@ fn a_fixed_config_ends_a_crash_loop_at_once() {
     for _ in 0..6 {
         sim.crash();
         sim.fire();
-        sim.on(Event::Spawned);
+        sim.spawned();
     }
     sim.crash();
     assert_eq!(sim.state(), NginxState::Failed);
@@ -307,7 +369,7 @@ fn worker_deaths_are_counted_not_crashes() {
 #[test]
 fn adoption_is_running_without_a_restart() {
     let mut sim = Sim::new(false);
-    assert_eq!(sim.on(Event::Adopted), vec![Action::Health(Health::Healthy)]);
+    assert_eq!(sim.on(Event::Adopted { generation: 1 }), vec![Action::Health(Health::Healthy)]);
     assert_eq!(sim.state(), NginxState::Running);
     assert_eq!(sim.policy.status().restarts, 0);
 }
@@ -317,7 +379,7 @@ fn shutdown_stops_nginx_and_never_restarts_it() {
     let mut sim = Sim::running(false);
     sim.on(Event::ReloadRequested { ticket: 9 });
     let actions = sim.on(Event::Shutdown);
-    assert_eq!(actions[1], Action::Stop);
+    assert_eq!(actions[1], Action::Signal { generation: 1, signal: MasterSignal::Quit });
     assert_eq!(actions[2], Action::Health(Health::Unhealthy), "unhealthy from the moment we stop");
     assert!(matches!(&actions[0], Action::ReloadFinished { tickets, result: Err(_) } if tickets == &[9]));
     assert_eq!(sim.crash(), vec![Action::ReapGeneration]);
@@ -342,8 +404,11 @@ fn backoff_values() {
     assert_eq!(backoff(u32::MAX), Duration::from_secs(30));
 }
 
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+const TERM: MasterSignal = MasterSignal::Term { ignored_quit_for: STOP_TIMEOUT };
+
 fn config(probes: bool, fall: u32, reload_timeout: Duration) -> PolicyConfig {
-    PolicyConfig { fall, rise: 2, probes, reload_timeout }
+    PolicyConfig { fall, rise: 2, probes, reload_timeout, stop_timeout: STOP_TIMEOUT }
 }
 
 #[test]
@@ -408,7 +473,7 @@ fn a_crash_after_10s_of_serving_restarts_at_once_and_reports_restarting() {
     assert_eq!(sim.state(), NginxState::Restarting);
     assert_eq!(sim.policy.next_deadline(), Some(sim.now), "no backoff: the restart is immediate");
     assert_eq!(sim.fire(), vec![Action::Spawn]);
-    assert_eq!(sim.on(Event::Spawned), vec![], "a master without workers: still restarting");
+    assert_eq!(sim.spawned(), vec![], "a master without workers: still restarting");
     assert_eq!(sim.policy.health(), Health::Restarting);
     assert_eq!(sim.on(Event::Ready), vec![Action::Health(Health::Healthy)]);
     assert_eq!(sim.policy.status().restarts, 1);
@@ -422,7 +487,7 @@ fn a_crash_within_10s_of_a_start_is_a_crash_loop_unhealthy_at_once_with_backoff(
     // After an in-place restart, the next quick crash backs off as well.
     let (mut sim, _) = crashed_after(false, Duration::from_secs(30));
     sim.fire();
-    sim.on(Event::Spawned);
+    sim.spawned();
     sim.on(Event::Ready);
     sim.advance(Duration::from_secs(2));
     assert_eq!(sim.crash(), vec![Action::ReapGeneration, Action::Health(Health::Unhealthy)]);
@@ -434,7 +499,7 @@ fn a_restart_that_exits_before_serving_is_unhealthy_at_once() {
     // The config on disk became invalid, or the port is taken: the new master exits at once.
     let (mut sim, _) = crashed_after(false, Duration::from_secs(60));
     sim.fire();
-    sim.on(Event::Spawned);
+    sim.spawned();
     let actions = sim.on(Event::MasterExited("exited with status 1: [emerg] unknown directive".into()));
     assert_eq!(actions, vec![Action::ReapGeneration, Action::Health(Health::Unhealthy)]);
     assert_eq!(sim.policy.next_deadline(), Some(sim.now + backoff(2)), "then the crash-loop backoff");
@@ -468,7 +533,7 @@ fn with_probes_an_in_place_restart_is_healthy_on_ready_and_a_later_hang_is_still
     assert_eq!(actions, vec![Action::ReapGeneration, Action::Health(Health::Restarting)]);
     assert!(!sim.policy.wants_probes());
     sim.fire();
-    sim.on(Event::Spawned);
+    sim.spawned();
     assert_eq!(sim.on(Event::Ready), vec![Action::Health(Health::Healthy)], "no wait for `rise` probes");
     assert!(sim.policy.wants_probes(), "the probes go on");
     assert_eq!(sim.on(Event::Probe { ok: false }), vec![]);
@@ -496,11 +561,23 @@ fn an_upgrade_tests_starts_the_new_master_retires_the_old_and_is_no_restart() {
     let mut sim = Sim::running(false);
     upgrade(&mut sim, 1);
     assert_eq!(sim.on(Event::UpgradeTested(Ok(()))), vec![Action::SpawnUpgrade]);
+    assert_eq!(sim.upgrade_spawned(), 2);
     assert_eq!(sim.policy.next_deadline(), Some(sim.now + Duration::from_secs(10)), "reload_timeout");
-    assert_eq!(sim.on(Event::NewMasterReady), vec![Action::RetireOldMaster]);
-    assert_eq!(sim.policy.next_deadline(), None);
+    assert_eq!(
+        sim.on(Event::NewMasterReady),
+        vec![
+            Action::RetireOldMaster,
+            Action::Signal { generation: 1, signal: MasterSignal::StopWorkers },
+            Action::Signal { generation: 1, signal: MasterSignal::Quit },
+        ]
+    );
+    assert_eq!(sim.policy.next_deadline(), Some(sim.now + STOP_TIMEOUT), "TERM unless it quits first");
     assert!(sim.policy.status().healthy, "healthy all along");
-    assert_eq!(sim.on(Event::OldMasterExited), vec![Action::UpgradeFinished { tickets: vec![1], result: Ok(()) }]);
+    assert_eq!(
+        sim.on(Event::StoppedMasterExited { generation: 1 }),
+        vec![Action::UpgradeFinished { tickets: vec![1], result: Ok(()) }]
+    );
+    assert_eq!(sim.policy.next_deadline(), None, "no TERM for a master that is gone");
     assert_eq!(sim.state(), NginxState::Running);
     assert_eq!(sim.policy.status().restarts, 0);
 }
@@ -523,10 +600,11 @@ fn a_new_master_that_does_not_serve_in_time_is_rolled_back() {
     let mut sim = Sim::running(false);
     upgrade(&mut sim, 3);
     sim.on(Event::UpgradeTested(Ok(())));
+    let new = sim.upgrade_spawned();
     let actions = sim.fire();
-    assert_eq!(actions[0], Action::AbortUpgrade);
+    assert_eq!(actions[..2], [Action::AbortUpgrade, Action::Signal { generation: new, signal: MasterSignal::Quit }]);
     assert!(
-        matches!(&actions[1..], [Action::UpgradeFinished { tickets, result: Err(CommandError::NewMasterTooSlow(_)) }] if tickets == &[3]),
+        matches!(&actions[2..], [Action::UpgradeFinished { tickets, result: Err(CommandError::NewMasterTooSlow(_)) }] if tickets == &[3]),
         "{actions:?}"
     );
     assert_eq!(sim.state(), NginxState::Running);
@@ -539,8 +617,9 @@ fn a_new_master_that_exits_or_cannot_start_is_rolled_back() {
     let mut sim = Sim::running(false);
     upgrade(&mut sim, 4);
     sim.on(Event::UpgradeTested(Ok(())));
+    sim.upgrade_spawned();
     let actions = sim.on(Event::NewMasterExited("exited with status 1".into()));
-    assert_eq!(actions[0], Action::AbortUpgrade);
+    assert_eq!(actions[0], Action::AbortUpgrade, "gone already: no signal");
     assert!(matches!(&actions[1..], [Action::UpgradeFinished { result: Err(CommandError::NewMasterExited(_)), .. }]));
     upgrade(&mut sim, 5);
     sim.on(Event::UpgradeTested(Ok(())));
@@ -583,9 +662,10 @@ fn config_changes_during_an_upgrade_are_tested_after_it_and_requests_join_it() {
     assert_eq!(sim.on(Event::ConfigChanged), vec![]);
     assert_eq!(sim.on(Event::UpgradeRequested { ticket: Some(8) }), vec![], "joins the upgrade under way");
     sim.on(Event::UpgradeTested(Ok(())));
+    sim.upgrade_spawned();
     sim.on(Event::NewMasterReady);
     assert_eq!(
-        sim.on(Event::OldMasterExited),
+        sim.on(Event::StoppedMasterExited { generation: 1 }),
         vec![Action::UpgradeFinished { tickets: vec![8], result: Ok(()) }, Action::TestConfig]
     );
 }
@@ -595,9 +675,13 @@ fn a_crash_of_the_old_master_during_an_upgrade_aborts_it() {
     let mut sim = Sim::running(false);
     upgrade(&mut sim, 9);
     sim.on(Event::UpgradeTested(Ok(())));
+    let new = sim.upgrade_spawned();
     let actions = sim.crash();
-    assert_eq!(actions[..2], [Action::ReapGeneration, Action::AbortUpgrade]);
-    assert!(matches!(&actions[2], Action::UpgradeFinished { tickets, result: Err(_) } if tickets == &[9]));
+    assert_eq!(
+        actions[..3],
+        [Action::ReapGeneration, Action::AbortUpgrade, Action::Signal { generation: new, signal: MasterSignal::Quit }]
+    );
+    assert!(matches!(&actions[3], Action::UpgradeFinished { tickets, result: Err(_) } if tickets == &[9]));
     assert_eq!(sim.state(), NginxState::Restarting);
     assert_eq!(sim.on(Event::NewMasterReady), vec![]);
 }
@@ -607,8 +691,135 @@ fn shutdown_during_an_upgrade_aborts_it() {
     let mut sim = Sim::running(false);
     upgrade(&mut sim, 10);
     sim.on(Event::UpgradeTested(Ok(())));
+    sim.upgrade_spawned();
     let actions = sim.on(Event::Shutdown);
-    assert_eq!(actions[0], Action::AbortUpgrade);
-    assert!(matches!(&actions[1], Action::UpgradeFinished { tickets, result: Err(_) } if tickets == &[10]));
-    assert!(actions.contains(&Action::Stop));
+    assert_eq!(actions[..2], [Action::AbortUpgrade, Action::Signal { generation: 2, signal: MasterSignal::Quit }]);
+    assert!(matches!(&actions[2], Action::UpgradeFinished { tickets, result: Err(_) } if tickets == &[10]));
+    assert!(actions.contains(&Action::Signal { generation: 1, signal: MasterSignal::Quit }));
+}
+
+// The stop escalation: QUIT, TERM after stop_timeout, KILL KILL_AFTER_TERM later.
+
+/// The signals `actions` send, as (generation, signal).
+fn signals(actions: &[Action]) -> Vec<(u64, MasterSignal)> {
+    actions
+        .iter()
+        .filter_map(|action| match action {
+            Action::Signal { generation, signal } => Some((*generation, *signal)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_stop_sends_quit_then_term_after_stop_timeout_then_kill_3s_later() {
+    let mut sim = Sim::running(false);
+    let stopped_at = sim.now;
+    assert_eq!(signals(&sim.on(Event::Shutdown)), [(1, MasterSignal::Quit)]);
+    assert_eq!(sim.policy.next_deadline(), Some(stopped_at + STOP_TIMEOUT));
+    sim.advance(STOP_TIMEOUT - Duration::from_millis(1));
+    assert_eq!(sim.on(Event::Timer), vec![], "early: nothing");
+    assert_eq!(signals(&sim.fire()), [(1, TERM)]);
+    assert_eq!(sim.now, stopped_at + STOP_TIMEOUT);
+    assert_eq!(signals(&sim.fire()), [(1, MasterSignal::Kill)]);
+    assert_eq!(sim.now, stopped_at + STOP_TIMEOUT + KILL_AFTER_TERM);
+    assert_eq!(sim.policy.next_deadline(), None, "nothing after KILL");
+    assert_eq!(sim.crash(), vec![Action::ReapGeneration]);
+    assert_eq!(sim.state(), NginxState::Stopped);
+}
+
+#[test]
+fn nothing_is_sent_once_the_exit_is_reported() {
+    // Exit after QUIT.
+    let mut sim = Sim::running(false);
+    sim.on(Event::Shutdown);
+    sim.advance(Duration::from_millis(50));
+    assert_eq!(sim.crash(), vec![Action::ReapGeneration]);
+    assert_eq!(sim.policy.next_deadline(), None);
+    sim.advance(STOP_TIMEOUT + KILL_AFTER_TERM);
+    assert_eq!(sim.on(Event::Timer), vec![]);
+    // Exit after TERM.
+    let mut sim = Sim::running(false);
+    sim.on(Event::Shutdown);
+    assert_eq!(signals(&sim.fire()), [(1, TERM)]);
+    sim.crash();
+    assert_eq!(sim.policy.next_deadline(), None, "no KILL");
+    // A stop once asked for is not started again.
+    let mut sim = Sim::running(false);
+    sim.on(Event::Shutdown);
+    assert_eq!(sim.on(Event::Shutdown), vec![]);
+}
+
+#[test]
+fn a_stop_keeps_the_stop_timeout_it_was_given() {
+    let mut sim = Sim::running(false);
+    sim.on(Event::UpgradeRequested { ticket: None });
+    sim.on(Event::UpgradeTested(Ok(())));
+    sim.upgrade_spawned();
+    let retired_at = sim.now;
+    sim.on(Event::NewMasterReady);
+    sim.on(Event::Reconfigured(PolicyConfig {
+        stop_timeout: Duration::from_secs(1),
+        ..config(false, 2, STOP_TIMEOUT)
+    }));
+    assert_eq!(signals(&sim.fire()), [(1, TERM)]);
+    assert_eq!(sim.now, retired_at + STOP_TIMEOUT);
+}
+
+#[test]
+fn several_generations_escalate_each_on_its_own_clock() {
+    // upgrade-nginx: the old master (1) retires; later a second upgrade is rolled back (3)
+    // while 1 still finishes its requests; then a shutdown stops the master (2).
+    let mut sim = Sim::running(false);
+    sim.on(Event::UpgradeRequested { ticket: Some(1) });
+    sim.on(Event::UpgradeTested(Ok(())));
+    assert_eq!(sim.upgrade_spawned(), 2);
+    let retired_at = sim.now;
+    assert_eq!(signals(&sim.on(Event::NewMasterReady)), [(1, MasterSignal::StopWorkers), (1, MasterSignal::Quit)]);
+    // The old master quits in time: the upgrade is done, it gets nothing more.
+    sim.advance(Duration::from_secs(4));
+    assert!(matches!(
+        &sim.on(Event::StoppedMasterExited { generation: 1 })[..],
+        [Action::UpgradeFinished { result: Ok(()), .. }]
+    ));
+    // A new master that is too slow is rolled back: QUIT to it alone.
+    sim.on(Event::UpgradeRequested { ticket: Some(2) });
+    sim.on(Event::UpgradeTested(Ok(())));
+    assert_eq!(sim.upgrade_spawned(), 3);
+    let aborted = sim.fire();
+    let aborted_at = sim.now;
+    assert_eq!(signals(&aborted), [(3, MasterSignal::Quit)]);
+    assert_eq!(aborted_at, retired_at + Duration::from_secs(4) + Duration::from_secs(10), "reload_timeout");
+    // The shutdown comes 2 s later: QUIT to the master, while 3 still has its own deadline.
+    sim.advance(Duration::from_secs(2));
+    let shutdown_at = sim.now;
+    assert_eq!(signals(&sim.on(Event::Shutdown)), [(2, MasterSignal::Quit)]);
+    assert_eq!(signals(&sim.fire()), [(3, TERM)]);
+    assert_eq!(sim.now, aborted_at + STOP_TIMEOUT);
+    assert_eq!(signals(&sim.fire()), [(2, TERM)]);
+    assert_eq!(sim.now, shutdown_at + STOP_TIMEOUT);
+    // 3 exits after its TERM: no KILL for it; 2 gets its KILL on time.
+    assert_eq!(sim.on(Event::StoppedMasterExited { generation: 3 }), vec![]);
+    assert_eq!(signals(&sim.fire()), [(2, MasterSignal::Kill)]);
+    assert_eq!(sim.now, shutdown_at + STOP_TIMEOUT + KILL_AFTER_TERM);
+    assert_eq!(sim.policy.next_deadline(), None);
+    assert_eq!(sim.crash(), vec![Action::ReapGeneration]);
+    assert_eq!(sim.state(), NginxState::Stopped);
+}
+
+#[test]
+fn a_master_that_ignores_quit_while_retiring_is_killed_and_the_upgrade_completes_on_its_exit() {
+    let mut sim = Sim::running(false);
+    sim.on(Event::UpgradeRequested { ticket: Some(1) });
+    sim.on(Event::UpgradeTested(Ok(())));
+    sim.upgrade_spawned();
+    sim.on(Event::NewMasterReady);
+    assert_eq!(signals(&sim.fire()), [(1, TERM)]);
+    assert_eq!(signals(&sim.fire()), [(1, MasterSignal::Kill)]);
+    assert_eq!(sim.state(), NginxState::Upgrading, "until its exit is reported");
+    assert!(matches!(
+        &sim.on(Event::StoppedMasterExited { generation: 1 })[..],
+        [Action::UpgradeFinished { result: Ok(()), .. }]
+    ));
+    assert_eq!(sim.state(), NginxState::Running);
 }

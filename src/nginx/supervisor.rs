@@ -18,28 +18,20 @@ use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
 use super::conf::{self, ConfigDump, FOREGROUND};
-use super::policy::{Action, CommandError, Event, Health, NginxState, Policy, PolicyConfig};
+use super::policy::{Action, CommandError, Event, Health, MasterSignal, NginxState, Policy, PolicyConfig};
 use super::probe::{ProbeError, Prober};
 use super::process::{self, Pidfd};
+use super::scan::{Step, WorkerScan, WorkersFound};
 use super::timers::{Timer, TimerTable};
 use super::watch::{BinaryIdentity, BinaryWatcher, ConfigWatcher};
 use crate::config::Config;
 
-/// How long workers of a dead generation may take to die after SIGKILL.
+/// How long workers of a dead generation may take to die after SIGKILL before the next
+/// master starts anyway. I/O mechanics, not a decision: KILL cannot be refused, this only
+/// bounds the wait for the kernel to tear them down (a process in D state).
 const REAP_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long a fresh master may take to start its workers before we keep looking less often.
-const READY_POLL: Duration = Duration::from_millis(5);
-const RESCAN_POLL: Duration = Duration::from_millis(20);
-const RESCAN_FOR: Duration = Duration::from_secs(3);
-const SETTLE_POLL: Duration = Duration::from_millis(5);
-/// How long to wait for the number of workers the config asks for before settling for a
-/// stable scan (the count may be wrong: `auto`, or a reload that changed it).
-const SETTLE_FOR: Duration = Duration::from_secs(1);
 /// Lines of nginx's stderr kept to explain an exit.
 const STDERR_TAIL: usize = 5;
-/// A master that ignored QUIT for `stop_timeout_ms` gets TERM (drop connections), then KILL
-/// this long after: TERM needs no more than a moment unless nginx is stopped or wedged.
-const KILL_AFTER_TERM: Duration = Duration::from_secs(3);
 
 #[derive(Debug, Clone)]
 pub struct SupervisorConfig {
@@ -56,7 +48,6 @@ pub struct SupervisorConfig {
 pub struct LiveSettings {
     pub watch: bool,
     pub debounce: Duration,
-    pub stop_timeout: Duration,
     pub policy: PolicyConfig,
     pub prober: Option<Prober>,
     pub probe_interval: Duration,
@@ -71,12 +62,12 @@ impl SupervisorConfig {
             live: LiveSettings {
                 watch: config.nginx.watch,
                 debounce: Duration::from_millis(config.nginx.watch_debounce_ms),
-                stop_timeout: Duration::from_millis(config.nginx.stop_timeout_ms),
                 policy: PolicyConfig {
                     fall: config.health.fall,
                     rise: config.health.rise,
                     probes: config.health.has_probes(),
                     reload_timeout: Duration::from_millis(config.nginx.reload_timeout_ms),
+                    stop_timeout: Duration::from_millis(config.nginx.stop_timeout_ms),
                 },
                 prober: Prober::from_config(&config.health),
                 probe_interval: config.health.interval(),
@@ -186,13 +177,6 @@ enum Internal {
     BinaryChanged,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum WorkersFound {
-    Ready,
-    ReloadConfirmed,
-    Rescan,
-}
-
 struct Master {
     generation: u64,
     pidfd: Arc<Pidfd>,
@@ -214,7 +198,7 @@ struct Supervisor {
     internal_tx: mpsc::UnboundedSender<Internal>,
     internal_rx: mpsc::UnboundedReceiver<Internal>,
     /// The supervisor's helper tasks (`nginx -t`, pidfd waits, worker scans, probes, watcher
-    /// forwarding, stop escalation, nginx's stderr): aborted when the supervisor ends, and a
+    /// forwarding, nginx's stderr): aborted when the supervisor ends, and a
     /// panic in one is the supervisor's own (see `run`), which the daemon notices.
     tasks: JoinSet<()>,
     watcher: Option<ConfigWatcher>,
@@ -459,7 +443,7 @@ impl Supervisor {
             Action::Spawn => {
                 self.wait_for_dead_generation().await;
                 Some(match self.spawn_master() {
-                    Ok(()) => Event::Spawned,
+                    Ok(generation) => Event::Spawned { generation },
                     Err(e) => {
                         error!(binary = %self.config.binary.display(), "cannot start nginx: {e}");
                         self.last_exit = Some(format!("cannot start: {e}"));
@@ -475,8 +459,8 @@ impl Supervisor {
                 self.kill_dead_generation();
                 None
             }
-            Action::Stop => {
-                self.stop_master();
+            Action::Signal { generation, signal } => {
+                self.signal_master(generation, signal);
                 None
             }
             Action::Health(health) => {
@@ -502,7 +486,7 @@ impl Supervisor {
                 None
             }
             Action::SpawnUpgrade => match self.spawn_upgrade() {
-                Ok(()) => None,
+                Ok(generation) => Some(Event::UpgradeSpawned { generation }),
                 Err(e) => {
                     error!(binary = %self.config.binary.display(), "cannot start the new nginx: {e}");
                     Some(Event::UpgradeSpawnFailed(e.to_string()))
@@ -543,10 +527,11 @@ impl Supervisor {
         }
     }
 
-    fn spawn_master(&mut self) -> std::io::Result<()> {
+    fn spawn_master(&mut self) -> std::io::Result<u64> {
         let master = self.start_master(Vec::new())?;
+        let generation = master.generation;
         self.master = Some(master);
-        Ok(())
+        Ok(generation)
     }
 
     /// The live upgrade's new master. nginx's own way (USR2: the old master execs the new
@@ -557,7 +542,7 @@ impl Supervisor {
     /// child with them and `NGINX` set. It binds nothing (the sockets are shared: no
     /// EADDRINUSE, no connection refused), and it is a master like any we spawn: our child,
     /// with its pidfd, exit status, stderr, and the same adoption after an nginx-ha restart.
-    fn spawn_upgrade(&mut self) -> std::io::Result<()> {
+    fn spawn_upgrade(&mut self) -> std::io::Result<u64> {
         let Some(old) = &self.master else { return Err(std::io::Error::other("no running master")) };
         let sockets = process::listening_sockets(&old.pidfd)?;
         if sockets.is_empty() {
@@ -566,8 +551,9 @@ impl Supervisor {
         let old_pid = old.pidfd.pid();
         let master = self.start_master(sockets)?;
         info!(old = old_pid, new = master.pidfd.pid(), "started the new nginx beside the old one on its sockets");
+        let generation = master.generation;
         self.new_master = Some(master);
-        Ok(())
+        Ok(generation)
     }
 
     /// Spawns a master (with `inherited` listening sockets for an upgrade) and starts watching it.
@@ -615,7 +601,7 @@ impl Supervisor {
         }
         info!(pid, generation = self.generation, "nginx started");
         self.watch_master(&pidfd);
-        self.poll_workers(pid, HashSet::new(), WorkersFound::Ready, READY_POLL, Duration::from_secs(3600));
+        self.poll_workers(self.generation, pid, HashSet::new(), WorkersFound::Ready);
         Ok(Master {
             generation: self.generation,
             pidfd,
@@ -626,14 +612,11 @@ impl Supervisor {
         })
     }
 
-    /// The new master serves: it is the master from now on; the old one stops its workers
-    /// gracefully (WINCH) and quits (QUIT) once they are done, TERM and KILL after
-    /// `stop_timeout_ms`.
+    /// The new master serves: it is the master from now on; the old one leaves (the policy
+    /// sends it WINCH and QUIT, TERM and KILL after `stop_timeout_ms`).
     fn retire_old_master(&mut self) {
         let Some(new) = self.new_master.take() else { return };
         let Some(old) = self.master.replace(new) else { return };
-        let _ = old.pidfd.signal(Signal::SIGWINCH);
-        quit_within(&mut self.tasks, Arc::clone(&old.pidfd), self.config.live.stop_timeout);
         info!(pid = old.pidfd.pid(), "the new nginx serves; the old master finishes its requests and quits");
         self.retiring = Some(old.generation);
         self.adopted = false;
@@ -646,7 +629,6 @@ impl Supervisor {
     fn abort_upgrade(&mut self) {
         let Some(new) = self.new_master.take() else { return };
         warn!(pid = new.pidfd.pid(), "stopping the new nginx master: the upgrade is rolled back");
-        quit_within(&mut self.tasks, Arc::clone(&new.pidfd), self.config.live.stop_timeout);
         self.leaving.push(new);
     }
 
@@ -686,9 +668,8 @@ impl Supervisor {
         let reason = self.collect(master);
         info!(pid, "nginx master quit: {reason}");
         self.rewrite_pid_file();
-        if self.retiring.take_if(|g| *g == generation).is_some() {
-            self.feed(Event::OldMasterExited).await;
-        }
+        self.retiring.take_if(|g| *g == generation);
+        self.feed(Event::StoppedMasterExited { generation }).await;
         true
     }
 
@@ -711,36 +692,26 @@ impl Supervisor {
         });
     }
 
-    /// Looks for workers of `master` not in `known`, every `every`, for at most `for_at_most`,
-    /// then reports them all once the set has settled (nginx forks its workers one by one).
-    /// Bounded confirmation after a start, reload or worker death; not a liveness poll.
-    fn poll_workers(
-        &mut self,
-        master: i32,
-        known: HashSet<i32>,
-        why: WorkersFound,
-        every: Duration,
-        for_at_most: Duration,
-    ) {
-        let (tx, generation, expected) = (self.internal_tx.clone(), self.generation, self.expected_workers);
+    /// Looks for workers of `master` not in `known` and reports them all once the set has
+    /// settled; when to look and when it is complete is the pure [`WorkerScan`]'s to say.
+    /// `generation` is the master's own: during an upgrade the newest generation is another
+    /// master's, and a rescan of the old one must not pass for the new one serving.
+    fn poll_workers(&mut self, generation: u64, master: i32, known: HashSet<i32>, why: WorkersFound) {
+        let tx = self.internal_tx.clone();
+        let now = Instant::now().into_std();
+        let mut scan = WorkerScan::new(why, now, known, self.expected_workers, self.config.live.policy.reload_timeout);
         self.tasks.spawn(async move {
-            let give_up = Instant::now() + for_at_most;
-            let mut every = every;
-            while Instant::now() < give_up {
+            loop {
                 let pids = process::workers_of(master);
-                if pids.iter().any(|pid| !known.contains(pid)) {
-                    // After a reload only the new generation counts: the old one still runs.
-                    let old = if why == WorkersFound::ReloadConfirmed { known.clone() } else { HashSet::new() };
-                    let pids = settled_workers(master, pids, expected, &old).await;
-                    let _ = tx.send(Internal::Workers { generation, pids, why });
-                    return;
+                let alive = std::path::Path::new(&format!("/proc/{master}")).exists();
+                match scan.scanned(Instant::now().into_std(), pids, alive) {
+                    Step::ScanAt(at) => tokio::time::sleep_until(Instant::from_std(at)).await,
+                    Step::Found(pids) => {
+                        let _ = tx.send(Internal::Workers { generation, pids, why: scan.why() });
+                        return;
+                    }
+                    Step::GiveUp => return,
                 }
-                if !std::path::Path::new(&format!("/proc/{master}")).exists() {
-                    return;
-                }
-                tokio::time::sleep(every).await;
-                // A slow start (huge config) need not be watched at the fast rate for long.
-                every = (every * 2).min(Duration::from_millis(200));
             }
         });
     }
@@ -759,19 +730,34 @@ impl Supervisor {
         info!(pid = master.pidfd.pid(), "config valid; sent HUP to nginx");
         self.config_read_at = Some(std::time::SystemTime::now());
         master.draining.extend(old.iter().copied());
-        let pid = master.pidfd.pid();
-        self.poll_workers(
-            pid,
-            old,
-            WorkersFound::ReloadConfirmed,
-            Duration::from_millis(5),
-            self.config.live.policy.reload_timeout,
-        );
+        let (generation, pid) = (master.generation, master.pidfd.pid());
+        self.poll_workers(generation, pid, old, WorkersFound::ReloadConfirmed);
     }
 
-    fn stop_master(&mut self) {
-        let Some(master) = &self.master else { return };
-        quit_within(&mut self.tasks, Arc::clone(&master.pidfd), self.config.live.stop_timeout);
+    /// Carries out the policy's signal to the master of `generation`, wherever it is; one that
+    /// already exited (its exit not yet handled) is let be.
+    fn signal_master(&self, generation: u64, signal: MasterSignal) {
+        let mut masters = self.master.iter().chain(&self.new_master).chain(&self.leaving);
+        let Some(master) = masters.find(|m| m.generation == generation) else { return };
+        let pid = master.pidfd.pid();
+        let signal = match signal {
+            MasterSignal::StopWorkers => Signal::SIGWINCH,
+            MasterSignal::Quit => Signal::SIGQUIT,
+            MasterSignal::Term { ignored_quit_for } => {
+                let ms = ignored_quit_for.as_millis();
+                warn!(pid, "nginx did not stop gracefully within {ms} ms; sending TERM");
+                Signal::SIGTERM
+            }
+            MasterSignal::Kill => {
+                warn!(pid, "nginx ignored TERM; sending KILL");
+                Signal::SIGKILL
+            }
+        };
+        if let Err(e) = master.pidfd.signal(signal)
+            && !master.pidfd.has_exited()
+        {
+            warn!(pid, "cannot send {} to nginx: {e}", signal.as_str());
+        }
     }
 
     /// The master is gone: SIGKILL what is left of its generation (orphaned workers still hold
@@ -829,8 +815,9 @@ impl Supervisor {
                     }
                 } else if !master.pidfd.has_exited() && !self.policy.shutting_down() {
                     warn!(pid, "nginx worker exited; the master respawns it");
-                    let (master_pid, known) = (master.pidfd.pid(), master.workers.keys().copied().collect());
-                    self.poll_workers(master_pid, known, WorkersFound::Rescan, RESCAN_POLL, RESCAN_FOR);
+                    let (generation, master_pid) = (master.generation, master.pidfd.pid());
+                    let known = master.workers.keys().copied().collect();
+                    self.poll_workers(generation, master_pid, known, WorkersFound::Rescan);
                     self.feed(Event::WorkerExited).await;
                 }
             }
@@ -1089,7 +1076,7 @@ impl Supervisor {
         let workers = process::workers_of(pid);
         self.track_workers(&workers);
         // Through the policy like any event: whatever it decides is carried out.
-        self.feed(Event::Adopted).await;
+        self.feed(Event::Adopted { generation: self.generation }).await;
     }
 
     fn publish(&self) {
@@ -1129,21 +1116,6 @@ impl Supervisor {
     }
 }
 
-/// Graceful stop of one master: QUIT, TERM after `timeout`, KILL [`KILL_AFTER_TERM`] later.
-fn quit_within(tasks: &mut JoinSet<()>, pidfd: Arc<Pidfd>, timeout: Duration) {
-    let _ = pidfd.signal(Signal::SIGQUIT);
-    tasks.spawn(async move {
-        if tokio::time::timeout(timeout, pidfd.exited()).await.is_err() {
-            warn!(pid = pidfd.pid(), "nginx did not stop gracefully within {} ms; sending TERM", timeout.as_millis());
-            let _ = pidfd.signal(Signal::SIGTERM);
-            if tokio::time::timeout(KILL_AFTER_TERM, pidfd.exited()).await.is_err() {
-                warn!(pid = pidfd.pid(), "nginx ignored TERM; sending KILL");
-                let _ = pidfd.signal(Signal::SIGKILL);
-            }
-        }
-    });
-}
-
 /// Watches the workers of `master` not yet known by pidfd.
 fn track(tasks: &mut JoinSet<()>, master: &mut Master, pids: &[i32], internal: &mpsc::UnboundedSender<Internal>) {
     for &pid in pids {
@@ -1158,29 +1130,6 @@ fn track(tasks: &mut JoinSet<()>, master: &mut Master, pids: &[i32], internal: &
             pidfd.exited().await;
             let _ = tx.send(Internal::WorkerExited { generation, pid });
         });
-    }
-}
-
-/// Rescans until the set of workers is complete: as many (not counting `old`) as the config
-/// asks for — nginx forks them one by one, slowly on a loaded machine — or, when that number
-/// is unknown or not reached within [`SETTLE_FOR`], until two scans in a row agree.
-async fn settled_workers(master: i32, mut pids: Vec<i32>, expected: Option<usize>, old: &HashSet<i32>) -> Vec<i32> {
-    let counted = |pids: &[i32]| pids.iter().filter(|pid| !old.contains(pid)).count();
-    let give_up = Instant::now() + SETTLE_FOR;
-    loop {
-        if expected.is_some_and(|wanted| counted(&pids) >= wanted) {
-            return pids;
-        }
-        tokio::time::sleep(SETTLE_POLL).await;
-        let again = process::workers_of(master);
-        let stable = again == pids;
-        pids = again;
-        if stable && (expected.is_none() || Instant::now() >= give_up) {
-            return pids;
-        }
-        if Instant::now() >= give_up + SETTLE_FOR {
-            return pids;
-        }
     }
 }
 

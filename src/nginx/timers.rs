@@ -1,7 +1,8 @@
 //! The supervisor shell's own named deadlines, in one table (as quinn-proto keeps its
 //! connection timers): the shell sleeps until [`TimerTable::next`] and handles what
 //! [`TimerTable::expired`] hands back. The policy keeps the deadlines it decides on (restart,
-//! reload, upgrade) itself. Pure: the time is passed in, so any clock will do.
+//! reload, upgrade, each master's stop escalation) itself, and each worker scan its own
+//! (`scan.rs`). Pure: the time is passed in, so any clock will do.
 
 /// What a deadline is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
