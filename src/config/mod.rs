@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::vrrp::spec::RouterSpec;
+
 pub use locate::Location;
 pub use reload::RestartNeeded;
 
@@ -32,6 +34,10 @@ pub struct Config {
     pub anycast: Vec<AnycastConfig>,
     #[serde(default)]
     pub daemon: DaemonConfig,
+    /// The `[[vrrp]]` tables in the routers' types, set by [`Config::parse`] from the same
+    /// conversion that validated them.
+    #[serde(skip)]
+    routers: Vec<RouterSpec>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -100,19 +106,17 @@ pub enum OnNginxFailure {
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(from = "VrrpTable")]
 pub struct VrrpConfig {
     pub name: String,
     pub interface: String,
     pub vrid: u8,
     pub priority: u8,
-    #[serde(default = "two_u8")]
+    /// Default: 3 when the virtual IPs are IPv6 (VRRPv2 cannot carry them; keepalived does the
+    /// same), else 2.
     pub version: u8,
-    #[serde(default = "default_interval_ms")]
     pub advert_interval_ms: u64,
-    #[serde(default = "yes")]
     pub preempt: bool,
-    #[serde(default)]
     pub preempt_delay_ms: u64,
     pub auth_pass: Option<String>,
     /// None: multicast. Some(empty) is an error (unicast with no peers).
@@ -120,26 +124,105 @@ pub struct VrrpConfig {
     pub virtual_ips: Vec<String>,
     /// Held with the VIPs but not listed in adverts (keepalived's `virtual_ipaddress_excluded`):
     /// for more addresses than an advert carries, or addresses the peer must not compare.
-    #[serde(default)]
     pub virtual_ips_excluded: Vec<String>,
-    #[serde(default = "default_on_failure")]
     pub on_nginx_failure: OnNginxFailure,
-    #[serde(default = "default_demote_weight")]
     pub demote_weight: u8,
-    #[serde(default)]
     pub track_interfaces: Vec<String>,
     /// Program run (without a shell) on every state change: `notify NAME STATE`.
     pub notify: Option<PathBuf>,
-    #[serde(default = "default_notify_timeout_ms")]
     pub notify_timeout_ms: u64,
     /// VRRPv3 over IPv4: include the IPv4 pseudo-header in the checksum (RFC 5798, keepalived).
     /// false for the variant some other vendors send.
-    #[serde(default = "yes")]
     pub checksum_pseudo_header: bool,
     /// nginx's master crashed: keep the VIPs this long while nginx is restarted in place, and
     /// act (relinquish/demote) only if it is not serving again by then. 0: act at once.
-    #[serde(default = "default_restart_grace_ms")]
     pub restart_grace_ms: u64,
+}
+
+/// `[[vrrp]]` as written: `version` defaults from the virtual IPs' family.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VrrpTable {
+    name: String,
+    interface: String,
+    vrid: u8,
+    priority: u8,
+    version: Option<u8>,
+    #[serde(default = "default_interval_ms")]
+    advert_interval_ms: u64,
+    #[serde(default = "yes")]
+    preempt: bool,
+    #[serde(default)]
+    preempt_delay_ms: u64,
+    auth_pass: Option<String>,
+    unicast_peers: Option<Vec<String>>,
+    virtual_ips: Vec<String>,
+    #[serde(default)]
+    virtual_ips_excluded: Vec<String>,
+    #[serde(default = "default_on_failure")]
+    on_nginx_failure: OnNginxFailure,
+    #[serde(default = "default_demote_weight")]
+    demote_weight: u8,
+    #[serde(default)]
+    track_interfaces: Vec<String>,
+    notify: Option<PathBuf>,
+    #[serde(default = "default_notify_timeout_ms")]
+    notify_timeout_ms: u64,
+    #[serde(default = "yes")]
+    checksum_pseudo_header: bool,
+    #[serde(default = "default_restart_grace_ms")]
+    restart_grace_ms: u64,
+}
+
+impl From<VrrpTable> for VrrpConfig {
+    fn from(table: VrrpTable) -> VrrpConfig {
+        let VrrpTable {
+            name,
+            interface,
+            vrid,
+            priority,
+            version,
+            advert_interval_ms,
+            preempt,
+            preempt_delay_ms,
+            auth_pass,
+            unicast_peers,
+            virtual_ips,
+            virtual_ips_excluded,
+            on_nginx_failure,
+            demote_weight,
+            track_interfaces,
+            notify,
+            notify_timeout_ms,
+            checksum_pseudo_header,
+            restart_grace_ms,
+        } = table;
+        // Only an IPv6 address has a ':' (anything else with one is rejected by the validator,
+        // whatever the version).
+        let ipv6 = virtual_ips.iter().chain(&virtual_ips_excluded).next().is_some_and(|vip| vip.contains(':'));
+        let version = version.unwrap_or(if ipv6 { 3 } else { 2 });
+        VrrpConfig {
+            name,
+            interface,
+            vrid,
+            priority,
+            version,
+            advert_interval_ms,
+            preempt,
+            preempt_delay_ms,
+            auth_pass,
+            unicast_peers,
+            virtual_ips,
+            virtual_ips_excluded,
+            on_nginx_failure,
+            demote_weight,
+            track_interfaces,
+            notify,
+            notify_timeout_ms,
+            checksum_pseudo_header,
+            restart_grace_ms,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -243,9 +326,6 @@ fn yes() -> bool {
     true
 }
 fn two() -> u32 {
-    2
-}
-fn two_u8() -> u8 {
     2
 }
 fn default_nginx_config() -> PathBuf {
@@ -370,18 +450,13 @@ impl HttpProbeUrl {
 }
 
 impl VrrpConfig {
-    pub fn advert_interval(&self) -> Duration {
-        Duration::from_millis(self.advert_interval_ms)
-    }
-    /// The virtual IPs as networks; a bare address means /32 or /128. Valid after `Config::load`.
+    /// The virtual IPs that parse, as networks (a bare address means /32 or /128): lenient, for
+    /// checks across tables. The router's own parse is [`Config::routers`].
     pub fn vips(&self) -> Vec<ipnet::IpNet> {
         self.virtual_ips.iter().filter_map(|v| parse_net(v).ok()).collect()
     }
     pub fn excluded_vips(&self) -> Vec<ipnet::IpNet> {
         self.virtual_ips_excluded.iter().filter_map(|v| parse_net(v).ok()).collect()
-    }
-    pub fn peers(&self) -> Vec<IpAddr> {
-        self.unicast_peers.iter().flatten().filter_map(|p| p.parse().ok()).collect()
     }
 }
 
@@ -403,6 +478,22 @@ impl AliasConfig {
     pub fn net(&self) -> Option<ipnet::IpNet> {
         parse_net(&self.address).ok()
     }
+}
+
+/// Linux interface names are at most 15 bytes (IFNAMSIZ - 1).
+pub const IFNAME_MAX: usize = 15;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "interface `{0}` is not a valid Linux interface name (1 to {IFNAME_MAX} bytes, no '/', ':' or spaces), e.g. \"eth0\""
+)]
+pub struct InterfaceNameError(pub String);
+
+pub fn check_interface_name(name: &str) -> Result<(), InterfaceNameError> {
+    if name.is_empty() || name.len() > IFNAME_MAX || name.contains(['/', ' ', ':']) {
+        return Err(InterfaceNameError(name.to_owned()));
+    }
+    Ok(())
 }
 
 /// `ADDR` (host route: /32 or /128) or `ADDR/LEN`.
@@ -489,6 +580,11 @@ impl Config {
         resolve(&mut self.daemon.state_dir);
     }
 
+    /// Every `[[vrrp]]` table, parsed once into the router's types (in file order).
+    pub fn routers(&self) -> &[RouterSpec] {
+        &self.routers
+    }
+
     /// Parses and validates `text`; `path` only names the file in errors.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
         let config: Config = toml::from_str(text).map_err(|e| {
@@ -499,8 +595,10 @@ impl Config {
                 message: hints::explain(text, e.span(), e.message()),
             }])
         })?;
-        let problems = validate::validate(&config);
+        let mut config = config;
+        let (problems, routers) = validate::validate(&config);
         if problems.is_empty() {
+            config.routers = routers;
             return Ok(config);
         }
         Err(ConfigErrors(

@@ -109,7 +109,7 @@ fn unicast_with_no_peers_is_an_error() {
 #[test]
 fn ipv6_needs_v3_and_one_family_per_router() {
     let v6 = ROUTER.replace("198.18.0.100/24", "fd00::100/64");
-    assert!(errors(&v6)[0].contains("use version = 3"));
+    assert!(errors(&format!("{v6}version = 2\n"))[0].contains("use version = 3"));
     assert!(parse(&format!("{v6}version = 3\n")).is_ok());
     let mixed = ROUTER.replace("\"198.18.0.100/24\"", "\"198.18.0.100/24\", \"fd00::1\"");
     assert!(errors(&format!("{mixed}version = 3\n"))[0].contains("mixes IPv4 and IPv6"));
@@ -367,6 +367,39 @@ fn a_default_that_depends_on_another_key_follows_it() {
     let config = Config::parse("[health]\ninterval_ms = 2000\n", Path::new("x.toml")).unwrap();
     assert_eq!(config.health.timeout_ms, 500);
     assert!(errors("[health]\ninterval_ms = 200\ntimeout_ms = 300\n")[0].contains("must be from 1 to interval_ms"));
+}
+
+#[test]
+fn vrrp_defaults_that_depend_on_another_key_follow_it_or_say_so() {
+    // IPv6 VIPs alone used to be rejected ("VRRPv2 cannot carry" IPv6, with version = 2 a
+    // default the user never wrote): the version follows the VIPs, as in keepalived.
+    let v6 = ROUTER.replace("198.18.0.100/24", "fd00::100/64");
+    let config = parse(&v6).unwrap();
+    assert_eq!(config.vrrp[0].version, 3);
+    assert_eq!(config.routers()[0].router.version, crate::vrrp::packet::Version::V3);
+    assert_eq!(parse(ROUTER).unwrap().vrrp[0].version, 2);
+    // IPv6 has VRRPv3 only: auth_pass is to go, not the version to change.
+    let errs = errors(&format!("{v6}auth_pass = \"secret\"\n"));
+    assert!(errs[0].contains("the only version that carries IPv6") && !errs[0].contains("version = 2"), "{}", errs[0]);
+    // With the default version 2, a v3-only key says that the version is the way out.
+    let errs = errors(&format!("{ROUTER}checksum_pseudo_header = false\n"));
+    assert!(
+        errs[0].contains("or write version = 3 (the default for IPv4 is 2)") && errs[0].contains(":8:"),
+        "{errs:?}"
+    );
+    let errs = errors(&format!("{ROUTER}advert_interval_ms = 500\n"));
+    assert!(errs[0].contains("or use version = 3 for sub-second intervals"), "{}", errs[0]);
+}
+
+#[test]
+fn parse_keeps_the_routers_it_validated() {
+    let config = parse(&format!("{ROUTER}auth_pass = \"secret\"\nunicast_peers = [\"198.18.0.2\"]\n")).unwrap();
+    let [spec] = config.routers() else { panic!("one router: {:?}", config.routers()) };
+    assert_eq!((spec.router.name.as_str(), spec.interface.as_str()), ("VI_1", "eth0"));
+    assert_eq!(spec.router.auth_pass, Some(*b"secret\0\0"));
+    assert_eq!(spec.router.unicast_peers, ["198.18.0.2".parse::<std::net::IpAddr>().unwrap()]);
+    assert_eq!(crate::vrrp::spec::RouterSpec::from_config(&config), config.routers());
+    assert!(parse("").unwrap().routers().is_empty());
 }
 
 #[test]

@@ -4,7 +4,10 @@ use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 
 use super::locate::Step::{self, Index, Key};
-use super::{AnycastConfig, AnycastHold, Config, HttpProbeUrl, OnNginxFailure, VrrpConfig, parse_net};
+use super::{
+    AnycastConfig, AnycastHold, Config, HttpProbeUrl, IFNAME_MAX, VrrpConfig, check_interface_name, parse_net,
+};
+use crate::vrrp::spec::{InvalidRouter, RouterSpec};
 
 /// A problem and the path of the value it is about.
 pub struct Problem {
@@ -12,20 +15,14 @@ pub struct Problem {
     pub message: String,
 }
 
-/// The address count of an advert is one byte.
-const MAX_ADVERTISED: usize = 255;
-
-/// Linux interface names are at most 15 bytes (IFNAMSIZ - 1).
-const IFNAME_MAX: usize = 15;
-
-pub fn validate(config: &Config) -> Vec<Problem> {
+/// The problems, and when there are none, the `[[vrrp]]` tables as routers.
+pub fn validate(config: &Config) -> (Vec<Problem>, Vec<RouterSpec>) {
     let mut problems = Vec::new();
     let mut report = |path: Vec<Step>, message: String| problems.push(Problem { path, message });
 
     validate_health(config, &mut report);
-    for (i, router) in config.vrrp.iter().enumerate() {
-        validate_router(i, router, &mut report);
-    }
+    let routers: Vec<RouterSpec> =
+        config.vrrp.iter().enumerate().filter_map(|(i, table)| validate_router(i, table, &mut report)).collect();
     validate_router_uniqueness(config, &mut report);
     validate_aliases(config, &mut report);
     validate_anycast(config, &mut report);
@@ -53,7 +50,7 @@ pub fn validate(config: &Config) -> Vec<Problem> {
             "watch_debounce_ms must be at most 10000 (10 s); 100 suits most editors".into(),
         );
     }
-    problems
+    (problems, routers)
 }
 
 fn validate_health(config: &Config, report: &mut impl FnMut(Vec<Step>, String)) {
@@ -92,176 +89,21 @@ fn validate_health(config: &Config, report: &mut impl FnMut(Vec<Step>, String)) 
     }
 }
 
-fn validate_router(i: usize, router: &VrrpConfig, report: &mut impl FnMut(Vec<Step>, String)) {
-    let at = |key| vec![Key("vrrp"), Index(i), Key(key)];
-    let name = &router.name;
-    if name.is_empty() {
-        report(at("name"), "name must not be empty; keepalived's instance name, e.g. \"VI_1\", fits".into());
+/// One `[[vrrp]]` table through the router's own conversion: its typed errors become located
+/// messages, named after the router.
+fn validate_router(i: usize, table: &VrrpConfig, report: &mut impl FnMut(Vec<Step>, String)) -> Option<RouterSpec> {
+    let InvalidRouter(errors) = match RouterSpec::try_from(table) {
+        Ok(spec) => return Some(spec),
+        Err(invalid) => invalid,
+    };
+    for error in errors {
+        let (key, index) = error.key();
+        let mut path = vec![Key("vrrp"), Index(i), Key(key)];
+        path.extend(index.map(Index));
+        let message = if error.names_router() { format!("[{}] {error}", table.name) } else { error.to_string() };
+        report(path, message);
     }
-    check_ifname(&router.interface, at("interface"), report);
-    if router.vrid == 0 {
-        report(at("vrid"), format!("[{name}] vrid = 0 is not a valid VRID; use 1 to 255"));
-    }
-    if router.priority == 0 {
-        report(
-            at("priority"),
-            format!(
-                "[{name}] priority 0 is reserved for a master that relinquishes; use 1 to 255 (255 = address owner)"
-            ),
-        );
-    }
-    match router.version {
-        2 => {
-            let ms = router.advert_interval_ms;
-            if !ms.is_multiple_of(1000) || !(1000..=255_000).contains(&ms) {
-                report(
-                    at("advert_interval_ms"),
-                    format!(
-                        "[{name}] VRRPv2 advertises whole seconds: advert_interval_ms = {ms} must be a multiple of 1000 from 1000 to 255000 (or use version = 3 for sub-second intervals)"
-                    ),
-                );
-            }
-            if router.checksum_pseudo_header != super::yes() {
-                report(
-                    at("checksum_pseudo_header"),
-                    format!("[{name}] checksum_pseudo_header applies to version = 3 only; remove it"),
-                );
-            }
-        }
-        3 => {
-            let ms = router.advert_interval_ms;
-            if !ms.is_multiple_of(10) || !(10..=40_950).contains(&ms) {
-                report(
-                    at("advert_interval_ms"),
-                    format!(
-                        "[{name}] VRRPv3 advertises in centiseconds: advert_interval_ms = {ms} must be a multiple of 10 from 10 to 40950"
-                    ),
-                );
-            }
-            if router.auth_pass.is_some() {
-                report(
-                    at("auth_pass"),
-                    format!("[{name}] VRRPv3 has no authentication (RFC 5798); remove auth_pass or use version = 2"),
-                );
-            }
-        }
-        other => report(at("version"), format!("[{name}] version = {other}: use 2 (RFC 3768) or 3 (RFC 5798)")),
-    }
-    if let Some(pass) = &router.auth_pass
-        && (pass.is_empty() || pass.len() > 8)
-    {
-        report(
-            at("auth_pass"),
-            format!(
-                "[{name}] auth_pass is {} bytes; VRRPv2 simple-text authentication carries 1 to 8 bytes (keepalived truncates longer ones, which then never match)",
-                pass.len()
-            ),
-        );
-    }
-    if router.preempt_delay_ms > 1_000_000 {
-        report(at("preempt_delay_ms"), format!("[{name}] preempt_delay_ms must be at most 1000000 (1000 s)"));
-    }
-    if router.on_nginx_failure == OnNginxFailure::Demote && router.demote_weight == 0 {
-        report(
-            at("demote_weight"),
-            format!("[{name}] demote_weight = 0 would not demote at all; use 1 to 254 (default 50)"),
-        );
-    }
-
-    let family = validate_vips(i, router, report);
-    if let Some(peers) = &router.unicast_peers {
-        if peers.is_empty() {
-            report(
-                at("unicast_peers"),
-                format!(
-                    "[{name}] unicast_peers is empty: list the peers' addresses, or remove the key to use multicast"
-                ),
-            );
-        }
-        for (p, peer) in peers.iter().enumerate() {
-            let path = vec![Key("vrrp"), Index(i), Key("unicast_peers"), Index(p)];
-            match peer.parse::<IpAddr>() {
-                Err(_) => {
-                    report(path, format!("[{name}] unicast peer `{peer}` is not an IP address, e.g. \"198.18.0.2\""))
-                }
-                Ok(addr) if family.is_some_and(|v4| v4 != addr.is_ipv4()) => report(
-                    path,
-                    format!(
-                        "[{name}] unicast peer `{peer}` is not of the same address family as the virtual_ips; list the peer's {} address, e.g. \"{}\"",
-                        if addr.is_ipv4() { "IPv6" } else { "IPv4" },
-                        if addr.is_ipv4() { "fd00::2" } else { "198.18.0.2" }
-                    ),
-                ),
-                Ok(_) => {}
-            }
-        }
-    }
-    for (t, tracked) in router.track_interfaces.iter().enumerate() {
-        check_ifname(tracked, vec![Key("vrrp"), Index(i), Key("track_interfaces"), Index(t)], report);
-    }
-    if let Some(notify) = &router.notify
-        && !notify.is_absolute()
-    {
-        report(
-            at("notify"),
-            format!(
-                "[{name}] notify `{}` must be an absolute path (it runs without a shell), e.g. \"/usr/local/bin/nginx-ha-notify\"",
-                notify.display()
-            ),
-        );
-    }
-}
-
-/// Checks the VIP list; returns its family (true = IPv4) when the list is usable.
-fn validate_vips(i: usize, router: &VrrpConfig, report: &mut impl FnMut(Vec<Step>, String)) -> Option<bool> {
-    let name = &router.name;
-    if router.virtual_ips.is_empty() {
-        report(
-            vec![Key("vrrp"), Index(i), Key("virtual_ips")],
-            format!("[{name}] virtual_ips is empty: list at least one address, e.g. [\"198.18.0.100/24\"]"),
-        );
-        return None;
-    }
-    if router.virtual_ips.len() > MAX_ADVERTISED {
-        report(
-            vec![Key("vrrp"), Index(i), Key("virtual_ips")],
-            format!(
-                "[{name}] {} virtual_ips do not fit in an advert (at most {MAX_ADVERTISED}); keep the ones peers compare in virtual_ips and list the rest in virtual_ips_excluded",
-                router.virtual_ips.len()
-            ),
-        );
-    }
-    let mut family = None;
-    let listed = router.virtual_ips.iter().map(|vip| ("virtual_ips", vip));
-    let excluded = router.virtual_ips_excluded.iter().map(|vip| ("virtual_ips_excluded", vip));
-    let mut index_in = std::collections::HashMap::new();
-    for (key, vip) in listed.chain(excluded) {
-        let v = index_in.entry(key).or_insert(0usize);
-        let path = vec![Key("vrrp"), Index(i), Key(key), Index(*v)];
-        *v += 1;
-        let net = match parse_net(vip) {
-            Ok(net) => net,
-            Err(message) => {
-                report(path, format!("[{name}] {message}"));
-                continue;
-            }
-        };
-        let is_v4 = matches!(net, ipnet::IpNet::V4(_));
-        match family {
-            None => family = Some(is_v4),
-            Some(first) if first != is_v4 => report(
-                path.clone(),
-                format!(
-                    "[{name}] `{vip}` mixes IPv4 and IPv6 in one virtual router; put each family in its own [[vrrp]] with its own vrid"
-                ),
-            ),
-            Some(_) => {}
-        }
-        if !is_v4 && router.version == 2 {
-            report(path, format!("[{name}] `{vip}` is IPv6, which VRRPv2 cannot carry; use version = 3"));
-        }
-    }
-    family
+    None
 }
 
 fn validate_router_uniqueness(config: &Config, report: &mut impl FnMut(Vec<Step>, String)) {
@@ -453,12 +295,7 @@ pub fn check_label(label: &str, interface: &str, path: Vec<Step>, report: &mut i
 }
 
 fn check_ifname(name: &str, path: Vec<Step>, report: &mut impl FnMut(Vec<Step>, String)) {
-    if name.is_empty() || name.len() > IFNAME_MAX || name.contains(['/', ' ', ':']) {
-        report(
-            path,
-            format!(
-                "interface `{name}` is not a valid Linux interface name (1 to {IFNAME_MAX} bytes, no '/', ':' or spaces), e.g. \"eth0\""
-            ),
-        );
+    if let Err(error) = check_interface_name(name) {
+        report(path, error.to_string());
     }
 }

@@ -19,7 +19,8 @@ use crate::control::status::{DaemonReport, StatusDocument};
 use crate::control::{Request, Response};
 use crate::nginx::policy::{CommandError, NginxState};
 use crate::nginx::supervisor::{self, Command, SupervisorConfig, SupervisorHandle};
-use crate::vrrp::shell::{self as vrrp, RouterSpec, VrrpHandle};
+use crate::vrrp::shell::{self as vrrp, VrrpHandle};
+use crate::vrrp::spec::RouterSpec;
 
 pub struct Daemon {
     config_path: PathBuf,

@@ -20,7 +20,8 @@ use ipnet::IpNet;
 
 use super::record::StateRecord;
 use super::router::{Action as RouterAction, Input, Notice, Reason, Router, State};
-use super::shell::{RouterReport, RouterSpec};
+use super::shell::RouterReport;
+use super::spec::RouterSpec;
 use crate::net::{self, AddressInfo, Family, LinkInfo, OWNER_PROTO};
 use crate::nginx::policy::Health;
 

@@ -1,5 +1,6 @@
 //! VRRP (RFC 3768 v2, RFC 5798 v3). Pure cores without I/O: `packet` encodes and decodes
-//! advertisements, `router` is the state machine of one virtual router. The shell: `socket`
+//! advertisements, `router` is the state machine of one virtual router, `spec` turns a
+//! `[[vrrp]]` table into a router's config (the only place it is checked). The shell: `socket`
 //! (raw IP protocol 112) and `shell` (timers, sockets and addresses driving the routers).
 
 pub mod engine;
@@ -8,3 +9,4 @@ pub mod record;
 pub mod router;
 pub mod shell;
 pub mod socket;
+pub mod spec;

@@ -126,7 +126,7 @@ pub enum PacketError {
 /// If the advert cannot be represented on the wire: no address or more than 255, an address
 /// not of `src`'s family, `src`/`dst` of different families, VRRPv2 over IPv6 or with an
 /// interval that is not 1..=255 whole seconds, VRRPv3 with authentication or an interval
-/// outside 1..=4095 centiseconds. `RouterConfig::validate` rules all of these out.
+/// outside 1..=4095 centiseconds. `RouterSpec::try_from` rules all of these out.
 pub fn encode(advert: &Advert, src: IpAddr, dst: IpAddr, opts: &CodecOptions) -> Vec<u8> {
     let endpoints = check_encodable(advert, src, dst)
         .unwrap_or_else(|error| panic!("VRRP advert cannot be encoded: {error}: {advert:?} from {src} to {dst}"));

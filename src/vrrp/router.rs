@@ -11,7 +11,6 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
-use thiserror::Error;
 
 use crate::nginx::policy::Health;
 
@@ -70,6 +69,8 @@ pub enum FailureMode {
     Demote { weight: u8 },
 }
 
+/// Built by `RouterSpec::try_from` (vrrp/spec.rs), the one place that checks it; the router's
+/// tests build it directly.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouterConfig {
     pub name: String,
@@ -94,75 +95,10 @@ pub struct RouterConfig {
     pub restart_grace: Duration,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
-pub enum ConfigError {
-    #[error("VRID must be 1..=255")]
-    Vrid,
-    #[error("priority must be 1..=255 (0 is how a master announces it is leaving)")]
-    Priority,
-    #[error("at least one virtual IP is needed")]
-    NoVips,
-    #[error("at most 255 virtual IPs fit in an advert, not {0}")]
-    TooManyVips(usize),
-    #[error("virtual IPs must all be IPv4 or all IPv6")]
-    MixedVipFamilies,
-    #[error("VRRPv2 is IPv4-only; use VRRPv3 for IPv6 virtual IPs")]
-    V2Ipv6,
-    #[error("VRRPv2 advert interval must be whole seconds in 1..=255 s, not {0:?}")]
-    V2Interval(Duration),
-    #[error("VRRPv3 advert interval must be a multiple of 10 ms in 10 ms..=40.95 s, not {0:?}")]
-    V3Interval(Duration),
-    #[error("authentication exists in VRRPv2 only")]
-    V3Auth,
-    #[error("unicast peer {0} is not of the virtual IPs' address family")]
-    PeerFamily(IpAddr),
-}
-
 impl RouterConfig {
-    /// Checks everything `Router` relies on; `Router::new` panics on a config that fails this.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.vrid == 0 {
-            return Err(ConfigError::Vrid);
-        }
-        if self.priority == 0 {
-            return Err(ConfigError::Priority);
-        }
-        let Some(first) = self.vips.first() else {
-            return Err(ConfigError::NoVips);
-        };
-        if self.vips.len() > usize::from(u8::MAX) {
-            return Err(ConfigError::TooManyVips(self.vips.len()));
-        }
-        let ipv4 = first.addr().is_ipv4();
-        if self.vips.iter().any(|vip| vip.addr().is_ipv4() != ipv4) {
-            return Err(ConfigError::MixedVipFamilies);
-        }
-        if let Some(&peer) = self.unicast_peers.iter().find(|peer| peer.is_ipv4() != ipv4) {
-            return Err(ConfigError::PeerFamily(peer));
-        }
-        match self.version {
-            Version::V2 if !ipv4 => return Err(ConfigError::V2Ipv6),
-            Version::V3 if self.auth_pass.is_some() => return Err(ConfigError::V3Auth),
-            _ => {}
-        }
-        self.interval_cs().map(|_| ())
-    }
-
-    /// The advertisement interval as carried in adverts (v2: seconds × 100).
-    fn interval_cs(&self) -> Result<u16, ConfigError> {
-        let interval = self.advert_interval;
-        match self.version {
-            Version::V2 if interval.subsec_nanos() == 0 && (1..=255).contains(&interval.as_secs()) => {
-                Ok(interval.as_secs() as u16 * 100)
-            }
-            Version::V2 => Err(ConfigError::V2Interval(interval)),
-            Version::V3 => match interval.as_nanos() {
-                nanos if nanos.is_multiple_of(10_000_000) && (1..=4095).contains(&(nanos / 10_000_000)) => {
-                    Ok((nanos / 10_000_000) as u16)
-                }
-                _ => Err(ConfigError::V3Interval(interval)),
-            },
-        }
+    /// The advertisement interval as carried in adverts, in centiseconds (v2's seconds × 100).
+    fn interval_cs(&self) -> u16 {
+        (self.advert_interval.as_millis() / 10) as u16
     }
 }
 
@@ -438,15 +374,18 @@ pub struct Router {
 
 impl Router {
     /// `now` is accepted for symmetry with `handle`; nothing happens before `Input::Startup`.
-    ///
-    /// # Panics
-    ///
-    /// If `config.validate()` fails.
+    /// `config` comes from `RouterSpec::try_from`, the one place that checks it; debug builds
+    /// assert what the router itself leans on (`packet::encode` asserts the rest).
     pub fn new(config: RouterConfig, _now: Instant) -> Self {
-        if let Err(error) = config.validate() {
-            panic!("invalid VRRP config for {}: {error}", config.name);
-        }
-        let interval_cs = config.interval_cs().expect("validated");
+        let interval_cs = config.interval_cs();
+        debug_assert!(
+            config.priority != 0
+                && !config.vips.is_empty()
+                && (1..=4095).contains(&interval_cs)
+                && centiseconds(interval_cs) == config.advert_interval,
+            "invalid VRRP config for {}, not from RouterSpec::try_from: {config:?}",
+            config.name
+        );
         Router {
             interval_cs,
             vip_addresses: config.vips.iter().map(IpNet::addr).collect(),

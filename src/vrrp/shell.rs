@@ -17,11 +17,10 @@ use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
 use super::engine::{Action, Engine, Event, LogLine, RouterId, SocketKey};
-use super::packet::{CodecOptions, Version};
 use super::record::{RecordError, Recorder};
-use super::router::{Counters, FailureMode, Notice, RouterConfig, State};
+use super::router::{Counters, Notice, State};
 use super::socket::{Received, VrrpSocket};
-use crate::config::{Config, OnNginxFailure, VrrpConfig};
+use super::spec::RouterSpec;
 use crate::net::{self, Family, LinkInfo, Net, NetEvent, OWNER_PROTO};
 use crate::nginx::policy::Health;
 
@@ -31,71 +30,6 @@ pub enum VrrpError {
     Netlink(#[source] net::NetError),
     #[error("{0}; nginx-ha needs root (CAP_NET_RAW) for [[vrrp]]")]
     Socket(#[source] super::socket::OpenError),
-}
-
-/// One `[[vrrp]]` table, ready for the shell.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RouterSpec {
-    pub router: RouterConfig,
-    pub interface: String,
-    /// Held with the VIPs, not advertised.
-    pub excluded_vips: Vec<ipnet::IpNet>,
-    pub track_interfaces: Vec<String>,
-    pub notify: Option<PathBuf>,
-    pub notify_timeout: Duration,
-}
-
-impl RouterSpec {
-    /// Expects a validated config.
-    pub fn from_config(config: &Config) -> Vec<RouterSpec> {
-        config.vrrp.iter().map(Self::from_table).collect()
-    }
-
-    fn from_table(table: &VrrpConfig) -> RouterSpec {
-        let auth_pass = table.auth_pass.as_ref().map(|pass| {
-            let mut padded = [0u8; 8];
-            let bytes = pass.as_bytes();
-            padded[..bytes.len().min(8)].copy_from_slice(&bytes[..bytes.len().min(8)]);
-            padded
-        });
-        RouterSpec {
-            router: RouterConfig {
-                name: table.name.clone(),
-                vrid: table.vrid,
-                priority: table.priority,
-                version: if table.version == 3 { Version::V3 } else { Version::V2 },
-                advert_interval: table.advert_interval(),
-                preempt: table.preempt,
-                preempt_delay: Duration::from_millis(table.preempt_delay_ms),
-                auth_pass,
-                vips: table.vips(),
-                failure_mode: match table.on_nginx_failure {
-                    OnNginxFailure::Relinquish => FailureMode::Relinquish,
-                    OnNginxFailure::Demote => FailureMode::Demote { weight: table.demote_weight },
-                },
-                codec: CodecOptions { v3_pseudo_header_checksum: table.checksum_pseudo_header },
-                unicast_peers: table.peers(),
-                restart_grace: Duration::from_millis(table.restart_grace_ms),
-            },
-            interface: table.interface.clone(),
-            excluded_vips: table.excluded_vips(),
-            track_interfaces: table.track_interfaces.clone(),
-            notify: table.notify.clone(),
-            notify_timeout: Duration::from_millis(table.notify_timeout_ms),
-        }
-    }
-
-    /// Every address the router holds as MASTER: advertised and excluded.
-    pub fn all_vips(&self) -> impl Iterator<Item = &ipnet::IpNet> {
-        self.router.vips.iter().chain(&self.excluded_vips)
-    }
-
-    pub fn family(&self) -> Family {
-        match self.router.vips.first() {
-            Some(vip) if vip.addr().is_ipv6() => Family::V6,
-            _ => Family::V4,
-        }
-    }
 }
 
 /// One router in the status document.
