@@ -179,7 +179,7 @@ async fn offline_reports(config: &Config) -> (Vec<AliasReport>, Option<String>) 
         })
     };
     let applied = declared.iter().map(|d| (d, None));
-    let refused = rejected.iter().map(|r| (&r.declared, Some(r.reason.clone())));
+    let refused = rejected.iter().map(|r| (&r.declared, Some(r.reason.to_string())));
     let reports = applied
         .chain(refused)
         .map(|(d, problem)| AliasReport {

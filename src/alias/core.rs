@@ -47,7 +47,25 @@ pub struct Declared {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejected {
     pub declared: Declared,
-    pub reason: String,
+    pub reason: NotApplied,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotApplied {
+    #[error("{ip} is a VIP of [[vrrp]] \"{router}\"; an address is either a VIP or an alias")]
+    Vip { ip: IpAddr, router: String },
+    /// The same address is declared earlier (the config's before the store's): that one wins.
+    #[error(
+        "{ip} is also declared as {winner} ({}); that declaration wins: remove this one with `nginx-ha alias del {} --dev {}`",
+        describe(*winner_source),
+        loser.address,
+        loser.interface,
+        ip = loser.address.addr()
+    )]
+    AlsoDeclared { loser: Alias, winner: Alias, winner_source: Source },
+    /// Still readable in a corrupt store that was moved aside to `aside`.
+    #[error("only in the corrupt alias store kept as {}: not applied; re-add it with `nginx-ha alias add`", aside.display())]
+    InCorruptStore { aside: std::path::PathBuf },
 }
 
 /// A VIP of a `[[vrrp]]` table: aliases must never take one.
@@ -66,19 +84,13 @@ pub fn merge(config: &[Alias], store: &[Alias], vips: &[Vip]) -> (Vec<Declared>,
     for (alias, source) in sources {
         let candidate = Declared { alias: alias.clone(), source };
         let ip = alias.address.addr();
-        let as_vip = vips
-            .iter()
-            .find(|v| v.address == ip)
-            .map(|vip| format!("{ip} is a VIP of [[vrrp]] \"{}\"; an address is either a VIP or an alias", vip.router));
+        let as_vip =
+            vips.iter().find(|v| v.address == ip).map(|vip| NotApplied::Vip { ip, router: vip.router.clone() });
         let reason = as_vip.or_else(|| {
-            declared.iter().find(|d| d.alias.address.addr() == ip).map(|other| {
-                format!(
-                    "{ip} is also declared as {} ({}); that declaration wins: remove this one with `nginx-ha alias del {} --dev {}`",
-                    other.alias,
-                    describe(other.source),
-                    alias.address,
-                    alias.interface
-                )
+            declared.iter().find(|d| d.alias.address.addr() == ip).map(|other| NotApplied::AlsoDeclared {
+                loser: alias.clone(),
+                winner: other.alias.clone(),
+                winner_source: other.source,
             })
         });
         match reason {
@@ -379,8 +391,10 @@ impl Reconciler {
             };
             report(&e.declared, present, problem)
         });
-        let rejected =
-            self.rejected.iter().map(|r| report(&r.declared, self.present(&r.declared.alias), Some(r.reason.clone())));
+        let rejected = self
+            .rejected
+            .iter()
+            .map(|r| report(&r.declared, self.present(&r.declared.alias), Some(r.reason.to_string())));
         applied.chain(rejected).collect()
     }
 

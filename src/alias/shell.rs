@@ -17,7 +17,9 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
-use super::core::{self, Action, AddOutcome, Declared, NewAlias, Reconciler, Rejected, Settled, Source, Vip};
+use super::core::{
+    self, Action, AddOutcome, Declared, NewAlias, NotApplied, Reconciler, Rejected, Settled, Source, Vip,
+};
 use super::{Alias, AliasError, Blocked, store};
 use crate::config::Config;
 use crate::control::status::AliasReport;
@@ -294,10 +296,7 @@ async fn open_store(dir: &std::path::Path) -> (Stored, Vec<Rejected>) {
                         aside.display(),
                         aside.display()
                     );
-                    let reason = format!(
-                        "only in the corrupt alias store kept as {}: not applied; re-add it with `nginx-ha alias add`",
-                        aside.display()
-                    );
+                    let reason = NotApplied::InCorruptStore { aside: aside.clone() };
                     let rejected = salvaged
                         .into_iter()
                         .map(|alias| Rejected {
