@@ -12,40 +12,15 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use common::anycast::{ANYCAST, Upstream, next_hops, node_bird_config};
 use common::bird::Bird;
 use common::cluster::*;
-use common::netns::{Bridge, NetNs, wait_until};
-
-const ANYCAST: &str = "198.19.10.1";
-const NODE_BIRD: &str = include_str!("../conf/anycast/bird.conf");
+use common::netns::wait_until;
 
 struct Fabric {
-    // Dropped in field order: clients and daemons first, namespaces last.
-    client: Client,
+    // Dropped in field order: the nodes first, the router and its namespaces last.
     nodes: Vec<(Node, Bird)>,
-    router_bird: Bird,
-    router: NetNs,
-    _dir: tempfile::TempDir,
-    _fabric: Bridge,
-    _edge: Bridge,
-}
-
-fn router_config(nodes: usize) -> String {
-    let mut text = String::from(
-        "log stderr all;\nrouter id 198.18.1.1;\nprotocol device {}\n\
-         protocol kernel { merge paths on; ipv4 { import none; export all; }; }\n",
-    );
-    for i in 1..=nodes {
-        text.push_str(&format!(
-            "protocol bgp node{i} {{ local 198.18.1.1 as 65000; neighbor 198.18.1.1{i} as 65010; hold time 3; keepalive time 1;\n\
-             connect retry time 2; error wait time 1, 10; ipv4 {{ import all; export none; }}; }}\n"
-        ));
-    }
-    text
-}
-
-fn node_bird_config(i: usize) -> String {
-    NODE_BIRD.replace("log syslog all;", "log stderr all;").replace("198.18.1.11", &format!("198.18.1.1{i}"))
+    upstream: Upstream,
 }
 
 /// The `[[anycast]]` table of every node; a short drain unless `extra` sets one, so that the
@@ -57,45 +32,27 @@ fn anycast_table(extra: &str) -> String {
 
 impl Fabric {
     fn new(extra: &str) -> Fabric {
-        let fabric = Bridge::new();
-        let edge = Bridge::new();
-        let dir = tempfile::Builder::new().prefix("nginx-ha-anycast-").tempdir().unwrap();
-        let router = NetNs::new();
-        fabric.connect(&router, "eth0", "198.18.1.1/24");
-        edge.connect(&router, "eth1", "198.18.2.1/24");
-        router.sysctl("net.ipv4.ip_forward", "1");
-        router.sysctl("net.ipv4.fib_multipath_hash_policy", "1");
-        let router_bird = Bird::start(&router, dir.path(), "router", &router_config(3));
-        let mut nodes = Vec::new();
-        for i in 1..=3 {
-            let mut node = Node::new(&fabric, &format!("node{i}"), &format!("198.18.1.1{i}/24"));
-            node.ns.ip(&["route", "add", "default", "via", "198.18.1.1"]);
-            node.configure(&anycast_table(extra));
-            node.start();
-            let bird = Bird::start(&node.ns, node.dir.path(), &node.name, &node_bird_config(i));
-            nodes.push((node, bird));
-        }
-        let client = Client::new(&edge, "198.18.2.10/24");
-        client.ns.ip(&["route", "add", "198.19.0.0/16", "via", "198.18.2.1"]);
+        let upstream = Upstream::new("nginx-ha-anycast-", &NODES);
+        let nodes: Vec<(Node, Bird)> = NODES
+            .iter()
+            .map(|&(name, address)| {
+                let node = upstream.node(name, address, &anycast_table(extra));
+                let bird = Bird::start(&node.ns, node.dir.path(), &node.name, &node_bird_config(address));
+                (node, bird)
+            })
+            .collect();
         for (_, bird) in &nodes {
             bird.wait_established("upstream");
         }
-        Fabric { client, nodes, router_bird, router, _dir: dir, _fabric: fabric, _edge: edge }
+        Fabric { nodes, upstream }
     }
 
     fn next_hops(&self) -> BTreeSet<String> {
-        next_hops(&self.router)
+        self.upstream.next_hops()
     }
 
     fn wait_next_hops(&self, expected: &[&str]) -> Duration {
-        let expected: BTreeSet<String> = expected.iter().map(ToString::to_string).collect();
-        let start = Instant::now();
-        let mut last = BTreeSet::new();
-        wait_until(PATIENCE, &format!("next hops {expected:?} in the router's FIB"), || {
-            last = self.next_hops();
-            last == expected
-        });
-        start.elapsed()
+        self.upstream.wait_next_hops(expected, || self.dump())
     }
 
     fn node(&self, i: usize) -> &Node {
@@ -107,24 +64,16 @@ impl Fabric {
     }
 
     fn dump(&self) -> String {
-        format!(
-            "router FIB: {}\nrouter BIRD:\n{}",
-            self.router.ip(&["route", "show", &format!("{ANYCAST}/32")]),
-            self.router_bird.birdc(&["show", "route", "all"])
-        )
+        self.upstream.dump()
     }
-}
-
-/// The next hops of the anycast prefix in the router's FIB.
-fn next_hops(router: &NetNs) -> BTreeSet<String> {
-    common::netns::next_hops(router, &format!("{ANYCAST}/32"))
 }
 
 fn hops(list: &[&str]) -> BTreeSet<String> {
     list.iter().map(ToString::to_string).collect()
 }
 
-const ALL: [&str; 3] = ["198.18.1.11", "198.18.1.12", "198.18.1.13"];
+const NODES: [(&str, &str); 3] = [("node1", "198.18.1.11"), ("node2", "198.18.1.12"), ("node3", "198.18.1.13")];
+const ALL: [&str; 3] = [NODES[0].1, NODES[1].1, NODES[2].1];
 
 #[test]
 fn all_three_nodes_are_next_hops_and_a_hung_nginx_is_withdrawn() {
@@ -138,7 +87,7 @@ fn all_three_nodes_are_next_hops_and_a_hung_nginx_is_withdrawn() {
     // The client reaches every node through the router (ECMP on ports).
     let mut served = BTreeSet::new();
     wait_until(PATIENCE, "the client served by all three nodes", || {
-        served.extend(fabric.client.get(ANYCAST));
+        served.extend(fabric.upstream.client.get(ANYCAST));
         served.len() == 3
     });
 
@@ -150,7 +99,7 @@ fn all_three_nodes_are_next_hops_and_a_hung_nginx_is_withdrawn() {
     assert!(fabric.node(2).ns.ip(&["addr", "show", "dev", "lo"]).contains(&format!("{ANYCAST}/32")));
     assert!(!fabric.node(2).ns.ip(&["route", "show", "table", "110"]).contains(ANYCAST));
     for _ in 0..20 {
-        let answer = fabric.client.get(ANYCAST);
+        let answer = fabric.upstream.client.get(ANYCAST);
         assert!(matches!(answer.as_deref(), Some("node1" | "node3")), "{answer:?}");
     }
     fabric.node(2).signal_nginx(libc::SIGCONT);
@@ -195,11 +144,11 @@ fn a_crashed_nginx_restarted_within_the_grace_keeps_the_route() {
 fn a_planned_stop_loses_no_request_and_the_restarted_node_is_announced_again() {
     let mut fabric = Fabric::new("drain_ms = 2000");
     fabric.wait_next_hops(&ALL);
-    let poller = fabric.client.poll(ANYCAST);
+    let poller = fabric.upstream.client.poll(ANYCAST);
     std::thread::sleep(Duration::from_secs(1));
     let nginx = fabric.node(2).nginx_pids();
     let stopping = Instant::now();
-    let (router, node) = (&fabric.router, &mut fabric.nodes[1].0);
+    let (router, node) = (&fabric.upstream.router, &mut fabric.nodes[1].0);
     let (stop, withdrawn_after, serving_when_withdrawn) = std::thread::scope(|scope| {
         let stopped = scope.spawn(|| node.stop());
         wait_until(PATIENCE, "node2 withdrawn from the router's FIB", || {
@@ -271,7 +220,7 @@ fn hold_local_route_serves_the_client_without_an_address_on_lo() {
     assert!(!ns.ip(&["addr", "show", "dev", "lo"]).contains(ANYCAST), "no address: a local route holds it");
     let mut served = BTreeSet::new();
     wait_until(PATIENCE, "the client served by all three nodes", || {
-        served.extend(fabric.client.get(ANYCAST));
+        served.extend(fabric.upstream.client.get(ANYCAST));
         served.len() == 3
     });
     // A planned stop takes the local route away with nginx-ha.

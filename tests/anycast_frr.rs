@@ -21,47 +21,25 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use common::anycast::{ANYCAST, Upstream, next_hops, node_bird_config};
 use common::bird::Bird;
 use common::cluster::*;
 use common::frr::{self, Frr};
-use common::netns::{Bridge, NetNs, wait_until};
+use common::netns::{NetNs, wait_until};
 
-const ANYCAST: &str = "198.19.10.1";
 const NODE_FRR: &str = include_str!("../conf/anycast/frr.conf");
-const NODE_BIRD: &str = include_str!("../conf/anycast/bird.conf");
 const FRR_NODE: &str = "198.18.1.11";
 const BIRD_NODE: &str = "198.18.1.12";
 const BOTH: [&str; 2] = [FRR_NODE, BIRD_NODE];
 
 struct Fabric {
-    // Dropped in field order: clients and daemons first, namespaces last.
-    client: Client,
+    // Dropped in field order: the nodes' daemons first, the router and its namespaces last.
     frr: Frr,
     frr_node: Node,
     _bird: Bird,
     bird_node: Node,
-    router_bird: Bird,
-    router: NetNs,
+    upstream: Upstream,
     _frr_dir: tempfile::TempDir,
-    _dir: tempfile::TempDir,
-    _fabric: Bridge,
-    _edge: Bridge,
-}
-
-/// BIRD on the router: a BGP session with each node, everything learnt into its kernel FIB
-/// (ECMP).
-fn router_config() -> String {
-    let mut text = String::from(
-        "log stderr all;\nrouter id 198.18.1.1;\nprotocol device {}\n\
-         protocol kernel { merge paths on; ipv4 { import none; export all; }; }\n",
-    );
-    for (name, address) in [("node1", FRR_NODE), ("node2", BIRD_NODE)] {
-        text.push_str(&format!(
-            "protocol bgp {name} {{ local 198.18.1.1 as 65000; neighbor {address} as 65010; hold time 3; keepalive time 1;\n\
-             connect retry time 2; error wait time 1, 10; ipv4 {{ import all; export none; }}; }}\n"
-        ));
-    }
-    text
 }
 
 fn anycast_table(extra: &str) -> String {
@@ -70,68 +48,24 @@ fn anycast_table(extra: &str) -> String {
 
 impl Fabric {
     fn new() -> Fabric {
-        let fabric = Bridge::new();
-        let edge = Bridge::new();
-        let dir = tempfile::Builder::new().prefix("nginx-ha-anycast-frr-").tempdir().unwrap();
         // FRR's daemons run as the frr user: their directory is not under a root-only one.
         let frr_dir = tempfile::Builder::new().prefix("nginx-ha-frr-").tempdir().unwrap();
-        let router = NetNs::new();
-        fabric.connect(&router, "eth0", "198.18.1.1/24");
-        edge.connect(&router, "eth1", "198.18.2.1/24");
-        router.sysctl("net.ipv4.ip_forward", "1");
-        router.sysctl("net.ipv4.fib_multipath_hash_policy", "1");
-        let router_bird = Bird::start(&router, dir.path(), "router", &router_config());
+        let upstream = Upstream::new("nginx-ha-anycast-frr-", &[("node1", FRR_NODE), ("node2", BIRD_NODE)]);
 
-        let mut frr_node = Node::new(&fabric, "node1", &format!("{FRR_NODE}/24"));
-        frr_node.ns.ip(&["route", "add", "default", "via", "198.18.1.1"]);
-        frr_node.configure(&anycast_table("hold = \"local-route\"\n"));
-        frr_node.start();
+        let frr_node = upstream.node("node1", FRR_NODE, &anycast_table("hold = \"local-route\"\n"));
         // conf/anycast/frr.conf as shipped: its router id and addresses are node1's.
         let frr = Frr::start(&frr_node.ns, frr_dir.path(), "node1", NODE_FRR);
 
-        let mut bird_node = Node::new(&fabric, "node2", &format!("{BIRD_NODE}/24"));
-        bird_node.ns.ip(&["route", "add", "default", "via", "198.18.1.1"]);
-        bird_node.configure(&anycast_table(""));
-        bird_node.start();
-        let bird_config = NODE_BIRD.replace("log syslog all;", "log stderr all;").replace("198.18.1.11", BIRD_NODE);
-        let bird = Bird::start(&bird_node.ns, bird_node.dir.path(), "node2", &bird_config);
+        let bird_node = upstream.node("node2", BIRD_NODE, &anycast_table(""));
+        let bird = Bird::start(&bird_node.ns, bird_node.dir.path(), "node2", &node_bird_config(BIRD_NODE));
 
-        let client = Client::new(&edge, "198.18.2.10/24");
-        client.ns.ip(&["route", "add", "198.19.0.0/16", "via", "198.18.2.1"]);
         frr.wait_established("198.18.1.1");
         bird.wait_established("upstream");
-        Fabric {
-            client,
-            frr,
-            frr_node,
-            _bird: bird,
-            bird_node,
-            router_bird,
-            router,
-            _frr_dir: frr_dir,
-            _dir: dir,
-            _fabric: fabric,
-            _edge: edge,
-        }
-    }
-
-    /// The next hops of the anycast prefix in the router's FIB.
-    fn next_hops(&self) -> BTreeSet<String> {
-        next_hops(&self.router)
+        Fabric { frr, frr_node, _bird: bird, bird_node, upstream, _frr_dir: frr_dir }
     }
 
     fn wait_next_hops(&self, expected: &[&str]) -> Duration {
-        let expected: BTreeSet<String> = expected.iter().map(ToString::to_string).collect();
-        let start = Instant::now();
-        while self.next_hops() != expected {
-            assert!(
-                start.elapsed() < PATIENCE,
-                "still waiting for next hops {expected:?} in the router's FIB\n{}",
-                self.dump()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        start.elapsed()
+        self.upstream.wait_next_hops(expected, || self.dump())
     }
 
     /// zebra's view of the anycast prefix in its main RIB: (protocol, selected) per entry.
@@ -161,16 +95,15 @@ impl Fabric {
     fn wait_served_by_both(&self) {
         let mut served = BTreeSet::new();
         wait_until(PATIENCE, "the client served by node1 and node2", || {
-            served.extend(self.client.get(ANYCAST));
+            served.extend(self.upstream.client.get(ANYCAST));
             served.len() == 2
         });
     }
 
     fn dump(&self) -> String {
         format!(
-            "router FIB: {}\nrouter BIRD:\n{}\nnode1 table local:\n{}\nnode1 zebra:\n{}",
-            self.router.ip(&["route", "show", &format!("{ANYCAST}/32")]),
-            self.router_bird.birdc(&["show", "route", "all"]),
+            "{}\nnode1 table local:\n{}\nnode1 zebra:\n{}",
+            self.upstream.dump(),
             self.frr_node.ns.ip(&["route", "show", "table", "local"]),
             self.frr.vtysh(&[
                 "show ip route",
@@ -181,11 +114,6 @@ impl Fabric {
             ])
         )
     }
-}
-
-/// The next hops of the anycast prefix in the router's FIB.
-fn next_hops(router: &NetNs) -> BTreeSet<String> {
-    common::netns::next_hops(router, &format!("{ANYCAST}/32"))
 }
 
 fn table_route(ns: &NetNs) -> bool {
@@ -237,7 +165,7 @@ fn frr_announces_a_local_route_node_and_withdraws_it_when_nginx_hangs_or_stops()
     assert_eq!(fabric.announced(), Some(false));
     assert!(!table_route(&fabric.frr_node.ns) && local_route(&fabric.frr_node.ns, ANYCAST));
     for _ in 0..10 {
-        assert_eq!(fabric.client.get(ANYCAST).as_deref(), Some("node2"));
+        assert_eq!(fabric.upstream.client.get(ANYCAST).as_deref(), Some("node2"));
     }
     fabric.frr_node.signal_nginx(libc::SIGCONT);
     let took = fabric.wait_next_hops(&BOTH);
@@ -255,7 +183,7 @@ fn frr_announces_a_local_route_node_and_withdraws_it_when_nginx_hangs_or_stops()
     let nginx = fabric.frr_node.nginx_pids();
     let stopping = Instant::now();
     let (status, withdrawn_after, serving_when_withdrawn) = std::thread::scope(|scope| {
-        let (router, node) = (&fabric.router, &mut fabric.frr_node);
+        let (router, node) = (&fabric.upstream.router, &mut fabric.frr_node);
         let stopped = scope.spawn(move || node.stop());
         wait_until(PATIENCE, "node1 withdrawn from the router's FIB", || {
             next_hops(router) == BTreeSet::from([BIRD_NODE.to_string()])
@@ -288,7 +216,7 @@ fn frr_announces_a_local_route_node_and_withdraws_it_when_nginx_hangs_or_stops()
         fabric.frr.vtysh(&["show ip route 198.19.11.1/32"]).contains("table")
     });
     std::thread::sleep(Duration::from_secs(2));
-    assert!(!fabric.router.ip(&["route", "show"]).contains("198.19.11.1"), "{}", fabric.dump());
+    assert!(!fabric.upstream.router.ip(&["route", "show"]).contains("198.19.11.1"), "{}", fabric.dump());
     ns.ip(&["route", "del", "198.19.11.1/32", "table", "110"]);
 
     // Killed, with a stale local route tagged as ours left next to the configured one: the

@@ -42,6 +42,13 @@ fn namespace_with_link() -> NetNs {
     ns
 }
 
+/// A netlink handle in the current namespace, and the index of its `v0`.
+async fn net_and_v0() -> (Net, u32) {
+    let net = Net::new().await.unwrap();
+    let v0 = net.link("v0").await.unwrap().index;
+    (net, v0)
+}
+
 /// Nodes A (198.18.0.1) and B (198.18.0.2) on one bridge, each through its `eth0`.
 fn two_nodes() -> (Bridge, NetNs, NetNs) {
     let (bridge, a, b) = (Bridge::new(), NetNs::new(), NetNs::new());
@@ -55,8 +62,7 @@ fn adding_and_removing_addresses_is_idempotent() {
     let ns = namespace_with_link();
     let ns_name = ns.name().to_owned();
     ns.run(|| async move {
-        let net = Net::new().await.unwrap();
-        let index = net.link("v0").await.unwrap().index;
+        let (net, index) = net_and_v0().await;
         for vip in [cidr("198.18.0.100/24"), cidr("fd00:198:18::100/64")] {
             assert_eq!(net.add_address(index, vip, None, OWNER_PROTO).await.unwrap(), Added::New);
             assert_eq!(net.add_address(index, vip, None, OWNER_PROTO).await.unwrap(), Added::AlreadyPresent);
@@ -84,8 +90,7 @@ fn owner_tag_finds_our_addresses_on_every_interface() {
     let ns = namespace_with_link();
     ns.ip(&["addr", "add", "198.18.0.102/24", "dev", "v0"]); // an operator's, untagged
     ns.run(|| async {
-        let net = Net::new().await.unwrap();
-        let v0 = net.link("v0").await.unwrap().index;
+        let (net, v0) = net_and_v0().await;
         let v1 = net.link("v1").await.unwrap().index;
         net.add_address(v0, cidr("198.18.0.100/24"), None, OWNER_PROTO).await.unwrap();
         net.add_address(v1, cidr("fd00:198:18::100/64"), None, OWNER_PROTO).await.unwrap();
@@ -105,8 +110,7 @@ fn labels_name_ipv4_aliases_and_bad_ones_are_refused() {
     let ns = namespace_with_link();
     let ns_name = ns.name().to_owned();
     ns.run(|| async move {
-        let net = Net::new().await.unwrap();
-        let index = net.link("v0").await.unwrap().index;
+        let (net, index) = net_and_v0().await;
         let alias = cidr("198.18.0.107/24");
         net.add_address(index, alias, Some("v0:web"), OWNER_PROTO).await.unwrap();
         let listed = net.addresses(index).await.unwrap();
@@ -159,8 +163,7 @@ fn primary_address_skips_secondaries_and_our_own_vips() {
     let ns = namespace_with_link();
     ns.ip(&["link", "add", "w0", "type", "veth", "peer", "name", "w1"]); // down, no addresses
     ns.run(|| async {
-        let net = Net::new().await.unwrap();
-        let index = net.link("v0").await.unwrap().index;
+        let (net, index) = net_and_v0().await;
         // A VIP in the interface's subnet is a secondary; one outside it becomes primary.
         net.add_address(index, cidr("198.18.0.100/24"), None, OWNER_PROTO).await.unwrap();
         net.add_address(index, cidr("198.18.9.1/32"), None, OWNER_PROTO).await.unwrap();
@@ -184,8 +187,7 @@ fn ipv6_vip_is_usable_at_once() {
     ns.ip(&["link", "set", "v0", "up"]);
     let ns_name = ns.name().to_owned();
     ns.run(|| async move {
-        let net = Net::new().await.unwrap();
-        let index = net.link("v0").await.unwrap().index;
+        let (net, index) = net_and_v0().await;
         // The link-local address is still tentative, so not yet a usable source.
         assert_eq!(net.primary_address(index, Family::V6).await.unwrap(), None);
 

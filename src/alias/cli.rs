@@ -6,8 +6,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::core::{self, NewAlias};
-use super::{Alias, store};
-use crate::config::Config;
+use super::store::{self, StoreError};
+use super::{Alias, AliasError, InvalidAlias};
+use crate::config::{Config, ConfigErrors};
 use crate::control::client::{self, ClientError};
 use crate::control::status::AliasReport;
 use crate::control::{Request, Response};
@@ -18,10 +19,31 @@ const ADD_TIMEOUT: Duration = Duration::from_secs(30);
 const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Exit status and what to print: `Ok` on stdout (exit 0), `Err` on stderr (exit 1).
-pub type Outcome = Result<String, String>;
+pub type Outcome = Result<String, CliError>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Config(#[from] ConfigErrors),
+    #[error(transparent)]
+    Invalid(#[from] InvalidAlias),
+    /// Refused here, without a daemon.
+    #[error(transparent)]
+    Alias(#[from] AliasError),
+    /// Without a daemon: the store cannot be locked, read or written.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The daemon's refusal, as the control socket carries it: text.
+    #[error("{0}")]
+    Refused(String),
+    #[error(transparent)]
+    Client(ClientError),
+    #[error("the daemon answered without the alias")]
+    NoReport,
+}
 
 pub async fn add(config_path: &Path, address: &str, interface: &str, label: Option<&str>) -> Outcome {
-    let config = load(config_path)?;
+    let config = Config::load(config_path)?;
     let alias = Alias::parse(address, interface, label)?;
     let request = Request::AliasAdd {
         address: alias.address.to_string(),
@@ -30,7 +52,7 @@ pub async fn add(config_path: &Path, address: &str, interface: &str, label: Opti
     };
     match ask(&config, &request, ADD_TIMEOUT).await? {
         Some(response) => {
-            let report = response.aliases.first().ok_or("the daemon answered without the alias")?;
+            let report = response.aliases.first().ok_or(CliError::NoReport)?;
             Ok(match (&report.problem, report.present) {
                 (_, true) => format!("{alias}: added, present"),
                 (Some(problem), false) => format!("{alias}: declared and stored; not present yet: {problem}"),
@@ -39,14 +61,14 @@ pub async fn add(config_path: &Path, address: &str, interface: &str, label: Opti
         }
         None => {
             let dir = &config.daemon.state_dir;
-            let _lock = store::lock(dir, false).map_err(|e| e.to_string())?;
-            let mut stored = store::read(dir).map_err(|e| e.to_string())?;
+            let _lock = store::lock(dir, false)?;
+            let mut stored = store::read(dir)?;
             let vips = super::config_vips(&config);
             match core::check_new(&alias, &super::config_aliases(&config), &stored, &vips)? {
                 NewAlias::AlreadyDeclared => Ok(format!("{alias} is already declared; nothing to do")),
                 NewAlias::New => {
                     stored.push(alias.clone());
-                    store::write(dir, &stored).map_err(|e| e.to_string())?;
+                    store::write(dir, &stored)?;
                     Ok(format!(
                         "no nginx-ha daemon answers on {}: {alias} saved in {}; it is added (after an ARP probe) when nginx-ha starts",
                         config.daemon.control_socket.display(),
@@ -59,23 +81,23 @@ pub async fn add(config_path: &Path, address: &str, interface: &str, label: Opti
 }
 
 pub async fn del(config_path: &Path, address: &str, interface: &str) -> Outcome {
-    let config = load(config_path)?;
+    let config = Config::load(config_path)?;
     let alias = Alias::parse(address, interface, None)?;
     let request = Request::AliasDel { address: alias.address.to_string(), interface: alias.interface.clone() };
     match ask(&config, &request, TIMEOUT).await? {
         Some(_) => Ok(format!("{alias}: removed and deleted from the store")),
         None => {
             let dir = &config.daemon.state_dir;
-            let _lock = store::lock(dir, false).map_err(|e| e.to_string())?;
-            let stored = store::read(dir).map_err(|e| e.to_string())?;
+            let _lock = store::lock(dir, false)?;
+            let stored = store::read(dir)?;
             if !stored.iter().any(|a| a.address == alias.address && a.interface == alias.interface) {
-                return Err(super::shell::unknown(&alias, &super::config_aliases(&config), &stored));
+                return Err(super::shell::unknown(&alias, &super::config_aliases(&config), &stored).into());
             }
             let remaining: Vec<Alias> = stored
                 .into_iter()
                 .filter(|a| !(a.address == alias.address && a.interface == alias.interface))
                 .collect();
-            store::write(dir, &remaining).map_err(|e| e.to_string())?;
+            store::write(dir, &remaining)?;
             Ok(format!(
                 "no nginx-ha daemon answers on {}: {alias} deleted from {}; the address stays on {} until nginx-ha starts, which removes it",
                 config.daemon.control_socket.display(),
@@ -89,7 +111,7 @@ pub async fn del(config_path: &Path, address: &str, interface: &str) -> Outcome 
 /// Always exit 0 once the config is readable; without a daemon, presence is read from the
 /// kernel here.
 pub async fn list(config_path: &Path, json: bool) -> Outcome {
-    let config = load(config_path)?;
+    let config = Config::load(config_path)?;
     let (reports, daemon, store_problem) = match ask(&config, &Request::AliasList, TIMEOUT).await? {
         Some(response) => (response.aliases, true, None),
         None => {
@@ -157,7 +179,7 @@ async fn offline_reports(config: &Config) -> (Vec<AliasReport>, Option<String>) 
         })
     };
     let applied = declared.iter().map(|d| (d, None));
-    let refused = rejected.iter().map(|r| (&r.declared, Some(r.reason.clone())));
+    let refused = rejected.iter().map(|r| (&r.declared, Some(r.reason.to_string())));
     let reports = applied
         .chain(refused)
         .map(|(d, problem)| AliasReport {
@@ -172,16 +194,12 @@ async fn offline_reports(config: &Config) -> (Vec<AliasReport>, Option<String>) 
     (reports, problem)
 }
 
-fn load(path: &Path) -> Result<Config, String> {
-    Config::load(path).map_err(|errors| errors.to_string())
-}
-
 /// The daemon's answer, or `None` if no daemon runs; a refusal is an `Err`.
-async fn ask(config: &Config, request: &Request, timeout: Duration) -> Result<Option<Response>, String> {
+async fn ask(config: &Config, request: &Request, timeout: Duration) -> Result<Option<Response>, CliError> {
     match client::request(&config.daemon.control_socket, request, timeout).await {
         Ok(response) if response.ok => Ok(Some(response)),
-        Ok(response) => Err(response.error.unwrap_or_else(|| "refused".into())),
+        Ok(response) => Err(CliError::Refused(response.error.unwrap_or_else(|| "refused".into()))),
         Err(ClientError::NotRunning { .. }) => Ok(None),
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(CliError::Client(e)),
     }
 }

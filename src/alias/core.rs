@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 
-use super::Alias;
+use super::{Alias, AliasError, Blocked};
 use crate::control::status::AliasReport;
 use crate::net::{ALIAS_PROTO, AddressInfo};
 
@@ -47,7 +47,25 @@ pub struct Declared {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejected {
     pub declared: Declared,
-    pub reason: String,
+    pub reason: NotApplied,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotApplied {
+    #[error("{ip} is a VIP of [[vrrp]] \"{router}\"; an address is either a VIP or an alias")]
+    Vip { ip: IpAddr, router: String },
+    /// The same address is declared earlier (the config's before the store's): that one wins.
+    #[error(
+        "{ip} is also declared as {winner} ({}); that declaration wins: remove this one with `nginx-ha alias del {} --dev {}`",
+        describe(*winner_source),
+        loser.address,
+        loser.interface,
+        ip = loser.address.addr()
+    )]
+    AlsoDeclared { loser: Alias, winner: Alias, winner_source: Source },
+    /// Still readable in a corrupt store that was moved aside to `aside`.
+    #[error("only in the corrupt alias store kept as {}: not applied; re-add it with `nginx-ha alias add`", aside.display())]
+    InCorruptStore { aside: std::path::PathBuf },
 }
 
 /// A VIP of a `[[vrrp]]` table: aliases must never take one.
@@ -66,19 +84,13 @@ pub fn merge(config: &[Alias], store: &[Alias], vips: &[Vip]) -> (Vec<Declared>,
     for (alias, source) in sources {
         let candidate = Declared { alias: alias.clone(), source };
         let ip = alias.address.addr();
-        let as_vip = vips
-            .iter()
-            .find(|v| v.address == ip)
-            .map(|vip| format!("{ip} is a VIP of [[vrrp]] \"{}\"; an address is either a VIP or an alias", vip.router));
+        let as_vip =
+            vips.iter().find(|v| v.address == ip).map(|vip| NotApplied::Vip { ip, router: vip.router.clone() });
         let reason = as_vip.or_else(|| {
-            declared.iter().find(|d| d.alias.address.addr() == ip).map(|other| {
-                format!(
-                    "{ip} is also declared as {} ({}); that declaration wins: remove this one with `nginx-ha alias del {} --dev {}`",
-                    other.alias,
-                    describe(other.source),
-                    alias.address,
-                    alias.interface
-                )
+            declared.iter().find(|d| d.alias.address.addr() == ip).map(|other| NotApplied::AlsoDeclared {
+                loser: alias.clone(),
+                winner: other.alias.clone(),
+                winner_source: other.source,
             })
         });
         match reason {
@@ -104,24 +116,18 @@ pub enum NewAlias {
     AlreadyDeclared,
 }
 
-pub fn check_new(alias: &Alias, config: &[Alias], store: &[Alias], vips: &[Vip]) -> Result<NewAlias, String> {
+pub fn check_new(alias: &Alias, config: &[Alias], store: &[Alias], vips: &[Vip]) -> Result<NewAlias, AliasError> {
     alias.check_label()?;
     let ip = alias.address.addr();
     if let Some(vip) = vips.iter().find(|v| v.address == ip) {
-        return Err(format!(
-            "{ip} is a VIP of [[vrrp]] \"{}\": VRRP adds and removes it; an address is either a VIP or an alias",
-            vip.router
-        ));
+        return Err(AliasError::Vip { ip, router: vip.router.clone() });
     }
     if let Some(existing) = config.iter().find(|a| a.address.addr() == ip) {
-        return Err(format!("{ip} is already declared as {existing} by an [[alias]] in the config file"));
+        return Err(AliasError::InConfig { ip, existing: existing.clone() });
     }
     match store.iter().find(|a| a.address.addr() == ip) {
         Some(existing) if existing == alias => Ok(NewAlias::AlreadyDeclared),
-        Some(existing) => Err(format!(
-            "{ip} is already declared as {existing}; remove it first: `nginx-ha alias del {} --dev {}`",
-            existing.address, existing.interface
-        )),
+        Some(existing) => Err(AliasError::Duplicate { ip, existing: existing.clone() }),
         None => Ok(NewAlias::New),
     }
 }
@@ -148,11 +154,10 @@ pub enum Action {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AddOutcome {
     Added,
-    /// Another host answered the ARP probe.
-    Conflict(String),
     /// The interface is gone.
     NoLink,
-    Failed(String),
+    /// Another host answered the ARP probe, or the add failed.
+    Blocked(Blocked),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -164,7 +169,7 @@ enum Phase {
     /// IPv6: added, duplicate address detection running.
     Dad { until: Instant },
     /// Not added: a conflict or an error; tried again at `retry_at` or on an event.
-    Blocked { reason: String, retry_at: Instant },
+    Blocked { reason: Blocked, retry_at: Instant },
 }
 
 #[derive(Debug, Clone)]
@@ -185,7 +190,7 @@ pub enum Settled {
     /// An add or DAD is still under way.
     Pending,
     /// Blocked by a conflict or an error: the reason.
-    Blocked(String),
+    Blocked(Blocked),
     /// Present, or waiting for its interface (which the report says).
     Done,
     /// Not declared at all.
@@ -328,7 +333,7 @@ impl Reconciler {
         self.entries[i].phase = match outcome {
             AddOutcome::Added if address.addr().is_ipv6() => Phase::Dad { until: now + DAD_PATIENCE },
             AddOutcome::Added => Phase::Idle,
-            AddOutcome::Conflict(reason) | AddOutcome::Failed(reason) => blocked(reason),
+            AddOutcome::Blocked(reason) => blocked(reason),
             AddOutcome::NoLink => {
                 let name = self.entries[i].declared.alias.interface.clone();
                 if let Some(link) = self.links.remove(&name) {
@@ -376,7 +381,7 @@ impl Reconciler {
             let present = self.present(&e.declared.alias);
             let problem = match &e.phase {
                 _ if present => None,
-                Phase::Blocked { reason, .. } => Some(reason.clone()),
+                Phase::Blocked { reason, .. } => Some(reason.to_string()),
                 Phase::Adding => Some("being added".to_owned()),
                 Phase::Dad { .. } => Some("IPv6 duplicate address detection under way".to_owned()),
                 Phase::Idle if !self.links.contains_key(&e.declared.alias.interface) => Some(format!(
@@ -387,8 +392,10 @@ impl Reconciler {
             };
             report(&e.declared, present, problem)
         });
-        let rejected =
-            self.rejected.iter().map(|r| report(&r.declared, self.present(&r.declared.alias), Some(r.reason.clone())));
+        let rejected = self
+            .rejected
+            .iter()
+            .map(|r| report(&r.declared, self.present(&r.declared.alias), Some(r.reason.to_string())));
         applied.chain(rejected).collect()
     }
 
@@ -407,10 +414,7 @@ impl Reconciler {
                 actions.push(Action::Remove { address: found.address, ifindex: found.ifindex });
                 self.forget(found.ifindex, ip);
                 self.entries[i].phase = Phase::Blocked {
-                    reason: format!(
-                        "another host on {} already uses {ip} (IPv6 duplicate address detection failed); remove it there or pick another address",
-                        alias.interface
-                    ),
+                    reason: Blocked::DadFailed { interface: alias.interface.clone(), ip },
                     retry_at: now + RETRY_AFTER,
                 };
                 continue;
@@ -435,10 +439,8 @@ impl Reconciler {
             let elsewhere = self.addresses.iter().find(|a| a.address.addr() == ip && a.ifindex != link.index);
             if let Some(other) = elsewhere {
                 let on = self.name_of(other.ifindex).unwrap_or_else(|| format!("interface #{}", other.ifindex));
-                self.entries[i].phase = Phase::Blocked {
-                    reason: format!("{ip} is already on {on} of this host; an address belongs on one interface"),
-                    retry_at: now + RETRY_AFTER,
-                };
+                self.entries[i].phase =
+                    Phase::Blocked { reason: Blocked::OnAnotherInterface { ip, on }, retry_at: now + RETRY_AFTER };
                 continue;
             }
             actions.push(Action::Add {

@@ -1,4 +1,5 @@
 use super::*;
+use crate::alias::InvalidAlias;
 use crate::net::OWNER_PROTO;
 
 fn alias(address: &str, interface: &str, label: Option<&str>) -> Alias {
@@ -156,15 +157,20 @@ fn a_conflict_blocks_the_alias_and_is_retried_later() {
     let mut core = Reconciler::new();
     core.set_declared(vec![cli(&a)], vec![], now);
     core.snapshot(eth0(true), vec![], now);
-    let reason = "another host (02:00:00:00:00:02) on eth0 already answers for 198.18.0.107".to_string();
-    assert_eq!(core.add_finished(a.address, AddOutcome::Conflict(reason.clone()), now), vec![]);
+    let reason =
+        Blocked::ArpAnswered { mac: [2, 0, 0, 0, 0, 2], interface: "eth0".into(), ip: "198.18.0.107".parse().unwrap() };
+    assert_eq!(core.add_finished(a.address, AddOutcome::Blocked(reason.clone()), now), vec![]);
     assert_eq!(core.settled(&a), Settled::Blocked(reason.clone()));
-    assert_eq!(core.reports()[0].problem.as_deref(), Some(reason.as_str()));
+    let problem = core.reports()[0].problem.clone().unwrap();
+    assert!(
+        problem.starts_with("another host (02:00:00:00:00:02) on eth0 already answers for 198.18.0.107"),
+        "{problem}"
+    );
     assert_eq!(core.next_deadline(), Some(now + RETRY_AFTER));
     assert_eq!(core.tick(now + RETRY_AFTER - Duration::from_millis(1)), vec![]);
     assert_eq!(core.tick(now + RETRY_AFTER), vec![add("198.18.0.107/24", "eth0", 2, None, true)]);
     // A failure blocks it the same way; a change of its link retries at once.
-    core.add_finished(a.address, AddOutcome::Failed("EPERM".into()), now + RETRY_AFTER);
+    core.add_finished(a.address, AddOutcome::Blocked(Blocked::Failed("EPERM".into())), now + RETRY_AFTER);
     assert_eq!(core.link("eth0", 2, false, now + RETRY_AFTER), vec![add("198.18.0.107/24", "eth0", 2, None, false)]);
 }
 
@@ -177,7 +183,7 @@ fn an_address_on_another_interface_of_this_host_blocks_the_alias() {
     let links = vec![("eth0".to_string(), 2, true), ("eth1".to_string(), 3, true)];
     assert_eq!(core.snapshot(links, vec![info(3, "198.18.0.107/16", None)], now), vec![]);
     match core.settled(&a) {
-        Settled::Blocked(reason) => assert!(reason.contains("already on eth1"), "{reason}"),
+        Settled::Blocked(reason) => assert!(reason.to_string().contains("already on eth1"), "{reason}"),
         other => panic!("{other:?}"),
     }
 }
@@ -218,7 +224,9 @@ fn ipv6_waits_for_dad_and_a_failed_dad_is_a_conflict() {
     let failed = AddressInfo { dad_failed: true, ..tentative };
     assert_eq!(core.address_added(failed, now), vec![remove("fd00:198:18::107/64", 2)]);
     match core.settled(&a) {
-        Settled::Blocked(reason) => assert!(reason.contains("duplicate address detection failed"), "{reason}"),
+        Settled::Blocked(reason @ Blocked::DadFailed { .. }) => {
+            assert!(reason.to_string().contains("duplicate address detection failed"), "{reason}")
+        }
         other => panic!("{other:?}"),
     }
     // DAD that never ends (no carrier) settles after DAD_PATIENCE.
@@ -243,8 +251,10 @@ fn merging_rejects_store_aliases_that_are_vips_or_declared_already() {
     let (declared, rejected) = merge(std::slice::from_ref(&from_config), &stored, &vips);
     assert_eq!(declared, vec![config(&from_config), cli(&stored[2])]);
     assert_eq!(rejected.len(), 2);
-    assert!(rejected[0].reason.contains("also declared as 198.18.0.107/24 on eth0 (an [[alias]] in the config file)"));
-    assert!(rejected[1].reason.contains("is a VIP of [[vrrp]] \"VI_1\""), "{}", rejected[1].reason);
+    let reasons: Vec<String> = rejected.iter().map(|r| r.reason.to_string()).collect();
+    assert!(reasons[0].contains("also declared as 198.18.0.107/24 on eth0 (an [[alias]] in the config file)"));
+    assert!(matches!(rejected[1].reason, NotApplied::Vip { .. }));
+    assert!(reasons[1].contains("is a VIP of [[vrrp]] \"VI_1\""), "{}", reasons[1]);
     // Rejected ones are reported, not applied.
     let now = Instant::now();
     let mut core = Reconciler::new();
@@ -263,14 +273,17 @@ fn a_new_alias_is_checked_against_what_is_declared() {
     let in_config = vec![alias("198.18.0.107/24", "eth0", None)];
     let stored = vec![alias("198.18.0.108/24", "eth0", Some("eth0:8"))];
     let check = |a: &Alias| check_new(a, &in_config, &stored, &vips);
-    assert_eq!(check(&alias("198.18.0.109/24", "eth0", None)), Ok(NewAlias::New));
-    assert_eq!(check(&stored[0]), Ok(NewAlias::AlreadyDeclared));
-    assert!(check(&alias("198.18.0.100/24", "eth0", None)).unwrap_err().contains("is a VIP of [[vrrp]] \"VI_1\""));
-    assert!(check(&alias("198.18.0.107/32", "eth1", None)).unwrap_err().contains("in the config file"));
-    assert!(
-        check(&alias("198.18.0.108/24", "eth0", None)).unwrap_err().contains("alias del 198.18.0.108/24 --dev eth0")
-    );
+    let refusal = |a: &Alias| check(a).unwrap_err().to_string();
+    assert_eq!(check(&alias("198.18.0.109/24", "eth0", None)).unwrap(), NewAlias::New);
+    assert_eq!(check(&stored[0]).unwrap(), NewAlias::AlreadyDeclared);
+    assert!(matches!(check(&alias("198.18.0.100/24", "eth0", None)), Err(AliasError::Vip { .. })));
+    assert!(refusal(&alias("198.18.0.100/24", "eth0", None)).contains("is a VIP of [[vrrp]] \"VI_1\""));
+    assert!(refusal(&alias("198.18.0.107/32", "eth1", None)).contains("in the config file"));
+    assert!(matches!(check(&alias("198.18.0.108/24", "eth0", None)), Err(AliasError::Duplicate { .. })));
+    assert!(refusal(&alias("198.18.0.108/24", "eth0", None)).contains("alias del 198.18.0.108/24 --dev eth0"));
     let bad_label = Alias { label: Some("eth1:1".into()), ..alias("198.18.0.110/24", "eth0", None) };
-    assert!(check(&bad_label).unwrap_err().contains("must start with the interface name"));
-    assert!(Alias::parse("fd00::1/64", "eth0", Some("eth0:1")).unwrap_err().contains("IPv4 addresses only"));
+    assert!(refusal(&bad_label).contains("must start with the interface name"));
+    let ipv6_label = Alias::parse("fd00::1/64", "eth0", Some("eth0:1")).unwrap_err();
+    assert_eq!(ipv6_label, InvalidAlias::LabelOnIpv6("eth0:1".into()));
+    assert!(ipv6_label.to_string().contains("IPv4 addresses only"));
 }

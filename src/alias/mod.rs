@@ -14,6 +14,7 @@
 
 pub mod cli;
 pub mod core;
+pub mod error;
 pub mod shell;
 pub mod store;
 
@@ -21,6 +22,7 @@ use std::fmt;
 
 use ipnet::IpNet;
 
+pub use error::{AliasError, Blocked, InvalidAlias};
 pub use shell::{AliasCommand, AliasHandle, AliasSettings, spawn};
 
 /// Longest interface name or label the kernel accepts (IFNAMSIZ - 1).
@@ -48,12 +50,10 @@ impl fmt::Display for Alias {
 impl Alias {
     /// From the text of the config, the store or the command line: `ADDR/LEN` (a bare
     /// address is a host route, /32 or /128).
-    pub fn parse(address: &str, interface: &str, label: Option<&str>) -> Result<Alias, String> {
-        let address = crate::config::parse_net(address)?;
+    pub fn parse(address: &str, interface: &str, label: Option<&str>) -> Result<Alias, InvalidAlias> {
+        let address = crate::config::parse_net(address).map_err(InvalidAlias::Address)?;
         if interface.is_empty() || interface.len() > NAME_MAX || interface.contains(['/', ' ', ':']) {
-            return Err(format!(
-                "`{interface}` is not a valid Linux interface name (1 to {NAME_MAX} bytes, no '/', ':' or spaces), e.g. \"eth0\""
-            ));
+            return Err(InvalidAlias::Interface(interface.to_owned()));
         }
         let alias = Alias { address, interface: interface.to_owned(), label: label.map(str::to_owned) };
         alias.check_label()?;
@@ -61,16 +61,13 @@ impl Alias {
     }
 
     /// The kernel only takes IPv4 labels that start with the interface name (`eth0:1`).
-    pub fn check_label(&self) -> Result<(), String> {
+    pub fn check_label(&self) -> Result<(), InvalidAlias> {
         let Some(label) = &self.label else { return Ok(()) };
         if self.address.addr().is_ipv6() {
-            return Err(format!("label `{label}`: labels exist for IPv4 addresses only; drop it for an IPv6 alias"));
+            return Err(InvalidAlias::LabelOnIpv6(label.clone()));
         }
         if !label.starts_with(&self.interface) || label.len() > NAME_MAX {
-            return Err(format!(
-                "label `{label}` must start with the interface name and be at most {NAME_MAX} bytes, e.g. \"{}:1\"",
-                self.interface
-            ));
+            return Err(InvalidAlias::Label { label: label.clone(), interface: self.interface.clone() });
         }
         Ok(())
     }

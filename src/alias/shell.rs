@@ -5,6 +5,7 @@
 
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use futures::future::BoxFuture;
@@ -16,8 +17,10 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
-use super::core::{self, Action, AddOutcome, Declared, NewAlias, Reconciler, Rejected, Settled, Source, Vip};
-use super::{Alias, store};
+use super::core::{
+    self, Action, AddOutcome, Declared, NewAlias, NotApplied, Reconciler, Rejected, Settled, Source, Vip,
+};
+use super::{Alias, AliasError, Blocked, store};
 use crate::config::Config;
 use crate::control::status::AliasReport;
 use crate::net::{self, ALIAS_PROTO, Net, NetError, NetEvent, ProbeOutcome};
@@ -52,12 +55,12 @@ pub enum AliasCommand {
     /// or with the reason it was refused; it is stored only if it was not refused.
     Add {
         alias: Alias,
-        reply: oneshot::Sender<Result<AliasReport, String>>,
+        reply: oneshot::Sender<Result<AliasReport, AliasError>>,
     },
     /// `nginx-ha alias del` (the label is ignored): removed now and from the store.
     Del {
         alias: Alias,
-        reply: oneshot::Sender<Result<String, String>>,
+        reply: oneshot::Sender<Result<String, AliasError>>,
     },
     List(oneshot::Sender<Vec<AliasReport>>),
     /// `nginx-ha reload`: the new `[[alias]]` tables (and VIPs).
@@ -79,11 +82,11 @@ impl AliasHandle {
         list(&self.commands).await
     }
 
-    pub async fn add(&self, alias: Alias) -> Result<AliasReport, String> {
+    pub async fn add(&self, alias: Alias) -> Result<AliasReport, AliasError> {
         add_via(&self.commands, alias).await
     }
 
-    pub async fn del(&self, alias: Alias) -> Result<String, String> {
+    pub async fn del(&self, alias: Alias) -> Result<String, AliasError> {
         del_via(&self.commands, alias).await
     }
 
@@ -106,20 +109,20 @@ async fn list(commands: &mpsc::Sender<AliasCommand>) -> Vec<AliasReport> {
     answer.await.unwrap_or_default()
 }
 
-async fn add_via(commands: &mpsc::Sender<AliasCommand>, alias: Alias) -> Result<AliasReport, String> {
+async fn add_via(commands: &mpsc::Sender<AliasCommand>, alias: Alias) -> Result<AliasReport, AliasError> {
     let (reply, answer) = oneshot::channel();
     commands.send(AliasCommand::Add { alias, reply }).await.map_err(|_| gone())?;
     answer.await.map_err(|_| gone())?
 }
 
-async fn del_via(commands: &mpsc::Sender<AliasCommand>, alias: Alias) -> Result<String, String> {
+async fn del_via(commands: &mpsc::Sender<AliasCommand>, alias: Alias) -> Result<String, AliasError> {
     let (reply, answer) = oneshot::channel();
     commands.send(AliasCommand::Del { alias, reply }).await.map_err(|_| gone())?;
     answer.await.map_err(|_| gone())?
 }
 
-fn gone() -> String {
-    "the alias task has stopped (nginx-ha is shutting down)".to_owned()
+fn gone() -> AliasError {
+    AliasError::TaskGone
 }
 
 /// Starts the alias task and returns once the declared aliases are in place (or after
@@ -145,7 +148,7 @@ struct Stored {
 
 struct PendingAdd {
     alias: Alias,
-    reply: oneshot::Sender<Result<AliasReport, String>>,
+    reply: oneshot::Sender<Result<AliasReport, AliasError>>,
 }
 
 struct Shell {
@@ -166,7 +169,7 @@ async fn run(settings: AliasSettings, mut commands: mpsc::Receiver<AliasCommand>
         Err(e) => {
             error!("aliases cannot be managed: {e}");
             let _ = ready.send(());
-            return refuse_all(commands, e.to_string()).await;
+            return refuse_all(commands, Arc::new(e)).await;
         }
     };
     let mut shell = Shell {
@@ -221,11 +224,12 @@ async fn run(settings: AliasSettings, mut commands: mpsc::Receiver<AliasCommand>
     info!("alias task stopped; the aliases stay on their interfaces");
 }
 
-async fn refuse_all(mut commands: mpsc::Receiver<AliasCommand>, reason: String) {
+async fn refuse_all(mut commands: mpsc::Receiver<AliasCommand>, error: Arc<NetError>) {
+    let refusal = || AliasError::Netlink(error.clone());
     while let Some(command) = commands.recv().await {
         match command {
-            AliasCommand::Add { reply, .. } => drop(reply.send(Err(reason.clone()))),
-            AliasCommand::Del { reply, .. } => drop(reply.send(Err(reason.clone()))),
+            AliasCommand::Add { reply, .. } => drop(reply.send(Err(refusal()))),
+            AliasCommand::Del { reply, .. } => drop(reply.send(Err(refusal()))),
             AliasCommand::List(reply) => drop(reply.send(Vec::new())),
             AliasCommand::Reconfigure(_) => {}
             AliasCommand::Shutdown => return,
@@ -292,10 +296,7 @@ async fn open_store(dir: &std::path::Path) -> (Stored, Vec<Rejected>) {
                         aside.display(),
                         aside.display()
                     );
-                    let reason = format!(
-                        "only in the corrupt alias store kept as {}: not applied; re-add it with `nginx-ha alias add`",
-                        aside.display()
-                    );
+                    let reason = NotApplied::InCorruptStore { aside: aside.clone() };
                     let rejected = salvaged
                         .into_iter()
                         .map(|alias| Rejected {
@@ -338,9 +339,9 @@ impl Shell {
         }
     }
 
-    async fn add(&mut self, alias: Alias, reply: oneshot::Sender<Result<AliasReport, String>>) {
+    async fn add(&mut self, alias: Alias, reply: oneshot::Sender<Result<AliasReport, AliasError>>) {
         if let Some(reason) = &self.stored.unavailable {
-            let _ = reply.send(Err(format!("the alias store cannot be changed: {reason}")));
+            let _ = reply.send(Err(AliasError::StoreUnavailable(reason.clone())));
             return;
         }
         match core::check_new(&alias, &self.settings.config_aliases, &self.stored.aliases, &self.settings.vips) {
@@ -355,9 +356,9 @@ impl Shell {
         }
     }
 
-    async fn del(&mut self, alias: &Alias) -> Result<String, String> {
+    async fn del(&mut self, alias: &Alias) -> Result<String, AliasError> {
         if let Some(reason) = &self.stored.unavailable {
-            return Err(format!("the alias store cannot be changed: {reason}"));
+            return Err(AliasError::StoreUnavailable(reason.clone()));
         }
         let ip = alias.address.addr();
         let Some(stored) =
@@ -371,17 +372,14 @@ impl Shell {
             return Err(unknown(alias, &self.settings.config_aliases, &self.stored.aliases));
         };
         if stored.address != alias.address {
-            return Err(format!(
-                "{ip} is declared as {stored}, not {}: `nginx-ha alias del {}`",
-                alias.address, stored.address
-            ));
+            return Err(AliasError::OtherPrefix { stored, given: alias.address });
         }
         let remaining: Vec<Alias> = self.stored.aliases.iter().filter(|a| **a != stored).cloned().collect();
-        store::write(&self.settings.state_dir, &remaining).map_err(|e| format!("{e}; nothing was changed"))?;
+        store::write(&self.settings.state_dir, &remaining).map_err(AliasError::Unchanged)?;
         self.stored.aliases = remaining;
         for pending in self.pending.iter_mut().filter(|p| p.alias == stored) {
             let (dead, _) = oneshot::channel();
-            let _ = std::mem::replace(&mut pending.reply, dead).send(Err("deleted while it was being added".into()));
+            let _ = std::mem::replace(&mut pending.reply, dead).send(Err(AliasError::DeletedMeanwhile));
         }
         self.pending.retain(|p| p.alias != stored);
         self.redeclare().await;
@@ -401,11 +399,11 @@ impl Shell {
             }
             let PendingAdd { alias, reply } = self.pending.remove(i);
             let refused = match settled {
-                Settled::Blocked(reason) => Some(format!("{reason}; {alias} was not added")),
-                Settled::Unknown => Some(format!("{alias} was dropped meanwhile (by a reload?)")),
+                Settled::Blocked(reason) => Some(AliasError::NotAdded { alias: alias.clone(), reason }),
+                Settled::Unknown => Some(AliasError::Dropped(alias.clone())),
                 _ => match store::write(&self.settings.state_dir, &self.stored.aliases) {
                     Ok(()) => None,
-                    Err(e) => Some(format!("{e}; {alias} was removed again")),
+                    Err(source) => Some(AliasError::NotStored { alias: Box::new(alias.clone()), source }),
                 },
             };
             match refused {
@@ -521,18 +519,15 @@ async fn add(net: &Net, address: IpNet, interface: &str, ifindex: u32, label: Op
     let link = match net.link(interface).await {
         Ok(link) if link.index == ifindex => link,
         Ok(_) | Err(NetError::NoSuchLink(_)) => return AddOutcome::NoLink,
-        Err(e) => return AddOutcome::Failed(e.to_string()),
+        Err(e) => return AddOutcome::Blocked(Blocked::Failed(e.to_string())),
     };
     if probe && let IpAddr::V4(ip) = address.addr() {
         match net::probe_ipv4(&link, ip).await {
             Ok(ProbeOutcome::Free) => {}
             Ok(ProbeOutcome::Taken { mac }) => {
-                let mac = mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
-                return AddOutcome::Conflict(format!(
-                    "another host ({mac}) on {interface} already answers for {ip} (ARP probe, RFC 5227): remove it there or pick another address"
-                ));
+                return AddOutcome::Blocked(Blocked::ArpAnswered { mac, interface: interface.to_owned(), ip });
             }
-            Err(e) => return AddOutcome::Failed(e.to_string()),
+            Err(e) => return AddOutcome::Blocked(Blocked::Failed(e.to_string())),
         }
     }
     match net.add_address_with(ifindex, address, label, ALIAS_PROTO, true).await {
@@ -543,30 +538,28 @@ async fn add(net: &Net, address: IpNet, interface: &str, ifindex: u32, label: Op
             AddOutcome::Added
         }
         Err(NetError::NoSuchIndex(_) | NetError::NoSuchLink(_)) => AddOutcome::NoLink,
-        Err(e) => AddOutcome::Failed(e.to_string()),
+        Err(e) => AddOutcome::Blocked(Blocked::Failed(e.to_string())),
     }
 }
 
 fn log_outcome(address: IpNet, outcome: &AddOutcome) {
     match outcome {
         AddOutcome::Added => info!(%address, "alias added"),
-        AddOutcome::Conflict(reason) | AddOutcome::Failed(reason) => error!(%address, "alias not added: {reason}"),
+        AddOutcome::Blocked(reason) => error!(%address, "alias not added: {reason}"),
         AddOutcome::NoLink => info!(%address, "alias waits for its interface"),
     }
 }
 
 /// Why `alias del` of `alias` is refused: declared in the config, or not at all.
-pub fn unknown(alias: &Alias, config: &[Alias], stored: &[Alias]) -> String {
+pub fn unknown(alias: &Alias, config: &[Alias], stored: &[Alias]) -> AliasError {
     let ip = alias.address.addr();
     if let Some(declared) = config.iter().find(|a| a.address.addr() == ip) {
-        return format!(
-            "{declared} is declared by an [[alias]] table in the config file: remove it there and run `nginx-ha reload`"
-        );
+        return AliasError::DeclaredInConfig(declared.clone());
     }
     if let Some(other) = stored.iter().find(|a| a.address.addr() == ip) {
-        return format!("{ip} is declared as {other}, not on {}", alias.interface);
+        return AliasError::OnOtherInterface { other: other.clone(), interface: alias.interface.clone() };
     }
-    format!("no alias {} on {} is declared; `nginx-ha alias list` shows them", alias.address, alias.interface)
+    AliasError::NotDeclared { address: alias.address, interface: alias.interface.clone() }
 }
 
 impl AliasHandle {
@@ -577,30 +570,31 @@ impl AliasHandle {
         request: crate::control::Request,
         reply: oneshot::Sender<crate::control::Response>,
     ) -> impl std::future::Future<Output = ()> + Send + 'static {
-        use crate::control::{Request, Response};
         let commands = self.commands.clone();
         async move {
-            let response = match request {
-                Request::AliasAdd { address, interface, label } => {
-                    match Alias::parse(&address, &interface, label.as_deref()) {
-                        Ok(alias) => match add_via(&commands, alias).await {
-                            Ok(report) => Response { aliases: vec![report], ..Response::ok() },
-                            Err(e) => Response::error(e),
-                        },
-                        Err(e) => Response::error(e),
-                    }
-                }
-                Request::AliasDel { address, interface } => match Alias::parse(&address, &interface, None) {
-                    Ok(alias) => match del_via(&commands, alias).await {
-                        Ok(_) => Response::ok(),
-                        Err(e) => Response::error(e),
-                    },
-                    Err(e) => Response::error(e),
-                },
-                Request::AliasList => Response { aliases: list(&commands).await, ..Response::ok() },
-                other => Response::error(format!("not an alias request: {other:?}")),
-            };
+            // A refusal crosses the control socket as its text.
+            let response =
+                respond(&commands, request).await.unwrap_or_else(|e| crate::control::Response::error(e.to_string()));
             let _ = reply.send(response);
         }
     }
+}
+
+async fn respond(
+    commands: &mpsc::Sender<AliasCommand>,
+    request: crate::control::Request,
+) -> Result<crate::control::Response, AliasError> {
+    use crate::control::{Request, Response};
+    Ok(match request {
+        Request::AliasAdd { address, interface, label } => {
+            let report = add_via(commands, Alias::parse(&address, &interface, label.as_deref())?).await?;
+            Response { aliases: vec![report], ..Response::ok() }
+        }
+        Request::AliasDel { address, interface } => {
+            del_via(commands, Alias::parse(&address, &interface, None)?).await?;
+            Response::ok()
+        }
+        Request::AliasList => Response { aliases: list(commands).await, ..Response::ok() },
+        other => Response::error(format!("not an alias request: {other:?}")),
+    })
 }

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
-use super::Alias;
+use super::{Alias, InvalidAlias};
 
 pub const STORE_FILE: &str = "aliases.json";
 const LOCK_FILE: &str = "aliases.lock";
@@ -32,9 +32,24 @@ pub enum StoreError {
         "the alias store {} is corrupt: {reason}. Fix the file (one JSON object per alias: {{\"address\": \"198.18.0.107/24\", \"interface\": \"eth0\", \"label\": \"eth0:1\"}}) or move it aside; nginx-ha run moves it aside itself",
         path.display()
     )]
-    Corrupt { path: PathBuf, reason: String },
+    Corrupt { path: PathBuf, reason: Corruption },
     #[error("the alias store in {} is locked by a running nginx-ha (still starting?); try again, or ask it with -c", dir.display())]
     Locked { dir: PathBuf },
+}
+
+/// What is wrong in a corrupt store, and where.
+#[derive(Debug, thiserror::Error)]
+pub enum Corruption {
+    #[error("not UTF-8 text ({0})")]
+    NotUtf8(#[source] std::str::Utf8Error),
+    #[error("{0}")]
+    Json(#[source] serde_json::Error),
+    #[error("version {0} is not one this nginx-ha knows ({VERSION})")]
+    Version(u32),
+    #[error("alias #{number} ({address}): {error}")]
+    Entry { number: usize, address: String, error: InvalidAlias },
+    #[error("alias #{number} ({address}) is listed twice")]
+    Twice { number: usize, address: String },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -68,18 +83,19 @@ pub fn read(dir: &Path) -> Result<Vec<Alias>, StoreError> {
 }
 
 /// Parses and checks the store's text: the reason names what is wrong and where.
-pub fn decode(bytes: &[u8]) -> Result<Vec<Alias>, String> {
-    let text = std::str::from_utf8(bytes).map_err(|e| format!("not UTF-8 text ({e})"))?;
-    let file: File_ = serde_json::from_str(text).map_err(|e| e.to_string())?;
+pub fn decode(bytes: &[u8]) -> Result<Vec<Alias>, Corruption> {
+    let text = std::str::from_utf8(bytes).map_err(Corruption::NotUtf8)?;
+    let file: File_ = serde_json::from_str(text).map_err(Corruption::Json)?;
     if file.version != VERSION {
-        return Err(format!("version {} is not one this nginx-ha knows ({VERSION})", file.version));
+        return Err(Corruption::Version(file.version));
     }
     let mut aliases: Vec<Alias> = Vec::new();
     for (i, entry) in file.aliases.iter().enumerate() {
+        let (number, address) = (i + 1, entry.address.clone());
         let alias = Alias::parse(&entry.address, &entry.interface, entry.label.as_deref())
-            .map_err(|e| format!("alias #{} ({}): {e}", i + 1, entry.address))?;
+            .map_err(|error| Corruption::Entry { number, address: address.clone(), error })?;
         if aliases.iter().any(|a| a.address.addr() == alias.address.addr()) {
-            return Err(format!("alias #{} ({}) is listed twice", i + 1, entry.address));
+            return Err(Corruption::Twice { number, address });
         }
         aliases.push(alias);
     }
@@ -213,16 +229,21 @@ mod tests {
     fn corruption_is_explained_and_what_is_left_can_be_salvaged() {
         let good = encode(&[alias("198.18.0.107/24", "eth0", Some("eth0:1")), alias("198.18.0.108/24", "eth0", None)]);
         let torn = &good.as_bytes()[..good.len() - 40];
-        let reason = decode(torn).unwrap_err();
+        let reason = decode(torn).unwrap_err().to_string();
         assert!(reason.contains("line"), "{reason}");
         assert_eq!(salvage(torn), vec![alias("198.18.0.107/24", "eth0", Some("eth0:1"))]);
 
         let bad_label = good.replace("\"eth0:1\"", "\"wlan0:1\"");
-        assert!(decode(bad_label.as_bytes()).unwrap_err().contains("alias #1 (198.18.0.107/24): label `wlan0:1`"));
+        assert!(
+            decode(bad_label.as_bytes())
+                .unwrap_err()
+                .to_string()
+                .contains("alias #1 (198.18.0.107/24): label `wlan0:1`")
+        );
         let twice = good.replace("198.18.0.108", "198.18.0.107");
-        assert!(decode(twice.as_bytes()).unwrap_err().contains("listed twice"));
-        assert!(decode(b"\xff\xfe").unwrap_err().contains("UTF-8"));
-        assert!(decode(br#"{"version": 7, "aliases": []}"#).unwrap_err().contains("version 7"));
+        assert!(decode(twice.as_bytes()).unwrap_err().to_string().contains("listed twice"));
+        assert!(decode(b"\xff\xfe").unwrap_err().to_string().contains("UTF-8"));
+        assert!(decode(br#"{"version": 7, "aliases": []}"#).unwrap_err().to_string().contains("version 7"));
 
         let dir = tempfile::tempdir().unwrap();
         fs::write(path(dir.path()), torn).unwrap();

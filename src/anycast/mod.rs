@@ -5,9 +5,11 @@
 //! the prefix. nginx-ha itself does not speak BGP.
 //!
 //! `announcer` is the pure core (health, route events, drain and shutdown in; address and
-//! route actions and named deadlines out); `shell` carries its actions out over rtnetlink.
+//! route actions and named deadlines out); `stale` is the pure start-up clean-up decision
+//! (what an earlier nginx-ha left behind); `shell` carries their actions out over rtnetlink.
 
 pub mod announcer;
 pub mod shell;
+pub mod stale;
 
 pub use shell::{AnycastError, AnycastHandle, AnycastSpec, spawn, withdraw_everything};

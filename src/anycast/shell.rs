@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
 use super::announcer::{Action, Announcer, Input, Settings};
+use super::stale::{self, Held, Removal};
 use crate::config::{AnycastHold, Config};
 use crate::control::status::AnycastReport;
 use crate::net::{self, ANYCAST_ADDRESS_PROTO, LOCAL_TABLE, Net, NetEvent, OWNER_PROTO, local_route_destination};
@@ -136,28 +137,41 @@ pub async fn spawn(specs: Vec<AnycastSpec>, health: watch::Receiver<Health>) -> 
     Ok(AnycastHandle { task, requests })
 }
 
-/// Removes every route tagged as ours, in any table; `why` is logged for each.
-async fn remove_our_routes(net: &Net, why: &str) {
-    match net.routes_with_proto(OWNER_PROTO).await {
+/// The anycast task is gone (it panicked): withdraw every announcement of this node, so that
+/// nothing is announced that nobody looks after. The addresses stay.
+pub async fn withdraw_everything() {
+    let net = match Net::new().await {
+        Ok(net) => net,
+        Err(e) => return error!("cannot withdraw the anycast routes: {e}"),
+    };
+    match net.routes_with_protos(&[OWNER_PROTO]).await {
         Ok(routes) => {
-            for route in routes {
-                let Some(oif) = route.oif else { continue };
-                warn!(route = %route.destination, table = route.table, "{why}");
-                if let Err(e) = net.del_route(route.table, route.destination, oif, OWNER_PROTO).await {
-                    error!("{e}");
-                }
+            for removal in stale::announcements(&routes) {
+                remove(&net, removal, "withdrawing an anycast route: the anycast task is gone").await;
             }
         }
         Err(e) => error!("cannot list the anycast routes: {e}"),
     }
 }
 
-/// The anycast task is gone (it panicked): withdraw every announcement of this node, so that
-/// nothing is announced that nobody looks after. The addresses stay.
-pub async fn withdraw_everything() {
-    match Net::new().await {
-        Ok(net) => remove_our_routes(&net, "withdrawing an anycast route: the anycast task is gone").await,
-        Err(e) => error!("cannot withdraw the anycast routes: {e}"),
+/// Carries out one removal; `why` is logged with it.
+async fn remove(net: &Net, removal: Removal, why: &str) {
+    let result = match removal {
+        Removal::Route { table, destination, oif } => {
+            warn!(route = %destination, table, "{why}");
+            net.del_route(table, destination, oif, OWNER_PROTO).await.map(drop)
+        }
+        Removal::LocalRoute { destination, oif } => {
+            warn!(address = %destination, ifindex = oif, "{why}");
+            net.del_local_route(destination, oif, ANYCAST_ADDRESS_PROTO).await.map(drop)
+        }
+        Removal::Address { ifindex, address } => {
+            warn!(%address, ifindex, "{why}");
+            net.del_address(ifindex, address).await.map(drop)
+        }
+    };
+    if let Err(e) = result {
+        error!("{e}");
     }
 }
 
@@ -168,52 +182,34 @@ struct Shell {
 }
 
 impl Shell {
-    /// Routes tagged as ours in any table are announcements of an nginx-ha that died: they
-    /// go (this one announces again once its nginx is healthy). Addresses tagged as anycast
-    /// ones go unless still configured on that interface: those stay, and connections to them
-    /// with them. VIPs carry another tag ([`OWNER_PROTO`]) and are the VRRP shell's business.
-    /// Local routes tagged as anycast ones (`hold = "local-route"`) are treated like the
-    /// addresses; an address held the other way than configured (the hold changed) goes.
+    /// Removes what an earlier nginx-ha left behind ([`stale`] decides what that is).
     async fn remove_stale(&mut self) {
-        match self.net.local_routes_with_proto(ANYCAST_ADDRESS_PROTO).await {
-            Ok(routes) => {
-                for route in routes {
-                    let Some(oif) = route.oif else { continue };
-                    let configured = self.slots.iter().any(|slot| {
-                        slot.spec.hold == AnycastHold::LocalRoute
-                            && slot.ifindex == oif
-                            && slot.spec.addresses.iter().any(|a| local_route_destination(*a) == route.destination)
-                    });
-                    if configured {
-                        continue;
-                    }
-                    warn!(address = %route.destination, ifindex = oif, "removing an anycast local route left behind by an earlier nginx-ha");
-                    if let Err(e) = self.net.del_local_route(route.destination, oif, ANYCAST_ADDRESS_PROTO).await {
-                        error!("{e}");
-                    }
-                }
+        let routes = match self.net.routes_with_protos(&[OWNER_PROTO, ANYCAST_ADDRESS_PROTO]).await {
+            Ok(routes) => routes,
+            Err(e) => {
+                error!("cannot list the routes to remove stale anycast ones: {e}");
+                Vec::new()
             }
-            Err(e) => error!("cannot list the local routes to remove stale anycast ones: {e}"),
-        }
-        remove_our_routes(&self.net, "removing an anycast route left behind by an earlier nginx-ha").await;
-        match self.net.addresses_with_proto(ANYCAST_ADDRESS_PROTO).await {
-            Ok(addresses) => {
-                for address in addresses {
-                    let configured = self.slots.iter().any(|slot| {
-                        slot.spec.hold == AnycastHold::Address
-                            && slot.ifindex == address.ifindex
-                            && slot.spec.addresses.contains(&address.address)
-                    });
-                    if configured {
-                        continue;
-                    }
-                    warn!(address = %address.address, ifindex = address.ifindex, "removing an anycast address left behind by an earlier nginx-ha");
-                    if let Err(e) = self.net.del_address(address.ifindex, address.address).await {
-                        error!("{e}");
-                    }
-                }
+        };
+        let addresses = match self.net.addresses_with_proto(ANYCAST_ADDRESS_PROTO).await {
+            Ok(addresses) => addresses,
+            Err(e) => {
+                error!("cannot list addresses to remove stale anycast addresses: {e}");
+                Vec::new()
             }
-            Err(e) => error!("cannot list addresses to remove stale anycast addresses: {e}"),
+        };
+        let held: Vec<Held> = self
+            .slots
+            .iter()
+            .map(|slot| Held { ifindex: slot.ifindex, hold: slot.spec.hold, addresses: &slot.spec.addresses })
+            .collect();
+        for removal in stale::stale(&held, &routes, &addresses) {
+            let why = match removal {
+                Removal::Route { .. } => "removing an anycast route left behind by an earlier nginx-ha",
+                Removal::LocalRoute { .. } => "removing an anycast local route left behind by an earlier nginx-ha",
+                Removal::Address { .. } => "removing an anycast address left behind by an earlier nginx-ha",
+            };
+            remove(&self.net, removal, why).await;
         }
     }
 

@@ -117,6 +117,13 @@ pub enum RouteChange {
     AlreadySo,
 }
 
+/// An add or a removal of one route.
+#[derive(Debug, Clone, Copy)]
+enum Edit {
+    Add,
+    Remove,
+}
+
 impl Net {
     /// Adds the device route `destination dev ifindex table table proto proto`; present
     /// already is not an error.
@@ -127,12 +134,7 @@ impl Net {
         ifindex: u32,
         proto: u8,
     ) -> Result<RouteChange, NetError> {
-        let message = device_route(table, destination, ifindex, proto)?;
-        match self.handle.route().add(message).execute().await {
-            Ok(()) => Ok(RouteChange::Done),
-            Err(e) if errno(&e) == Some(libc::EEXIST) => Ok(RouteChange::AlreadySo),
-            Err(e) => Err(NetError::Route { action: "add", table, destination, error: to_io(e) }),
-        }
+        self.edit_route(Edit::Add, device_route(table, destination, ifindex, proto)?, table, destination).await
     }
 
     /// Removes that route again; absent is not an error.
@@ -143,12 +145,7 @@ impl Net {
         ifindex: u32,
         proto: u8,
     ) -> Result<RouteChange, NetError> {
-        let message = device_route(table, destination, ifindex, proto)?;
-        match self.handle.route().del(message).execute().await {
-            Ok(()) => Ok(RouteChange::Done),
-            Err(e) if errno(&e) == Some(libc::ESRCH) => Ok(RouteChange::AlreadySo),
-            Err(e) => Err(NetError::Route { action: "remove", table, destination, error: to_io(e) }),
-        }
+        self.edit_route(Edit::Remove, device_route(table, destination, ifindex, proto)?, table, destination).await
     }
 
     /// Adds the local route `local ADDRESS dev ifindex table local proto proto scope host`
@@ -156,35 +153,45 @@ impl Net {
     /// without it being an address of the interface. Present already is not an error.
     pub async fn add_local_route(&self, address: IpNet, ifindex: u32, proto: u8) -> Result<RouteChange, NetError> {
         let destination = local_route_destination(address);
-        let message = local_route(destination, ifindex, proto)?;
-        match self.handle.route().add(message).execute().await {
-            Ok(()) => Ok(RouteChange::Done),
-            Err(e) if errno(&e) == Some(libc::EEXIST) => Ok(RouteChange::AlreadySo),
-            Err(e) => Err(NetError::Route { action: "add", table: LOCAL_TABLE, destination, error: to_io(e) }),
-        }
+        self.edit_route(Edit::Add, local_route(destination, ifindex, proto)?, LOCAL_TABLE, destination).await
     }
 
     /// Removes that local route again; absent is not an error.
     pub async fn del_local_route(&self, address: IpNet, ifindex: u32, proto: u8) -> Result<RouteChange, NetError> {
         let destination = local_route_destination(address);
-        let message = local_route(destination, ifindex, proto)?;
-        match self.handle.route().del(message).execute().await {
+        self.edit_route(Edit::Remove, local_route(destination, ifindex, proto)?, LOCAL_TABLE, destination).await
+    }
+
+    /// Sends `message`; a route that is there already (add) or absent already (remove) is
+    /// [`RouteChange::AlreadySo`]. `table` and `destination` name the route in an error.
+    async fn edit_route(
+        &self,
+        edit: Edit,
+        message: RouteMessage,
+        table: u32,
+        destination: IpNet,
+    ) -> Result<RouteChange, NetError> {
+        let (result, already_so, action) = match edit {
+            Edit::Add => (self.handle.route().add(message).execute().await, libc::EEXIST, "add"),
+            Edit::Remove => (self.handle.route().del(message).execute().await, libc::ESRCH, "remove"),
+        };
+        match result {
             Ok(()) => Ok(RouteChange::Done),
-            Err(e) if errno(&e) == Some(libc::ESRCH) => Ok(RouteChange::AlreadySo),
-            Err(e) => Err(NetError::Route { action: "remove", table: LOCAL_TABLE, destination, error: to_io(e) }),
+            Err(e) if errno(&e) == Some(already_so) => Ok(RouteChange::AlreadySo),
+            Err(e) => Err(NetError::Route { action, table, destination, error: to_io(e) }),
         }
     }
 
     /// The local routes (table 255, type local) whose protocol is `proto`: at startup those
     /// tagged as anycast ones are what an earlier nginx-ha held.
     pub async fn local_routes_with_proto(&self, proto: u8) -> Result<Vec<RouteInfo>, NetError> {
-        let routes = self.routes_with_proto(proto).await?;
+        let routes = self.routes_with_protos(&[proto]).await?;
         Ok(routes.into_iter().filter(|route| route.table == LOCAL_TABLE && route.local).collect())
     }
 
-    /// Every route of both families, in every table, whose protocol is `proto`: at startup
-    /// these are the announcements an earlier, crashed nginx-ha left behind.
-    pub async fn routes_with_proto(&self, proto: u8) -> Result<Vec<RouteInfo>, NetError> {
+    /// Every route of both families, in every table, whose protocol is one of `protos` (one
+    /// dump of each family): at startup, what an earlier, crashed nginx-ha left behind.
+    pub async fn routes_with_protos(&self, protos: &[u8]) -> Result<Vec<RouteInfo>, NetError> {
         let mut routes = Vec::new();
         for family in [AddressFamily::Inet, AddressFamily::Inet6] {
             let mut message = RouteMessage::default();
@@ -194,7 +201,9 @@ impl Net {
                     what: format!("the {} routes", if family == AddressFamily::Inet { "IPv4" } else { "IPv6" }),
                     error: to_io(e),
                 })?;
-            routes.extend(messages.iter().filter_map(RouteInfo::from_message).filter(|route| route.proto == proto));
+            routes.extend(
+                messages.iter().filter_map(RouteInfo::from_message).filter(|route| protos.contains(&route.proto)),
+            );
         }
         Ok(routes)
     }
