@@ -90,6 +90,7 @@ mod tests {
             proto: Some(proto),
             tentative: false,
             dad_failed: false,
+            secondary: false,
         }
     }
 
