@@ -290,7 +290,7 @@ impl Daemon {
                 self.replies.spawn(async move {
                     let response = match done_rx.await {
                         Ok(Ok(applied)) => Response::applied(applied),
-                        Ok(Err(e)) => Response::error(e),
+                        Ok(Err(e)) => Response::error(e.to_string()),
                         Err(_) => Response::error(CommandError::ShuttingDown.to_string()),
                     };
                     let _ = reply.send(response);
@@ -345,7 +345,7 @@ impl Daemon {
 
     /// Re-reads nginx-ha's own config and applies what changed, or rejects it all if a key
     /// needs a restart; then tests and reloads nginx. Answers with the nginx-ha keys applied.
-    async fn reload(&mut self, done: oneshot::Sender<Result<Vec<String>, String>>) {
+    async fn reload(&mut self, done: oneshot::Sender<Result<Vec<String>, ReloadError>>) {
         let commands = self.supervisor.commands.clone();
         let (reply, finished) = oneshot::channel();
         let checked = Config::load(&self.config_path)
@@ -388,20 +388,27 @@ impl Daemon {
     }
 }
 
-/// Passes the supervisor's answer on; a rejected nginx reload says that nginx-ha's own changed
-/// settings were applied all the same (they do not depend on the nginx config).
+/// Why `nginx-ha reload` did not apply everything it was asked to.
+#[derive(Debug, thiserror::Error)]
+enum ReloadError {
+    #[error("{0}")]
+    Refused(CommandError),
+    /// nginx's part failed; nginx-ha's own changed settings do not depend on it.
+    #[error("{error}\n(the changed nginx-ha settings were applied all the same: {})", applied.join(", "))]
+    NginxRefused { error: CommandError, applied: Vec<String> },
+}
+
+/// Passes the supervisor's answer on.
 async fn answer(
     finished: oneshot::Receiver<Result<(), CommandError>>,
-    done: oneshot::Sender<Result<Vec<String>, String>>,
+    done: oneshot::Sender<Result<Vec<String>, ReloadError>>,
     applied: Vec<String>,
 ) {
     let result = match finished.await {
         Ok(Ok(())) => Ok(applied),
-        Ok(Err(e)) if applied.is_empty() => Err(e.to_string()),
-        Ok(Err(e)) => {
-            Err(format!("{e}\n(the changed nginx-ha settings were applied all the same: {})", applied.join(", ")))
-        }
-        Err(_) => Err(CommandError::ShuttingDown.to_string()),
+        Ok(Err(error)) if applied.is_empty() => Err(ReloadError::Refused(error)),
+        Ok(Err(error)) => Err(ReloadError::NginxRefused { error, applied }),
+        Err(_) => Err(ReloadError::Refused(CommandError::ShuttingDown)),
     };
     let _ = done.send(result);
 }
