@@ -13,4 +13,5 @@ pub mod import;
 pub mod logging;
 pub mod net;
 pub mod nginx;
+pub mod timers;
 pub mod vrrp;

@@ -87,7 +87,7 @@ fn a_single_pair_with_check_nginx_sh() {
         (router.name.as_str(), router.interface.as_str(), router.vrid, router.priority),
         ("VI_1", "eth0", 51, 101)
     );
-    assert_eq!((router.version, router.advert_interval_ms, router.preempt), (2, 1000, true));
+    assert_eq!((router.version(), router.advert_interval_ms, router.preempt), (2, 1000, true));
     assert_eq!(router.auth_pass.as_deref(), Some("s3cret"));
     assert_eq!(router.virtual_ips, vec!["198.18.0.100/24"]);
     assert_eq!((router.on_nginx_failure, router.demote_weight), (OnNginxFailure::Demote, 20));
@@ -138,7 +138,7 @@ fn unicast_peers_excluded_addresses_tracked_links_and_per_state_scripts() {
 fn vrrp_v3_from_global_defs_with_sub_second_adverts() {
     let imported = import("v3.conf");
     let router = &imported.config.vrrp[0];
-    assert_eq!((router.version, router.advert_interval_ms, router.preempt_delay_ms), (3, 500, 5000));
+    assert_eq!((router.version(), router.advert_interval_ms, router.preempt_delay_ms), (3, 500, 5000));
     assert_eq!((router.on_nginx_failure, router.demote_weight), (OnNginxFailure::Demote, 50));
     imported.assert_warns("v3.conf", 25, "`/usr/bin/systemctl is-active --quiet nginx`, weight -50) replaced");
 }
@@ -146,7 +146,7 @@ fn vrrp_v3_from_global_defs_with_sub_second_adverts() {
 #[test]
 fn ipv6_instances_speak_vrrp_v3() {
     let imported = import("ipv6.conf");
-    let versions: Vec<(&str, u8)> = imported.config.vrrp.iter().map(|r| (r.name.as_str(), r.version)).collect();
+    let versions: Vec<(&str, u8)> = imported.config.vrrp.iter().map(|r| (r.name.as_str(), r.version())).collect();
     assert_eq!(versions, vec![("VI_4", 3), ("VI_6", 3)]);
     assert_eq!(imported.config.vrrp[1].virtual_ips, vec!["fd00:198:18::80/64"]);
     assert!(imported.toml.contains("IPv6 VIPs: keepalived uses VRRPv3"), "{}", imported.toml);

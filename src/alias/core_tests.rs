@@ -15,15 +15,7 @@ fn config(a: &Alias) -> Declared {
 }
 
 fn info(ifindex: u32, address: &str, proto: Option<u8>) -> AddressInfo {
-    AddressInfo {
-        ifindex,
-        address: address.parse().unwrap(),
-        label: None,
-        proto,
-        tentative: false,
-        dad_failed: false,
-        secondary: false,
-    }
+    AddressInfo::new(ifindex, address.parse().unwrap(), proto)
 }
 
 fn eth0(up: bool) -> Vec<(String, u32, bool)> {

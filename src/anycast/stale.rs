@@ -83,15 +83,7 @@ mod tests {
     }
 
     fn address(ifindex: u32, address: &str, proto: u8) -> AddressInfo {
-        AddressInfo {
-            ifindex,
-            address: net(address),
-            label: None,
-            proto: Some(proto),
-            tentative: false,
-            dad_failed: false,
-            secondary: false,
-        }
+        AddressInfo::new(ifindex, net(address), Some(proto))
     }
 
     #[test]

@@ -106,17 +106,19 @@ pub enum OnNginxFailure {
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(from = "VrrpTable")]
+#[serde(deny_unknown_fields)]
 pub struct VrrpConfig {
     pub name: String,
     pub interface: String,
     pub vrid: u8,
     pub priority: u8,
-    /// Default: 3 when the virtual IPs are IPv6 (VRRPv2 cannot carry them; keepalived does the
-    /// same), else 2.
-    pub version: u8,
+    /// As written; [`VrrpConfig::version`] gives the default.
+    pub version: Option<u8>,
+    #[serde(default = "default_interval_ms")]
     pub advert_interval_ms: u64,
+    #[serde(default = "yes")]
     pub preempt: bool,
+    #[serde(default)]
     pub preempt_delay_ms: u64,
     pub auth_pass: Option<String>,
     /// None: multicast. Some(empty) is an error (unicast with no peers).
@@ -124,105 +126,26 @@ pub struct VrrpConfig {
     pub virtual_ips: Vec<String>,
     /// Held with the VIPs but not listed in adverts (keepalived's `virtual_ipaddress_excluded`):
     /// for more addresses than an advert carries, or addresses the peer must not compare.
+    #[serde(default)]
     pub virtual_ips_excluded: Vec<String>,
+    #[serde(default = "default_on_failure")]
     pub on_nginx_failure: OnNginxFailure,
+    #[serde(default = "default_demote_weight")]
     pub demote_weight: u8,
+    #[serde(default)]
     pub track_interfaces: Vec<String>,
     /// Program run (without a shell) on every state change: `notify NAME STATE`.
     pub notify: Option<PathBuf>,
+    #[serde(default = "default_notify_timeout_ms")]
     pub notify_timeout_ms: u64,
     /// VRRPv3 over IPv4: include the IPv4 pseudo-header in the checksum (RFC 5798, keepalived).
     /// false for the variant some other vendors send.
+    #[serde(default = "yes")]
     pub checksum_pseudo_header: bool,
     /// nginx's master crashed: keep the VIPs this long while nginx is restarted in place, and
     /// act (relinquish/demote) only if it is not serving again by then. 0: act at once.
-    pub restart_grace_ms: u64,
-}
-
-/// `[[vrrp]]` as written: `version` defaults from the virtual IPs' family.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct VrrpTable {
-    name: String,
-    interface: String,
-    vrid: u8,
-    priority: u8,
-    version: Option<u8>,
-    #[serde(default = "default_interval_ms")]
-    advert_interval_ms: u64,
-    #[serde(default = "yes")]
-    preempt: bool,
-    #[serde(default)]
-    preempt_delay_ms: u64,
-    auth_pass: Option<String>,
-    unicast_peers: Option<Vec<String>>,
-    virtual_ips: Vec<String>,
-    #[serde(default)]
-    virtual_ips_excluded: Vec<String>,
-    #[serde(default = "default_on_failure")]
-    on_nginx_failure: OnNginxFailure,
-    #[serde(default = "default_demote_weight")]
-    demote_weight: u8,
-    #[serde(default)]
-    track_interfaces: Vec<String>,
-    notify: Option<PathBuf>,
-    #[serde(default = "default_notify_timeout_ms")]
-    notify_timeout_ms: u64,
-    #[serde(default = "yes")]
-    checksum_pseudo_header: bool,
     #[serde(default = "default_restart_grace_ms")]
-    restart_grace_ms: u64,
-}
-
-impl From<VrrpTable> for VrrpConfig {
-    fn from(table: VrrpTable) -> VrrpConfig {
-        let VrrpTable {
-            name,
-            interface,
-            vrid,
-            priority,
-            version,
-            advert_interval_ms,
-            preempt,
-            preempt_delay_ms,
-            auth_pass,
-            unicast_peers,
-            virtual_ips,
-            virtual_ips_excluded,
-            on_nginx_failure,
-            demote_weight,
-            track_interfaces,
-            notify,
-            notify_timeout_ms,
-            checksum_pseudo_header,
-            restart_grace_ms,
-        } = table;
-        // Only an IPv6 address has a ':' (anything else with one is rejected by the validator,
-        // whatever the version).
-        let ipv6 = virtual_ips.iter().chain(&virtual_ips_excluded).next().is_some_and(|vip| vip.contains(':'));
-        let version = version.unwrap_or(if ipv6 { 3 } else { 2 });
-        VrrpConfig {
-            name,
-            interface,
-            vrid,
-            priority,
-            version,
-            advert_interval_ms,
-            preempt,
-            preempt_delay_ms,
-            auth_pass,
-            unicast_peers,
-            virtual_ips,
-            virtual_ips_excluded,
-            on_nginx_failure,
-            demote_weight,
-            track_interfaces,
-            notify,
-            notify_timeout_ms,
-            checksum_pseudo_header,
-            restart_grace_ms,
-        }
-    }
+    pub restart_grace_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -450,6 +373,15 @@ impl HttpProbeUrl {
 }
 
 impl VrrpConfig {
+    /// The VRRP version: as written, else 3 when the virtual IPs are IPv6 (VRRPv2 cannot carry
+    /// them; keepalived does the same), else 2. Only an IPv6 address has a ':' (anything else
+    /// with one is rejected by the validator, whatever the version).
+    pub fn version(&self) -> u8 {
+        let ipv6 =
+            self.virtual_ips.iter().chain(&self.virtual_ips_excluded).next().is_some_and(|vip| vip.contains(':'));
+        self.version.unwrap_or(if ipv6 { 3 } else { 2 })
+    }
+
     /// The virtual IPs that parse, as networks (a bare address means /32 or /128): lenient, for
     /// checks across tables. The router's own parse is [`Config::routers`].
     pub fn vips(&self) -> Vec<ipnet::IpNet> {

@@ -110,7 +110,10 @@ fn vrrp_changes(old: &[VrrpConfig], new: &[VrrpConfig]) -> Vec<String> {
                 restart_grace_ms,
             }
         );
-        changes.extend(keys.into_iter().map(|key| format!("[[vrrp]] \"{}\" {key}", router.name)));
+        // Writing out the default version is no change.
+        let same_version = before.version() == router.version();
+        let keys = keys.into_iter().filter(|key| !(*key == "version" && same_version));
+        changes.extend(keys.map(|key| format!("[[vrrp]] \"{}\" {key}", router.name)));
     }
     for router in old.iter().filter(|o| !new.iter().any(|n| n.name == o.name)) {
         changes.push(format!("[[vrrp]] \"{}\" (removed)", router.name));

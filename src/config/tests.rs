@@ -35,7 +35,7 @@ fn empty_file_is_a_pure_supervisor_with_defaults() {
 fn router_defaults_follow_the_contract() {
     let config = parse(ROUTER).unwrap();
     let router = &config.vrrp[0];
-    assert_eq!(router.version, 2);
+    assert_eq!(router.version(), 2);
     assert_eq!(router.advert_interval_ms, 1000);
     assert!(router.preempt);
     assert_eq!(router.on_nginx_failure, OnNginxFailure::Relinquish);
@@ -375,9 +375,9 @@ fn vrrp_defaults_that_depend_on_another_key_follow_it_or_say_so() {
     // default the user never wrote): the version follows the VIPs, as in keepalived.
     let v6 = ROUTER.replace("198.18.0.100/24", "fd00::100/64");
     let config = parse(&v6).unwrap();
-    assert_eq!(config.vrrp[0].version, 3);
+    assert_eq!(config.vrrp[0].version(), 3);
     assert_eq!(config.routers()[0].router.version, crate::vrrp::packet::Version::V3);
-    assert_eq!(parse(ROUTER).unwrap().vrrp[0].version, 2);
+    assert_eq!(parse(ROUTER).unwrap().vrrp[0].version(), 2);
     // IPv6 has VRRPv3 only: auth_pass is to go, not the version to change.
     let errs = errors(&format!("{v6}auth_pass = \"secret\"\n"));
     assert!(errs[0].contains("the only version that carries IPv6") && !errs[0].contains("version = 2"), "{}", errs[0]);

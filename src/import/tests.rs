@@ -157,7 +157,7 @@ fn a_pair_maps_key_by_key_and_the_check_script_becomes_native_tracking() {
         (router.name.as_str(), router.interface.as_str(), router.vrid, router.priority),
         ("VI_1", "eth0", 51, 101)
     );
-    assert_eq!((router.version, router.advert_interval_ms, router.preempt), (2, 1000, true));
+    assert_eq!((router.version(), router.advert_interval_ms, router.preempt), (2, 1000, true));
     assert_eq!(router.auth_pass.as_deref(), Some("1111"));
     assert_eq!(router.virtual_ips, vec!["198.18.0.100/24"]);
     assert_eq!((router.on_nginx_failure, router.demote_weight), (OnNginxFailure::Demote, 20));
@@ -257,7 +257,7 @@ fn misreads_of_priority_state_auth_and_intervals() {
     assert_has(&diagnostics, 20, "authentication with VRRPv3: keepalived ignores it");
     let (one, two) = (&config.vrrp[0], &config.vrrp[1]);
     assert_eq!((one.priority, one.advert_interval_ms, one.auth_pass.as_deref()), (100, 1000, Some("01234567")));
-    assert_eq!((two.priority, two.version, two.auth_pass.as_deref()), (255, 3, None));
+    assert_eq!((two.priority, two.version(), two.auth_pass.as_deref()), (255, 3, None));
 }
 
 #[test]
@@ -304,7 +304,7 @@ fn vrrp_version_3_ipv6_and_unicast_map_to_their_keys() {
     let text = "global_defs {\n vrrp_version 3\n v3_checksum_as_v2\n}\nvrrp_instance V6 {\n interface eth0\n virtual_router_id 6\n priority 120\n advert_int 0.25\n unicast_peer {\n  fd00:198:18::2\n }\n virtual_ipaddress {\n  fd00:198:18::100/64\n }\n virtual_ipaddress_excluded {\n  fd00:198:18::101/64\n }\n track_interface {\n  eth1\n }\n}\n";
     let (config, _) = convert_ok(text);
     let router = &config.vrrp[0];
-    assert_eq!((router.version, router.advert_interval_ms), (3, 250));
+    assert_eq!((router.version(), router.advert_interval_ms), (3, 250));
     assert_eq!(router.unicast_peers.as_deref(), Some(&["fd00:198:18::2".to_string()][..]));
     assert_eq!(router.virtual_ips_excluded, vec!["fd00:198:18::101/64"]);
     assert_eq!(router.track_interfaces, vec!["eth1"]);

@@ -71,6 +71,11 @@ pub struct AddressInfo {
 }
 
 impl AddressInfo {
+    /// An address as nginx-ha adds it: no IPv6 DAD state, not secondary.
+    pub fn new(ifindex: u32, address: IpNet, proto: Option<u8>) -> AddressInfo {
+        AddressInfo { ifindex, address, label: None, proto, tentative: false, dad_failed: false, secondary: false }
+    }
+
     pub(super) fn from_message(message: &AddressMessage) -> Option<AddressInfo> {
         let (mut local, mut peer, mut label, mut proto) = (None, None, None, None);
         for attribute in &message.attributes {

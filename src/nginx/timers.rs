@@ -1,6 +1,6 @@
-//! The supervisor shell's own named deadlines, in one table (as quinn-proto keeps its
-//! connection timers): the shell sleeps until [`TimerTable::next`] and handles what
-//! [`TimerTable::expired`] hands back. The policy keeps the deadlines it decides on (restart,
+//! The supervisor shell's own named deadlines, in one table (`crate::timers`, as quinn-proto
+//! keeps its connection timers): the shell sleeps until `next` and handles what `expired`
+//! hands back. The policy keeps the deadlines it decides on (restart,
 //! reload, upgrade, each master's stop escalation) itself, and each worker scan its own
 //! (`scan.rs`). Pure: the time is passed in, so any clock will do.
 
@@ -15,51 +15,12 @@ pub enum Timer {
     Probe,
 }
 
-const TIMERS: [Timer; 3] = [Timer::ConfigDebounce, Timer::BinaryDebounce, Timer::Probe];
-
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TimerTable<I> {
-    deadlines: [Option<I>; TIMERS.len()],
+impl crate::timers::TimerName for Timer {
+    const ALL: &'static [Timer] = &[Timer::ConfigDebounce, Timer::BinaryDebounce, Timer::Probe];
 }
 
-impl<I: Copy + Ord> TimerTable<I> {
-    pub fn new() -> Self {
-        TimerTable { deadlines: [None; TIMERS.len()] }
-    }
-
-    /// Sets (or moves) `timer` to `at`.
-    pub fn set(&mut self, timer: Timer, at: I) {
-        self.deadlines[timer as usize] = Some(at);
-    }
-
-    pub fn stop(&mut self, timer: Timer) {
-        self.deadlines[timer as usize] = None;
-    }
-
-    pub fn is_set(&self, timer: Timer) -> bool {
-        self.deadlines[timer as usize].is_some()
-    }
-
-    /// The earliest deadline set.
-    pub fn next(&self) -> Option<I> {
-        self.deadlines.iter().flatten().min().copied()
-    }
-
-    /// The timers due at `now`, in declaration order; they are stopped (a periodic one is set
-    /// again by whoever handles it).
-    pub fn expired(&mut self, now: I) -> Vec<Timer> {
-        TIMERS
-            .into_iter()
-            .filter(|&timer| {
-                let due = self.deadlines[timer as usize].is_some_and(|at| at <= now);
-                if due {
-                    self.stop(timer);
-                }
-                due
-            })
-            .collect()
-    }
-}
+/// The supervisor shell's table (see [`crate::timers::TimerTable`]).
+pub type TimerTable<I> = crate::timers::TimerTable<Timer, I>;
 
 #[cfg(test)]
 mod tests {

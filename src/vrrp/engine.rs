@@ -22,7 +22,7 @@ use super::record::StateRecord;
 use super::router::{Action as RouterAction, Input, Notice, Reason, Router, State};
 use super::shell::RouterReport;
 use super::spec::RouterSpec;
-use crate::net::{self, AddressInfo, Family, LinkInfo, OWNER_PROTO};
+use crate::net::{self, AddressInfo, Family, LinkInfo, NetEvent, OWNER_PROTO};
 use crate::nginx::policy::Health;
 
 /// A raw socket: one per interface (by index) and address family.
@@ -40,42 +40,19 @@ pub enum Event<'a> {
     /// nginx's health from the supervisor.
     Health(Health),
     /// A packet received on `socket`.
-    Packet {
-        socket: SocketKey,
-        src: IpAddr,
-        dst: IpAddr,
-        hop_limit: u8,
-        payload: &'a [u8],
-    },
-    /// From netlink; a deleted link is reported as down.
-    LinkChanged {
-        index: u32,
-        name: String,
-        up: bool,
-    },
-    AddressAdded(AddressInfo),
-    AddressRemoved(AddressInfo),
+    Packet { socket: SocketKey, src: IpAddr, dst: IpAddr, hop_limit: u8, payload: &'a [u8] },
+    /// A link or address change from netlink (a deleted link is reported as down).
+    Net(NetEvent),
     /// The netlink events read at once are all in: what they asked for is done once.
     BurstEnd,
     /// The answer to [`Action::Attach`]: the router's interface, its socket open, the
     /// addresses on it and whether each tracked interface is up.
-    Attached {
-        router: RouterId,
-        link: LinkInfo,
-        addresses: Vec<AddressInfo>,
-        tracked: Vec<(String, bool)>,
-    },
+    Attached { router: RouterId, link: LinkInfo, addresses: Vec<AddressInfo>, tracked: Vec<(String, bool)> },
     /// The answer to [`Action::Attach`] when the interface or its socket is not there (yet).
-    AttachFailed {
-        router: RouterId,
-        problem: String,
-    },
+    AttachFailed { router: RouterId, problem: String },
     /// The addresses on interface `ifindex` now, in the kernel's order: the answer to
     /// [`Action::DumpAddresses`].
-    Addresses {
-        ifindex: u32,
-        addresses: Vec<AddressInfo>,
-    },
+    Addresses { ifindex: u32, addresses: Vec<AddressInfo> },
     /// Planned stop: hand over every router; [`Action::Stopped`] once done.
     Shutdown,
 }
@@ -318,8 +295,8 @@ impl Engine {
                     }
                 }
             }
-            Event::LinkChanged { index, name, up } => self.link_changed(now, index, &name, up, &mut out),
-            Event::AddressAdded(address) => {
+            Event::Net(NetEvent::LinkChanged { index, name, up }) => self.link_changed(now, index, &name, up, &mut out),
+            Event::Net(NetEvent::AddressAdded(address)) => {
                 // Only an untagged copy can be foreign: a tagged one is our own add (its event
                 // may arrive after the router removed it again) or a leftover of an earlier
                 // nginx-ha, which `start` cleans up. The address list after the burst tells.
@@ -330,7 +307,7 @@ impl Engine {
                     self.burst.dump.insert(address.ifindex);
                 }
             }
-            Event::AddressRemoved(address) => {
+            Event::Net(NetEvent::AddressRemoved(address)) => {
                 for (i, slot) in self.slots.iter().enumerate() {
                     if slot.has_vip(address.ifindex, address.address.addr()) {
                         self.burst.vips_missing.entry(RouterId(i)).or_insert(address.address);
@@ -340,6 +317,8 @@ impl Engine {
                     self.burst.dump.insert(address.ifindex);
                 }
             }
+            // Not subscribed to (`net::events` has no route groups).
+            Event::Net(NetEvent::RouteAdded(_) | NetEvent::RouteRemoved(_)) => {}
             Event::BurstEnd => self.end_burst(now, &mut out),
             Event::Attached { router, link, addresses, tracked } => {
                 self.slots[router.0].attaching = false;
@@ -412,14 +391,6 @@ impl Engine {
 
     pub fn spec(&self, router: RouterId) -> &RouterSpec {
         &self.slots[router.0].spec
-    }
-
-    pub fn len(&self) -> usize {
-        self.slots.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.slots.is_empty()
     }
 
     /// Asks the shell to attach every router that is not started and not being attached.

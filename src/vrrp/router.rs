@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use ipnet::IpNet;
 
 use crate::nginx::policy::Health;
+use crate::timers::{TimerName, TimerTable};
 
 use super::packet::{self, Advert, Auth, CodecOptions, HOP_LIMIT, MULTICAST_V4, MULTICAST_V6, PacketError, Version};
 
@@ -290,6 +291,37 @@ pub struct RouterStatus {
     pub counters: Counters,
 }
 
+/// The router's deadlines by name, in the order they are handled when due together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Timer {
+    /// Planned stop of a MASTER: stop waiting for the peer's advert.
+    Leaving,
+    /// `Input::Resume`: until then, the first election after startup resumes MASTER.
+    Resume,
+    /// nginx crashed: until then it counts as healthy while it is restarted in place.
+    RestartGrace,
+    /// A new MASTER waits until then for the old one to let the VIPs go.
+    Claim,
+    /// Repeat the gratuitous ARP / NA burst.
+    Reannounce,
+    /// BACKUP: Master_Down_Timer (or Skew_Time after a priority 0).
+    MasterDown,
+    /// MASTER: Adver_Timer.
+    Advert,
+}
+
+impl TimerName for Timer {
+    const ALL: &'static [Timer] = &[
+        Timer::Leaving,
+        Timer::Resume,
+        Timer::RestartGrace,
+        Timer::Claim,
+        Timer::Reannounce,
+        Timer::MasterDown,
+        Timer::Advert,
+    ];
+}
+
 /// What a BACKUP knows of the master it may replace: whether that master may still hold the
 /// VIPs when we become MASTER (then we claim them: see [`CLAIM_WAIT`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -350,21 +382,12 @@ pub struct Router {
     master_address: Option<IpAddr>,
     /// When we first entered BACKUP since startup; `preempt_delay` counts from here.
     first_backup_at: Option<Instant>,
-    master_down_at: Option<Instant>,
-    advert_at: Option<Instant>,
-    reannounce_at: Option<Instant>,
-    /// nginx crashed: until then it counts as healthy while it is restarted in place.
-    restart_grace_until: Option<Instant>,
-    /// `Input::Resume`: until then, the first election after startup resumes MASTER.
-    resume_until: Option<Instant>,
-    /// Planned stop of a MASTER: when to stop waiting for the peer's advert.
-    leaving_until: Option<Instant>,
+    /// Every deadline the router keeps, by name.
+    timers: TimerTable<Timer, Instant>,
     /// When we last advertised as MASTER (with a priority above 0).
     last_advert_at: Option<Instant>,
     /// BACKUP: what we know of the master we would replace, if it may still hold the VIPs.
     predecessor: Option<Predecessor>,
-    /// MASTER without the VIPs yet: until then we wait for the old master to let them go.
-    claim_until: Option<Instant>,
     /// Our interface lost carrier while we were MASTER.
     link_lost_as_master: bool,
     /// When each kind of notice about each peer was last emitted.
@@ -400,15 +423,9 @@ impl Router {
             master_adver_interval_cs: interval_cs,
             master_address: None,
             first_backup_at: None,
-            master_down_at: None,
-            advert_at: None,
-            reannounce_at: None,
-            restart_grace_until: None,
-            resume_until: None,
-            leaving_until: None,
+            timers: TimerTable::new(),
             last_advert_at: None,
             predecessor: None,
-            claim_until: None,
             link_lost_as_master: false,
             notices: std::collections::HashMap::new(),
             counters: Counters::default(),
@@ -439,11 +456,13 @@ impl Router {
             // A crashed nginx that served before is given restart_grace to serve again: the
             // VIPs stay (and adverts go on) meanwhile, and the router acts only at its end.
             Input::Health(Health::Restarting) if self.nginx_healthy && !self.config.restart_grace.is_zero() => {
-                self.restart_grace_until.get_or_insert(now + self.config.restart_grace);
+                if !self.timers.is_set(Timer::RestartGrace) {
+                    self.timers.set(Timer::RestartGrace, now + self.config.restart_grace);
+                }
             }
             Input::Health(health) => {
                 let healthy = health.is_healthy();
-                self.restart_grace_until = None;
+                self.timers.stop(Timer::RestartGrace);
                 self.nginx_healthy = healthy;
                 self.ever_healthy |= healthy;
                 let reason = if healthy { Reason::NginxHealthy } else { Reason::NginxUnhealthy };
@@ -470,12 +489,12 @@ impl Router {
             // own address, as keepalived's do).
             Input::PrimaryAddress(primary) => self.set_primary(primary),
             Input::VipsMissing => {
-                if self.state == State::Master && self.claim_until.is_none() {
+                if self.state == State::Master && !self.timers.is_set(Timer::Claim) {
                     out.extend([Action::AddVips, Action::Announce]);
                 }
             }
             Input::VipPresent => {
-                if self.state != State::Master && self.resume_until.is_none() {
+                if self.state != State::Master && !self.timers.is_set(Timer::Resume) {
                     out.push(Action::Notice(Notice::ForeignVip { state: self.state }));
                     out.push(Action::RemoveVips);
                 }
@@ -485,25 +504,25 @@ impl Router {
                 if window.is_zero() {
                     out.extend([Action::Notice(Notice::StaleVips { elapsed }), Action::RemoveVips]);
                 } else {
-                    self.resume_until = Some(now + window);
+                    self.timers.set(Timer::Resume, now + window);
                 }
             }
             Input::Resume { .. } => {}
-            Input::Shutdown if self.leaving_until.is_some() => {}
+            Input::Shutdown if self.timers.is_set(Timer::Leaving) => {}
             Input::Shutdown if self.state == State::Master && self.interface_up => {
                 // RFC 5798 §6.4.3: priority 0, so the backup takes over after Skew_Time; the
                 // VIPs stay until it has (its advert as master arrives).
                 self.started = false;
                 self.send_advert(0, &mut out);
-                self.advert_at = None;
-                self.reannounce_at = None;
-                self.claim_until = None;
-                self.leaving_until = Some(now + self.master_down_interval());
+                for timer in [Timer::Advert, Timer::Reannounce, Timer::Claim] {
+                    self.timers.stop(timer);
+                }
+                self.timers.set(Timer::Leaving, now + self.master_down_interval());
             }
             Input::Shutdown => {
                 self.started = false;
                 self.reconcile(now, Reason::Shutdown, &mut out);
-                if self.resume_until.take().is_some() {
+                if self.timers.take(Timer::Resume).is_some() {
                     out.push(Action::RemoveVips);
                 }
                 out.push(Action::Stopped);
@@ -514,18 +533,7 @@ impl Router {
 
     /// When to come back with `Input::TimerFired`; `None`: only other inputs can change anything.
     pub fn next_deadline(&self) -> Option<Instant> {
-        [
-            self.master_down_at,
-            self.advert_at,
-            self.reannounce_at,
-            self.restart_grace_until,
-            self.resume_until,
-            self.leaving_until,
-            self.claim_until,
-        ]
-        .into_iter()
-        .flatten()
-        .min()
+        self.timers.next()
     }
 
     pub fn status(&self) -> RouterStatus {
@@ -577,7 +585,7 @@ impl Router {
 
     /// Moves between INIT, FAULT and the election after a change in the inputs.
     fn reconcile(&mut self, now: Instant, reason: Reason, out: &mut Vec<Action>) {
-        if self.leaving_until.is_some() {
+        if self.timers.is_set(Timer::Leaving) {
             return;
         }
         match (self.parked_state(), self.state) {
@@ -589,7 +597,7 @@ impl Router {
                 // RFC 5798 §6.4.1: the address owner takes over at once.
                 if self.effective_priority() == OWNER_PRIORITY {
                     self.become_master(now, reason, out);
-                } else if self.resume_until.take().is_some_and(|until| now < until) {
+                } else if self.timers.take(Timer::Resume).is_some_and(|until| now < until) {
                     self.become_master(now, Reason::Resumed, out);
                 } else if link_back_in_time {
                     self.become_master(now, Reason::InterfaceBackInTime, out);
@@ -624,11 +632,10 @@ impl Router {
         out.push(Action::StateChanged { from: self.state, to, reason });
         self.state = to;
         self.master_address = None;
-        self.master_down_at = None;
-        self.advert_at = None;
-        self.reannounce_at = None;
+        for timer in [Timer::MasterDown, Timer::Advert, Timer::Reannounce, Timer::Claim] {
+            self.timers.stop(timer);
+        }
         self.predecessor = None;
-        self.claim_until = None;
     }
 
     fn become_backup(&mut self, now: Instant, reason: Reason, out: &mut Vec<Action>) {
@@ -639,7 +646,7 @@ impl Router {
         }
         self.first_backup_at.get_or_insert(now);
         self.master_adver_interval_cs = self.interval_cs;
-        self.master_down_at = Some(now + self.master_down_interval());
+        self.timers.set(Timer::MasterDown, now + self.master_down_interval());
     }
 
     fn become_master(&mut self, now: Instant, reason: Reason, out: &mut Vec<Action>) {
@@ -651,50 +658,45 @@ impl Router {
         self.last_advert_at = Some(now);
         if claim {
             // Our advert tells the old master to let the VIPs go; its next one says it has.
-            self.claim_until = Some(now + CLAIM_WAIT);
+            self.timers.set(Timer::Claim, now + CLAIM_WAIT);
         } else {
             out.extend([Action::AddVips, Action::Announce]);
         }
-        self.advert_at = Some(now + centiseconds(self.interval_cs));
-        self.reannounce_at = Some(now + REANNOUNCE_DELAY);
+        self.timers.set(Timer::Advert, now + centiseconds(self.interval_cs));
+        self.timers.set(Timer::Reannounce, now + REANNOUNCE_DELAY);
     }
 
     /// The old master let the VIPs go (or did not say so in time): they are ours now.
     fn complete_claim(&mut self, out: &mut Vec<Action>) {
-        if self.claim_until.take().is_some() {
+        if self.timers.take(Timer::Claim).is_some() {
             out.extend([Action::AddVips, Action::Announce]);
         }
     }
 
     fn fire_timers(&mut self, now: Instant, out: &mut Vec<Action>) {
-        let due = |deadline: Option<Instant>| deadline.is_some_and(|at| at <= now);
-        if due(self.leaving_until) {
+        // One by one, in this order: each handler may stop or move the later ones.
+        if self.timers.fire(Timer::Leaving, now) {
             self.finish_leaving(out);
         }
-        if due(self.resume_until) {
+        if self.timers.fire(Timer::Resume, now) && self.state == State::Init {
             // nginx did not serve in time to resume: the VIPs left behind are stale.
-            self.resume_until = None;
-            if self.state == State::Init {
-                let elapsed = self.takeover_bound();
-                out.extend([Action::Notice(Notice::StaleVips { elapsed }), Action::RemoveVips]);
-            }
+            let elapsed = self.takeover_bound();
+            out.extend([Action::Notice(Notice::StaleVips { elapsed }), Action::RemoveVips]);
         }
-        if due(self.restart_grace_until) {
-            self.restart_grace_until = None;
+        if self.timers.fire(Timer::RestartGrace, now) {
             self.nginx_healthy = false;
             self.reconcile(now, Reason::RestartGraceOver, out);
         }
-        if due(self.claim_until) {
-            self.complete_claim(out);
+        if self.timers.fire(Timer::Claim, now) {
+            out.extend([Action::AddVips, Action::Announce]);
         }
-        if due(self.reannounce_at) {
-            self.reannounce_at = None;
+        if self.timers.fire(Timer::Reannounce, now) {
             out.push(Action::Announce);
         }
-        if due(self.master_down_at) {
+        if self.timers.fire(Timer::MasterDown, now) {
             self.become_master(now, Reason::MasterDown, out);
         }
-        if due(self.advert_at) {
+        if self.timers.fire(Timer::Advert, now) {
             self.advertise_now(now, out);
         }
     }
@@ -703,7 +705,7 @@ impl Router {
     fn advertise_now(&mut self, now: Instant, out: &mut Vec<Action>) {
         self.send_advert(self.effective_priority(), out);
         self.last_advert_at = Some(now);
-        self.advert_at = Some(now + centiseconds(self.interval_cs));
+        self.timers.set(Timer::Advert, now + centiseconds(self.interval_cs));
     }
 
     fn send_advert(&mut self, priority: u8, out: &mut Vec<Action>) {
@@ -875,7 +877,7 @@ impl Router {
                 _ => Predecessor::Leaving { from: src },
             });
             self.master_address = None;
-            self.master_down_at = Some(now + self.skew_time());
+            self.timers.set(Timer::MasterDown, now + self.skew_time());
         } else if advert.priority >= self.effective_priority() || !self.may_preempt(now) {
             self.predecessor = None;
             self.accept_master(now, src, advert);
@@ -895,7 +897,7 @@ impl Router {
     /// that the winner hears it and announces (with keepalived as the winner, its
     /// `garp_lower_prio_*` settings decide).
     fn receive_as_master(&mut self, now: Instant, src: IpAddr, advert: &Advert, out: &mut Vec<Action>) {
-        if self.leaving_until.is_some() {
+        if self.timers.is_set(Timer::Leaving) {
             if advert.priority > 0 {
                 self.finish_leaving(out);
             }
@@ -904,7 +906,7 @@ impl Router {
         let ours = self.effective_priority();
         let peer_wins = advert.priority > ours
             || (advert.priority == ours && self.primary.is_some_and(|primary| as_number(src) > as_number(primary)));
-        if !peer_wins && self.claim_until.is_some() {
+        if !peer_wins && self.timers.is_set(Timer::Claim) {
             // The old master yielded (a lower priority) or released (0): the VIPs are ours.
             return self.complete_claim(out);
         }
@@ -923,7 +925,7 @@ impl Router {
     /// Planned stop: the VIPs go once the peer is master (or nobody answered in time); a
     /// second priority-0 advert tells it they are gone, so it adds them.
     fn finish_leaving(&mut self, out: &mut Vec<Action>) {
-        self.leaving_until = None;
+        self.timers.stop(Timer::Leaving);
         self.transition(State::Init, Reason::HandedOver, out);
         self.first_backup_at = None;
         out.push(Action::RemoveVips);
@@ -938,7 +940,7 @@ impl Router {
             self.master_adver_interval_cs = advert.interval_cs;
         }
         self.master_address = Some(src);
-        self.master_down_at = Some(now + self.master_down_interval());
+        self.timers.set(Timer::MasterDown, now + self.master_down_interval());
     }
 
     /// Whether a lower-priority master may be preempted now. The owner always preempts

@@ -273,9 +273,9 @@ impl Shell {
                     Some(event) => {
                         // A takeover elsewhere on the host can add a thousand addresses at
                         // once: the engine takes the whole burst, then asks for one re-read.
-                        self.net_event(event).await;
+                        self.handle(Event::Net(event)).await;
                         while let Some(Some(event)) = events.next().now_or_never() {
-                            self.net_event(event).await;
+                            self.handle(Event::Net(event)).await;
                         }
                         self.handle(Event::BurstEnd).await;
                     }
@@ -301,24 +301,14 @@ impl Shell {
         self.carry_out(actions).await;
     }
 
-    async fn net_event(&mut self, event: NetEvent) {
-        let event = match event {
-            NetEvent::LinkChanged { index, name, up } => Event::LinkChanged { index, name, up },
-            NetEvent::AddressAdded(address) => Event::AddressAdded(address),
-            NetEvent::AddressRemoved(address) => Event::AddressRemoved(address),
-            // Not subscribed to (`net::events` has no route groups).
-            NetEvent::RouteAdded(_) | NetEvent::RouteRemoved(_) => return,
-        };
-        self.handle(event).await;
-    }
-
     /// After lost netlink notifications: the links and addresses may have changed meanwhile.
     /// Every link is reported as if it had changed, and every address as if added.
     async fn resync(&mut self) {
         match self.net.links().await {
             Ok(links) => {
                 for link in links {
-                    self.handle(Event::LinkChanged { index: link.index, name: link.name, up: link.up }).await;
+                    self.handle(Event::Net(NetEvent::LinkChanged { index: link.index, name: link.name, up: link.up }))
+                        .await;
                 }
             }
             Err(e) => error!("cannot re-read the links: {e}"),
@@ -326,7 +316,7 @@ impl Shell {
         match self.net.all_addresses().await {
             Ok(addresses) => {
                 for address in addresses {
-                    self.handle(Event::AddressAdded(address)).await;
+                    self.handle(Event::Net(NetEvent::AddressAdded(address))).await;
                 }
             }
             Err(e) => error!("cannot re-read the addresses: {e}"),

@@ -189,7 +189,7 @@ impl TryFrom<&VrrpConfig> for RouterSpec {
         if table.priority == 0 {
             errors.push(SpecError::Priority);
         }
-        let version = match table.version {
+        let version = match table.version() {
             2 => Some(Version::V2),
             3 => Some(Version::V3),
             other => {

@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use super::*;
+use crate::net::NetEvent;
 use crate::vrrp::packet::{self, Advert, Auth, CodecOptions, MULTICAST_V4, Version};
 use crate::vrrp::router::{FailureMode, RouterConfig};
 
@@ -45,15 +46,7 @@ fn link(index: u32, name: &str) -> LinkInfo {
 }
 
 fn address(ifindex: u32, address: &str, proto: Option<u8>) -> AddressInfo {
-    AddressInfo {
-        ifindex,
-        address: address.parse().unwrap(),
-        label: None,
-        proto,
-        tentative: false,
-        dad_failed: false,
-        secondary: false,
-    }
+    AddressInfo::new(ifindex, address.parse().unwrap(), proto)
 }
 
 /// The engine after `start`, with every Attach answered from `links` and `addresses`.
@@ -167,7 +160,7 @@ fn a_vip_of_any_router_on_the_link_is_never_the_advert_source() {
     assert_eq!(sources(&actions), vec![ip("fe80::1"), ip("fe80::1")]);
 
     // An address change on the link: the snapshot after it still picks the node's own.
-    let mut actions = engine.handle(t0, Event::AddressAdded(address(ETH0, "fe80::2/64", None)));
+    let mut actions = engine.handle(t0, Event::Net(NetEvent::AddressAdded(address(ETH0, "fe80::2/64", None))));
     actions.extend(engine.handle(t0, Event::BurstEnd));
     assert_eq!(actions, vec![Action::DumpAddresses { ifindex: ETH0 }]);
     let actions = answer(&mut engine, t0, actions, &links, &addresses);
@@ -226,8 +219,9 @@ fn a_vip_removed_behind_our_back_is_put_back_by_a_master_only() {
     let links = [link(ETH0, "eth0")];
     let mut engine = started(specs, &links, &[address(ETH0, "198.18.0.1/24", None)], t0);
     assert_eq!((state(&engine, 0), state(&engine, 1)), (State::Master, State::Backup));
-    let mut actions = engine.handle(t0, Event::AddressRemoved(address(ETH0, "198.18.1.1/24", Some(OWNER_PROTO))));
-    actions.extend(engine.handle(t0, Event::AddressRemoved(address(ETH0, "198.18.1.2/24", None))));
+    let mut actions =
+        engine.handle(t0, Event::Net(NetEvent::AddressRemoved(address(ETH0, "198.18.1.1/24", Some(OWNER_PROTO)))));
+    actions.extend(engine.handle(t0, Event::Net(NetEvent::AddressRemoved(address(ETH0, "198.18.1.2/24", None)))));
     assert!(actions.is_empty(), "once per burst, at its end");
     let actions = engine.handle(t0, Event::BurstEnd);
     let added: Vec<_> = actions
@@ -251,12 +245,12 @@ fn an_untagged_copy_of_a_vip_is_removed_from_a_backup_and_a_tagged_event_is_not_
     let mut engine = started(specs, &links, std::slice::from_ref(&own), t0);
 
     // Our own add, read late: tagged, so nothing to look at.
-    engine.handle(t0, Event::AddressAdded(address(ETH0, "198.18.1.1/24", Some(OWNER_PROTO))));
+    engine.handle(t0, Event::Net(NetEvent::AddressAdded(address(ETH0, "198.18.1.1/24", Some(OWNER_PROTO)))));
     assert!(engine.handle(t0, Event::BurstEnd).is_empty());
 
     // keepalived or an admin: the address list now decides.
     let copy = address(ETH0, "198.18.1.1/24", None);
-    engine.handle(t0, Event::AddressAdded(copy.clone()));
+    engine.handle(t0, Event::Net(NetEvent::AddressAdded(copy.clone())));
     let actions = engine.handle(t0, Event::BurstEnd);
     assert_eq!(actions, vec![Action::DumpAddresses { ifindex: ETH0 }]);
     // Already gone again when read: nothing to remove.
@@ -275,9 +269,9 @@ fn an_interface_created_again_is_followed_and_its_old_socket_closed_when_unused(
     let old = [link(ETH0, "eth0")];
     let mut engine = started(specs, &old, &[address(ETH0, "198.18.0.1/24", None)], t0);
     // Deleted: down. Created again with index 7.
-    engine.handle(t0, Event::LinkChanged { index: ETH0, name: "eth0".into(), up: false });
+    engine.handle(t0, Event::Net(NetEvent::LinkChanged { index: ETH0, name: "eth0".into(), up: false }));
     assert!((0..2).all(|i| state(&engine, i) == State::Fault));
-    let actions = engine.handle(t0, Event::LinkChanged { index: 7, name: "eth0".into(), up: true });
+    let actions = engine.handle(t0, Event::Net(NetEvent::LinkChanged { index: 7, name: "eth0".into(), up: true }));
     let attaches = actions.iter().filter(|a| matches!(a, Action::Attach { .. })).count();
     assert_eq!(attaches, 2);
     let new = [link(7, "eth0")];
