@@ -869,6 +869,11 @@ impl Router {
 
     /// RFC 5798 §6.4.2.
     fn receive_as_backup(&mut self, now: Instant, src: IpAddr, advert: &Advert) {
+        if advert.priority == 0 && self.master_address.is_some_and(|master| master != src) {
+            // The old master saying it let the VIPs go, heard after the new one's advert (a
+            // third router in the VRID): the new master is the one we follow.
+            return;
+        }
         if advert.priority == 0 {
             // A master that relinquishes sends priority 0 twice, the second once its VIPs
             // are gone; one on a planned stop holds them until our advert as master.

@@ -300,6 +300,20 @@ fn a_planned_stop_advertises_priority_zero_and_keeps_the_vips_until_the_peer_too
 }
 
 #[test]
+fn with_three_routers_the_old_master_s_release_does_not_start_a_second_takeover() {
+    let mut sim = Sim::new(vec![(config(150), A), (config(100), B), (config(50), C)]);
+    sim.start_all();
+    sim.run_until(secs(5));
+    assert_eq!(sim.masters(), [0]);
+    sim.input(0, Input::Shutdown);
+    sim.run_until(secs(30));
+    // B (skew 0.6 s) takes over; C hears B's advert before A's release and stays BACKUP.
+    assert_eq!(sim.transitions(1), [(ms(0), State::Backup), (ms(5600), State::Master)]);
+    assert_eq!(sim.transitions(2), [(ms(0), State::Backup)]);
+    assert_eq!(sim.masters(), [1]);
+}
+
+#[test]
 fn a_planned_stop_without_a_peer_drops_the_vips_after_master_down() {
     let mut sim = Sim::new(vec![(config(150), A)]);
     sim.start_all();
