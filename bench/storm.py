@@ -47,10 +47,12 @@ failure or Ctrl-C; `storm.sh sweep` (and .ci/sweep) remove what a killed run lef
 
 import argparse
 import asyncio
+import ctypes
 import datetime
 import json
 import os
 import random
+import select
 import shlex
 import signal
 import socket
@@ -131,17 +133,35 @@ def parse_addr_messages(data):
     return out
 
 
-def watch_addresses(vip):
-    """`storm.py addrwatch VIP`: prints `time 1|0` whenever this namespace starts or stops holding
-    VIP (on any interface): subscribes first, then dumps, so no change is missed."""
-    events = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
-    events.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-    events.bind((0, RTMGRP_IPV4_IFADDR))
-    holding = set()
+def watch_addresses(vip, namespaces):
+    """`storm.py addrwatch VIP NAME=NETNS ...`: prints `time NAME 1|0` whenever a namespace
+    starts or stops holding VIP (on any interface): subscribes first, then dumps, so no change
+    is missed. One process and one clock for all namespaces: events read in one wake-up share
+    their time, so the watcher's own scheduling delay cannot make a hand-over look like an
+    overlap (netlink carries no timestamps)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    clone_newnet = 0x40000000
 
-    def dump():
-        holding.clear()
+    def enter(path):
+        with open(path) as ns:
+            if libc.setns(ns.fileno(), clone_newnet) != 0:
+                raise OSError(ctypes.get_errno(), f"setns {path}")
+
+    home = "/proc/self/ns/net"
+    home_fd = os.open(home, os.O_RDONLY)
+    watched = {}
+    for spec in namespaces:
+        name, netns = spec.split("=", 1)
+        enter(f"/run/netns/{netns}")
+        events = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+        events.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        events.bind((0, RTMGRP_IPV4_IFADDR))
         query = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+        watched[events] = (name, query, set())
+        libc.setns(home_fd, clone_newnet)
+
+    def dump(query, holding):
+        holding.clear()
         query.send(struct.pack("=IHHII", 24, RTM_GETADDR, 0x301, 1, 0) + struct.pack("=BBBBI", socket.AF_INET, 0, 0,
                                                                                       0, 0))
         done = False
@@ -150,25 +170,30 @@ def watch_addresses(vip):
                 done = done or kind in (NLMSG_DONE, NLMSG_ERROR)
                 if kind == RTM_NEWADDR and address == vip:
                     holding.add(index)
-        query.close()
 
-    dump()
-    shown = bool(holding)
-    print(f"{time.monotonic():.6f} {int(shown)}", flush=True)
+    shown = {}
+    now = time.monotonic()
+    for events, (name, query, holding) in watched.items():
+        dump(query, holding)
+        shown[name] = bool(holding)
+        print(f"{now:.6f} {name} {int(shown[name])}", flush=True)
     while True:
-        try:
-            data = events.recv(1 << 16)
-        except OSError:  # ENOBUFS: events were lost; start again from a dump
-            dump()
-            data = b""
+        ready, _, _ = select.select(list(watched), [], [])
         now = time.monotonic()
-        for kind, index, address in parse_addr_messages(data):
-            if address != vip:
-                continue
-            (holding.add if kind == RTM_NEWADDR else holding.discard)(index)
-        if bool(holding) != shown:
-            shown = bool(holding)
-            print(f"{now:.6f} {int(shown)}", flush=True)
+        for events in ready:
+            name, query, holding = watched[events]
+            try:
+                data = events.recv(1 << 16)
+            except OSError:  # ENOBUFS: events were lost; start again from a dump
+                dump(query, holding)
+                data = b""
+            for kind, index, address in parse_addr_messages(data):
+                if address != vip:
+                    continue
+                (holding.add if kind == RTM_NEWADDR else holding.discard)(index)
+            if bool(holding) != shown[name]:
+                shown[name] = bool(holding)
+                print(f"{now:.6f} {name} {int(shown[name])}", flush=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -337,15 +362,17 @@ class Storm:
             self.nodes[name] = node
         self.client = self.lab.netns("C")
         self.lab.connect(self.client, f"{C_ADDR}/24")
-        for name, node in self.nodes.items():
-            self.helper(node.ns, ["addrwatch", VIP], lambda line, n=name: self.on_hold(n, line))
+        self.helper(None, ["addrwatch", VIP, *(f"{name}={node.ns}" for name, node in self.nodes.items())],
+                    self.on_hold)
         self.helper(self.client, ["poll", VIP], self.on_poll)
         for node in self.nodes.values():
             node.spawn_daemon()
             self.track(node.daemon.pid, f"nginx-ha {node.name}")
 
     def helper(self, ns, argv, on_line):
-        proc = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, os.path.abspath(__file__), *argv],
+        """Runs `storm.py ARGV...` in namespace `ns` (None: here) and hands each line to `on_line`."""
+        prefix = ["ip", "netns", "exec", ns] if ns else []
+        proc = subprocess.Popen([*prefix, sys.executable, os.path.abspath(__file__), *argv],
                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
         self.record.add("pid", proc.pid, start_time(proc.pid))
         self.helpers.append(proc)
@@ -360,10 +387,10 @@ class Storm:
             with self.lock:
                 self.polls.append((float(fields[0]), float(fields[1]), None if fields[2] == "-" else fields[2]))
 
-    def on_hold(self, node, fields):
-        if len(fields) == 2:
+    def on_hold(self, fields):
+        if len(fields) == 3 and fields[1] in self.holds:
             with self.lock:
-                self.holds[node].append((float(fields[0]), fields[1] == "1"))
+                self.holds[fields[1]].append((float(fields[0]), fields[2] == "1"))
 
     def holding(self, node):
         with self.lock:
@@ -821,15 +848,14 @@ class Storm:
 
         ends = [f["t_start"] for f in self.faults[1:] if "t_start" in f] + [getattr(self, "t_stop", time.monotonic())]
         poll_starts = [p[0] for p in polls]
-        for fault, window_end in zip(self.faults, ends):
+        # Where split brain is allowed, over the whole run: a heal's window may reach into the
+        # next fault's (a partition shorter than master-down ends, the next fault starts, and
+        # the isolated backup's timer runs out just before the master's next advert).
+        allowed = []
+        for fault in self.faults:
             if "t_start" not in fault:
                 continue
-            ws, we = fault["t_start"], fault.get("t_recover", window_end)
-            fault["window_s"] = we - ws
-            lengths = [((end if end is not None else we) - start) for start, end in runs if ws <= start < we]
-            fault["outage_s"] = max(lengths, default=0.0)
-            fault["unanswered_at_window_end"] = any(end is None and ws <= start < we for start, end in runs)
-            allowed = []
+            ws = fault["t_start"]
             if fault["kind"] in ISOLATING:
                 allowed.append((ws, fault["t_end"] + self.advert))
             if fault["kind"] == "daemon-kill":
@@ -838,6 +864,21 @@ class Storm:
                 # Two fresh routers elect by preemption: the lower one may become MASTER a few
                 # ms before the higher one, and yields on its first advert.
                 allowed.append((fault.get("t_restart", ws), fault["t_end"] + self.advert))
+        merged = []
+        for a_s, a_e in sorted(allowed):
+            if merged and a_s <= merged[-1][1]:
+                merged[-1] = (merged[-1][0], max(merged[-1][1], a_e))
+            else:
+                merged.append((a_s, a_e))
+        allowed = merged
+        for fault, window_end in zip(self.faults, ends):
+            if "t_start" not in fault:
+                continue
+            ws, we = fault["t_start"], fault.get("t_recover", window_end)
+            fault["window_s"] = we - ws
+            lengths = [((end if end is not None else we) - start) for start, end in runs if ws <= start < we]
+            fault["outage_s"] = max(lengths, default=0.0)
+            fault["unanswered_at_window_end"] = any(end is None and ws <= start < we for start, end in runs)
             inside, outside, episodes = 0.0, 0.0, []
             for s, e in both:
                 s, e = max(s, ws), min(e, we)
@@ -997,7 +1038,7 @@ def main():
     if len(sys.argv) >= 2 and sys.argv[1] == "poll":
         return asyncio.run(stream_polls(sys.argv[2]))
     if len(sys.argv) >= 2 and sys.argv[1] == "addrwatch":
-        return watch_addresses(sys.argv[2])
+        return watch_addresses(sys.argv[2], sys.argv[3:])
     if len(sys.argv) >= 2 and sys.argv[1] == "sweep":
         if os.geteuid() != 0:
             sys.exit("storm.py: needs root")
