@@ -32,6 +32,9 @@ pub const NOTICE_EVERY: Duration = Duration::from_secs(60);
 /// once, and no more than this without one when the old master does not confirm (keepalived
 /// does not).
 pub const CLAIM_WAIT: Duration = Duration::from_millis(50);
+/// A preempted master's advert arriving this close to when its periodic one was due is taken
+/// for that (sent before it heard us), not for its yield: covers its timer's jitter.
+const CROSSING_SLACK: Duration = Duration::from_millis(20);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
@@ -326,8 +329,9 @@ impl TimerName for Timer {
 /// VIPs when we become MASTER (then we claim them: see [`CLAIM_WAIT`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Predecessor {
-    /// A lower-priority master we are about to preempt, last heard at `heard_at`.
-    Preempted { heard_at: Instant },
+    /// A lower-priority master we are about to preempt, last heard at `heard_at`, advertising
+    /// every `interval`.
+    Preempted { heard_at: Instant, interval: Duration },
     /// A master that advertised priority 0 once: leaving, and on a planned stop still holding
     /// the VIPs until it hears our advert.
     Leaving { from: IpAddr },
@@ -338,7 +342,7 @@ enum Predecessor {
 impl Predecessor {
     fn may_hold_vips(self, now: Instant, master_down_interval: Duration) -> bool {
         match self {
-            Predecessor::Preempted { heard_at } => now < heard_at + master_down_interval,
+            Predecessor::Preempted { heard_at, .. } => now < heard_at + master_down_interval,
             Predecessor::Leaving { .. } => true,
             Predecessor::Released => false,
         }
@@ -388,6 +392,9 @@ pub struct Router {
     last_advert_at: Option<Instant>,
     /// BACKUP: what we know of the master we would replace, if it may still hold the VIPs.
     predecessor: Option<Predecessor>,
+    /// Claiming from a preempted master: when its next periodic advert was due (it may cross
+    /// ours and is no yield).
+    crossing_advert_at: Option<Instant>,
     /// Our interface lost carrier while we were MASTER.
     link_lost_as_master: bool,
     /// When each kind of notice about each peer was last emitted.
@@ -426,6 +433,7 @@ impl Router {
             timers: TimerTable::new(),
             last_advert_at: None,
             predecessor: None,
+            crossing_advert_at: None,
             link_lost_as_master: false,
             notices: std::collections::HashMap::new(),
             counters: Counters::default(),
@@ -650,7 +658,8 @@ impl Router {
     }
 
     fn become_master(&mut self, now: Instant, reason: Reason, out: &mut Vec<Action>) {
-        let claim = self.predecessor.take().is_some_and(|p| p.may_hold_vips(now, self.master_down_interval()));
+        let predecessor = self.predecessor.take();
+        let claim = predecessor.is_some_and(|p| p.may_hold_vips(now, self.master_down_interval()));
         self.transition(State::Master, reason, out);
         self.counters.became_master += 1;
         self.master_adver_interval_cs = self.interval_cs;
@@ -658,6 +667,11 @@ impl Router {
         self.last_advert_at = Some(now);
         if claim {
             // Our advert tells the old master to let the VIPs go; its next one says it has.
+            // A preempted master's periodic advert may cross ours: that one says nothing.
+            self.crossing_advert_at = match predecessor {
+                Some(Predecessor::Preempted { heard_at, interval }) => Some(heard_at + interval),
+                _ => None,
+            };
             self.timers.set(Timer::Claim, now + CLAIM_WAIT);
         } else {
             out.extend([Action::AddVips, Action::Announce]);
@@ -888,7 +902,8 @@ impl Router {
             self.accept_master(now, src, advert);
         } else {
             // A lower-priority master: let Master_Down_Timer run out and preempt it.
-            self.predecessor = Some(Predecessor::Preempted { heard_at: now });
+            let interval = centiseconds(advert.interval_cs);
+            self.predecessor = Some(Predecessor::Preempted { heard_at: now, interval });
         }
     }
 
@@ -912,6 +927,14 @@ impl Router {
         let peer_wins = advert.priority > ours
             || (advert.priority == ours && self.primary.is_some_and(|primary| as_number(src) > as_number(primary)));
         if !peer_wins && self.timers.is_set(Timer::Claim) {
+            let crossing = self
+                .crossing_advert_at
+                .is_some_and(|at| advert.priority > 0 && now.max(at).duration_since(now.min(at)) < CROSSING_SLACK);
+            if crossing {
+                // Its periodic advert, sent before it heard ours: its yield follows.
+                self.crossing_advert_at = None;
+                return;
+            }
             // The old master yielded (a lower priority) or released (0): the VIPs are ours.
             return self.complete_claim(out);
         }

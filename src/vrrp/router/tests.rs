@@ -375,6 +375,24 @@ fn a_preempted_master_that_does_not_confirm_loses_the_vips_after_the_claim_wait(
 }
 
 #[test]
+fn a_preempted_master_s_periodic_advert_crossing_the_claim_is_no_yield() {
+    // A's master-down runs out just as B's periodic advert is due: B's advert crosses A's
+    // claim. B still holds the VIPs then; only its yield, after it heard A, hands them over.
+    let t0 = Instant::now();
+    let mut a = started(config(150), t0);
+    let lower = peer_advert(100);
+    for k in 0..3 {
+        a.handle(t0 + ms(410) + ms(1000 * k), packet_from(B, &lower));
+    }
+    // Master_Down from t0: 3.41 s, when B's next periodic advert is due too.
+    let actions = a.handle(t0 + ms(3410), Input::TimerFired);
+    assert_eq!(without_payloads(&actions), [changed(State::Backup, State::Master, Reason::MasterDown), send(150)]);
+    assert!(a.handle(t0 + ms(3412), packet_from(B, &lower)).is_empty(), "B's periodic advert, sent before ours");
+    let actions = a.handle(t0 + ms(3413), packet_from(B, &lower));
+    assert_eq!(actions, [Action::AddVips, Action::Announce], "B's yield");
+}
+
+#[test]
 fn a_backup_whose_master_vanished_takes_the_vips_at_once() {
     // The master died (no priority 0, no advert for a Master_Down_Interval): nobody holds
     // the VIPs, nothing to wait for.
