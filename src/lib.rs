@@ -1,7 +1,8 @@
 //! nginx-ha: a supervisor that keeps an nginx pair highly available on its own.
 //!
-//! Pure cores (`nginx::policy`, `vrrp::router`, `vrrp::packet`) take events and time and
-//! return actions; the I/O shells around them (`nginx::supervisor`, `vrrp::shell`, `net`,
+//! Pure cores (`nginx::policy`, `vrrp::engine` over `vrrp::router`s, `vrrp::packet`,
+//! `vrrp::spec`, `alias::core`, `anycast::announcer`, with named deadlines in `timers`) take
+//! events and time and return actions; the I/O shells around them (`nginx::supervisor`, `vrrp::shell`, `net`,
 //! `control`) carry those actions out. `daemon` wires everything together.
 
 pub mod alias;
