@@ -276,6 +276,15 @@ def scenario_scrape_and_rss(args):
         lab.close()
 
 
+def sched_of(pid):
+    """CPU time and time runnable but waiting for a CPU (s), summed over the process's threads."""
+    cpu = wait = 0.0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        fields = (read(f"/proc/{pid}/task/{task}/schedstat") or "0 0").split()
+        cpu, wait = cpu + int(fields[0]) / 1e9, wait + int(fields[1]) / 1e9
+    return cpu, wait
+
+
 def inter_arrival(adverts, source):
     times = [t for t, s in adverts if s == source]
     return [(b - a) * 1000 for a, b in zip(times, times[1:])]
@@ -293,13 +302,18 @@ def scenario_vrrp_under_load(args):
     lab, a, _b, client = lab_with(args, 100, 3)
     try:
         time.sleep(2)
+        s0 = sched_of(a.daemon.pid)
         quiet = describe(inter_arrival(in_ns(client, "sniff", str(args.seconds), timeout=args.seconds + 60),
                                        A_ADDR), 100)
+        s1 = sched_of(a.daemon.pid)
         sniffer = subprocess.Popen(["ip", "netns", "exec", client, sys.executable, HERE, "sniff",
                                     str(args.seconds + 1)], stdout=subprocess.PIPE, text=True)
         load = in_ns(a.ns, "load", str(METRICS_PORT), str(args.seconds), timeout=args.seconds + 120)
         out, _ = sniffer.communicate(timeout=120)
+        s2 = sched_of(a.daemon.pid)
         loaded = describe(inter_arrival(json.loads(out), A_ADDR), 100)
+        quiet["daemon_cpu_ms"], quiet["daemon_runqueue_wait_ms"] = (1000 * (s1[0] - s0[0]), 1000 * (s1[1] - s0[1]))
+        loaded["daemon_cpu_ms"], loaded["daemon_runqueue_wait_ms"] = (1000 * (s2[0] - s1[0]), 1000 * (s2[1] - s1[1]))
         ok = [s for s in load["scrapes"] if s[2]]
         result = {"idle": quiet, "loaded": loaded, "established": load["established"],
                   "pipelined": load["pipelined"], "scrapes": len(load["scrapes"]), "scrapes_ok": len(ok),
@@ -307,7 +321,8 @@ def scenario_vrrp_under_load(args):
         for name, d in (("idle", quiet), ("loaded", loaded)):
             print(f"  {name}: {d['adverts']} adverts, inter-arrival median {d['median_ms']:.2f} ms, "
                   f"min {d['min_ms']:.2f}, max {d['max_ms']:.2f} ms; lateness p99 {d['p99_late_ms']:.2f} ms, "
-                  f"max {d['max_late_ms']:.2f} ms")
+                  f"max {d['max_late_ms']:.2f} ms; the daemon's CPU {d['daemon_cpu_ms']:.0f} ms, runnable but waiting for "
+                  f"a CPU {d['daemon_runqueue_wait_ms']:.0f} ms")
         print(f"  load: {load['established']} idle connections established, {load['pipelined']} requests "
               f"pipelined unread; the 1 s scraper got {len(ok)} of {len(load['scrapes'])} answers within 5 s; "
               f"A still {result['state_A']}; A's RSS after {result['rss_kib_after'] / 1024:.2f} MiB", flush=True)
