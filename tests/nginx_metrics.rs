@@ -231,3 +231,40 @@ fn silent_connections_do_not_keep_a_scraper_out() {
     assert_eq!(answer.sample("nginx_up"), Some(1.0));
     drop(silent);
 }
+
+#[test]
+fn a_restarted_nginx_starts_the_count_again_without_the_probes() {
+    let (setup, metrics) = setup_with_status("http://127.0.0.1:{port}/nginx_status");
+    let mut daemon = setup.start();
+    let before = daemon.wait_serving();
+    for _ in 0..30 {
+        assert_eq!(get(setup.port).as_deref(), Some("site"));
+    }
+    wait_until(
+        "30 requests counted",
+        || daemon.log_text(),
+        || scrape(metrics).sample("nginx_http_requests_total").is_some_and(|n| n >= 30.0),
+    );
+    signal_nginx(&before, libc::SIGKILL);
+    daemon.wait_for("a new master serving", |n| n["master_pid"] != before["master_pid"] && n["healthy"] == true);
+    wait_until(
+        "nginx_up 1 after the restart",
+        || daemon.log_text(),
+        || scrape(metrics).sample("nginx_up") == Some(1.0),
+    );
+    // A new master's counters start from 0: the probes that made it healthy are not the site's.
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let start = scrape(metrics).sample("nginx_http_requests_total").unwrap();
+        for _ in 0..10 {
+            assert_eq!(get(setup.port).as_deref(), Some("site"));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        let end = scrape(metrics).sample("nginx_http_requests_total").unwrap();
+        seen.push((start, end));
+        if start < 30.0 && end - start == 10.0 {
+            return;
+        }
+    }
+    panic!("after the restart nginx_http_requests_total went {seen:?}; log:\n{}", daemon.log_text());
+}

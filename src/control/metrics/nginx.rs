@@ -93,6 +93,9 @@ impl NginxReader {
                 );
                 NginxReading::Off
             }
+            // Not known to be a stub_status page yet, and no answer to tell: nothing to say
+            // (the probe reports an nginx that does not answer).
+            Err(_) if from_probe && !self.probe_is_status_page => NginxReading::Off,
             Err(error) => {
                 self.say_once(format!("{error}; nginx_up is 0 until it answers"), true);
                 NginxReading::Down
