@@ -115,6 +115,32 @@ fn nginx_requests_are_the_clients_not_the_probes() {
     panic!("nginx_http_requests_total grew by {seen:?}, not the client's requests; log:\n{}", daemon.log_text());
 }
 
+/// `promtool check metrics` (Prometheus' linter of names, units and suffixes) on the text format,
+/// where Debian's `prometheus` is installed.
+fn promtool_lint(text: &str) {
+    let Some(promtool) =
+        ["/usr/bin/promtool", "/usr/local/bin/promtool"].into_iter().find(|p| std::path::Path::new(p).exists())
+    else {
+        eprintln!("skip promtool check metrics: promtool not installed");
+        return;
+    };
+    let mut child = std::process::Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn only_metrics_is_served_with_head_keep_alive_and_accept() {
     let (setup, metrics) = setup_with_status("http://127.0.0.1:{port}/nginx_status");
@@ -130,6 +156,7 @@ fn only_metrics_is_served_with_head_keep_alive_and_accept() {
     assert_eq!(text.status, "HTTP/1.1 200 OK");
     assert_eq!(text.header("content-type"), Some("text/plain; version=0.0.4; charset=utf-8"));
     assert!(text.body.lines().any(|l| l == "# TYPE nginx_http_requests_total counter"), "{}", text.body);
+    promtool_lint(&text.body);
     let accept = "application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=0.3,*/*;q=0.2";
     let open = exchange(&mut connection, &format!("GET /metrics HTTP/1.1\r\nHost: test\r\nAccept: {accept}\r\n\r\n"));
     assert_eq!(open.header("content-type"), Some("application/openmetrics-text; version=1.0.0; charset=utf-8"));
