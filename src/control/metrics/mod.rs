@@ -49,6 +49,8 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(20);
 const FIRST_REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// A connection's whole life at most: a client that stops reading an answer frees its slot.
 const MAX_CONNECTION_LIFE: Duration = Duration::from_secs(120);
+/// How long a connection at the end of its life may take to finish its answer.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// The daemon loop answers the status at once; this only bounds a stuck loop.
 const STATUS_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -115,8 +117,14 @@ async fn serve(listener: TcpListener, scraper: Arc<Scraper>) {
                 .keep_alive(true)
                 .max_buf_size(8192)
                 .serve_connection(TokioIo::new(stream), service);
-            // Errors are the client's (a reset, a bad request hyper answered with 400).
-            let _ = tokio::time::timeout(MAX_CONNECTION_LIFE, connection).await;
+            // Errors are the client's (a reset, a bad request hyper answered with 400). At the
+            // end of its life a connection finishes the answer it is writing, then closes; one
+            // whose client does not read it is dropped after SHUTDOWN_GRACE.
+            let mut connection = std::pin::pin!(connection);
+            if tokio::time::timeout(MAX_CONNECTION_LIFE, connection.as_mut()).await.is_err() {
+                connection.as_mut().graceful_shutdown();
+                let _ = tokio::time::timeout(SHUTDOWN_GRACE, connection).await;
+            }
         });
     }
 }
