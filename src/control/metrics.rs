@@ -17,7 +17,7 @@ use super::server::Incoming;
 use super::status::StatusDocument;
 use crate::nginx::policy::NginxState;
 use crate::vrrp::router::State;
-use crate::vrrp::shell::RouterReport;
+use crate::vrrp::shell::{AdvertReport, RouterReport};
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot listen for metrics on {address}: {source}; change or remove [daemon] metrics_listen")]
@@ -144,6 +144,48 @@ pub fn render(document: &StatusDocument) -> String {
     let anycast: Vec<(String, u64)> =
         document.anycast.iter().map(|a| (format!("{{name=\"{}\"}}", a.name), flag(a.announced))).collect();
     metric("anycast_announced", "gauge", "1 while the anycast routes are in the announce table.", &anycast);
+    out.push_str(&render_wire(routers));
+    out
+}
+
+/// The pair as each router hears it on the wire: the master and the last peer heard, their
+/// priorities and the age of their last advert (a router that heard nothing has no sample).
+fn render_wire(routers: &[RouterReport]) -> String {
+    let mut out = String::new();
+    let mut metric = |name: &str, help: &str, samples: Vec<(String, f64)>| {
+        let _ = writeln!(out, "# HELP nginx_ha_vrrp_{name} {help}\n# TYPE nginx_ha_vrrp_{name} gauge");
+        for (labels, value) in samples {
+            let _ = writeln!(out, "nginx_ha_vrrp_{name}{{{labels}}} {value}");
+        }
+    };
+    fn seconds(ms: u64) -> f64 {
+        ms as f64 / 1000.0
+    }
+    let interval = |r: &RouterReport| r.master.map_or(r.master_advert_interval_ms, |m| m.advert_interval_ms);
+    for (who, pick) in [("master", (|r| r.master) as fn(&RouterReport) -> _), ("peer", |r| r.peer)] {
+        let heard: Vec<(&RouterReport, AdvertReport)> = routers.iter().filter_map(|r| Some((r, pick(r)?))).collect();
+        let by_router = |value: fn(&AdvertReport) -> f64| -> Vec<(String, f64)> {
+            heard.iter().map(|(r, a)| (format!("router=\"{}\"", r.name), value(a))).collect()
+        };
+        let (info_help, priority_help, age_help) = match who {
+            "master" => (
+                "The master of the router as this node hears it on the wire (this node while MASTER); value 1.",
+                "The priority the master advertises.",
+                "Since the master's last advert (this node's own while MASTER).",
+            ),
+            _ => (
+                "The last other router heard on the wire, in any state; value 1.",
+                "The priority in the last advert heard from another router.",
+                "Since the last advert heard from another router (a silent peer is BACKUP, or gone).",
+            ),
+        };
+        let info = heard.iter().map(|(r, a)| (format!("router=\"{}\",address=\"{}\"", r.name, a.address), 1.0));
+        metric(&format!("{who}_info"), info_help, info.collect());
+        metric(&format!("{who}_priority"), priority_help, by_router(|a| f64::from(a.priority)));
+        metric(&format!("{who}_advert_age_seconds"), age_help, by_router(|a| seconds(a.advert_age_ms)));
+    }
+    let intervals = routers.iter().map(|r| (format!("router=\"{}\"", r.name), seconds(interval(r)))).collect();
+    metric("master_advert_interval_seconds", "The interval the master advertises with.", intervals);
     out
 }
 
@@ -173,6 +215,35 @@ mod tests {
             "nginx_ha_vrrp_effective_priority{router=\"VI_1\"} 80",
             "nginx_ha_vrrp_adverts_sent_total{router=\"VI_1\"} 7",
             "# TYPE nginx_ha_vrrp_checksum_errors_total counter",
+            "nginx_ha_vrrp_master_advert_interval_seconds{router=\"VI_1\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+        }
+        assert!(!text.contains("nginx_ha_vrrp_master_info{"), "nothing heard, no master: {text}");
+    }
+
+    #[test]
+    fn renders_the_pair_as_heard_on_the_wire() {
+        let document = serde_json::json!({
+          "nginx": {"state": "running", "healthy": true, "master_pid": 1, "worker_pids": [], "restarts": 0},
+          "vrrp": [{"name": "VI_2", "state": "BACKUP", "priority": 100, "effective_priority": 100,
+                    "master_advert_interval_ms": 1000, "counters": {"master_changes": 2},
+                    "master": {"address": "198.18.0.2", "priority": 150, "advert_interval_ms": 1000,
+                               "advert_age_ms": 310},
+                    "peer": {"address": "198.18.0.3", "priority": 0, "advert_interval_ms": 1000,
+                             "advert_age_ms": 2500}}]
+        });
+        let text = render(&serde_json::from_value(document).unwrap());
+        for line in [
+            "nginx_ha_vrrp_master_info{router=\"VI_2\",address=\"198.18.0.2\"} 1",
+            "nginx_ha_vrrp_master_priority{router=\"VI_2\"} 150",
+            "nginx_ha_vrrp_master_advert_age_seconds{router=\"VI_2\"} 0.31",
+            "nginx_ha_vrrp_master_advert_interval_seconds{router=\"VI_2\"} 1",
+            "nginx_ha_vrrp_peer_info{router=\"VI_2\",address=\"198.18.0.3\"} 1",
+            "nginx_ha_vrrp_peer_priority{router=\"VI_2\"} 0",
+            "nginx_ha_vrrp_peer_advert_age_seconds{router=\"VI_2\"} 2.5",
+            "nginx_ha_vrrp_master_changes_total{router=\"VI_2\"} 2",
+            "# TYPE nginx_ha_vrrp_master_advert_age_seconds gauge",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
         }
