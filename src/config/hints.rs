@@ -18,6 +18,12 @@ const EXAMPLES: &[(&str, &str, &str, &str)] = &[
     ("health", "rise", "rise = 2", "a whole number, 1 or more"),
     ("health", "http", r#"http = "http://127.0.0.1:80/""#, "a plain http:// URL of the local nginx"),
     ("health", "tcp", r#"tcp = ["127.0.0.1:80"]"#, "a list of ADDRESS:PORT strings"),
+    (
+        "health",
+        "status_url",
+        r#"status_url = "http://127.0.0.1:80/nginx_status""#,
+        "a plain http:// URL of nginx's stub_status, or \"\"",
+    ),
     ("vrrp", "name", r#"name = "VI_1""#, "unique among the routers; it names the router in status and notify"),
     ("vrrp", "interface", r#"interface = "eth0""#, "the interface the router advertises on"),
     ("vrrp", "vrid", "vrid = 51", "1 to 255, the same on both peers"),

@@ -72,6 +72,21 @@ pub struct HealthConfig {
     pub rise: u32,
     pub http: Option<String>,
     pub tcp: Vec<String>,
+    /// nginx's stub_status page, read for nginx's counters in the metrics. Unset: the `http`
+    /// probe's URL when it answers with a stub_status page; `""`: not read at all.
+    pub status_url: Option<String>,
+}
+
+/// Where the metrics read nginx's counters from (`[health] status_url`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StatusSource {
+    /// `status_url = "..."`: a page that is not stub_status is an error (`nginx_up 0`).
+    Configured(HttpProbeUrl),
+    /// No `status_url`: the HTTP probe's URL, used once it has answered with a stub_status
+    /// page; until then nginx's counters are not served.
+    Probe(HttpProbeUrl),
+    /// `status_url = ""`, or neither key.
+    Off,
 }
 
 /// `[health]` as written: a default that depends on another key is resolved from it.
@@ -88,13 +103,14 @@ struct HealthTable {
     http: Option<String>,
     #[serde(default)]
     tcp: Vec<String>,
+    status_url: Option<String>,
 }
 
 impl From<HealthTable> for HealthConfig {
     fn from(table: HealthTable) -> HealthConfig {
-        let HealthTable { interval_ms, timeout_ms, fall, rise, http, tcp } = table;
+        let HealthTable { interval_ms, timeout_ms, fall, rise, http, tcp, status_url } = table;
         let timeout_ms = timeout_ms.unwrap_or_else(|| default_timeout_ms().min(interval_ms).max(1));
-        HealthConfig { interval_ms, timeout_ms, fall, rise, http, tcp }
+        HealthConfig { interval_ms, timeout_ms, fall, rise, http, tcp, status_url }
     }
 }
 
@@ -235,6 +251,7 @@ impl Default for HealthConfig {
             rise: 2,
             http: None,
             tcp: Vec::new(),
+            status_url: None,
         }
     }
 }
@@ -331,6 +348,14 @@ impl HealthConfig {
     pub fn has_probes(&self) -> bool {
         self.http.is_some() || !self.tcp.is_empty()
     }
+    /// Expects a validated config.
+    pub fn status_source(&self) -> StatusSource {
+        match (self.status_url.as_deref(), self.http.as_deref()) {
+            (Some(""), _) | (None, None) => StatusSource::Off,
+            (Some(url), _) => HttpProbeUrl::parse(url).map_or(StatusSource::Off, StatusSource::Configured),
+            (None, Some(url)) => HttpProbeUrl::parse(url).map_or(StatusSource::Off, StatusSource::Probe),
+        }
+    }
 }
 
 /// A parsed `[health] http` URL: only plain http is supported (the probe talks to a local nginx).
@@ -341,7 +366,22 @@ pub struct HttpProbeUrl {
     pub path: String,
 }
 
+impl std::fmt::Display for HttpProbeUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "http://{}{}", self.host_header(), self.path)
+    }
+}
+
 impl HttpProbeUrl {
+    /// `host:port`, an IPv6 address in brackets: for the Host header and for messages.
+    pub fn host_header(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+
     pub fn parse(url: &str) -> Result<Self, String> {
         let rest = url.strip_prefix("http://").ok_or_else(|| {
             format!("`{url}` is not an http:// URL; the probe speaks plain HTTP to the local nginx, e.g. \"http://127.0.0.1:80/\"")

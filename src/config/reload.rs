@@ -58,8 +58,11 @@ impl Config {
                 _ => live.push(name),
             }
         }
-        let health =
-            differing!(&self.health, &new.health, HealthConfig { interval_ms, timeout_ms, fall, rise, http, tcp });
+        let health = differing!(
+            &self.health,
+            &new.health,
+            HealthConfig { interval_ms, timeout_ms, fall, rise, http, tcp, status_url }
+        );
         live.extend(health.into_iter().map(|key| format!("[health] {key}")));
 
         let daemon = differing!(&self.daemon, &new.daemon, DaemonConfig { control_socket, state_dir, metrics_listen });

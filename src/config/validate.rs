@@ -79,6 +79,11 @@ fn validate_health(config: &Config, report: &mut impl FnMut(Vec<Step>, String)) 
     {
         report(at("http"), message);
     }
+    if let Some(url) = health.status_url.as_deref().filter(|url| !url.is_empty())
+        && let Err(message) = HttpProbeUrl::parse(url)
+    {
+        report(at("status_url"), format!("{message} (nginx's stub_status location; \"\" reads none)"));
+    }
     for (i, target) in health.tcp.iter().enumerate() {
         if target.parse::<SocketAddr>().is_err() {
             report(

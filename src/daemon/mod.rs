@@ -7,13 +7,14 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tracing::{error, info};
 
 use crate::alias::{self, AliasHandle, AliasSettings};
 use crate::anycast::{self, AnycastHandle, AnycastSpec};
 use crate::config::Config;
+use crate::control::metrics::StatusSettings;
 use crate::control::server::{ControlServer, Incoming};
 use crate::control::status::{DaemonReport, StatusDocument};
 use crate::control::{Request, Response};
@@ -33,6 +34,8 @@ pub struct Daemon {
     aliases: AliasHandle,
     anycast: Option<AnycastHandle>,
     notified_ready: bool,
+    /// Where the metrics read nginx's stub_status (`[health]`, applied by `nginx-ha reload`).
+    metrics_settings: watch::Sender<StatusSettings>,
     /// Tasks that wait for the supervisor's answer to a request and pass it on (a reload can
     /// take a while and the loop must go on); aborted with the daemon.
     replies: JoinSet<()>,
@@ -58,9 +61,10 @@ pub async fn run(config_path: &Path, config: Config) -> anyhow::Result<()> {
     let (requests_tx, mut requests) = mpsc::channel::<Incoming>(16);
     // The listeners: each is a task that never ends on its own.
     let mut listeners = JoinSet::new();
+    let (metrics_settings, metrics_settings_rx) = watch::channel(StatusSettings::from_config(&config.health));
     if let Some(listen) = &config.daemon.metrics_listen {
         let address = listen.parse().context("[daemon] metrics_listen was validated")?;
-        listeners.spawn(crate::control::metrics::bind(address, requests_tx.clone()).await?);
+        listeners.spawn(crate::control::metrics::bind(address, requests_tx.clone(), metrics_settings_rx).await?);
         info!(%address, "serving Prometheus metrics");
     }
     let (_control, accept) = ControlServer::start(&config.daemon.control_socket, requests_tx).await?;
@@ -112,6 +116,7 @@ pub async fn run(config_path: &Path, config: Config) -> anyhow::Result<()> {
         aliases,
         anycast,
         notified_ready: false,
+        metrics_settings,
         replies: JoinSet::new(),
     };
 
@@ -362,6 +367,7 @@ impl Daemon {
                     }
                 }
                 self.config = new_config;
+                self.metrics_settings.send_replace(StatusSettings::from_config(&self.config.health));
                 self.aliases.reconfigure(AliasSettings::from_config(&self.config)).await;
                 let _ = commands.send(Command::Reload { reply }).await;
                 applied

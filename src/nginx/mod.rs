@@ -5,6 +5,7 @@ pub mod policy;
 pub mod probe;
 pub mod process;
 pub mod scan;
+pub mod stub_status;
 
 pub mod supervisor;
 pub mod timers;

@@ -2,6 +2,7 @@
 //! A hung nginx still gets its TCP handshakes completed by the kernel; only HTTP sees the hang.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -22,6 +23,40 @@ pub enum ProbeError {
     NotHttp { target: String, status_line: String },
     #[error("http {target}{path}: status {code}")]
     Status { target: String, path: String, code: u16 },
+}
+
+/// nginx-ha's own traffic to nginx since the daemon started: the probes' and the stub_status
+/// reads'. nginx counts it like anybody's; the metrics subtract it from nginx's counters
+/// (`stub_status::OwnTrafficRule`), so that they show the site's traffic alone.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OwnTraffic {
+    /// HTTP requests nginx answered (whatever the status): it has counted them.
+    pub requests: u64,
+    /// TCP connections established to nginx (the HTTP probe's, the TCP probe's, the reads').
+    pub connections: u64,
+}
+
+pub struct OwnTrafficCounter {
+    requests: AtomicU64,
+    connections: AtomicU64,
+}
+
+pub static OWN_TRAFFIC: OwnTrafficCounter =
+    OwnTrafficCounter { requests: AtomicU64::new(0), connections: AtomicU64::new(0) };
+
+impl OwnTrafficCounter {
+    pub fn request(&self) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn connection(&self) {
+        self.connections.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> OwnTraffic {
+        OwnTraffic {
+            requests: self.requests.load(Ordering::Relaxed),
+            connections: self.connections.load(Ordering::Relaxed),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -55,6 +90,7 @@ impl Prober {
     async fn probe_all(&self) -> Result<(), ProbeError> {
         for addr in &self.tcp {
             TcpStream::connect(addr).await.map_err(|e| ProbeError::Tcp { addr: *addr, error: e.to_string() })?;
+            OWN_TRAFFIC.connection();
         }
         if let Some(url) = &self.http {
             http_get(url).await?;
@@ -71,6 +107,7 @@ async fn http_get(url: &HttpProbeUrl) -> Result<(), ProbeError> {
     };
     let io = |e: std::io::Error| ProbeError::Http { target: target.clone(), error: e.to_string() };
     let mut stream = TcpStream::connect(&target).await.map_err(io)?;
+    OWN_TRAFFIC.connection();
     let request = format!(
         "GET {} HTTP/1.0\r\nHost: {}\r\nUser-Agent: nginx-ha-probe\r\nConnection: close\r\n\r\n",
         url.path, url.host
@@ -92,6 +129,8 @@ async fn http_get(url: &HttpProbeUrl) -> Result<(), ProbeError> {
         .nth(1)
         .and_then(|code| code.parse().ok())
         .ok_or_else(|| ProbeError::NotHttp { target: target.clone(), status_line: status_line.to_owned() })?;
+    // An HTTP answer: nginx has counted the request, whatever its status.
+    OWN_TRAFFIC.request();
     if (200..400).contains(&code) { Ok(()) } else { Err(ProbeError::Status { target, path: url.path.clone(), code }) }
 }
 

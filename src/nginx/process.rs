@@ -1,5 +1,6 @@
-//! Processes, natively: pidfds for exit notification (no `kill -0` polling), /proc for the
-//! process tree, and the orphan reaper nginx-ha needs as a child subreaper.
+//! Processes, natively: pidfds for exit notification (no `kill -0` polling), /proc (through the
+//! `procfs` crate) for the process tree and the figures the metrics show, and the orphan reaper
+//! nginx-ha needs as a child subreaper.
 
 use std::collections::BTreeSet;
 use std::io;
@@ -9,6 +10,9 @@ use std::sync::Mutex;
 use nix::sys::signal::Signal;
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
+use procfs::ProcError;
+use procfs::WithSystemInfo;
+use procfs::process::{FDTarget, Process};
 use tokio::io::unix::AsyncFd;
 
 /// A process handle that cannot be confused with a later process reusing the pid.
@@ -64,13 +68,13 @@ impl Pidfd {
 /// right over it: root, or the same user). The copies are close-on-exec.
 pub fn listening_sockets(pidfd: &Pidfd) -> io::Result<Vec<OwnedFd>> {
     let mut sockets = Vec::new();
-    for entry in std::fs::read_dir(format!("/proc/{}/fd", pidfd.pid()))?.flatten() {
-        let Some(target_fd) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
-        if !std::fs::read_link(entry.path()).is_ok_and(|link| link.to_string_lossy().starts_with("socket:")) {
+    let fds = Process::new(pidfd.pid()).and_then(|process| process.fd()).map_err(into_io)?;
+    for info in fds.flatten() {
+        if !matches!(info.target, FDTarget::Socket(_)) {
             continue;
         }
         // SAFETY: pidfd_getfd with a valid pidfd, an fd number and no flags returns a new fd or -1.
-        let raw = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.fd.as_raw_fd(), target_fd, 0) };
+        let raw = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.fd.as_raw_fd(), info.fd, 0) };
         if raw < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -93,6 +97,15 @@ pub fn listening_sockets(pidfd: &Pidfd) -> io::Result<Vec<OwnedFd>> {
         }
     }
     Ok(sockets)
+}
+
+fn into_io(error: ProcError) -> io::Error {
+    match error {
+        ProcError::NotFound(_) => io::Error::from(io::ErrorKind::NotFound),
+        ProcError::PermissionDenied(_) => io::Error::from(io::ErrorKind::PermissionDenied),
+        ProcError::Io(error, _) => error,
+        other => io::Error::other(other.to_string()),
+    }
 }
 
 /// Children whose exit status a specific waiter collects (the nginx master, `nginx -t`, hooks).
@@ -140,13 +153,13 @@ pub fn orphans() -> Vec<i32> {
 /// Children of every thread of this process (a reparented orphan may hang off any thread).
 fn own_children() -> Vec<i32> {
     let own = std::process::id() as i32;
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+    let Ok(tasks) = Process::myself().and_then(|me| me.tasks()) else {
         return children_by_scan(own);
     };
     let mut children = BTreeSet::new();
     for task in tasks.flatten() {
-        match std::fs::read_to_string(task.path().join("children")) {
-            Ok(list) => children.extend(list.split_whitespace().filter_map(|p| p.parse::<i32>().ok())),
+        match task.children() {
+            Ok(list) => children.extend(list.into_iter().map(|pid| pid as i32)),
             Err(_) => return children_by_scan(own),
         }
     }
@@ -155,50 +168,78 @@ fn own_children() -> Vec<i32> {
 
 /// Children of a single-threaded process such as the nginx master.
 pub fn children_of(pid: i32) -> Vec<i32> {
-    match std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")) {
-        Ok(list) => list.split_whitespace().filter_map(|p| p.parse().ok()).collect(),
-        Err(e) if e.kind() == io::ErrorKind::NotFound && std::path::Path::new(&format!("/proc/{pid}")).exists() => {
-            children_by_scan(pid)
-        }
+    let Ok(process) = Process::new(pid) else { return Vec::new() };
+    match process.task_from_tid(pid).and_then(|task| task.children()) {
+        Ok(list) => list.into_iter().map(|pid| pid as i32).collect(),
+        // A kernel without /proc/PID/task/TID/children (the process itself is there).
+        Err(ProcError::NotFound(_)) if process.is_alive() => children_by_scan(pid),
         Err(_) => Vec::new(),
     }
 }
 
 /// Fallback for kernels without /proc/PID/task/TID/children: scan every process's parent.
 fn children_by_scan(parent: i32) -> Vec<i32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
-    entries
+    let Ok(processes) = procfs::process::all_processes() else { return Vec::new() };
+    processes
         .flatten()
-        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| parent_of(*pid) == Some(parent))
+        .filter(|process| process.stat().is_ok_and(|stat| stat.ppid == parent))
+        .map(|process| process.pid())
         .collect()
 }
 
 pub fn parent_of(pid: i32) -> Option<i32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may contain spaces and parentheses: fields start after the last ')'.
-    let after_name = &stat[stat.rfind(')')? + 1..];
-    after_name.split_whitespace().nth(1)?.parse().ok()
+    Some(Process::new(pid).ok()?.stat().ok()?.ppid)
 }
 
-/// When the process started, from /proc (field 22 of stat: clock ticks after boot).
+/// When the process started: its start time in clock ticks after boot, plus the boot time.
 pub fn start_time(pid: i32) -> Option<std::time::SystemTime> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let ticks: u64 = stat[stat.rfind(')')? + 1..].split_whitespace().nth(19)?.parse().ok()?;
-    let boot: u64 = std::fs::read_to_string("/proc/stat")
-        .ok()?
-        .lines()
-        .find_map(|line| line.strip_prefix("btime ")?.trim().parse().ok())?;
-    let per_second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok()??.max(1) as u64;
-    let after_boot = std::time::Duration::from_millis(ticks * 1000 / per_second);
+    let ticks = Process::new(pid).ok()?.stat().ok()?.starttime;
+    let boot = procfs::boot_time_secs().ok()?;
+    let after_boot = std::time::Duration::from_millis(ticks * 1000 / procfs::ticks_per_second().max(1));
     Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(boot) + after_boot)
 }
 
 /// The process title (nginx rewrites argv: "nginx: worker process").
 pub fn title(pid: i32) -> Option<String> {
-    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    let text = String::from_utf8_lossy(&raw).replace('\0', " ");
-    Some(text.trim().to_string())
+    let arguments = Process::new(pid).ok()?.cmdline().ok()?;
+    Some(arguments.join(" ").trim().to_string())
+}
+
+/// What the metrics show of one process.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ProcessFigures {
+    pub resident_bytes: u64,
+    pub virtual_bytes: u64,
+    /// User and system time.
+    pub cpu_seconds: f64,
+    pub open_fds: u64,
+    /// The soft RLIMIT_NOFILE; None when unlimited.
+    pub max_fds: Option<u64>,
+    pub threads: u64,
+    /// Unix time.
+    pub start_time_seconds: f64,
+}
+
+/// The process's figures from /proc; None when it is gone (or /proc denies them).
+pub fn figures(pid: i32) -> Option<ProcessFigures> {
+    let process = Process::new(pid).ok()?;
+    let stat = process.stat().ok()?;
+    let system = procfs::current_system_info();
+    let ticks = procfs::ticks_per_second().max(1) as f64;
+    let max_fds = match process.limits().ok()?.max_open_files.soft_limit {
+        procfs::process::LimitValue::Value(limit) => Some(limit),
+        procfs::process::LimitValue::Unlimited => None,
+    };
+    let boot = procfs::boot_time_secs().unwrap_or(0) as f64;
+    Some(ProcessFigures {
+        resident_bytes: stat.rss_bytes().with_system_info(system),
+        virtual_bytes: stat.vsize,
+        cpu_seconds: (stat.utime + stat.stime) as f64 / ticks,
+        open_fds: process.fd_count().ok()? as u64,
+        max_fds,
+        threads: u64::try_from(stat.num_threads).unwrap_or(0),
+        start_time_seconds: boot + stat.starttime as f64 / ticks,
+    })
 }
 
 /// The serving workers of a master (not the cache manager/loader, not old workers draining).
@@ -265,6 +306,16 @@ mod tests {
         let started = start_time(std::process::id() as i32).unwrap();
         let age = std::time::SystemTime::now().duration_since(started).unwrap_or_default();
         assert!(age < std::time::Duration::from_secs(600), "{age:?}");
+    }
+
+    #[test]
+    fn figures_of_self() {
+        let me = figures(std::process::id() as i32).unwrap();
+        assert!(me.resident_bytes > 1024 * 1024, "{me:?}");
+        assert!(me.open_fds >= 3 && me.threads >= 1 && me.virtual_bytes >= me.resident_bytes, "{me:?}");
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+        assert!((now - me.start_time_seconds).abs() < 600.0, "{me:?}");
+        assert!(figures(i32::MAX).is_none());
     }
 
     #[test]
