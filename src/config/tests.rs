@@ -487,3 +487,19 @@ fn reload_applies_the_anycast_timings_and_rejects_the_rest() {
     let RestartNeeded(keys) = reload_changes(ANYCAST, "").unwrap_err();
     assert_eq!(keys, ["[[anycast]] \"web\" (removed)"]);
 }
+
+#[test]
+fn status_url_defaults_to_the_probe_and_can_be_turned_off() {
+    let url = |u: &str| HttpProbeUrl::parse(u).unwrap();
+    assert_eq!(parse("").unwrap().health.status_source(), StatusSource::Off);
+    let probe = parse("[health]\nhttp = \"http://127.0.0.1:80/nginx_status\"\n").unwrap();
+    assert_eq!(probe.health.status_source(), StatusSource::Probe(url("http://127.0.0.1:80/nginx_status")));
+    let configured =
+        parse("[health]\nhttp = \"http://127.0.0.1/\"\nstatus_url = \"http://[::1]:8080/status\"\n").unwrap();
+    assert_eq!(configured.health.status_source(), StatusSource::Configured(url("http://[::1]:8080/status")));
+    assert_eq!(url("http://[::1]:8080/status").to_string(), "http://[::1]:8080/status");
+    let off = parse("[health]\nhttp = \"http://127.0.0.1/\"\nstatus_url = \"\"\n").unwrap();
+    assert_eq!(off.health.status_source(), StatusSource::Off);
+    let bad = errors("[health]\nstatus_url = \"https://127.0.0.1/status\"\n");
+    assert!(bad.iter().any(|e| e.contains("status_url") && e.contains("not an http:// URL")), "{bad:?}");
+}

@@ -82,7 +82,15 @@ fn validate_health(config: &Config, report: &mut impl FnMut(Vec<Step>, String)) 
     if let Some(url) = health.status_url.as_deref().filter(|url| !url.is_empty())
         && let Err(message) = HttpProbeUrl::parse(url)
     {
-        report(at("status_url"), format!("{message} (nginx's stub_status location; \"\" reads none)"));
+        let message = if url.starts_with("http://") {
+            format!("{message} (status_url: nginx's stub_status location, or \"\" to read none)")
+        } else {
+            format!(
+                "status_url `{url}` is not an http:// URL; nginx-ha reads nginx's stub_status over plain HTTP: \
+                 write e.g. \"http://127.0.0.1:80/nginx_status\", or \"\" to read none"
+            )
+        };
+        report(at("status_url"), message);
     }
     for (i, target) in health.tcp.iter().enumerate() {
         if target.parse::<SocketAddr>().is_err() {
