@@ -180,18 +180,25 @@ def load_main(port, seconds):
 
 
 def sniff_main(seconds):
-    """Times of the VRRP adverts this namespace's eth0 sees (IPv4, protocol 112), by source."""
+    """Kernel receive times (SO_TIMESTAMPNS, so that this script's own scheduling does not show)
+    of the VRRP adverts this namespace's eth0 sees (IPv4, protocol 112), by source."""
+    import struct
+    so_timestampns = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux; Python lacks the name
     sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(0x0800))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    sock.setsockopt(socket.SOL_SOCKET, so_timestampns, 1)
     sock.settimeout(0.05)
     adverts = []
     end = time.monotonic() + float(seconds)
     while time.monotonic() < end:
         try:
-            packet = sock.recv(2048)
+            packet, ancillary, _flags, _address = sock.recvmsg(2048, 64)
         except OSError:
             continue
-        if len(packet) > 20 and packet[9] == 112:
-            adverts.append([time.monotonic(), ".".join(str(b) for b in packet[12:16])])
+        stamp = next((struct.unpack("qq", data[:16]) for level, kind, data in ancillary
+                      if level == socket.SOL_SOCKET and kind == so_timestampns), None)
+        if stamp and len(packet) > 20 and packet[9] == 112:
+            adverts.append([stamp[0] + stamp[1] / 1e9, ".".join(str(b) for b in packet[12:16])])
     print(json.dumps(adverts))
 
 

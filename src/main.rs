@@ -114,10 +114,25 @@ enum AliasCommand {
     },
 }
 
+/// One malloc arena for every thread (glibc gives each thread that allocates its own, up to 8 per
+/// core, each holding on to its freed memory): the daemon allocates little, and never in a hot
+/// path, so contention is no cost while each arena is resident memory (BENCHMARKS.md,
+/// "Metrics"). Before any thread exists; `MALLOC_ARENA_MAX` in the environment still wins.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt only sets an allocator parameter; no other thread runs yet.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 1);
+        }
+    }
+}
+
 /// Exit status when no daemon answers (`status`), as in the interface contract.
 const EXIT_NO_DAEMON: u8 = 3;
 
 fn main() -> ExitCode {
+    limit_malloc_arenas();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(runtime) => runtime,

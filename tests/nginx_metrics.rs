@@ -72,7 +72,7 @@ fn exchange(reader: &mut BufReader<TcpStream>, request: &str) -> Answer {
 
 fn connect(port: u16) -> BufReader<TcpStream> {
     let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
     BufReader::new(stream)
 }
 
@@ -182,4 +182,52 @@ fn an_unreadable_stub_status_is_nginx_up_0_and_said_once() {
     }
     let garbage = |log: &str| log.lines().filter(|l| l.contains("not an nginx stub_status page")).count();
     assert_eq!(garbage(&daemon.log_text()), 1, "{}", daemon.log_text());
+}
+
+#[test]
+fn without_status_url_the_probe_url_is_used_when_it_is_a_stub_status_page() {
+    // The probe at the site's `/`: not a stub_status page, so no nginx_* metrics, said once.
+    let (setup, metrics) = setup_with_status("");
+    let toml = std::fs::read_to_string(setup.config()).unwrap().replace("status_url = \"\"\n", "");
+    setup.write("nginx-ha.toml", &toml);
+    let mut daemon = setup.start();
+    daemon.wait_serving();
+    for _ in 0..3 {
+        let answer = scrape(metrics);
+        assert_eq!(answer.status, "HTTP/1.1 200 OK");
+        assert!(!answer.body.contains("nginx_up"), "{}", answer.body);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let said = |log: &str| log.lines().filter(|l| l.contains("is not nginx's stub_status page")).count();
+    assert_eq!(said(&daemon.log_text()), 1, "{}", daemon.log_text());
+
+    // The probe pointed at stub_status (`nginx-ha reload`): its URL serves the counters.
+    let probe = format!("http://127.0.0.1:{}/", setup.port);
+    setup.edit("nginx-ha.toml", &format!("http = \"{probe}\""), &format!("http = \"{probe}nginx_status\""));
+    assert!(setup.cli(&["reload"]).status.success());
+    wait_until(
+        "nginx_up 1 from the probe's URL",
+        || daemon.log_text(),
+        || scrape(metrics).sample("nginx_up") == Some(1.0),
+    );
+    let requests = scrape(metrics).sample("nginx_http_requests_total").unwrap();
+    std::thread::sleep(Duration::from_millis(600));
+    // Only probes (every 100 ms) and scrapes since: none of them is the site's traffic.
+    let later = scrape(metrics).sample("nginx_http_requests_total").unwrap();
+    assert!(later - requests <= 1.0, "{requests} -> {later}: the probe's requests were counted");
+}
+
+#[test]
+fn silent_connections_do_not_keep_a_scraper_out() {
+    let (setup, metrics) = setup_with_status("http://127.0.0.1:{port}/nginx_status");
+    let mut daemon = setup.start();
+    daemon.wait_serving();
+    // More than the 16 connections served at once, none of them ever sending a byte.
+    let silent: Vec<TcpStream> = (0..40).map(|_| TcpStream::connect(("127.0.0.1", metrics)).unwrap()).collect();
+    let started = std::time::Instant::now();
+    // Each silent connection gives its slot back after 2 s; the scrape queues behind them.
+    let answer = scrape(metrics);
+    assert_eq!(answer.status, "HTTP/1.1 200 OK", "after {:?}", started.elapsed());
+    assert_eq!(answer.sample("nginx_up"), Some(1.0));
+    drop(silent);
 }

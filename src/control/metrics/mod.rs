@@ -25,7 +25,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
-use tracing::warn;
+use tracing::{debug, warn};
 
 use super::Request;
 use super::server::Incoming;
@@ -45,6 +45,8 @@ pub const MAX_CONNECTIONS: usize = 16;
 /// A connection that sends no complete request head for this long is closed, idle keep-alive
 /// ones included (Prometheus opens a new one at its next scrape).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(20);
+/// A new connection that sends nothing for this long is closed.
+const FIRST_REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// A connection's whole life at most: a client that stops reading an answer frees its slot.
 const MAX_CONNECTION_LIFE: Duration = Duration::from_secs(120);
 /// The daemon loop answers the status at once; this only bounds a stuck loop.
@@ -95,6 +97,14 @@ async fn serve(listener: TcpListener, scraper: Arc<Scraper>) {
         };
         let scraper = scraper.clone();
         connections.spawn(async move {
+            // A scraper sends its request as soon as it has connected; a connection that sends
+            // nothing gives its slot back soon (one that does gets IDLE_TIMEOUT between requests).
+            // (peek, not readable(): a new stream's readiness starts out as "maybe ready".)
+            let mut first = [0u8; 1];
+            if !matches!(tokio::time::timeout(FIRST_REQUEST_TIMEOUT, stream.peek(&mut first)).await, Ok(Ok(1..))) {
+                debug!("metrics: a connection sent nothing within {FIRST_REQUEST_TIMEOUT:?}; closed");
+                return;
+            }
             let service = hyper::service::service_fn(move |request| {
                 let scraper = scraper.clone();
                 async move { Ok::<_, Infallible>(scraper.answer(request).await) }
