@@ -92,6 +92,9 @@ struct Prometheus {
 impl Prometheus {
     /// Scrapes `targets` every second in job "nginx-ha" and evaluates the shipped rules every second.
     fn start(ns: &NetNs, targets: &[String]) -> Prometheus {
+        let on_path = std::env::var_os("PATH")
+            .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join("prometheus").is_file()));
+        assert!(on_path, "no prometheus on PATH: apt-get install prometheus (.ci/run does)");
         let dir = tempfile::Builder::new().prefix("nginx-ha-prometheus-").tempdir().unwrap();
         let targets: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
         let config = format!(
