@@ -86,6 +86,9 @@ stage_common() {
     install -D -m 0644 conf/nginx-ha.toml "$d/examples/nginx-ha.toml"
     install -d -m 0755 "$d/examples/local"
     install -m 0644 conf/example/* "$d/examples/local/"
+    # Alert rules (and their tests), the Grafana dashboard, the Zabbix template.
+    install -d -m 0755 "$root/usr/share/nginx-ha/monitoring"
+    install -m 0644 conf/monitoring/* "$root/usr/share/nginx-ha/monitoring/"
     {
         echo "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/"
         echo "Upstream-Name: nginx-ha"

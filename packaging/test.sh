@@ -88,8 +88,9 @@ trap 'rm -rf "$work"' EXIT
 version=$(cargo pkgid)
 version=${version##*[#@]}
 
-# The examples are whatever conf/example/ holds.
+# The examples are whatever conf/example/ holds, the monitoring files whatever conf/monitoring/ does.
 examples=$(cd conf/example && for f in *; do echo "$f"; done)
+monitoring=$(cd conf/monitoring && for f in *; do echo "$f"; done)
 
 # What both packages install, as "MODE PATH" (the unit's directory differs).
 common_files() {
@@ -101,6 +102,7 @@ common_files() {
         echo "644 /usr/share/doc/nginx-ha/README.md"
         echo "644 /usr/share/doc/nginx-ha/examples/nginx-ha.toml"
         while read -r f; do echo "644 /usr/share/doc/nginx-ha/examples/local/$f"; done <<<"$examples"
+        while read -r f; do echo "644 /usr/share/nginx-ha/monitoring/$f"; done <<<"$monitoring"
     }
 }
 # The unit's lines that the daemon's behaviour depends on (see the comments in the unit).
@@ -279,6 +281,16 @@ exit 0" "$(traced "$c/postrm" purge)"
 
 dpkg-deb -x "$deb" "$work/deb-root"
 check "deb: the packaged config is conf/nginx-ha.toml" cmp -s "$work/deb-root/etc/nginx-ha/nginx-ha.toml" conf/nginx-ha.toml
+for f in $monitoring; do
+    check "deb: monitoring/$f is conf/monitoring/$f" cmp -s "$work/deb-root/usr/share/nginx-ha/monitoring/$f" "conf/monitoring/$f"
+done
+# The shipped rule tests find the rules beside them, where the package puts both.
+if command -v promtool >/dev/null; then
+    check "deb: promtool test rules passes in /usr/share/nginx-ha/monitoring" \
+        sh -c "cd '$work/deb-root/usr/share/nginx-ha/monitoring' && promtool test rules nginx-ha.rules.test.yml >/dev/null"
+else
+    echo "skip: promtool test rules on the packaged rules: no promtool (Debian: prometheus)"
+fi
 check "deb: copyright has the MIT licence" grep -q "Permission is hereby granted" "$work/deb-root/usr/share/doc/nginx-ha/copyright"
 verify_unit deb "$work/deb-root" /lib/systemd/system/nginx-ha.service
 run_binary deb "$work/deb-root"
@@ -301,7 +313,8 @@ expected_rpm=$({
     common_files /usr/lib/systemd/system
     echo "644 /usr/share/doc/nginx-ha/LICENSE"
     for d in /etc/nginx-ha /usr/share/doc/nginx-ha /usr/share/doc/nginx-ha/examples \
-        /usr/share/doc/nginx-ha/examples/local /var/lib/nginx-ha; do echo "dir 755 $d"; done
+        /usr/share/doc/nginx-ha/examples/local /usr/share/nginx-ha /usr/share/nginx-ha/monitoring \
+        /var/lib/nginx-ha; do echo "dir 755 $d"; done
 } | sort -k2)
 same "rpm: files, directories and modes" "$expected_rpm" "$rpm_files"
 same "rpm: everything is owned by root:root" "" "$(q --qf '[%{FILEUSERNAME}:%{FILEGROUPNAME} %{FILENAMES}\n]' | grep -v '^root:root ')"

@@ -60,6 +60,15 @@ pub struct AnycastReport {
     pub announced: bool,
 }
 
+/// An advert's age for people: tenths of seconds, then whole ones, minutes, hours.
+fn age(ms: u64) -> String {
+    match ms {
+        0..60_000 => format!("{:.1}s", ms as f64 / 1000.0),
+        60_000..3_600_000 => format!("{}m{:02}s", ms / 60_000, ms / 1000 % 60),
+        _ => format!("{}h{:02}m", ms / 3_600_000, ms / 60_000 % 60),
+    }
+}
+
 /// Renders the document for a terminal.
 pub fn render_table(view: &StatusDocument) -> String {
     let mut out = String::new();
@@ -85,18 +94,28 @@ pub fn render_table(view: &StatusDocument) -> String {
     if !view.vrrp.is_empty() {
         let _ = writeln!(
             out,
-            "\n{:<16} {:<8} {:>8} {:>9}  {:<16} VIPS",
-            "VRRP", "STATE", "PRIORITY", "EFFECTIVE", "MASTER SEEN"
+            "\n{:<16} {:<8} {:>8} {:>9}  {:<16} {:>4} {:>8} {:>7}  {:<28} VIPS",
+            "VRRP", "STATE", "PRIORITY", "EFFECTIVE", "MASTER SEEN", "PRIO", "AGE", "CHANGES", "PEER HEARD"
         );
         for r in &view.vrrp {
+            // The master as heard on the wire; older daemons only report the one they follow.
+            let (master, priority, master_age) = match (&r.master, r.master_address) {
+                (Some(m), _) => (m.address.to_string(), m.priority.to_string(), age(m.advert_age_ms)),
+                (None, Some(address)) => (address.to_string(), "-".to_string(), "-".to_string()),
+                (None, None) => ("-".to_string(), "-".to_string(), "-".to_string()),
+            };
+            let peer = r
+                .peer
+                .as_ref()
+                .map_or("-".to_string(), |p| format!("{} p{} {} ago", p.address, p.priority, age(p.advert_age_ms)));
             let _ = writeln!(
                 out,
-                "{:<16} {:<8} {:>8} {:>9}  {:<16} {}",
+                "{:<16} {:<8} {:>8} {:>9}  {master:<16} {priority:>4} {master_age:>8} {:>7}  {peer:<28} {}",
                 r.name,
                 r.state,
                 r.priority,
                 r.effective_priority,
-                r.master_address.map_or("-".to_string(), |a| a.to_string()),
+                r.counters.master_changes,
                 r.vips.join(" ")
             );
         }
@@ -140,10 +159,39 @@ mod tests {
         let table = render_table(&serde_json::from_value(document).unwrap());
         assert!(table.contains("nginx    running, healthy   master 4242   workers 4243,4244   restarts 0"), "{table}");
         assert!(
-            table.contains("VI_1             MASTER        100       100  -                198.18.0.100/24"),
+            table.contains(
+                "VI_1             MASTER        100       100  -                   -        -       0  -                            198.18.0.100/24"
+            ),
             "{table}"
         );
         assert!(table.contains("198.18.0.107/24          eth0         eth0:1       yes"), "{table}");
+    }
+
+    #[test]
+    fn table_and_json_show_the_pair_as_heard_on_the_wire() {
+        let document = serde_json::json!({
+          "nginx": {"state": "running", "healthy": true, "master_pid": 1, "worker_pids": [], "restarts": 0},
+          "vrrp": [{"name": "VI_2", "state": "BACKUP", "priority": 100, "effective_priority": 100,
+                    "vips": ["198.18.0.101/24"], "master_address": "198.18.0.2",
+                    "counters": {"master_changes": 3},
+                    "master": {"address": "198.18.0.2", "priority": 150, "advert_interval_ms": 1000,
+                               "advert_age_ms": 310},
+                    "peer": {"address": "198.18.0.2", "priority": 150, "advert_interval_ms": 1000,
+                             "advert_age_ms": 310}}]
+        });
+        let parsed: StatusDocument = serde_json::from_value(document.clone()).unwrap();
+        let table = render_table(&parsed);
+        assert!(
+            table.contains(
+                "VI_2             BACKUP        100       100  198.18.0.2        150     0.3s       3  198.18.0.2 p150 0.3s ago     198.18.0.101/24"
+            ),
+            "{table}"
+        );
+        // Serialized back, the new fields keep their names.
+        let json = serde_json::to_value(&parsed).unwrap();
+        assert_eq!(json["vrrp"][0]["master"], document["vrrp"][0]["master"]);
+        assert_eq!(json["vrrp"][0]["counters"]["master_changes"], 3);
+        assert_eq!((age(61_000), age(7_320_000)), ("1m01s".to_string(), "2h02m".to_string()));
     }
 
     #[test]

@@ -366,11 +366,13 @@ impl Engine {
         out
     }
 
-    pub fn reports(&self) -> Vec<RouterReport> {
+    /// A report per router; ages in it count up to `now`.
+    pub fn reports(&self, now: Instant) -> Vec<RouterReport> {
         self.slots
             .iter()
             .map(|slot| {
                 let status = slot.router.status();
+                let wire = slot.router.wire_view(now);
                 RouterReport {
                     name: slot.spec.router.name.clone(),
                     interface: slot.spec.interface.clone(),
@@ -384,6 +386,8 @@ impl Engine {
                     master_advert_interval_ms: status.master_advert_interval.as_millis() as u64,
                     problem: slot.problem.clone(),
                     counters: status.counters,
+                    master: wire.master.map(Into::into),
+                    peer: wire.peer.map(Into::into),
                 }
             })
             .collect()

@@ -280,6 +280,9 @@ pub struct Counters {
     pub own_adverts: u64,
     /// Valid adverts listing other addresses than our VIPs (also counted as received).
     pub vip_mismatches: u64,
+    /// Times the master this router knows of (itself or the sender of the adverts it hears)
+    /// became another one; the first master it knows of is no change.
+    pub master_changes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -292,6 +295,48 @@ pub struct RouterStatus {
     /// The interval the master advertises with (Master_Adver_Interval).
     pub master_advert_interval: Duration,
     pub counters: Counters,
+}
+
+/// The pair as this router sees it on the wire, at the `now` it was asked with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WireView {
+    /// The current master: this router while MASTER (its own last advert), else the sender of
+    /// the last advert above priority 0 heard in any state, until that sender advertises 0.
+    pub master: Option<SeenAdvert>,
+    /// The last valid advert heard from another router, in any state, priority 0 included.
+    /// A silent peer is a BACKUP (or gone): its age keeps growing.
+    pub peer: Option<SeenAdvert>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeenAdvert {
+    pub address: IpAddr,
+    /// The priority it advertised.
+    pub priority: u8,
+    /// The interval it advertises with.
+    pub interval: Duration,
+    /// Since that advert was sent (ours) or heard (a peer's).
+    pub age: Duration,
+}
+
+/// One advert as recorded when sent or heard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Heard {
+    from: IpAddr,
+    priority: u8,
+    interval_cs: u16,
+    at: Instant,
+}
+
+impl Heard {
+    fn seen(self, now: Instant) -> SeenAdvert {
+        SeenAdvert {
+            address: self.from,
+            priority: self.priority,
+            interval: centiseconds(self.interval_cs),
+            age: now.saturating_duration_since(self.at),
+        }
+    }
 }
 
 /// The router's deadlines by name, in the order they are handled when due together.
@@ -400,6 +445,12 @@ pub struct Router {
     /// When each kind of notice about each peer was last emitted.
     notices: std::collections::HashMap<(&'static str, IpAddr), Instant>,
     counters: Counters,
+    /// Not MASTER: the last advert above priority 0 heard, until its sender advertises 0.
+    heard_master: Option<Heard>,
+    /// The last valid advert from another router, in any state.
+    heard_peer: Option<Heard>,
+    /// The last master known (never cleared): master changes are counted against it.
+    last_master: Option<IpAddr>,
 }
 
 impl Router {
@@ -437,6 +488,9 @@ impl Router {
             link_lost_as_master: false,
             notices: std::collections::HashMap::new(),
             counters: Counters::default(),
+            heard_master: None,
+            heard_peer: None,
+            last_master: None,
         }
     }
 
@@ -559,6 +613,39 @@ impl Router {
         }
     }
 
+    /// The master and the peer as heard on the wire, their ages counted up to `now`.
+    pub fn wire_view(&self, now: Instant) -> WireView {
+        let ours = match (self.state, self.primary, self.last_advert_at) {
+            (State::Master, Some(from), Some(at)) => {
+                Some(Heard { from, priority: self.effective_priority(), interval_cs: self.interval_cs, at })
+            }
+            _ => None,
+        };
+        WireView { master: ours.or(self.heard_master).map(|h| h.seen(now)), peer: self.heard_peer.map(|h| h.seen(now)) }
+    }
+
+    /// Counts a change of master against the last one known.
+    fn note_master(&mut self, address: IpAddr) {
+        if self.last_master.is_some_and(|last| last != address) {
+            self.counters.master_changes += 1;
+        }
+        self.last_master = Some(address);
+    }
+
+    /// Records a valid advert from another router, whatever our state.
+    fn hear(&mut self, now: Instant, src: IpAddr, advert: &Advert) {
+        let heard = Heard { from: src, priority: advert.priority, interval_cs: advert.interval_cs, at: now };
+        self.heard_peer = Some(heard);
+        if advert.priority == 0 {
+            if self.heard_master.is_some_and(|master| master.from == src) {
+                self.heard_master = None;
+            }
+        } else if self.state != State::Master {
+            self.heard_master = Some(heard);
+            self.note_master(src);
+        }
+    }
+
     fn set_primary(&mut self, primary: IpAddr) {
         assert_eq!(primary.is_ipv4(), self.is_ipv4(), "primary address {primary} is not of the VIPs' family");
         self.primary = Some(primary);
@@ -662,6 +749,10 @@ impl Router {
         let claim = predecessor.is_some_and(|p| p.may_hold_vips(now, self.master_down_interval()));
         self.transition(State::Master, reason, out);
         self.counters.became_master += 1;
+        self.heard_master = None;
+        if let Some(primary) = self.primary {
+            self.note_master(primary);
+        }
         self.master_adver_interval_cs = self.interval_cs;
         self.send_advert(self.effective_priority(), out);
         self.last_advert_at = Some(now);
@@ -766,6 +857,12 @@ impl Router {
         out: &mut Vec<Action>,
     ) {
         if !matches!(self.state, State::Backup | State::Master) {
+            // Out of the election, but what the wire says is still worth knowing (uncounted).
+            if self.primary.is_some()
+                && let Ok(advert) = self.validate(src, dst, hop_limit, payload)
+            {
+                self.hear(now, src, &advert);
+            }
             return;
         }
         let advert = match self.validate(src, dst, hop_limit, payload) {
@@ -786,6 +883,8 @@ impl Router {
         } else {
             self.receive_as_backup(now, src, &advert);
         }
+        // After the election: a master that yielded to this advert (or handed over) follows it.
+        self.hear(now, src, &advert);
     }
 
     /// The checks of RFC 5798 §7.1 / RFC 3768 §7.1 in their order, plus unicast peers.

@@ -18,7 +18,7 @@ use tracing::{debug, error, info, warn};
 
 use super::engine::{Action, Engine, Event, LogLine, RouterId, SocketKey};
 use super::record::{RecordError, Recorder};
-use super::router::{Counters, Notice, State};
+use super::router::{Counters, Notice, SeenAdvert, State};
 use super::socket::{Received, VrrpSocket};
 use super::spec::RouterSpec;
 use crate::net::{self, Family, LinkInfo, Net, NetEvent, OWNER_PROTO};
@@ -56,6 +56,34 @@ pub struct RouterReport {
     pub problem: Option<String>,
     #[serde(default)]
     pub counters: Counters,
+    /// The master as heard on the wire in any state (this node while MASTER).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub master: Option<AdvertReport>,
+    /// The last advert heard from another router, in any state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<AdvertReport>,
+}
+
+/// One advert as a router saw it: sent (its own, as MASTER) or heard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdvertReport {
+    pub address: IpAddr,
+    /// The priority advertised.
+    pub priority: u8,
+    pub advert_interval_ms: u64,
+    /// Since it was sent or heard, at the time of the report.
+    pub advert_age_ms: u64,
+}
+
+impl From<SeenAdvert> for AdvertReport {
+    fn from(seen: SeenAdvert) -> Self {
+        AdvertReport {
+            address: seen.address,
+            priority: seen.priority,
+            advert_interval_ms: seen.interval.as_millis() as u64,
+            advert_age_ms: seen.age.as_millis() as u64,
+        }
+    }
 }
 
 /// What the daemon asks of the shell. Status is pulled, not pushed: building reports for a
@@ -234,7 +262,7 @@ impl Shell {
             let deadline = self.engine.poll_timeout();
             tokio::select! {
                 Some(request) = requests.recv() => match request {
-                    Request::Status(reply) => { let _ = reply.send(self.engine.reports()); }
+                    Request::Status(reply) => { let _ = reply.send(self.engine.reports(now())); }
                     Request::Shutdown(done) => {
                         self.stopping = Some(done);
                         self.handle(Event::Shutdown).await;

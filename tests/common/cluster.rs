@@ -46,7 +46,8 @@ impl Node {
             &format!(
                 "worker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/nginx-error.log;\nevents {{ worker_connections 128; }}\n\
                  http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
-                   server {{ listen 80; listen [::]:80; location / {{ return 200 \"{name}\\n\"; }} }}\n}}\n"
+                   server {{ listen 80; listen [::]:80; location / {{ return 200 \"{name}\\n\"; }}\n\
+                     location = /nginx_status {{ stub_status; }} }}\n}}\n"
             ),
         );
         node

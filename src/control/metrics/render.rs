@@ -10,7 +10,7 @@ use crate::nginx::policy::NginxState;
 use crate::nginx::process::{self, ProcessFigures};
 use crate::nginx::supervisor::NginxStatus;
 use crate::vrrp::router::State;
-use crate::vrrp::shell::RouterReport;
+use crate::vrrp::shell::{AdvertReport, RouterReport};
 
 /// The status document's metrics (the `nginx_ha_*` families).
 pub fn render(document: &StatusDocument) -> Exposition {
@@ -81,7 +81,59 @@ pub fn render(document: &StatusDocument) -> Exposition {
     for a in &document.anycast {
         anycast.sample(vec![("name", a.name.clone())], a.announced);
     }
+    wire(&mut out, routers);
     out
+}
+
+/// The pair as each router hears it on the wire: the master and the last other router heard,
+/// their priorities and the age of their last advert (nothing heard: no sample).
+fn wire(out: &mut Exposition, routers: &[RouterReport]) {
+    fn seconds(ms: u64) -> f64 {
+        ms as f64 / 1000.0
+    }
+    type Pick = fn(&RouterReport) -> Option<AdvertReport>;
+    let seen: [(&str, Pick, [&str; 3]); 2] = [
+        (
+            "master",
+            |r| r.master,
+            [
+                "The master of the router as this node hears it on the wire (this node while MASTER), by address (value 1)",
+                "The priority the master advertises",
+                "Since the master's last advert (this node's own while MASTER)",
+            ],
+        ),
+        (
+            "peer",
+            |r| r.peer,
+            [
+                "The last other router heard on the wire, in any state, by address (value 1)",
+                "The priority in the last advert heard from another router",
+                "Since the last advert heard from another router (a silent peer is BACKUP, or gone)",
+            ],
+        ),
+    ];
+    for (who, pick, [info_help, priority_help, age_help]) in seen {
+        let heard: Vec<(&RouterReport, AdvertReport)> = routers.iter().filter_map(|r| Some((r, pick(r)?))).collect();
+        let mut info = out.family(&format!("nginx_ha_vrrp_{who}_info"), info_help, Kind::Gauge, None);
+        for (r, advert) in &heard {
+            info.sample(vec![("router", r.name.clone()), ("address", advert.address.to_string())], 1u64);
+        }
+        let mut priority = out.family(&format!("nginx_ha_vrrp_{who}_priority"), priority_help, Kind::Gauge, None);
+        for (r, advert) in &heard {
+            priority.sample(vec![("router", r.name.clone())], advert.priority);
+        }
+        let name = format!("nginx_ha_vrrp_{who}_advert_age");
+        let mut age = out.family(&name, age_help, Kind::Gauge, Some(BaseUnit::Seconds));
+        for (r, advert) in &heard {
+            age.sample(vec![("router", r.name.clone())], seconds(advert.advert_age_ms));
+        }
+    }
+    let help = "The interval the master advertises with";
+    let mut interval = out.family("nginx_ha_vrrp_master_advert_interval", help, Kind::Gauge, Some(BaseUnit::Seconds));
+    for r in routers {
+        let ms = r.master.map_or(r.master_advert_interval_ms, |m| m.advert_interval_ms);
+        interval.sample(vec![("router", r.name.clone())], seconds(ms));
+    }
 }
 
 /// nginx's own counters, under nginx-prometheus-exporter's names; see `stub_status` for what
@@ -285,6 +337,40 @@ mod tests {
         }
         has_lines(&render(&document()).encode(Format::Text), &["# TYPE nginx_ha_vrrp_checksum_errors_total counter"]);
         has_lines(&render(&document()).encode(Format::OpenMetrics), &["# TYPE nginx_ha_vrrp_checksum_errors counter"]);
+    }
+
+    #[test]
+    fn renders_the_pair_as_heard_on_the_wire() {
+        let document = serde_json::json!({
+          "nginx": {"state": "running", "healthy": true, "master_pid": 1, "worker_pids": [], "restarts": 0},
+          "vrrp": [{"name": "VI_2", "state": "BACKUP", "priority": 100, "effective_priority": 100,
+                    "master_advert_interval_ms": 1000, "counters": {"master_changes": 2},
+                    "master": {"address": "198.18.0.2", "priority": 150, "advert_interval_ms": 1000,
+                               "advert_age_ms": 310},
+                    "peer": {"address": "198.18.0.3", "priority": 0, "advert_interval_ms": 1000,
+                             "advert_age_ms": 2500}},
+                   {"name": "VI_3", "state": "INIT", "priority": 100, "effective_priority": 100,
+                    "master_advert_interval_ms": 2000}]
+        });
+        let text = render(&serde_json::from_value(document).unwrap()).encode(Format::Text);
+        has_lines(
+            &text,
+            &[
+                "nginx_ha_vrrp_master_info{router=\"VI_2\",address=\"198.18.0.2\"} 1",
+                "nginx_ha_vrrp_master_priority{router=\"VI_2\"} 150",
+                "nginx_ha_vrrp_master_advert_age_seconds{router=\"VI_2\"} 0.31",
+                "nginx_ha_vrrp_master_advert_interval_seconds{router=\"VI_2\"} 1.0",
+                "nginx_ha_vrrp_master_advert_interval_seconds{router=\"VI_3\"} 2.0",
+                "nginx_ha_vrrp_peer_info{router=\"VI_2\",address=\"198.18.0.3\"} 1",
+                "nginx_ha_vrrp_peer_priority{router=\"VI_2\"} 0",
+                "nginx_ha_vrrp_peer_advert_age_seconds{router=\"VI_2\"} 2.5",
+                "nginx_ha_vrrp_master_changes_total{router=\"VI_2\"} 2",
+                "# TYPE nginx_ha_vrrp_master_advert_age_seconds gauge",
+            ],
+        );
+        // A router that heard nothing has no master or peer sample.
+        assert!(!text.contains("info{router=\"VI_3\""), "{text}");
+        assert!(!text.contains("age_seconds{router=\"VI_3\""), "{text}");
     }
 
     #[test]

@@ -97,7 +97,7 @@ fn answer(
 }
 
 fn state(engine: &Engine, router: usize) -> State {
-    engine.reports()[router].state
+    engine.reports(Instant::now())[router].state
 }
 
 fn advert(vrid: u8, priority: u8, vip: &str) -> Vec<u8> {
@@ -135,7 +135,7 @@ fn every_router_on_a_socket_sees_each_packet_and_counts_it_once() {
 
     let payload = advert(1, 200, "198.18.1.1");
     engine.handle(t0, packet((ETH0, Family::V4), &payload));
-    let reports = engine.reports();
+    let reports = engine.reports(Instant::now());
     assert_eq!((reports[0].counters.adverts_received, reports[0].counters.other_vrid), (1, 0));
     assert_eq!((reports[1].counters.adverts_received, reports[1].counters.other_vrid), (0, 1));
     // The router on the other interface never saw it, though it has the same VRID.
@@ -282,7 +282,7 @@ fn an_interface_created_again_is_followed_and_its_old_socket_closed_when_unused(
     // Packets on the new socket reach them.
     let payload = advert(1, 200, "198.18.1.1");
     engine.handle(t0, packet((7, Family::V4), &payload));
-    assert_eq!(engine.reports()[0].counters.adverts_received, 1);
+    assert_eq!(engine.reports(Instant::now())[0].counters.adverts_received, 1);
 }
 
 #[test]
@@ -290,7 +290,7 @@ fn a_router_whose_interface_is_missing_waits_and_starts_when_it_appears() {
     let t0 = Instant::now();
     let specs = vec![spec("a", 1, 100, "eth1", &["198.18.1.1/24"])];
     let mut engine = started(specs, &[], &[], t0);
-    assert_eq!(engine.reports()[0].problem.as_deref(), Some("interface eth1: no such link"));
+    assert_eq!(engine.reports(Instant::now())[0].problem.as_deref(), Some("interface eth1: no such link"));
     // Every burst retries; the same problem is logged once.
     let actions = engine.handle(t0, Event::BurstEnd);
     let actions = answer(&mut engine, t0, actions, &[], &[]);
@@ -299,10 +299,13 @@ fn a_router_whose_interface_is_missing_waits_and_starts_when_it_appears() {
     let links = [link(ETH1, "eth1")];
     let actions = engine.handle(t0, Event::BurstEnd);
     answer(&mut engine, t0, actions, &links, &[]);
-    assert_eq!(engine.reports()[0].problem.as_deref(), Some("interface eth1 has no IPv4 address to send adverts from"));
+    assert_eq!(
+        engine.reports(Instant::now())[0].problem.as_deref(),
+        Some("interface eth1 has no IPv4 address to send adverts from")
+    );
     let actions = engine.handle(t0, Event::BurstEnd);
     answer(&mut engine, t0, actions, &links, &[address(ETH1, "198.18.0.1/24", None)]);
-    assert_eq!(engine.reports()[0].problem, None);
+    assert_eq!(engine.reports(Instant::now())[0].problem, None);
     assert_eq!(state(&engine, 0), State::Backup);
 }
 

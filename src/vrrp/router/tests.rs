@@ -1418,3 +1418,85 @@ fn another_vrid_on_the_link_is_counted_as_such() {
     assert_eq!(router.status().counters.other_vrid, 1);
     assert_eq!(router.status().counters.adverts_received, 0);
 }
+
+fn seen(address: &str, priority: u8, age: Duration) -> Option<SeenAdvert> {
+    Some(SeenAdvert { address: ip(address), priority, interval: secs(1), age })
+}
+
+#[test]
+fn the_wire_view_shows_the_master_its_priority_and_the_age_of_its_last_advert() {
+    let mut sim = pair_with_a_master();
+    sim.run_until(ms(5710)); // A advertised at 5.41 s
+    let now = sim.now;
+    let backup = sim.nodes[1].router.wire_view(now);
+    assert_eq!(backup.master, seen(A, 150, ms(300)));
+    assert_eq!(backup.peer, seen(A, 150, ms(300)));
+    // The master reports its own last advert; the silent BACKUP has never been heard.
+    let master = sim.nodes[0].router.wire_view(now);
+    assert_eq!(master, WireView { master: seen(A, 150, ms(300)), peer: None });
+    // The age is counted up to the time asked with, nothing else.
+    assert_eq!(sim.nodes[1].router.wire_view(now + ms(200)).master, seen(A, 150, ms(500)));
+    assert_eq!(sim.status(1).counters.master_changes, 0, "the first master known is no change");
+}
+
+#[test]
+fn master_changes_count_each_failover_as_each_node_saw_it() {
+    let mut sim = pair_with_a_master();
+    sim.run_until(ms(5410));
+    sim.nodes[0].connected = false;
+    sim.run_until(secs(12)); // B took over at 9.01 s
+    assert_eq!(sim.masters(), [0, 1]);
+    let b = sim.nodes[1].router.wire_view(sim.now);
+    assert_eq!(b.master, seen(B, 100, ms(990)), "B's own adverts since 9.01 s");
+    assert_eq!(b.peer, seen(A, 150, ms(6590)), "A's last advert heard at 5.41 s");
+    assert_eq!(sim.status(1).counters.master_changes, 1);
+
+    // A comes back: B yields to its advert; A never saw another master.
+    sim.nodes[0].connected = true;
+    sim.run_until(secs(14));
+    assert_eq!(sim.masters(), [0]);
+    assert_eq!(sim.status(1).counters.master_changes, 2);
+    assert_eq!(sim.status(0).counters.master_changes, 0);
+    let a = sim.nodes[0].router.wire_view(sim.now);
+    assert_eq!(a.peer.map(|p| (p.address, p.priority)), Some((ip(B), 100)), "B's advert before it yielded");
+    assert_eq!(sim.nodes[1].router.wire_view(sim.now).master.map(|m| m.address), Some(ip(A)));
+}
+
+#[test]
+fn a_router_out_of_the_election_still_hears_the_master_uncounted() {
+    let t0 = Instant::now();
+    let mut router = started(config(100), t0);
+    router.handle(t0 + secs(1), Input::Health(Health::Unhealthy));
+    assert_eq!(router.status().state, State::Fault);
+    let payload = peer_advert(120);
+    router.handle(t0 + secs(2), packet_from(B, &payload));
+    let view = router.wire_view(t0 + secs(3));
+    assert_eq!(view.master, seen(B, 120, secs(1)));
+    assert_eq!(view.peer, seen(B, 120, secs(1)));
+    assert_eq!(router.status().master_address, None, "FAULT follows no master");
+    assert_eq!(router.status().counters.adverts_received, 0);
+
+    // A bad packet teaches nothing.
+    let mut bad = peer_advert(200);
+    bad[6] ^= 0xff;
+    router.handle(t0 + secs(4), packet_from(B, &bad));
+    assert_eq!(router.wire_view(t0 + secs(4)).master, seen(B, 120, secs(2)));
+}
+
+#[test]
+fn the_master_s_priority_zero_ends_it_as_master_but_not_as_peer() {
+    let t0 = Instant::now();
+    let mut router = started(config(100), t0);
+    let payload = peer_advert(120);
+    router.handle(t0 + secs(1), packet_from(B, &payload));
+    let payload = peer_advert(0);
+    router.handle(t0 + secs(2), packet_from(B, &payload));
+    let view = router.wire_view(t0 + secs(2));
+    assert_eq!(view.master, None);
+    assert_eq!(view.peer, seen(B, 0, Duration::ZERO));
+    // Taking over after the skew time: this router is the master now, a change.
+    router.handle(t0 + secs(2) + ms(600), Input::TimerFired);
+    assert_eq!(router.status().state, State::Master);
+    assert_eq!(router.wire_view(t0 + secs(3)).master, seen(A, 100, ms(400)));
+    assert_eq!(router.status().counters.master_changes, 1);
+}
