@@ -487,3 +487,13 @@ fn reload_applies_the_anycast_timings_and_rejects_the_rest() {
     let RestartNeeded(keys) = reload_changes(ANYCAST, "").unwrap_err();
     assert_eq!(keys, ["[[anycast]] \"web\" (removed)"]);
 }
+
+#[test]
+fn status_group_is_a_group_name() {
+    assert_eq!(parse("[daemon]\nstatus_group = \"adm\"\n").unwrap().daemon.status_group.as_deref(), Some("adm"));
+    assert_eq!(parse("").unwrap().daemon.status_group, None);
+    for bad in ["", "-adm", "a dm", "adm:x", &"g".repeat(33)] {
+        let errors = errors(&format!("[daemon]\nstatus_group = \"{bad}\"\n"));
+        assert!(errors.iter().any(|e| e.contains("is not a group name") && e.contains("\"adm\"")), "{bad}: {errors:?}");
+    }
+}

@@ -1,7 +1,9 @@
-//! Who may use the control socket (SO_PEERCRED): root everything, `[daemon] status_group` only
-//! `status`, everyone else refused with a clear error on both sides; a control socket path that
-//! is a link or not a socket, and a linked state file, are refused. Needs root (to run the CLI as
-//! `nobody`) and nginx.
+//! Least privilege outside the unit: who may use the control socket (SO_PEERCRED: root
+//! everything, `[daemon] status_group` only `status`, everyone else refused with a clear error on
+//! both sides); a control socket path that is a link or not a socket, a linked state file and an
+//! oversized VRRP state record are refused (the last without touching the VIPs). Needs root (to run
+//! the CLI as `nobody`, and for the namespace) and nginx. The unit's sandbox itself is proven by
+//! packaging/sandbox-test.sh.
 
 mod common;
 
@@ -10,6 +12,9 @@ use std::os::unix::process::CommandExt;
 use std::process::{Command, Output};
 
 use common::local::*;
+
+/// IFA_PROTO of nginx-ha's VIPs.
+const VIP_PROTO: u8 = 0x6e;
 
 const NOBODY: u32 = 65534;
 const NOGROUP: u32 = 65534;
@@ -146,4 +151,40 @@ fn a_linked_alias_store_is_refused() {
     assert!(!del.status.success());
     assert!(text(&del).contains("aliases.json is a symbolic link"), "{}", text(&del));
     assert_eq!(std::fs::read(&target).unwrap(), b"{\"version\": 1, \"aliases\": []}\n");
+}
+
+#[test]
+fn an_oversized_state_record_stops_the_start_and_leaves_the_vips() {
+    use common::cluster::{Node, router};
+    use common::netns::Bridge;
+    if !is_root() {
+        eprintln!("skip: needs root for the namespace");
+        return;
+    }
+    let bridge = Bridge::new();
+    let mut node = Node::new(&bridge, "A", "198.18.0.1/24");
+    node.configure(&router("VI_1", 51, 100, "198.18.0.100/24", ""));
+    // What a crashed MASTER leaves: its tagged VIP, and here a record far over the bound.
+    node.ns.add_tagged_address("eth0", "198.18.0.100/24", VIP_PROTO);
+    let state = node.path("state");
+    std::fs::create_dir(&state).unwrap();
+    let record = state.join("vrrp-state.json");
+    std::fs::write(&record, vec![b' '; 300 * 1024]).unwrap();
+
+    node.start();
+    assert!(!node.wait_exit().success());
+    let log = node.log();
+    assert!(
+        log.contains(&format!("{} is 307200 bytes, more than the 262144 bytes", record.display()))
+            && log.contains("no VIP is touched")
+            && log.contains("Move it aside"),
+        "{log}"
+    );
+    assert!(node.has_address("198.18.0.100"), "the VIP is left where it was");
+    assert_eq!(std::fs::metadata(&record).unwrap().len(), 300 * 1024, "the record is left for the operator");
+
+    // Moved aside, the next start goes on as without a record.
+    std::fs::rename(&record, state.join("vrrp-state.json.aside")).unwrap();
+    node.start();
+    node.wait_state("VI_1", "MASTER");
 }
