@@ -23,8 +23,7 @@ fn starts_nginx_and_serves() {
     assert!(alive(master));
     let control = std::fs::metadata(setup.path("control.sock")).unwrap();
     assert!(control.file_type().is_socket());
-    // Anyone may connect: the daemon decides on the peer's credentials (tests/least_privilege.rs).
-    assert_eq!(control.permissions().mode() & 0o7777, 0o666, "the control socket's mode (umask 022)");
+    assert_eq!(control.permissions().mode() & 0o7777, 0o600, "the control socket is root's only (umask 022)");
 
     let table = setup.cli(&["status"]);
     let table = String::from_utf8_lossy(&table.stdout);

@@ -1,8 +1,8 @@
 //! **Pure**: who may ask the daemon what over the control socket, from the peer's credentials
 //! (SO_PEERCRED and SO_PEERGROUPS, read by the server). Root may do everything; members of
-//! `[daemon] status_group` may run the read-only `status`; everyone else is refused. The socket
-//! itself is 0666 so that a refused user is told why (and the daemon logs it) instead of
-//! getting a bare "permission denied".
+//! `[daemon] status_group` may run the read-only `status`; everyone else is refused. The socket's
+//! mode (0600, or 0660 with the group) already keeps others out at connect; this check is what
+//! holds the group to `status`, and holds whoever else reaches the socket to nothing.
 
 use super::Request;
 

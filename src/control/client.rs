@@ -13,7 +13,7 @@ pub enum ClientError {
     #[error("no nginx-ha daemon answers on {path}: {source} (is it running? `systemctl status nginx-ha`)")]
     NotRunning { path: PathBuf, source: std::io::Error },
     #[error(
-        "cannot connect to {path}: permission denied; the control socket is for root (and, for `nginx-ha status`, members of [daemon] status_group): run as root"
+        "cannot connect to {path}: permission denied: the control socket is root's, and for `nginx-ha status` also the members of [daemon] status_group if it is set; run as root, or be added to that group"
     )]
     Denied { path: PathBuf },
     #[error("the daemon on {path} broke off: {reason}")]

@@ -51,9 +51,10 @@ pub struct ControlServer {
 }
 
 impl ControlServer {
-    /// Binds the socket (mode 0666: `policy` decides on each peer's credentials); the returned
-    /// future accepts connections and forwards each allowed request on `requests`. It never ends
-    /// on its own: the caller owns it and notices if it does.
+    /// Binds the socket: mode 0600 (root's), or 0660 and owned by `[daemon] status_group` when it
+    /// is set, so that its members can connect; `policy` then decides on each peer's credentials.
+    /// The returned future accepts connections and forwards each allowed request on `requests`.
+    /// It never ends on its own: the caller owns it and notices if it does.
     pub async fn start(
         path: &Path,
         policy: AccessPolicy,
@@ -77,7 +78,14 @@ impl ControlServer {
             std::fs::create_dir_all(dir).map_err(bind_error)?;
         }
         let listener = UnixListener::bind(path).map_err(bind_error)?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666)).map_err(bind_error)?;
+        let mode = match &policy.status_group {
+            Some((_, gid)) => {
+                std::os::unix::fs::chown(path, None, Some(*gid)).map_err(bind_error)?;
+                0o660
+            }
+            None => 0o600,
+        };
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(bind_error)?;
         Ok((ControlServer { path: path.to_path_buf() }, accept_loop(listener, Arc::new(policy), requests)))
     }
 }
