@@ -17,8 +17,8 @@
 # pidfd_getfd): what confines nginx-ha here is the unit alone, as on a host.
 #
 # Needs root, systemd-nspawn (Debian systemd-container: installed with apt-get if missing), nginx,
-# iproute2, curl. Addresses from 198.18.0.0/15 only. Takes about 1.5 minutes after the build (2 shared
-# cores; about 40 s of it is the two boots); the release build and packaging before it 2-6 minutes.
+# iproute2, curl. Addresses from 198.18.0.0/15 only. Takes 40 s to 1.5 minutes after the build (2 shared
+# cores, depending on their load; about half of it is the two boots); the release build and packaging before it 2-6 minutes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 say() { echo "sandbox-test: $*" >&2; }
@@ -287,6 +287,7 @@ check "anycast: a deleted route is put back" wait_for 30 route
 check "anycast: the address on lo" wait_for 20 has_address a lo 198.19.77.1
 
 # ---- the control socket from a non-root user, in the sandbox -------------------------------------------
+check "the control socket is 0660 root:adm (status_group)" equals "$(on a stat -c %a:%U:%G /run/nginx-ha/control.sock)" 660:root:adm
 check "status as a member of status_group (adm)" on a setpriv --reuid=nobody --regid=adm --clear-groups nginx-ha status
 member_reload() { on a setpriv --reuid=nobody --regid=adm --clear-groups nginx-ha reload 2>&1; }
 check "reload as that member is refused, saying why" bash -c 'grep -q "needs root" <<<"$0"' "$(member_reload || true)"
