@@ -14,5 +14,6 @@ pub mod import;
 pub mod logging;
 pub mod net;
 pub mod nginx;
+pub mod statefile;
 pub mod timers;
 pub mod vrrp;

@@ -10,19 +10,21 @@
 //! - `aliases.lock` beside it is locked (flock) by the running daemon, and by the CLI while
 //!   it changes the store without a daemon, so the two never write at once.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::fs::{self, File};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
 use super::{Alias, InvalidAlias};
+use crate::statefile::{self, StateFileError};
 
 pub const STORE_FILE: &str = "aliases.json";
 const LOCK_FILE: &str = "aliases.lock";
 const VERSION: u32 = 1;
+/// Largest store read: ~100 bytes per alias, so tens of thousands of aliases fit.
+pub const MAX_STORE_BYTES: u64 = 4 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -35,6 +37,9 @@ pub enum StoreError {
     Corrupt { path: PathBuf, reason: Corruption },
     #[error("the alias store in {} is locked by a running nginx-ha (still starting?); try again, or ask it with -c", dir.display())]
     Locked { dir: PathBuf },
+    /// A link, a non-file, an oversized store, or a state directory that is a link.
+    #[error(transparent)]
+    Refused(StateFileError),
 }
 
 /// What is wrong in a corrupt store, and where.
@@ -75,10 +80,11 @@ pub fn path(dir: &Path) -> PathBuf {
 /// The stored aliases; a missing file is an empty store.
 pub fn read(dir: &Path) -> Result<Vec<Alias>, StoreError> {
     let path = path(dir);
-    match fs::read(&path) {
-        Ok(bytes) => decode(&bytes).map_err(|reason| StoreError::Corrupt { path, reason }),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(source) => Err(StoreError::Io { action: "read", path, source }),
+    match statefile::read(&path, MAX_STORE_BYTES) {
+        Ok(Some((bytes, _))) => decode(&bytes).map_err(|reason| StoreError::Corrupt { path, reason }),
+        Ok(None) => Ok(Vec::new()),
+        Err(StateFileError::Io { source, .. }) => Err(StoreError::Io { action: "read", path, source }),
+        Err(refused) => Err(StoreError::Refused(refused)),
     }
 }
 
@@ -125,29 +131,10 @@ pub fn salvage(bytes: &[u8]) -> Vec<Alias> {
         .collect()
 }
 
-/// Replaces the store atomically (see the module doc).
+/// Replaces the store atomically (see the module doc), mode 0600.
 pub fn write(dir: &Path, aliases: &[Alias]) -> Result<(), StoreError> {
-    create_dir(dir)?;
-    let target = path(dir);
     let temp = dir.join(format!(".{STORE_FILE}.tmp-{}", std::process::id()));
-    let written = (|| {
-        let mut file = OpenOptions::new().write(true).create(true).truncate(true).mode(0o644).open(&temp)?;
-        file.write_all(encode(aliases).as_bytes())?;
-        file.sync_all()
-    })();
-    if let Err(source) = written {
-        let _ = fs::remove_file(&temp);
-        return Err(StoreError::Io { action: "write", path: temp, source });
-    }
-    fs::rename(&temp, &target).map_err(|source| {
-        let _ = fs::remove_file(&temp);
-        StoreError::Io { action: "replace", path: target.clone(), source }
-    })?;
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|source| StoreError::Io {
-        action: "sync the directory",
-        path: dir.to_path_buf(),
-        source,
-    })
+    statefile::write_atomic(&path(dir), &temp, encode(aliases).as_bytes()).map(drop).map_err(StoreError::from_state)
 }
 
 /// Renames a corrupt store to `aliases.json.corrupt-<unix_time>`; returns the new path.
@@ -155,21 +142,15 @@ pub fn set_aside(dir: &Path, unix_time: u64) -> Result<PathBuf, StoreError> {
     let from = path(dir);
     let to = dir.join(format!("{STORE_FILE}.corrupt-{unix_time}"));
     fs::rename(&from, &to).map_err(|source| StoreError::Io { action: "move aside", path: from, source })?;
-    let _ = File::open(dir).and_then(|d| d.sync_all());
+    let _ = statefile::sync_dir(dir);
     Ok(to)
 }
 
 /// Takes the store's lock (creating the directory if needed); `wait` blocks until it is free.
 pub fn lock(dir: &Path, wait: bool) -> Result<Flock<File>, StoreError> {
-    create_dir(dir)?;
+    statefile::ensure_dir(dir).map_err(StoreError::from_state)?;
     let path = dir.join(LOCK_FILE);
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o644)
-        .open(&path)
-        .map_err(|source| StoreError::Io { action: "open", path: path.clone(), source })?;
+    let file = statefile::open_lock(&path).map_err(StoreError::from_state)?;
     let how = if wait { FlockArg::LockExclusive } else { FlockArg::LockExclusiveNonblock };
     Flock::lock(file, how).map_err(|(_, errno)| match errno {
         nix::errno::Errno::EWOULDBLOCK => StoreError::Locked { dir: dir.to_path_buf() },
@@ -177,12 +158,14 @@ pub fn lock(dir: &Path, wait: bool) -> Result<Flock<File>, StoreError> {
     })
 }
 
-fn create_dir(dir: &Path) -> Result<(), StoreError> {
-    fs::DirBuilder::new().recursive(true).mode(0o755).create(dir).map_err(|source| StoreError::Io {
-        action: "create the state directory",
-        path: dir.to_path_buf(),
-        source,
-    })
+impl StoreError {
+    /// An I/O failure keeps the store's wording ("cannot write …"); a refusal says why itself.
+    fn from_state(error: StateFileError) -> StoreError {
+        match error {
+            StateFileError::Io { action, path, source } => StoreError::Io { action, path, source },
+            refused => StoreError::Refused(refused),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -56,6 +56,7 @@ const EXAMPLES: &[(&str, &str, &str, &str)] = &[
     ("daemon", "control_socket", r#"control_socket = "/run/nginx-ha/control.sock""#, "an absolute path"),
     ("daemon", "state_dir", r#"state_dir = "/var/lib/nginx-ha""#, "a directory"),
     ("daemon", "metrics_listen", r#"metrics_listen = "127.0.0.1:9612""#, "ADDRESS:PORT"),
+    ("daemon", "status_group", r#"status_group = "adm""#, "a group name"),
 ];
 
 /// Tables written as `[[name]]`, one per item.

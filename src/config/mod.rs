@@ -226,6 +226,9 @@ pub struct DaemonConfig {
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
     pub metrics_listen: Option<String>,
+    /// Members of this group (primary or supplementary) may run `nginx-ha status` over the
+    /// control socket; everything else needs root.
+    pub status_group: Option<String>,
 }
 
 impl Default for NginxConfig {
@@ -258,7 +261,12 @@ impl Default for HealthConfig {
 
 impl Default for DaemonConfig {
     fn default() -> Self {
-        Self { control_socket: default_control_socket(), state_dir: default_state_dir(), metrics_listen: None }
+        Self {
+            control_socket: default_control_socket(),
+            state_dir: default_state_dir(),
+            metrics_listen: None,
+            status_group: None,
+        }
     }
 }
 

@@ -65,7 +65,11 @@ impl Config {
         );
         live.extend(health.into_iter().map(|key| format!("[health] {key}")));
 
-        let daemon = differing!(&self.daemon, &new.daemon, DaemonConfig { control_socket, state_dir, metrics_listen });
+        let daemon = differing!(
+            &self.daemon,
+            &new.daemon,
+            DaemonConfig { control_socket, state_dir, metrics_listen, status_group }
+        );
         restart.extend(daemon.into_iter().map(|key| format!("[daemon] {key}")));
         restart.extend(vrrp_changes(&self.vrrp, &new.vrrp));
         // The alias task reconciles the new set at once: added ones are added, removed ones removed.

@@ -503,3 +503,13 @@ fn status_url_defaults_to_the_probe_and_can_be_turned_off() {
     let bad = errors("[health]\nstatus_url = \"https://127.0.0.1/status\"\n");
     assert!(bad.iter().any(|e| e.contains("status_url") && e.contains("not an http:// URL")), "{bad:?}");
 }
+
+#[test]
+fn status_group_is_a_group_name() {
+    assert_eq!(parse("[daemon]\nstatus_group = \"adm\"\n").unwrap().daemon.status_group.as_deref(), Some("adm"));
+    assert_eq!(parse("").unwrap().daemon.status_group, None);
+    for bad in ["", "-adm", "a dm", "adm:x", &"g".repeat(33)] {
+        let errors = errors(&format!("[daemon]\nstatus_group = \"{bad}\"\n"));
+        assert!(errors.iter().any(|e| e.contains("is not a group name") && e.contains("\"adm\"")), "{bad}: {errors:?}");
+    }
+}

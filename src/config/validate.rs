@@ -44,6 +44,16 @@ pub fn validate(config: &Config) -> (Vec<Problem>, Vec<RouterSpec>) {
             format!("metrics_listen `{listen}` is not ADDRESS:PORT; write e.g. \"127.0.0.1:9612\""),
         );
     }
+    if let Some(group) = &config.daemon.status_group
+        && !is_group_name(group)
+    {
+        report(
+            vec![Key("daemon"), Key("status_group")],
+            format!(
+                "status_group `{group}` is not a group name (letters, digits, `_`, `-`, `.`, at most 32, not starting with `-`); write e.g. \"adm\""
+            ),
+        );
+    }
     if config.nginx.watch_debounce_ms > 10_000 {
         report(
             vec![Key("nginx"), Key("watch_debounce_ms")],
@@ -51,6 +61,14 @@ pub fn validate(config: &Config) -> (Vec<Problem>, Vec<RouterSpec>) {
         );
     }
     (problems, routers)
+}
+
+/// A name `groupadd` accepts (the portable set, plus `.`); whether it exists is the daemon's check.
+fn is_group_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 32
+        && !name.starts_with('-')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
 }
 
 fn validate_health(config: &Config, report: &mut impl FnMut(Vec<Step>, String)) {

@@ -1,6 +1,8 @@
-//! The control socket: a Unix stream socket (0600) speaking one JSON request and one JSON
-//! response per line. `server` runs in the daemon, `client` in the CLI; `status` is the document.
+//! The control socket: a Unix stream socket speaking one JSON request and one JSON response per
+//! line. `server` runs in the daemon, `client` in the CLI; `status` is the document; `access`
+//! decides from the peer's credentials who may ask what.
 
+pub mod access;
 pub mod client;
 pub mod metrics;
 pub mod server;

@@ -67,7 +67,8 @@ pub async fn run(config_path: &Path, config: Config) -> anyhow::Result<()> {
         listeners.spawn(crate::control::metrics::bind(address, requests_tx.clone(), metrics_settings_rx).await?);
         info!(%address, "serving Prometheus metrics");
     }
-    let (_control, accept) = ControlServer::start(&config.daemon.control_socket, requests_tx).await?;
+    let policy = access_policy(&config)?;
+    let (_control, accept) = ControlServer::start(&config.daemon.control_socket, policy, requests_tx).await?;
     listeners.spawn(accept);
     info!(socket = %config.daemon.control_socket.display(), config = %config_path.display(), "nginx-ha started");
 
@@ -439,4 +440,15 @@ async fn tick(interval: &mut Option<tokio::time::Interval>) {
         }
         None => std::future::pending().await,
     }
+}
+
+/// `[daemon] status_group` resolved to its gid: a name that is no group stops the start.
+fn access_policy(config: &Config) -> anyhow::Result<crate::control::access::AccessPolicy> {
+    let Some(name) = &config.daemon.status_group else { return Ok(Default::default()) };
+    let group = nix::unistd::Group::from_name(name)
+        .with_context(|| format!("cannot look up [daemon] status_group `{name}`"))?
+        .with_context(|| {
+            format!("[daemon] status_group `{name}` is not a group on this system: create it (groupadd {name}) or remove the key")
+        })?;
+    Ok(crate::control::access::AccessPolicy { status_group: Some((name.clone(), group.gid.as_raw())) })
 }

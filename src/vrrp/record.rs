@@ -7,15 +7,18 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
 use super::router::State;
+use crate::statefile::{self, StateFileError};
 
 const FILE: &str = "vrrp-state.json";
+/// Largest record read: a router's entry is ~40 bytes, so 255 routers per interface on many
+/// interfaces stay far below it; anything larger was not written by nginx-ha.
+pub const MAX_RECORD_BYTES: u64 = 256 * 1024;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StateRecord {
@@ -26,9 +29,13 @@ pub struct StateRecord {
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
     #[error("cannot write {path}: {source}; fix [daemon] state_dir (it must be a writable directory)")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write { path: PathBuf, source: StateFileError },
     #[error("cannot read {path}: {source}")]
     Read { path: PathBuf, source: std::io::Error },
+    /// A link, a non-file, or a record larger than MAX_RECORD_BYTES: the daemon refuses to start
+    /// rather than guess, so the VIPs stay as they are until the file is fixed.
+    #[error("the VRRP state record is refused, and no VIP is touched: {0}")]
+    Refused(#[source] StateFileError),
     #[error("{path} is not a valid state record ({source}); it is ignored and rewritten")]
     Corrupt { path: PathBuf, source: serde_json::Error },
 }
@@ -56,14 +63,15 @@ impl Recorder {
     /// future (a clock step) counts as just written.
     pub fn load(&self) -> Result<Option<Previous>, RecordError> {
         let read_error = |source| RecordError::Read { path: self.path.clone(), source };
-        let text = match std::fs::read(&self.path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(read_error(e)),
+        let (text, meta) = match statefile::read(&self.path, MAX_RECORD_BYTES) {
+            Ok(Some(read)) => read,
+            Ok(None) => return Ok(None),
+            Err(StateFileError::Io { source, .. }) => return Err(read_error(source)),
+            Err(refused) => return Err(RecordError::Refused(refused)),
         };
         let record =
             serde_json::from_slice(&text).map_err(|source| RecordError::Corrupt { path: self.path.clone(), source })?;
-        let modified = std::fs::metadata(&self.path).and_then(|m| m.modified()).map_err(read_error)?;
+        let modified = meta.modified().map_err(read_error)?;
         let elapsed = SystemTime::now().duration_since(modified).unwrap_or_default();
         Ok(Some(Previous { record, elapsed }))
     }
@@ -85,28 +93,18 @@ impl Recorder {
     /// "Still MASTER now": refreshes the record's modification time (no data is written).
     pub fn heartbeat(&mut self) -> Result<(), RecordError> {
         let Some(file) = &self.file else { return Ok(()) };
-        file.set_modified(SystemTime::now()).map_err(|source| RecordError::Write { path: self.path.clone(), source })
+        file.set_modified(SystemTime::now()).map_err(|source| RecordError::Write {
+            path: self.path.clone(),
+            source: StateFileError::Io { action: "touch", path: self.path.clone(), source },
+        })
     }
 }
 
-/// Replaces `path` with `contents` atomically and durably; returns the new file, open.
-pub fn write_atomic(path: &Path, contents: &[u8]) -> std::io::Result<File> {
+/// Replaces `path` with `contents` atomically and durably (0600); returns the new file, open.
+pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<File, StateFileError> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let temp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let result = (|| {
-        let mut file = File::create(&temp)?;
-        file.write_all(contents)?;
-        file.sync_all()?;
-        std::fs::rename(&temp, path)?;
-        File::open(dir)?.sync_all()?;
-        Ok(file)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&temp);
-    }
-    result
+    statefile::write_atomic(path, &dir.join(format!(".{name}.{}.tmp", std::process::id())), contents)
 }
 
 #[cfg(test)]
@@ -133,6 +131,33 @@ mod tests {
         std::fs::write(dir.path().join(FILE), b"{\"routers\": {\"VI_1\": \"MAST").unwrap();
         let error = Recorder::new(dir.path()).load().unwrap_err();
         assert!(error.to_string().contains("vrrp-state.json is not a valid state record"), "{error}");
+    }
+
+    #[test]
+    fn the_record_is_0600_and_an_oversized_or_linked_one_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let mut recorder = Recorder::new(dir.path());
+        recorder.save(&StateRecord { routers: [("VI_1".to_string(), State::Backup)].into() }).unwrap();
+        let path = dir.path().join(FILE);
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+
+        std::fs::write(&path, vec![b' '; MAX_RECORD_BYTES as usize + 1]).unwrap();
+        let text = recorder.load().unwrap_err().to_string();
+        assert!(
+            text.contains("no VIP is touched")
+                && text.contains(&path.display().to_string())
+                && text.contains(&format!("more than the {MAX_RECORD_BYTES} bytes"))
+                && text.contains("Move it aside"),
+            "{text}"
+        );
+
+        std::fs::remove_file(&path).unwrap();
+        let elsewhere = dir.path().join("elsewhere.json");
+        std::fs::write(&elsewhere, br#"{"routers": {"VI_1": "MASTER"}}"#).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &path).unwrap();
+        let error = recorder.load().unwrap_err();
+        assert!(matches!(error, RecordError::Refused(StateFileError::Symlink(_))), "{error}");
     }
 
     #[test]

@@ -30,6 +30,8 @@ pub enum VrrpError {
     Netlink(#[source] net::NetError),
     #[error("{0}; nginx-ha needs root (CAP_NET_RAW) for [[vrrp]]")]
     Socket(#[source] super::socket::OpenError),
+    #[error(transparent)]
+    Record(super::record::RecordError),
 }
 
 /// One router in the status document.
@@ -138,6 +140,8 @@ pub async fn spawn(
     let recorder = Recorder::new(state_dir);
     let previous = match recorder.load() {
         Ok(previous) => previous,
+        // Before any address is listed or removed: the VIPs stay as they are.
+        Err(refused @ RecordError::Refused(_)) => return Err(VrrpError::Record(refused)),
         Err(e) => {
             warn!("{e}");
             None

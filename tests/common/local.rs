@@ -197,6 +197,11 @@ impl Daemon {
         }
     }
 
+    /// Waits (up to PATIENCE) for a daemon that stops by itself, e.g. refusing to start.
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        self.wait_for_exit("daemon did not stop by itself")
+    }
+
     /// SIGTERM and wait for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         self.stop_with(libc::SIGTERM)
@@ -204,14 +209,18 @@ impl Daemon {
 
     /// Sends `sig` to the daemon and waits (up to PATIENCE) for its exit status.
     pub fn stop_with(&mut self, sig: i32) -> std::process::ExitStatus {
+        signal(self.child.as_ref().expect("daemon running").id() as i32, sig);
+        self.wait_for_exit(&format!("daemon did not stop after signal {sig}"))
+    }
+
+    fn wait_for_exit(&mut self, what: &str) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("daemon running");
-        signal(child.id() as i32, sig);
         let deadline = Instant::now() + PATIENCE;
         loop {
             if let Some(status) = child.try_wait().unwrap() {
                 return status;
             }
-            assert!(Instant::now() < deadline, "daemon did not stop after signal {sig}:\n{}", self.log_text());
+            assert!(Instant::now() < deadline, "{what}:\n{}", self.log_text());
             std::thread::sleep(Duration::from_millis(20));
         }
     }
