@@ -1,0 +1,3 @@
+//! The connection drain: established TCP connections survive a planned VIP move.
+pub mod core;
+pub mod protocol;
