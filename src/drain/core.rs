@@ -100,6 +100,7 @@ pub enum EndReason {
     PeerSilent,
     OldHolderDone,
     OldHolderSilent,
+    Stopping,
 }
 
 impl std::fmt::Display for EndReason {
@@ -115,6 +116,7 @@ impl std::fmt::Display for EndReason {
             EndReason::PeerSilent => "the new holder stopped answering",
             EndReason::OldHolderDone => "the old holder has no connection left",
             EndReason::OldHolderSilent => "the old holder fell silent (it stopped or died)",
+            EndReason::Stopping => "nginx-ha is stopping",
         })
     }
 }
@@ -175,7 +177,12 @@ pub struct Drains {
     pub dropped: u64,
     /// Flows passed through, over all drains.
     pub forwarded_flows: u64,
+    /// When a drop from each sender was last logged (a flood is logged once per DROP_LOG_EVERY).
+    drop_logged: std::collections::HashMap<IpAddr, Instant>,
 }
+
+/// A sender's dropped datagrams are logged at most this often.
+const DROP_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// One router's drain, for `status`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -318,23 +325,23 @@ impl Drains {
     fn datagram(&mut self, now: Instant, from: IpAddr, ttl: u8, bytes: &[u8], out: &mut Vec<Output>) {
         let message = match protocol::decode(bytes) {
             Ok(message) => message,
-            Err(e) => return self.drop(from, e.to_string(), out),
+            Err(e) => return self.drop(now, from, e.to_string(), out),
         };
         if ttl != TTL {
-            return self.drop(from, format!("hop limit {ttl}, not {TTL}: not sent on this link"), out);
+            return self.drop(now, from, format!("hop limit {ttl}, not {TTL}: not sent on this link"), out);
         }
         match message.body {
             Body::Ack { .. } => {
                 let Some(o) =
                     self.outgoing.iter_mut().find(|o| o.vrid == message.vrid && o.to == from && o.session == message.session)
                 else {
-                    return self.drop(from, format!("an acknowledgement for VRID {} no drain expects", message.vrid), out);
+                    return self.drop(now, from, format!("an acknowledgement for VRID {} no drain expects", message.vrid), out);
                 };
                 o.last_ack = Some(now);
             }
             Body::Flows { mac, flows } => {
                 let Some(i) = self.incoming.iter_mut().find(|i| i.vrid == message.vrid && i.from == from) else {
-                    return self.drop(from, format!("a drain for VRID {} from a node we did not take over from", message.vrid), out);
+                    return self.drop(now, from, format!("a drain for VRID {} from a node we did not take over from", message.vrid), out);
                 };
                 let session_changed = i.forwarding.as_ref().is_some_and(|f| f.session != message.session);
                 if session_changed {
@@ -344,7 +351,7 @@ impl Drains {
                     i.accept_until = now + ACCEPT_WAIT;
                 }
                 if i.forwarding.is_none() && now >= i.accept_until {
-                    return self.drop(from, format!("a drain for VRID {} after the time to accept one", message.vrid), out);
+                    return self.drop(now, from, format!("a drain for VRID {} after the time to accept one", message.vrid), out);
                 }
                 let window = i.window;
                 let forwarding = i.forwarding.get_or_insert_with(|| Forwarding {
@@ -384,7 +391,7 @@ impl Drains {
                         && i.from == from
                         && i.forwarding.as_ref().is_some_and(|f| f.session == message.session)
                 }) else {
-                    return self.drop(from, format!("the end of a drain for VRID {} that is not under way", message.vrid), out);
+                    return self.drop(now, from, format!("the end of a drain for VRID {} that is not under way", message.vrid), out);
                 };
                 let router = self.incoming[position].router;
                 self.end_incoming(router, EndReason::OldHolderDone, out);
@@ -392,9 +399,30 @@ impl Drains {
         }
     }
 
-    fn drop(&mut self, from: IpAddr, why: String, out: &mut Vec<Output>) {
+    fn drop(&mut self, now: Instant, from: IpAddr, why: String, out: &mut Vec<Output>) {
         self.dropped += 1;
+        if self.drop_logged.get(&from).is_some_and(|at| now.duration_since(*at) < DROP_LOG_EVERY) {
+            return;
+        }
+        if self.drop_logged.len() > 1024 {
+            self.drop_logged.clear();
+        }
+        self.drop_logged.insert(from, now);
         out.push(Output::Log(LogLine::Dropped { from, why }));
+    }
+
+    /// nginx-ha stops: every drain ends, nothing stays held locally or passed through.
+    pub fn shutdown(&mut self, now: Instant) -> Vec<Output> {
+        let mut out = Vec::new();
+        let routers: Vec<usize> = self.outgoing.iter().map(|o| o.router).collect();
+        for router in routers {
+            self.end_outgoing(now, router, EndReason::Stopping, &mut out);
+        }
+        let routers: Vec<usize> = self.incoming.iter().map(|i| i.router).collect();
+        for router in routers {
+            self.end_incoming(router, EndReason::Stopping, &mut out);
+        }
+        out
     }
 
     fn fire(&mut self, now: Instant, out: &mut Vec<Output>) {
