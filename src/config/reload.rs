@@ -62,7 +62,7 @@ impl Config {
             differing!(&self.health, &new.health, HealthConfig { interval_ms, timeout_ms, fall, rise, http, tcp });
         live.extend(health.into_iter().map(|key| format!("[health] {key}")));
 
-        let daemon = differing!(&self.daemon, &new.daemon, DaemonConfig { control_socket, state_dir, metrics_listen });
+        let daemon = differing!(&self.daemon, &new.daemon, DaemonConfig { control_socket, state_dir, metrics_listen, drain_port });
         restart.extend(daemon.into_iter().map(|key| format!("[daemon] {key}")));
         restart.extend(vrrp_changes(&self.vrrp, &new.vrrp));
         // The alias task reconciles the new set at once: added ones are added, removed ones removed.
@@ -108,6 +108,7 @@ fn vrrp_changes(old: &[VrrpConfig], new: &[VrrpConfig]) -> Vec<String> {
                 notify_timeout_ms,
                 checksum_pseudo_header,
                 restart_grace_ms,
+                drain_ms,
             }
         );
         // Writing out the default version is no change.

@@ -79,7 +79,7 @@ enum Request {
     Accept(Accept),
     /// Answered once every datagram already received is handled.
     Settle(oneshot::Sender<()>),
-    Reclaimed(usize),
+    Reclaimed(usize, oneshot::Sender<()>),
     Released(usize),
     Status(oneshot::Sender<DrainReport>),
     /// Answered when no old-holder drain is under way.
@@ -114,8 +114,13 @@ impl DrainHandle {
         }
     }
 
+    /// `router` added its VIPs as addresses again; returns once its drain, if any, holds
+    /// nothing locally any more (its own gratuitous ARP must not meet the ARP guard).
     pub async fn reclaimed(&self, router: usize) {
-        let _ = self.requests.send(Request::Reclaimed(router)).await;
+        let (reply, answer) = oneshot::channel();
+        if self.requests.send(Request::Reclaimed(router, reply)).await.is_ok() {
+            let _ = answer.await;
+        }
     }
 
     pub async fn released(&self, router: usize) {
@@ -349,7 +354,10 @@ impl Shell {
                 }
                 let _ = reply.send(());
             }
-            Request::Reclaimed(router) => self.feed(Input::Command(Command::Reclaimed { router })).await,
+            Request::Reclaimed(router, reply) => {
+                self.feed(Input::Command(Command::Reclaimed { router })).await;
+                let _ = reply.send(());
+            }
             Request::Released(router) => self.feed(Input::Command(Command::Released { router })).await,
             Request::Status(reply) => {
                 let _ = reply.send(self.report());

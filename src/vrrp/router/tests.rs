@@ -43,6 +43,7 @@ fn config(priority: u8) -> RouterConfig {
         codec: CodecOptions::default(),
         unicast_peers: vec![],
         restart_grace: Duration::from_millis(300),
+        drain: Duration::ZERO,
     }
 }
 
