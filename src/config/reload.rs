@@ -62,7 +62,11 @@ impl Config {
             differing!(&self.health, &new.health, HealthConfig { interval_ms, timeout_ms, fall, rise, http, tcp });
         live.extend(health.into_iter().map(|key| format!("[health] {key}")));
 
-        let daemon = differing!(&self.daemon, &new.daemon, DaemonConfig { control_socket, state_dir, metrics_listen, drain_port });
+        let daemon = differing!(
+            &self.daemon,
+            &new.daemon,
+            DaemonConfig { control_socket, state_dir, metrics_listen, drain_port }
+        );
         restart.extend(daemon.into_iter().map(|key| format!("[daemon] {key}")));
         restart.extend(vrrp_changes(&self.vrrp, &new.vrrp));
         // The alias task reconciles the new set at once: added ones are added, removed ones removed.

@@ -359,6 +359,10 @@ impl Daemon {
                 started_at_ms: self.started_at_ms,
                 upgrades: upgrade::Upgrader::upgrades(),
             },
+            drain: match &self.drain {
+                Some((drain, _)) => Some(drain.status().await),
+                None => None,
+            },
         }
     }
 

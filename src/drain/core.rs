@@ -25,10 +25,10 @@ pub const HEARTBEAT: Duration = Duration::from_millis(100);
 /// Every flow again this often, should a datagram have been lost.
 pub const RESEND_ALL: Duration = Duration::from_secs(1);
 /// The old holder falls silent this long: it died, and its flows with it; forwarding ends.
-pub const SILENCE: Duration = Duration::from_millis(400);
+pub const SILENCE: Duration = Duration::from_secs(1);
 /// The new holder does not acknowledge within this: it does not drain (keepalived, an older
 /// nginx-ha, drains off) or it died; the old holder stops holding the VIPs.
-pub const ACK_TIMEOUT: Duration = Duration::from_secs(1);
+pub const ACK_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long after taking the VIPs over the new holder accepts the first message of a drain.
 pub const ACCEPT_WAIT: Duration = Duration::from_secs(3);
 /// The kernel's flow table holds this many flows (src/drain/bpf/drain.bpf.c, drain_flows).
@@ -44,7 +44,16 @@ pub const TTL: u8 = 255;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     /// Old holder: `router`'s VIPs are held locally now and the addresses go to `to`.
-    HandOver { router: usize, vrid: u8, ifindex: u32, mac: [u8; 6], vips: Vec<IpAddr>, to: IpAddr, window: Duration, session: u32 },
+    HandOver {
+        router: usize,
+        vrid: u8,
+        ifindex: u32,
+        mac: [u8; 6],
+        vips: Vec<IpAddr>,
+        to: IpAddr,
+        window: Duration,
+        session: u32,
+    },
     /// New holder: `router` took its VIPs over from the live master at `from`.
     Accept { router: usize, vrid: u8, ifindex: u32, vips: Vec<IpAddr>, from: IpAddr, window: Duration },
     /// `router` added its VIPs as addresses again: its old-holder drain ends.
@@ -57,37 +66,83 @@ pub enum Command {
 pub enum Input<'a> {
     Command(Command),
     /// A UDP datagram on the drain port, with the hop limit it arrived with.
-    Datagram { from: IpAddr, ttl: u8, bytes: &'a [u8] },
+    Datagram {
+        from: IpAddr,
+        ttl: u8,
+        bytes: &'a [u8],
+    },
     /// The answer to [`Output::ListFlows`]: the TCP connections now on the router's VIPs.
-    Listed { router: usize, flows: Vec<Flow> },
+    Listed {
+        router: usize,
+        flows: Vec<Flow>,
+    },
     /// Any deadline may have passed.
     Timer,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
-    Send { to: IpAddr, bytes: Vec<u8> },
+    Send {
+        to: IpAddr,
+        bytes: Vec<u8>,
+    },
     /// List the TCP connections on `vips` (not listening, not TIME_WAIT) and answer with
     /// [`Input::Listed`].
-    ListFlows { router: usize, vips: Vec<IpAddr> },
+    ListFlows {
+        router: usize,
+        vips: Vec<IpAddr>,
+    },
     /// Old holder: stop holding the VIPs locally (the ARP guard and the local routes go).
-    ReleaseLocal { router: usize, ifindex: u32, vips: Vec<IpAddr> },
+    ReleaseLocal {
+        router: usize,
+        ifindex: u32,
+        vips: Vec<IpAddr>,
+    },
     /// New holder: pass these flows' packets through to `mac`.
-    Forward { ifindex: u32, mac: [u8; 6], flows: Vec<Flow> },
+    Forward {
+        ifindex: u32,
+        mac: [u8; 6],
+        flows: Vec<Flow>,
+    },
     /// New holder: pass them through no more.
-    StopForwarding { flows: Vec<Flow> },
+    StopForwarding {
+        flows: Vec<Flow>,
+    },
     Log(LogLine),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LogLine {
-    Started { router: usize, to: IpAddr, flows: usize },
-    Ended { router: usize, why: EndReason, flows: usize, elapsed: Duration },
-    Forwarding { router: usize, from: IpAddr, flows: usize },
-    ForwardingEnded { router: usize, why: EndReason, flows: usize },
+    Started {
+        router: usize,
+        to: IpAddr,
+        flows: usize,
+    },
+    Ended {
+        router: usize,
+        why: EndReason,
+        flows: usize,
+        elapsed: Duration,
+    },
+    Forwarding {
+        router: usize,
+        from: IpAddr,
+        flows: usize,
+    },
+    ForwardingEnded {
+        router: usize,
+        why: EndReason,
+        flows: usize,
+    },
     /// A datagram no drain expects, or one that does not decode; `why` says which.
-    Dropped { from: IpAddr, why: String },
-    TooManyFlows { router: usize, dropped: usize },
+    Dropped {
+        from: IpAddr,
+        why: String,
+    },
+    TooManyFlows {
+        router: usize,
+        dropped: usize,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -332,16 +387,28 @@ impl Drains {
         }
         match message.body {
             Body::Ack { .. } => {
-                let Some(o) =
-                    self.outgoing.iter_mut().find(|o| o.vrid == message.vrid && o.to == from && o.session == message.session)
+                let Some(o) = self
+                    .outgoing
+                    .iter_mut()
+                    .find(|o| o.vrid == message.vrid && o.to == from && o.session == message.session)
                 else {
-                    return self.drop(now, from, format!("an acknowledgement for VRID {} no drain expects", message.vrid), out);
+                    return self.drop(
+                        now,
+                        from,
+                        format!("an acknowledgement for VRID {} no drain expects", message.vrid),
+                        out,
+                    );
                 };
                 o.last_ack = Some(now);
             }
             Body::Flows { mac, flows } => {
                 let Some(i) = self.incoming.iter_mut().find(|i| i.vrid == message.vrid && i.from == from) else {
-                    return self.drop(now, from, format!("a drain for VRID {} from a node we did not take over from", message.vrid), out);
+                    return self.drop(
+                        now,
+                        from,
+                        format!("a drain for VRID {} from a node we did not take over from", message.vrid),
+                        out,
+                    );
                 };
                 let session_changed = i.forwarding.as_ref().is_some_and(|f| f.session != message.session);
                 if session_changed {
@@ -351,7 +418,12 @@ impl Drains {
                     i.accept_until = now + ACCEPT_WAIT;
                 }
                 if i.forwarding.is_none() && now >= i.accept_until {
-                    return self.drop(now, from, format!("a drain for VRID {} after the time to accept one", message.vrid), out);
+                    return self.drop(
+                        now,
+                        from,
+                        format!("a drain for VRID {} after the time to accept one", message.vrid),
+                        out,
+                    );
                 }
                 let window = i.window;
                 let forwarding = i.forwarding.get_or_insert_with(|| Forwarding {
@@ -380,9 +452,14 @@ impl Drains {
                     out.push(Output::Forward { ifindex: i.ifindex, mac: forwarding.mac, flows: new });
                 }
                 if first {
-                    out.push(Output::Log(LogLine::Forwarding { router: i.router, from, flows: forwarding.flows.len() }));
+                    out.push(Output::Log(LogLine::Forwarding {
+                        router: i.router,
+                        from,
+                        flows: forwarding.flows.len(),
+                    }));
                 }
-                let ack = protocol::encode_ack(i.vrid, i.family, message.session, message.seq, forwarding.flows.len() as u32);
+                let ack =
+                    protocol::encode_ack(i.vrid, i.family, message.session, message.seq, forwarding.flows.len() as u32);
                 out.push(Output::Send { to: from, bytes: ack });
             }
             Body::Done => {
@@ -391,7 +468,12 @@ impl Drains {
                         && i.from == from
                         && i.forwarding.as_ref().is_some_and(|f| f.session == message.session)
                 }) else {
-                    return self.drop(now, from, format!("the end of a drain for VRID {} that is not under way", message.vrid), out);
+                    return self.drop(
+                        now,
+                        from,
+                        format!("the end of a drain for VRID {} that is not under way", message.vrid),
+                        out,
+                    );
                 };
                 let router = self.incoming[position].router;
                 self.end_incoming(router, EndReason::OldHolderDone, out);

@@ -114,8 +114,8 @@ impl Kernel {
 
     /// Attaches both programs to `interface` unless they are already.
     pub fn attach(&mut self, ifindex: u32, interface: &str) -> Result<(), KernelError> {
-        use aya::programs::tc::{self, TcAttachType};
         use aya::programs::SchedClassifier;
+        use aya::programs::tc::{self, TcAttachType};
         if self.attached.get(&ifindex).is_some_and(|name| name == interface) {
             return Ok(());
         }
@@ -124,7 +124,8 @@ impl Kernel {
             let _ = tc::qdisc_detach_program(interface, kind, name);
             let program: &mut SchedClassifier =
                 self.ebpf.program_mut(name).expect("loaded").try_into().expect("a classifier");
-            let attach_error = |error: String| KernelError::Attach { program: name, interface: interface.into(), error };
+            let attach_error =
+                |error: String| KernelError::Attach { program: name, interface: interface.into(), error };
             if let Err(first) = program.attach(interface, kind) {
                 // The netlink way needs the clsact qdisc; tcx does not.
                 tc::qdisc_add_clsact(interface).map_err(|e| attach_error(format!("{first}; adding clsact: {e}")))?;

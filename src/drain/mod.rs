@@ -3,5 +3,5 @@ pub mod core;
 pub mod kernel;
 pub mod shell;
 
-pub use shell::{Accept, DrainError, DrainHandle, DrainReport, HandOver};
+pub use shell::{Accept, DrainError, DrainHandle, HandOver};
 pub mod protocol;

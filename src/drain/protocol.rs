@@ -97,7 +97,14 @@ pub enum DecodeError {
 
 /// Encodes `flows` (all of one family) into as many Flows datagrams as they need; at least one,
 /// so that an empty list still makes a heartbeat.
-pub fn encode_flows(vrid: u8, session: u32, first_seq: u32, mac: [u8; 6], family: Family, flows: &[Flow]) -> Vec<Vec<u8>> {
+pub fn encode_flows(
+    vrid: u8,
+    session: u32,
+    first_seq: u32,
+    mac: [u8; 6],
+    family: Family,
+    flows: &[Flow],
+) -> Vec<Vec<u8>> {
     debug_assert!(flows.iter().all(|flow| flow.family() == family));
     let per_datagram = (MAX_DATAGRAM - FLOWS_HEADER) / family.entry_len();
     let mut chunks: Vec<&[Flow]> = flows.chunks(per_datagram).collect();
@@ -243,12 +250,10 @@ mod tests {
 
     #[test]
     fn done_and_ack_round_trip() {
-        assert_eq!(decode(&encode_done(3, Family::V4, 9, 5)).unwrap(), Message {
-            vrid: 3,
-            session: 9,
-            seq: 5,
-            body: Body::Done
-        });
+        assert_eq!(
+            decode(&encode_done(3, Family::V4, 9, 5)).unwrap(),
+            Message { vrid: 3, session: 9, seq: 5, body: Body::Done }
+        );
         assert_eq!(decode(&encode_ack(3, Family::V4, 9, 6, 12)).unwrap().body, Body::Ack { installed: 12 });
     }
 
@@ -276,11 +281,15 @@ mod tests {
     #[test]
     fn any_bytes_decode_or_fail_without_panicking() {
         // A cheap sweep here; the fuzz target covers the rest.
-        let seed = encode_flows(1, 1, 1, [0; 6], Family::V6, &[Flow {
-            client: "[fd00::10]:4000".parse().unwrap(),
-            vip: "[fd00::100]:443".parse().unwrap(),
-        }])[0]
-            .clone();
+        let seed = encode_flows(
+            1,
+            1,
+            1,
+            [0; 6],
+            Family::V6,
+            &[Flow { client: "[fd00::10]:4000".parse().unwrap(), vip: "[fd00::100]:443".parse().unwrap() }],
+        )[0]
+        .clone();
         for i in 0..seed.len() {
             for byte in [0u8, 1, 2, 3, 4, 6, 0xff] {
                 let mut bytes = seed.clone();

@@ -18,9 +18,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
-use super::core::{Command, DrainStatus, Drains, Input, LogLine, Output, TTL};
-use super::kernel::{Counters, Kernel, KernelError};
+use super::core::{Command, Drains, Input, LogLine, Output, TTL};
+use super::kernel::{Kernel, KernelError};
 use super::protocol::Flow;
+use crate::control::status::{DrainEntry, DrainReport};
 use crate::net::{DRAIN_PROTO, LinkInfo, Net, NetError};
 
 /// `[daemon] drain_port`'s default: VRRP is IP protocol 112.
@@ -60,18 +61,6 @@ pub struct Accept {
     pub vips: Vec<IpNet>,
     pub from: IpAddr,
     pub window: Duration,
-}
-
-/// For `status` and the metrics.
-#[derive(Debug, Clone, Default)]
-pub struct DrainReport {
-    /// Why drains are off on this node, if they are.
-    pub unavailable: Option<String>,
-    /// The drains under way, with their router's name.
-    pub drains: Vec<(String, DrainStatus)>,
-    pub counters: Counters,
-    pub datagrams_dropped: u64,
-    pub flows_forwarded: u64,
 }
 
 enum Request {
@@ -368,17 +357,25 @@ impl Shell {
 
     fn report(&self) -> DrainReport {
         let now = now();
+        let counters = self.kernel.as_ref().map(Kernel::counters).unwrap_or_default();
         DrainReport {
             unavailable: self.kernel.as_ref().err().cloned(),
             drains: self
                 .core
                 .status(now)
                 .into_iter()
-                .map(|status| (self.names.get(&status.router).cloned().unwrap_or_default(), status))
+                .map(|status| DrainEntry {
+                    router: self.names.get(&status.router).cloned().unwrap_or_default(),
+                    role: status.role.to_owned(),
+                    peer: status.peer,
+                    connections: status.flows,
+                    remaining_ms: status.remaining.as_millis() as u64,
+                })
                 .collect(),
-            counters: self.kernel.as_ref().map(Kernel::counters).unwrap_or_default(),
+            forwarded_packets: counters.forwarded_packets,
+            forwarded_connections: self.core.forwarded_flows,
+            arp_requests_dropped: counters.arp_dropped,
             datagrams_dropped: self.core.dropped,
-            flows_forwarded: self.core.forwarded_flows,
         }
     }
 
@@ -504,7 +501,10 @@ impl Shell {
             }
             LogLine::Dropped { from, why } => warn!(%from, "drain port: dropped {why}"),
             LogLine::TooManyFlows { router, dropped } => {
-                warn!(router = name(router), dropped, "more connections than the pass-through holds; these will be reset")
+                warn!(
+                    router = name(router),
+                    dropped, "more connections than the pass-through holds; these will be reset"
+                )
             }
         }
     }

@@ -380,7 +380,10 @@ impl Supervisor {
             Command::KeepConnectionsFor(at_least) => {
                 let mut policy = self.config.live.policy.clone();
                 if policy.stop_timeout < at_least {
-                    info!(stop_timeout_ms = at_least.as_millis() as u64, "nginx's stop waits for the connections that drain");
+                    info!(
+                        stop_timeout_ms = at_least.as_millis() as u64,
+                        "nginx's stop waits for the connections that drain"
+                    );
                     policy.stop_timeout = at_least;
                     self.config.live.policy = policy.clone();
                     self.feed(Event::Reconfigured(policy)).await;

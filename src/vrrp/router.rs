@@ -679,11 +679,14 @@ impl Router {
     fn become_master(&mut self, now: Instant, reason: Reason, out: &mut Vec<Action>) {
         let predecessor = self.predecessor.take();
         let claim = predecessor.is_some_and(|p| p.may_hold_vips(now, self.master_down_interval()));
+        // The master we replace, even one that seemed dead (a starved one comes back and
+        // yields): only it may drain its connections through us.
+        let previous = predecessor.and_then(Predecessor::address).or(self.master_address);
         self.transition(State::Master, reason, out);
         self.counters.became_master += 1;
         self.master_adver_interval_cs = self.interval_cs;
         // Before our advert, which may make the old master hand its connections over.
-        if let Some(from) = predecessor.filter(|_| claim && !self.config.drain.is_zero()).and_then(Predecessor::address) {
+        if let Some(from) = previous.filter(|_| !self.config.drain.is_zero()) {
             out.push(Action::AcceptDrain { from });
         }
         self.send_advert(self.effective_priority(), out);

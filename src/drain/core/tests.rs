@@ -271,8 +271,10 @@ fn hostile_datagrams_open_nothing() {
     let other = Flow { client: "198.18.0.10:5".parse().unwrap(), vip: "198.18.0.2:22".parse().unwrap() };
     let datagram = protocol::encode_flows(7, 99, 0, MAC_A, Family::V4, &[other, flow(1000)]).remove(0);
     let out = new.handle(now, Input::Datagram { from: ip(A), ttl: TTL, bytes: &datagram });
-    let forwarded: Vec<_> =
-        out.iter().filter_map(|o| if let Output::Forward { flows, .. } = o { Some(flows.clone()) } else { None }).collect();
+    let forwarded: Vec<_> = out
+        .iter()
+        .filter_map(|o| if let Output::Forward { flows, .. } = o { Some(flows.clone()) } else { None })
+        .collect();
     assert_eq!(forwarded, vec![vec![flow(1000)]]);
     assert_eq!(new.dropped, 4);
     // Too late: the time to accept a drain after the takeover is over.
