@@ -71,7 +71,7 @@ impl DrainNode {
                 "worker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/nginx-error.log;\nevents {{ worker_connections 128; }}\n\
                  http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
                    server {{\n    listen 80;\n    root {d}/www;\n    location = / {{ return 200 \"{name}\\n\"; }}\n\
-                     location /big {{ limit_rate 1m; }}\n\
+                     location /big {{ limit_rate 1m; }}\n    location /huge {{ limit_rate 1m; }}\n\
                      location /echo {{ proxy_pass http://127.0.0.1:9000; proxy_http_version 1.1;\n\
                        proxy_set_header Upgrade $http_upgrade; proxy_set_header Connection \"upgrade\"; proxy_read_timeout 60s; }}\n\
                    }}\n}}\n"
