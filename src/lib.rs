@@ -10,6 +10,7 @@ pub mod anycast;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod drain;
 pub mod import;
 pub mod logging;
 pub mod net;

@@ -56,6 +56,7 @@ fn started_router(version: Version, priority: u8, now: Instant) -> Router {
         preempt: true,
         preempt_delay: Duration::ZERO,
         restart_grace: Duration::from_millis(300),
+        drain: Duration::ZERO,
         auth_pass: None,
         vips: vec!["192.0.2.100/24".parse().unwrap()],
         failure_mode: FailureMode::Relinquish,

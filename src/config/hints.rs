@@ -43,6 +43,7 @@ const EXAMPLES: &[(&str, &str, &str, &str)] = &[
     ("vrrp", "notify_timeout_ms", "notify_timeout_ms = 5000", "milliseconds, a whole number without quotes"),
     ("vrrp", "checksum_pseudo_header", "checksum_pseudo_header = true", "true or false, v3 only"),
     ("vrrp", "restart_grace_ms", "restart_grace_ms = 300", "milliseconds, a whole number without quotes"),
+    ("vrrp", "drain_ms", "drain_ms = 60000", "milliseconds, a whole number without quotes; 0 turns the drain off"),
     ("alias", "address", r#"address = "198.18.0.107/24""#, "ADDRESS/LEN, IPv4 or IPv6"),
     ("alias", "interface", r#"interface = "eth0""#, "the interface that holds the address"),
     ("alias", "label", r#"label = "eth0:1""#, "IPv4 only, starting with the interface name"),
@@ -57,6 +58,7 @@ const EXAMPLES: &[(&str, &str, &str, &str)] = &[
     ("daemon", "state_dir", r#"state_dir = "/var/lib/nginx-ha""#, "a directory"),
     ("daemon", "metrics_listen", r#"metrics_listen = "127.0.0.1:9612""#, "ADDRESS:PORT"),
     ("daemon", "status_group", r#"status_group = "adm""#, "a group name"),
+    ("daemon", "drain_port", "drain_port = 7112", "a UDP port number, 1 to 65535, without quotes"),
 ];
 
 /// Tables written as `[[name]]`, one per item.

@@ -162,6 +162,11 @@ pub struct VrrpConfig {
     /// act (relinquish/demote) only if it is not serving again by then. 0: act at once.
     #[serde(default = "default_restart_grace_ms")]
     pub restart_grace_ms: u64,
+    /// A planned move of the VIPs to a live peer (failback, planned stop): for at most this
+    /// long, the connections still open here are passed through by the new holder and served
+    /// here until they end. 0: no drain (connections to the VIPs are reset when they move).
+    #[serde(default = "default_vrrp_drain_ms")]
+    pub drain_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -229,6 +234,9 @@ pub struct DaemonConfig {
     /// Members of this group (primary or supplementary) may run `nginx-ha status` over the
     /// control socket; everything else needs root.
     pub status_group: Option<String>,
+    /// The UDP port the two nodes of a pair drain connections over (see `[[vrrp]] drain_ms`).
+    #[serde(default = "default_drain_port")]
+    pub drain_port: u16,
 }
 
 impl Default for NginxConfig {
@@ -266,6 +274,7 @@ impl Default for DaemonConfig {
             state_dir: default_state_dir(),
             metrics_listen: None,
             status_group: None,
+            drain_port: default_drain_port(),
         }
     }
 }
@@ -299,6 +308,12 @@ fn default_on_failure() -> OnNginxFailure {
 }
 fn default_demote_weight() -> u8 {
     50
+}
+fn default_vrrp_drain_ms() -> u64 {
+    60_000
+}
+fn default_drain_port() -> u16 {
+    crate::drain::shell::DEFAULT_PORT
 }
 fn default_restart_grace_ms() -> u64 {
     300

@@ -68,7 +68,7 @@ impl Config {
         let daemon = differing!(
             &self.daemon,
             &new.daemon,
-            DaemonConfig { control_socket, state_dir, metrics_listen, status_group }
+            DaemonConfig { control_socket, state_dir, metrics_listen, status_group, drain_port }
         );
         restart.extend(daemon.into_iter().map(|key| format!("[daemon] {key}")));
         restart.extend(vrrp_changes(&self.vrrp, &new.vrrp));
@@ -115,6 +115,7 @@ fn vrrp_changes(old: &[VrrpConfig], new: &[VrrpConfig]) -> Vec<String> {
                 notify_timeout_ms,
                 checksum_pseudo_header,
                 restart_grace_ms,
+                drain_ms,
             }
         );
         // Writing out the default version is no change.

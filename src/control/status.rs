@@ -23,6 +23,46 @@ pub struct StatusDocument {
     pub version: String,
     #[serde(default)]
     pub daemon: DaemonReport,
+    /// The connection drain, when a router has one (`[[vrrp]] drain_ms`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain: Option<DrainReport>,
+}
+
+/// The connection drain of this node.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrainReport {
+    /// Why drains are off on this node (no BPF program, no privileges), if they are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unavailable: Option<String>,
+    /// The drains under way.
+    #[serde(default)]
+    pub drains: Vec<DrainEntry>,
+    /// Packets of old holders' connections this node passed through (the BPF program's count).
+    #[serde(default)]
+    pub forwarded_packets: u64,
+    /// Connections passed through to an old holder, over all drains.
+    #[serde(default)]
+    pub forwarded_connections: u64,
+    /// ARP requests for a draining VIP this node did not answer (it is the old holder).
+    #[serde(default)]
+    pub arp_requests_dropped: u64,
+    /// Datagrams on the drain port that no drain expected (or that did not decode).
+    #[serde(default)]
+    pub datagrams_dropped: u64,
+}
+
+/// One drain under way.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrainEntry {
+    pub router: String,
+    /// `old holder` (its connections drain through the peer) or `new holder` (it passes the
+    /// peer's connections through).
+    pub role: String,
+    pub peer: std::net::IpAddr,
+    /// Connections draining.
+    pub connections: usize,
+    /// Until the window (`drain_ms`) is over.
+    pub remaining_ms: u64,
 }
 
 /// The daemon process itself.
@@ -130,6 +170,22 @@ pub fn render_table(view: &StatusDocument) -> String {
                 a.address,
                 a.interface,
                 a.label.as_deref().unwrap_or("-")
+            );
+        }
+    }
+    if let Some(drain) = &view.drain {
+        if let Some(why) = &drain.unavailable {
+            let _ = writeln!(out, "\ndrain    OFF: {why}");
+        }
+        for d in &drain.drains {
+            let _ = writeln!(
+                out,
+                "\ndrain    {} {} with {}: {} connections, {} s left",
+                d.router,
+                d.role,
+                d.peer,
+                d.connections,
+                d.remaining_ms / 1000
             );
         }
     }

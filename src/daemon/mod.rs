@@ -18,6 +18,7 @@ use crate::control::metrics::StatusSettings;
 use crate::control::server::{ControlServer, Incoming};
 use crate::control::status::{DaemonReport, StatusDocument};
 use crate::control::{Request, Response};
+use crate::drain::{self, DrainHandle};
 use crate::nginx::policy::{CommandError, NginxState};
 use crate::nginx::supervisor::{self, Command, SupervisorConfig, SupervisorHandle};
 use crate::vrrp::shell::{self as vrrp, VrrpHandle};
@@ -33,6 +34,8 @@ pub struct Daemon {
     /// Static aliases; they stay on a planned stop.
     aliases: AliasHandle,
     anycast: Option<AnycastHandle>,
+    /// The connection drain, when a router has one: its handle and its task.
+    drain: Option<(DrainHandle, tokio::task::JoinHandle<()>)>,
     notified_ready: bool,
     /// Where the metrics read nginx's stub_status (`[health]`, applied by `nginx-ha reload`).
     metrics_settings: watch::Sender<StatusSettings>,
@@ -77,10 +80,23 @@ pub async fn run(config_path: &Path, config: Config) -> anyhow::Result<()> {
     let supervisor = supervisor::spawn(SupervisorConfig::from_config(&config));
     // The routers follow nginx's health; they stay in INIT until nginx first serves.
     let specs = RouterSpec::from_config(&config);
+    // Before the routers, which hand their VIPs over through it.
+    let drain = if specs.iter().any(|spec| !spec.router.drain.is_zero()) {
+        match drain::shell::spawn(config.daemon.drain_port).await {
+            Ok(drain) => Some(drain),
+            Err(e) => {
+                error!("the connection drain cannot start ({e}): VIPs move without it");
+                None
+            }
+        }
+    } else {
+        None
+    };
     let vrrp = if specs.is_empty() {
         None
     } else {
-        match vrrp::spawn(specs.clone(), supervisor.health.clone(), &config.daemon.state_dir).await {
+        let handle = drain.as_ref().map(|(handle, _)| handle.clone());
+        match vrrp::spawn(specs.clone(), supervisor.health.clone(), &config.daemon.state_dir, handle).await {
             Ok(handle) => Some(handle),
             Err(e) => {
                 let _ = supervisor.commands.send(Command::Shutdown).await;
@@ -116,6 +132,7 @@ pub async fn run(config_path: &Path, config: Config) -> anyhow::Result<()> {
         vrrp,
         aliases,
         anycast,
+        drain,
         notified_ready: false,
         metrics_settings,
         replies: JoinSet::new(),
@@ -178,6 +195,14 @@ pub async fn run(config_path: &Path, config: Config) -> anyhow::Result<()> {
                     describe(ended)
                 ));
             }
+            ended = drain_ended(&mut daemon.drain) => {
+                // Its programs and local routes went with it; the VIPs stay where they are.
+                daemon.drain = None;
+                break Exit::Lost(format!(
+                    "the connection drain task ended unexpectedly ({}); nginx left running for the next nginx-ha to adopt",
+                    describe(ended)
+                ));
+            }
             ended = anycast_ended(&mut daemon.anycast) => {
                 // Nothing looks after the announcements any more: withdraw them all.
                 anycast::withdraw_everything().await;
@@ -220,6 +245,15 @@ pub async fn run(config_path: &Path, config: Config) -> anyhow::Result<()> {
         let _ = (&mut daemon.supervisor.task).await;
         anyhow::bail!("{why}");
     }
+    // The VIPs' connections drain through the new holder while nginx finishes them: its stop
+    // (QUIT at once: idle keep-alive connections close) waits for them until the window ends.
+    let drain = daemon.drain.as_ref().map(|(handle, _)| handle.clone());
+    if let Some(drain) = &drain
+        && !drain.status().await.drains.is_empty()
+    {
+        let window = specs.iter().map(|spec| spec.router.drain).max().unwrap_or_default();
+        let _ = daemon.supervisor.commands.send(Command::KeepConnectionsFor(window)).await;
+    }
     let _ = daemon.supervisor.commands.send(Command::Shutdown).await;
     let mut requests_open = true;
     let task = &mut daemon.supervisor.task;
@@ -231,6 +265,10 @@ pub async fn run(config_path: &Path, config: Config) -> anyhow::Result<()> {
                 None => requests_open = false,
             },
         }
+    }
+    // nginx is gone and its connections with it: the drain's next listing finds none left.
+    if let Some(drain) = &drain {
+        drain.idle().await;
     }
     daemon.aliases.shutdown().await;
     // The anycast addresses go last, once nginx is stopped.
@@ -326,6 +364,10 @@ impl Daemon {
                 pid: std::process::id(),
                 started_at_ms: self.started_at_ms,
                 upgrades: upgrade::Upgrader::upgrades(),
+            },
+            drain: match &self.drain {
+                Some((drain, _)) => Some(drain.status().await),
+                None => None,
             },
         }
     }
@@ -423,6 +465,16 @@ async fn answer(
 /// Half the systemd watchdog timeout, when systemd asked for pings.
 fn watchdog_interval() -> Option<Duration> {
     sd_notify::watchdog_enabled().filter(|timeout| !timeout.is_zero()).map(|timeout| timeout / 2)
+}
+
+/// Completes when the drain task ends (it only should once the daemon drops its handle).
+async fn drain_ended(
+    drain: &mut Option<(DrainHandle, tokio::task::JoinHandle<()>)>,
+) -> Result<(), tokio::task::JoinError> {
+    match drain {
+        Some((_, task)) => task.await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Completes when the anycast task ends (it only should after its shutdown).

@@ -37,6 +37,10 @@ pub const ALIAS_PROTO: u8 = 0x61;
 /// `rtm_protocol`; VRRP adds no routes, so the two never meet.
 pub const ANYCAST_ADDRESS_PROTO: u8 = 0x63;
 
+/// The `rtm_protocol` of the local routes that keep a VIP accepted on its old holder while its
+/// connections drain (0x64, ASCII `d`): a start-up finds those a killed nginx-ha left and removes them.
+pub const DRAIN_PROTO: u8 = 0x64;
+
 /// Whether an address tag is one of nginx-ha's (VIP or anycast address): such an address is
 /// never a node's own, e.g. never the source of VRRP adverts.
 pub fn is_ours(proto: u8) -> bool {

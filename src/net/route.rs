@@ -110,6 +110,16 @@ fn local_route(destination: IpNet, ifindex: u32, proto: u8) -> Result<RouteMessa
     route_message(LOCAL_TABLE, destination, ifindex, proto, RouteScope::Host, RouteType::Local)
 }
 
+/// The drain's local route (see [`Net::add_drain_route`]).
+fn drain_route(destination: IpNet, ifindex: u32) -> Result<RouteMessage, NetError> {
+    let mut message = local_route(destination, ifindex, super::DRAIN_PROTO)?;
+    message.attributes.push(rtnetlink::packet_route::route::RouteAttribute::Priority(DRAIN_ROUTE_METRIC));
+    Ok(message)
+}
+
+/// The metric of the drain's local routes: not 0, which the kernel's own route of the address has.
+const DRAIN_ROUTE_METRIC: u32 = 1;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RouteChange {
     Done,
@@ -160,6 +170,21 @@ impl Net {
     pub async fn del_local_route(&self, address: IpNet, ifindex: u32, proto: u8) -> Result<RouteChange, NetError> {
         let destination = local_route_destination(address);
         self.edit_route(Edit::Remove, local_route(destination, ifindex, proto)?, LOCAL_TABLE, destination).await
+    }
+
+    /// Adds `local ADDRESS dev ifindex table local proto DRAIN_PROTO metric 1`: beside the
+    /// kernel's own local route of an address still on the interface (metric 0), so that the
+    /// host goes on accepting `address` once the address is removed (the connection drain).
+    /// Present already is not an error.
+    pub async fn add_drain_route(&self, address: IpNet, ifindex: u32) -> Result<RouteChange, NetError> {
+        let destination = local_route_destination(address);
+        self.edit_route(Edit::Add, drain_route(destination, ifindex)?, LOCAL_TABLE, destination).await
+    }
+
+    /// Removes that route again; absent is not an error.
+    pub async fn del_drain_route(&self, address: IpNet, ifindex: u32) -> Result<RouteChange, NetError> {
+        let destination = local_route_destination(address);
+        self.edit_route(Edit::Remove, drain_route(destination, ifindex)?, LOCAL_TABLE, destination).await
     }
 
     /// Sends `message`; a route that is there already (add) or absent already (remove) is

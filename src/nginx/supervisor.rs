@@ -124,6 +124,9 @@ pub enum Command {
         reply: oneshot::Sender<Result<(), CommandError>>,
     },
     Shutdown,
+    /// Before `Shutdown`, while connections drain to this node (`[[vrrp]] drain_ms`): nginx's
+    /// stop gives them at least this long before TERM.
+    KeepConnectionsFor(Duration),
     /// Stop supervising and leave nginx running, for the next nginx-ha to adopt.
     Detach,
 }
@@ -374,6 +377,18 @@ impl Supervisor {
                 self.feed(Event::UpgradeRequested { ticket: Some(ticket) }).await;
             }
             Command::Shutdown => self.begin_stop().await,
+            Command::KeepConnectionsFor(at_least) => {
+                let mut policy = self.config.live.policy.clone();
+                if policy.stop_timeout < at_least {
+                    info!(
+                        stop_timeout_ms = at_least.as_millis() as u64,
+                        "nginx's stop waits for the connections that drain"
+                    );
+                    policy.stop_timeout = at_least;
+                    self.config.live.policy = policy.clone();
+                    self.feed(Event::Reconfigured(policy)).await;
+                }
+            }
             Command::Detach => unreachable!("handled by the loop"),
         }
     }

@@ -95,6 +95,26 @@ pub enum Action {
         ifindex: u32,
         vips: Vec<IpNet>,
     },
+    /// Remove the VIPs from `link` as `RemoveVips` does, their connections handed over to the
+    /// live master at `to` first (the drain: see `crate::drain`).
+    HandOverVips {
+        router: RouterId,
+        link: LinkInfo,
+        vips: Vec<IpNet>,
+        to: IpAddr,
+        /// The router's own IPv4 address on the link, if it speaks IPv4.
+        own_v4: Option<std::net::Ipv4Addr>,
+        window: Duration,
+    },
+    /// The router became MASTER in place of the live master at `from`: pass its connections
+    /// through to it if it drains them.
+    AcceptDrain {
+        router: RouterId,
+        link: LinkInfo,
+        vips: Vec<IpNet>,
+        from: IpAddr,
+        window: Duration,
+    },
     /// A VIP tagged as ours that no router may resume: a dead nginx-ha left it, and the peer
     /// may hold it now.
     RemoveLeftover {
@@ -625,6 +645,22 @@ impl Engine {
             RouterAction::RemoveVips => {
                 if let Some(link) = &slot.link {
                     out.push(Action::RemoveVips { router, ifindex: link.index, vips: vips() });
+                }
+            }
+            RouterAction::HandOverVips { to } => {
+                if let Some(link) = &slot.link {
+                    let own_v4 = match slot.primary {
+                        Some(IpAddr::V4(v4)) => Some(v4),
+                        _ => None,
+                    };
+                    let window = slot.spec.router.drain;
+                    out.push(Action::HandOverVips { router, link: link.clone(), vips: vips(), to, own_v4, window });
+                }
+            }
+            RouterAction::AcceptDrain { from } => {
+                if let Some(link) = &slot.link {
+                    let window = slot.spec.router.drain;
+                    out.push(Action::AcceptDrain { router, link: link.clone(), vips: vips(), from, window });
                 }
             }
             RouterAction::Announce => {

@@ -97,6 +97,8 @@ pub struct RouterConfig {
     pub unicast_peers: Vec<IpAddr>,
     /// nginx crashed and is being restarted in place: how long to keep serving as if healthy.
     pub restart_grace: Duration,
+    /// A planned move to a live peer drains the connections for at most this long (0: none).
+    pub drain: Duration,
 }
 
 impl RouterConfig {
@@ -148,6 +150,15 @@ pub enum Action {
     },
     AddVips,
     RemoveVips,
+    /// A planned move to the live master at `to`, with nginx healthy here: the VIPs go as with
+    /// `RemoveVips`, but their open connections drain through `to` (`drain` in the config).
+    HandOverVips {
+        to: IpAddr,
+    },
+    /// Becoming MASTER in place of the live master at `from`: accept its drain.
+    AcceptDrain {
+        from: IpAddr,
+    },
     /// Gratuitous ARP / unsolicited NA burst for all VIPs.
     Announce,
     StateChanged {
@@ -374,9 +385,9 @@ impl TimerName for Timer {
 /// VIPs when we become MASTER (then we claim them: see [`CLAIM_WAIT`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Predecessor {
-    /// A lower-priority master we are about to preempt, last heard at `heard_at`, advertising
-    /// every `interval`.
-    Preempted { heard_at: Instant, interval: Duration },
+    /// A lower-priority master at `from` we are about to preempt, last heard at `heard_at`,
+    /// advertising every `interval`.
+    Preempted { from: IpAddr, heard_at: Instant, interval: Duration },
     /// A master that advertised priority 0 once: leaving, and on a planned stop still holding
     /// the VIPs until it hears our advert.
     Leaving { from: IpAddr },
@@ -385,6 +396,14 @@ enum Predecessor {
 }
 
 impl Predecessor {
+    /// The old master's address, while it is known.
+    fn address(self) -> Option<IpAddr> {
+        match self {
+            Predecessor::Preempted { from, .. } | Predecessor::Leaving { from } => Some(from),
+            Predecessor::Released => None,
+        }
+    }
+
     fn may_hold_vips(self, now: Instant, master_down_interval: Duration) -> bool {
         match self {
             Predecessor::Preempted { heard_at, .. } => now < heard_at + master_down_interval,
@@ -697,7 +716,7 @@ impl Router {
                 } else if link_back_in_time {
                     self.become_master(now, Reason::InterfaceBackInTime, out);
                 } else {
-                    self.become_backup(now, reason, out);
+                    self.become_backup(now, reason, None, out);
                 }
             }
             (Some(parked), current) if parked != current => {
@@ -733,11 +752,11 @@ impl Router {
         self.predecessor = None;
     }
 
-    fn become_backup(&mut self, now: Instant, reason: Reason, out: &mut Vec<Action>) {
+    fn become_backup(&mut self, now: Instant, reason: Reason, to: Option<IpAddr>, out: &mut Vec<Action>) {
         let was_master = self.state == State::Master;
         self.transition(State::Backup, reason, out);
         if was_master {
-            out.push(Action::RemoveVips);
+            self.release_vips(to, out);
         }
         self.first_backup_at.get_or_insert(now);
         self.master_adver_interval_cs = self.interval_cs;
@@ -747,6 +766,9 @@ impl Router {
     fn become_master(&mut self, now: Instant, reason: Reason, out: &mut Vec<Action>) {
         let predecessor = self.predecessor.take();
         let claim = predecessor.is_some_and(|p| p.may_hold_vips(now, self.master_down_interval()));
+        // The master we replace, even one that seemed dead (a starved one comes back and
+        // yields): only it may drain its connections through us.
+        let previous = predecessor.and_then(Predecessor::address).or(self.master_address);
         self.transition(State::Master, reason, out);
         self.counters.became_master += 1;
         self.heard_master = None;
@@ -754,13 +776,17 @@ impl Router {
             self.note_master(primary);
         }
         self.master_adver_interval_cs = self.interval_cs;
+        // Before our advert, which may make the old master hand its connections over.
+        if let Some(from) = previous.filter(|_| !self.config.drain.is_zero()) {
+            out.push(Action::AcceptDrain { from });
+        }
         self.send_advert(self.effective_priority(), out);
         self.last_advert_at = Some(now);
         if claim {
             // Our advert tells the old master to let the VIPs go; its next one says it has.
             // A preempted master's periodic advert may cross ours: that one says nothing.
             self.crossing_advert_at = match predecessor {
-                Some(Predecessor::Preempted { heard_at, interval }) => Some(heard_at + interval),
+                Some(Predecessor::Preempted { heard_at, interval, .. }) => Some(heard_at + interval),
                 _ => None,
             };
             self.timers.set(Timer::Claim, now + CLAIM_WAIT);
@@ -781,7 +807,7 @@ impl Router {
     fn fire_timers(&mut self, now: Instant, out: &mut Vec<Action>) {
         // One by one, in this order: each handler may stop or move the later ones.
         if self.timers.fire(Timer::Leaving, now) {
-            self.finish_leaving(out);
+            self.finish_leaving(None, out);
         }
         if self.timers.fire(Timer::Resume, now) && self.state == State::Init {
             // nginx did not serve in time to resume: the VIPs left behind are stale.
@@ -1002,7 +1028,7 @@ impl Router {
         } else {
             // A lower-priority master: let Master_Down_Timer run out and preempt it.
             let interval = centiseconds(advert.interval_cs);
-            self.predecessor = Some(Predecessor::Preempted { heard_at: now, interval });
+            self.predecessor = Some(Predecessor::Preempted { from: src, heard_at: now, interval });
         }
     }
 
@@ -1018,7 +1044,7 @@ impl Router {
     fn receive_as_master(&mut self, now: Instant, src: IpAddr, advert: &Advert, out: &mut Vec<Action>) {
         if self.timers.is_set(Timer::Leaving) {
             if advert.priority > 0 {
-                self.finish_leaving(out);
+                self.finish_leaving(Some(src), out);
             }
             return;
         }
@@ -1038,7 +1064,7 @@ impl Router {
             return self.complete_claim(out);
         }
         if peer_wins {
-            self.become_backup(now, Reason::PreferredPeer, out);
+            self.become_backup(now, Reason::PreferredPeer, Some(src), out);
             self.accept_master(now, src, advert);
             self.send_advert(ours, out);
         } else if advert.priority > 0 {
@@ -1051,15 +1077,24 @@ impl Router {
 
     /// Planned stop: the VIPs go once the peer is master (or nobody answered in time); a
     /// second priority-0 advert tells it they are gone, so it adds them.
-    fn finish_leaving(&mut self, out: &mut Vec<Action>) {
+    fn finish_leaving(&mut self, to: Option<IpAddr>, out: &mut Vec<Action>) {
         self.timers.stop(Timer::Leaving);
         self.transition(State::Init, Reason::HandedOver, out);
         self.first_backup_at = None;
-        out.push(Action::RemoveVips);
+        self.release_vips(to, out);
         if self.interface_up {
             self.send_advert(0, out);
         }
         out.push(Action::Stopped);
+    }
+
+    /// A MASTER lets its VIPs go: handed over with their connections to a live peer `to` when
+    /// drains are on and nginx serves them, else simply removed.
+    fn release_vips(&self, to: Option<IpAddr>, out: &mut Vec<Action>) {
+        match to {
+            Some(to) if !self.config.drain.is_zero() && self.nginx_healthy => out.push(Action::HandOverVips { to }),
+            _ => out.push(Action::RemoveVips),
+        }
     }
 
     fn accept_master(&mut self, now: Instant, src: IpAddr, advert: &Advert) {

@@ -21,6 +21,7 @@ use super::record::{RecordError, Recorder};
 use super::router::{Counters, Notice, SeenAdvert, State};
 use super::socket::{Received, VrrpSocket};
 use super::spec::RouterSpec;
+use crate::drain::{self, DrainHandle};
 use crate::net::{self, Family, LinkInfo, Net, NetEvent, OWNER_PROTO};
 use crate::nginx::policy::Health;
 
@@ -134,6 +135,7 @@ pub async fn spawn(
     specs: Vec<RouterSpec>,
     health: watch::Receiver<Health>,
     state_dir: &std::path::Path,
+    drain: Option<DrainHandle>,
 ) -> Result<VrrpHandle, VrrpError> {
     let net = Net::new().await.map_err(VrrpError::Netlink)?;
     let events = net::events().map_err(VrrpError::Netlink)?;
@@ -177,6 +179,7 @@ pub async fn spawn(
         stopping: None,
         stopped: false,
         socket_error: None,
+        drain,
     };
     shell.carry_out(first).await;
     // Without raw sockets no router can ever run: say so at once rather than wait.
@@ -226,6 +229,8 @@ struct Shell {
     stopped: bool,
     /// The first socket that could not be opened (no CAP_NET_RAW), for `spawn` to report.
     socket_error: Option<VrrpError>,
+    /// The connection drain, when a router has one (`drain_ms`).
+    drain: Option<DrainHandle>,
 }
 
 /// The state record and how writing it goes.
@@ -430,11 +435,53 @@ impl Shell {
                 None
             }
             Action::AddVips { router, ifindex, vips } => {
+                if let Some(drain) = &self.drain {
+                    drain.settle().await;
+                }
                 change_vips(&self.net, self.name(router), ifindex, vips, VipChange::Add).await;
+                // Before any announcement: a drain of ours stops guarding the VIPs' ARP.
+                if let Some(drain) = &self.drain {
+                    drain.reclaimed(router.0).await;
+                }
                 None
             }
             Action::RemoveVips { router, ifindex, vips } => {
                 change_vips(&self.net, self.name(router), ifindex, vips, VipChange::Remove).await;
+                if let Some(drain) = &self.drain {
+                    drain.released(router.0).await;
+                }
+                None
+            }
+            Action::HandOverVips { router, link, vips, to, own_v4, window } => {
+                let name = self.name(router).to_owned();
+                if let Some(drain) = &self.drain {
+                    let vrid = self.engine.spec(router).router.vrid;
+                    let hand_over = drain::HandOver {
+                        router: router.0,
+                        name: name.clone(),
+                        vrid,
+                        link: link.clone(),
+                        vips: vips.clone(),
+                        to,
+                        own_v4,
+                        window,
+                    };
+                    if let Err(e) = drain.hand_over(hand_over).await {
+                        warn!(router = %name, "the VIPs leave without a connection drain: {e}");
+                    }
+                }
+                change_vips(&self.net, &name, link.index, vips, VipChange::Remove).await;
+                if let Some(drain) = &self.drain {
+                    drain.released(router.0).await;
+                }
+                None
+            }
+            Action::AcceptDrain { router, link, vips, from, window } => {
+                if let Some(drain) = &self.drain {
+                    let name = self.name(router).to_owned();
+                    let vrid = self.engine.spec(router).router.vrid;
+                    drain.accept(drain::Accept { router: router.0, name, vrid, link, vips, from, window }).await;
+                }
                 None
             }
             Action::RemoveLeftover { address } => {

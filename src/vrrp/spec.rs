@@ -17,6 +17,8 @@ use crate::net::Family;
 
 /// The address count of an advert is one byte.
 const MAX_ADVERTISED: usize = 255;
+/// The longest drain_ms (10 min).
+pub const MAX_DRAIN_MS: u64 = 600_000;
 /// The longest preempt_delay_ms (1000 s).
 const MAX_PREEMPT_DELAY_MS: u64 = 1_000_000;
 
@@ -104,6 +106,8 @@ pub enum SpecError {
     AuthLength(usize),
     #[error("preempt_delay_ms must be at most {MAX_PREEMPT_DELAY_MS} (1000 s)")]
     PreemptDelay,
+    #[error("drain_ms must be at most {MAX_DRAIN_MS} (10 min); 0 turns the drain off")]
+    Drain,
     #[error("demote_weight = 0 would not demote at all; use 1 to 254 (default 50)")]
     DemoteWeight,
     #[error("virtual_ips is empty: list at least one address, e.g. [\"198.18.0.100/24\"]")]
@@ -150,6 +154,7 @@ impl SpecError {
             SpecError::V3Auth | SpecError::Ipv6Auth | SpecError::AuthLength(_) => ("auth_pass", None),
             SpecError::PreemptDelay => ("preempt_delay_ms", None),
             SpecError::DemoteWeight => ("demote_weight", None),
+            SpecError::Drain => ("drain_ms", None),
             SpecError::NoVips | SpecError::TooManyVips(_) => ("virtual_ips", None),
             SpecError::Vip { list, index, .. }
             | SpecError::MixedFamilies { list, index, .. }
@@ -218,6 +223,9 @@ impl TryFrom<&VrrpConfig> for RouterSpec {
         if table.preempt_delay_ms > MAX_PREEMPT_DELAY_MS {
             errors.push(SpecError::PreemptDelay);
         }
+        if table.drain_ms > MAX_DRAIN_MS {
+            errors.push(SpecError::Drain);
+        }
         if table.on_nginx_failure == OnNginxFailure::Demote && table.demote_weight == 0 {
             errors.push(SpecError::DemoteWeight);
         }
@@ -253,6 +261,7 @@ impl TryFrom<&VrrpConfig> for RouterSpec {
                 codec: CodecOptions { v3_pseudo_header_checksum: table.checksum_pseudo_header },
                 unicast_peers,
                 restart_grace: Duration::from_millis(table.restart_grace_ms),
+                drain: Duration::from_millis(table.drain_ms),
             },
             interface: table.interface.clone(),
             excluded_vips,

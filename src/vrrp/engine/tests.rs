@@ -32,6 +32,7 @@ fn spec(name: &str, vrid: u8, priority: u8, interface: &str, vips: &[&str]) -> R
             codec: CodecOptions::default(),
             unicast_peers: vec![],
             restart_grace: Duration::ZERO,
+            drain: Duration::ZERO,
         },
         interface: interface.into(),
         excluded_vips: vec![],

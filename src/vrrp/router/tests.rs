@@ -43,6 +43,7 @@ fn config(priority: u8) -> RouterConfig {
         codec: CodecOptions::default(),
         unicast_peers: vec![],
         restart_grace: Duration::from_millis(300),
+        drain: Duration::ZERO,
     }
 }
 
@@ -1498,5 +1499,79 @@ fn the_master_s_priority_zero_ends_it_as_master_but_not_as_peer() {
     router.handle(t0 + secs(2) + ms(600), Input::TimerFired);
     assert_eq!(router.status().state, State::Master);
     assert_eq!(router.wire_view(t0 + secs(3)).master, seen(A, 100, ms(400)));
-    assert_eq!(router.status().counters.master_changes, 1);
+    assert_eq!(router.status().counters.master_changes, 1);}
+
+fn draining(config: RouterConfig) -> RouterConfig {
+    RouterConfig { drain: secs(60), ..config }
+}
+
+#[test]
+fn a_preempted_master_hands_its_vips_over_with_a_drain_and_the_new_one_accepts_it() {
+    for preempt_delay in [Duration::ZERO, secs(10)] {
+        let mut sim =
+            Sim::new(vec![(draining(RouterConfig { preempt_delay, ..config(150) }), A), (draining(config(100)), B)]);
+        sim.start(1);
+        sim.run_until(secs(10));
+        sim.start(0);
+        sim.run_until(secs(40));
+        assert_eq!(sim.masters(), [0]);
+        let (&(at, _), _) = (sim.transitions(0).iter().find(|(_, s)| *s == State::Master).unwrap(), ());
+        assert_eq!(
+            sim.actions_at(1, at),
+            [
+                changed(State::Master, State::Backup, Reason::PreferredPeer),
+                Action::HandOverVips { to: ip(A) },
+                send(100)
+            ]
+        );
+        assert_eq!(
+            sim.actions_at(0, at),
+            [
+                changed(State::Backup, State::Master, Reason::MasterDown),
+                Action::AcceptDrain { from: ip(B) },
+                send(150),
+                Action::AddVips,
+                Action::Announce
+            ],
+            "preempt_delay {preempt_delay:?}"
+        );
+    }
+}
+
+#[test]
+fn a_planned_stop_hands_the_vips_over_with_a_drain() {
+    let mut sim = Sim::new(vec![(draining(config(150)), A), (draining(config(100)), B)]);
+    sim.start_all();
+    sim.run_until(ms(3410));
+    sim.input(0, Input::Shutdown);
+    sim.run_until(secs(10));
+    assert_eq!(sim.masters(), [1]);
+    let handed_over = sim.entries(0).filter(|e| matches!(e.action, Action::HandOverVips { .. })).count();
+    assert_eq!(handed_over, 1);
+    assert!(sim.entries(0).any(|e| e.action == Action::HandOverVips { to: ip(B) }));
+    assert!(!sim.entries(0).any(|e| e.action == Action::RemoveVips));
+    assert!(sim.entries(1).any(|e| e.action == Action::AcceptDrain { from: ip(A) }));
+}
+
+#[test]
+fn a_failing_nginx_relinquishes_without_a_drain_and_the_backup_expects_none() {
+    let mut sim = Sim::new(vec![(draining(config(150)), A), (draining(config(100)), B)]);
+    sim.start_all();
+    sim.run_until(ms(3410));
+    sim.input(0, Input::Health(Health::Unhealthy));
+    sim.run_until(secs(10));
+    assert_eq!(sim.masters(), [1]);
+    assert!(sim.entries(0).any(|e| e.action == Action::RemoveVips));
+    assert!(!sim.log.iter().any(|e| matches!(e.action, Action::HandOverVips { .. } | Action::AcceptDrain { .. })));
+}
+
+#[test]
+fn without_drain_ms_nothing_drains() {
+    let mut sim = Sim::new(vec![(config(150), A), (config(100), B)]);
+    sim.start(1);
+    sim.run_until(secs(10));
+    sim.start(0);
+    sim.input(1, Input::Shutdown);
+    sim.run_until(secs(40));
+    assert!(!sim.log.iter().any(|e| matches!(e.action, Action::HandOverVips { .. } | Action::AcceptDrain { .. })));
 }
