@@ -24,6 +24,9 @@ use super::spec::RouterSpec;
 use crate::net::{self, Family, LinkInfo, Net, NetEvent, OWNER_PROTO};
 use crate::nginx::policy::Health;
 
+/// At most this many queued packets are taken from one socket before a timer is handled.
+const QUEUED_PER_SOCKET: usize = 64;
+
 #[derive(Debug, thiserror::Error)]
 pub enum VrrpError {
     #[error("cannot talk to the kernel's netlink: {0}; nginx-ha needs root (CAP_NET_ADMIN) for [[vrrp]]")]
@@ -250,17 +253,7 @@ impl Shell {
                         health = watch::channel(Health::Unhealthy).1;
                     }
                 }
-                Some((socket, packet)) = received.recv() => {
-                    let event = Event::Packet {
-                        socket,
-                        src: packet.src,
-                        dst: packet.dst,
-                        hop_limit: packet.hop_limit,
-                        payload: &packet.payload,
-                    };
-                    let actions = self.engine.handle(now(), event);
-                    self.carry_out(actions).await;
-                }
+                Some((socket, packet)) = received.recv() => self.packet(socket, packet).await,
                 Some(ended) = self.readers.join_next() => {
                     // A receive loop never ends on its own (it is aborted when its socket is
                     // closed): without it a router is deaf.
@@ -289,10 +282,48 @@ impl Shell {
                     }
                 },
                 _ = sleep_until(deadline) => {
+                    self.take_queued(&mut received).await;
                     let actions = self.engine.handle_timeout(now());
                     self.carry_out(actions).await;
                 }
             }
+        }
+    }
+
+    async fn packet(&mut self, socket: SocketKey, packet: Received) {
+        let event = Event::Packet {
+            socket,
+            src: packet.src,
+            dst: packet.dst,
+            hop_limit: packet.hop_limit,
+            payload: &packet.payload,
+        };
+        let actions = self.engine.handle(now(), event);
+        self.carry_out(actions).await;
+    }
+
+    /// Before a timer: every packet that has already arrived, in the channel or still in a
+    /// socket, goes to the engine first. After a stall of this process (a loaded machine) the
+    /// timer and the adverts that came meanwhile are ready at once, and the adverts are the
+    /// older events: a master's advert must reset the master-down timer, not lose to it (which
+    /// would be a false takeover at short advert intervals).
+    async fn take_queued(&mut self, received: &mut mpsc::UnboundedReceiver<(SocketKey, Received)>) {
+        let mut queued = Vec::new();
+        while let Ok(item) = received.try_recv() {
+            queued.push(item);
+        }
+        for (&key, socket) in &self.sockets {
+            // Bounded: a socket that keeps failing is its receive task's to report.
+            for _ in 0..QUEUED_PER_SOCKET {
+                match socket.try_recv() {
+                    Ok(Some(packet)) => queued.push((key, packet)),
+                    Ok(None) => break,
+                    Err(_) => continue,
+                }
+            }
+        }
+        for (socket, packet) in queued {
+            self.packet(socket, packet).await;
         }
     }
 
