@@ -33,17 +33,23 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import vrrp  # noqa: E402
 from nhalab import DEFAULT_HEALTH, OPEN_LABS  # noqa: E402
 
-SOL_PACKET, PACKET_STATISTICS = 263, 6
+SO_RXQ_OVFL = 40  # Linux: the socket's cumulative drop count with every packet
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux; Python's socket module lacks it
 
 
-def sniff_main(seconds, interval_ms, a_addr, b_addr):
+def sniff_main(seconds, interval_ms, a_addr, b_addr, local):
     """Inside a client namespace: every VRRP advert on eth0 for `seconds`, timed by the kernel
     (SO_TIMESTAMPNS), so that this sniffer's own scheduling delays under load do not show as
     gaps. Prints one JSON summary."""
-    sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(0x0800))
+    # A raw socket of IP protocol 112 in the VRRP group sees the adverts and nothing else (a
+    # packet socket would also get all of wrk's traffic and drop adverts under load).
+    sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, 112)
+    sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP,
+                    socket.inet_aton("224.0.0.18") + socket.inet_aton(local))
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
     sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+    sock.setsockopt(socket.SOL_SOCKET, SO_RXQ_OVFL, 1)
+    drops = 0
     sock.settimeout(0.2)
     interval = interval_ms / 1000
     master_down = 3 * interval + (256 - 90) * interval / 256
@@ -59,8 +65,10 @@ def sniff_main(seconds, interval_ms, a_addr, b_addr):
             if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
                 sec, nsec = struct.unpack("qq", data[:16])
                 stamp = sec + nsec / 1e9
+            elif level == socket.SOL_SOCKET and kind == SO_RXQ_OVFL:
+                drops = struct.unpack("I", data[:4])[0]
         stamp = stamp if stamp is not None else time.time()
-        header = (packet[0] & 0x0F) * 4
+        header = (packet[0] & 0x0F) * 4  # a raw IPv4 socket gets the IP header too
         if len(packet) < header + 4 or packet[9] != 112:
             continue
         source = ".".join(str(b) for b in packet[12:16])
@@ -73,7 +81,6 @@ def sniff_main(seconds, interval_ms, a_addr, b_addr):
             last_a = stamp
         elif source == b_addr and priority > 0:
             b_adverts.append(stamp)
-    packets, drops = struct.unpack("II", sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8))
     gaps.sort()
     # Episodes of B's adverts: a new one after a second without any.
     episodes = sum(1 for i, t in enumerate(b_adverts) if i == 0 or t - b_adverts[i - 1] > 1.0)
@@ -95,7 +102,7 @@ def start_hogs(count):
 
 def main():
     if len(sys.argv) >= 2 and sys.argv[1] == "sniff":
-        return sniff_main(float(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5])
+        return sniff_main(float(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6])
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("binary", nargs="?", default="target/release/nginx-ha")
     parser.add_argument("--minutes", type=float, default=10.0)
@@ -130,7 +137,7 @@ def main():
         for pair, lab, a, b, client in clusters:
             sniffers.append(subprocess.Popen(
                 ["ip", "netns", "exec", client, sys.executable, os.path.abspath(__file__), "sniff", str(seconds),
-                 str(args.interval_ms), vrrp.A_ADDR, vrrp.B_ADDR], stdout=subprocess.PIPE, text=True))
+                 str(args.interval_ms), vrrp.A_ADDR, vrrp.B_ADDR, vrrp.C_ADDR], stdout=subprocess.PIPE, text=True))
             if not args.no_wrk:
                 wrks.append(subprocess.Popen(
                     ["ip", "netns", "exec", client, "wrk", "-t1", "-c16", f"-d{int(seconds)}s",

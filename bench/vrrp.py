@@ -374,7 +374,7 @@ def scenario_stall(args):
             count = 4 * args.reps
             seconds = count * (1.5 + stall) + 3
             sniffer = subprocess.Popen(["ip", "netns", "exec", client, sys.executable, os.path.join(HERE, "soak.py"),
-                                        "sniff", str(seconds), "20", A_ADDR, B_ADDR], stdout=subprocess.PIPE, text=True)
+                                        "sniff", str(seconds), "20", A_ADDR, B_ADDR, C_ADDR], stdout=subprocess.PIPE, text=True)
             time.sleep(1.0)
             for _ in range(count):
                 time.sleep(random.uniform(1.0, 1.04))
