@@ -3,10 +3,11 @@
 link loss, cost the clients of a two-node pair, side by side with keepalived where it can do the
 same. Prints figures (min/median/max); not a test.
 
-usage: bench/hitless.sh [NGINX_HA_BINARY] [--reps N] [--only daemon-kill,stop,link,upgrade]
+usage: bench/hitless.sh [NGINX_HA_BINARY] [--reps N] [--only daemon-kill,stop,link,upgrade] [--interval-ms MS]
        (NGINX_HA_BINARY defaults to target/release/nginx-ha; run `cargo build --release` first)
 
-Same lab as bench/vrrp.py (whose pieces it uses): VRRPv2, 1 s adverts, priorities 100/90, an
+Same lab as bench/vrrp.py (whose pieces it uses): VRRPv2, 1 s adverts (--interval-ms MS: VRRPv3
+at MS, e.g. 20 for fast node-loss detection), priorities 100/90, an
 http probe every 200 ms, a client opening a new connection to the VIP every 10 ms (300 ms each).
 Per event: the client's failed polls, the longest outage, and whether B ever advertised as
 master (the client sniffs the adverts on the bridge).
@@ -84,7 +85,7 @@ def scenario(args, name):
     for kind in kinds:
         failed_all, outage_all, b_took_over = [], [], 0
         for rep in range(args.reps):
-            lab, a, b, client = vrrp.cluster(args, kind, ROUTERS)
+            lab, a, b, client = vrrp.cluster(args, kind, args.routers)
             try:
                 at, [(runs, failed, adverts, last_body)] = vrrp.measure_outage(
                     client, [vrrp.VIP], lambda: event(a, kind), seconds)
@@ -112,8 +113,10 @@ def main():
     parser.add_argument("binary", nargs="?", default="target/release/nginx-ha")
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--only", default=",".join(SCENARIOS))
+    parser.add_argument("--interval-ms", type=int, default=None, help="VRRPv3 at this advert interval")
     parser.add_argument("--workdir", default=None)
     args = parser.parse_args()
+    args.routers = ROUTERS if args.interval_ms is None else [("VI_1", 51, 3, args.interval_ms, [f"{vrrp.VIP}/24"], ())]
     args.binary = os.path.abspath(args.binary)
     if os.geteuid() != 0:
         sys.exit("hitless.py: needs root (network namespaces, raw sockets)")
@@ -121,7 +124,8 @@ def main():
     os.chmod(args.workdir, 0o755)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     print(f"# nginx-ha hitless benchmarks, {datetime.datetime.now():%Y-%m-%d %H:%M}, {args.reps} reps, "
-          f"binary {args.binary}, load {os.getloadavg()[0]:.2f}")
+          f"binary {args.binary}, load {os.getloadavg()[0]:.2f}, "
+          f"{'v2 1000' if args.interval_ms is None else f'v3 {args.interval_ms}'} ms adverts")
     for name in args.only.split(","):
         if name not in SCENARIOS:
             sys.exit(f"hitless.py: unknown scenario {name!r}; known: {', '.join(SCENARIOS)}")

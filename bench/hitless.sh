@@ -1,5 +1,5 @@
 #!/bin/sh
-# usage: bench/hitless.sh [NGINX_HA_BINARY] [--reps N] [--only daemon-kill,stop,link,upgrade]
+# usage: bench/hitless.sh [NGINX_HA_BINARY] [--reps N] [--only daemon-kill,stop,link,upgrade] [--interval-ms MS]
 #   NGINX_HA_BINARY defaults to target/release/nginx-ha (build it with `cargo build --release`).
 #   Needs root, iproute2, nginx and keepalived (apt-get install nginx-light keepalived). About 5 minutes at 5 reps.
 #

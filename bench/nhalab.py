@@ -208,6 +208,27 @@ class Node:
             for pid in self.nginx_pids():
                 os.kill(pid, signal.SIGCONT)
             self.stopped = False
+        for pid in getattr(self, "frozen", []):
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+        self.frozen = []
+
+    def vrrp_pids(self):
+        """The processes that run this node's VRRP (the subclasses know them)."""
+        return []
+
+    def power_cut(self):
+        """What the peer sees of a power cut: every process of the node stops at once (SIGSTOP:
+        nothing more is sent, no clean-up runs, the VIP stays configured but dead) and its
+        switch port loses carrier (the bridge-side end of eth0 set down: the node's kernel,
+        which would have died too, can no longer answer ARP or TCP for the frozen nginx).
+        The peer's own link stays up, as behind a real switch."""
+        self.frozen = self.vrrp_pids() + self.nginx_pids()
+        for pid in self.frozen:
+            os.kill(pid, signal.SIGSTOP)
+        self.cut_link()
 
     def stop_leftovers(self):
         for pid in self.nginx_pids():
@@ -288,6 +309,9 @@ class NginxHaNode(Node):
 
     def usage(self):
         return cpu_seconds(self.daemon.pid), rss_kib(self.daemon.pid)
+
+    def vrrp_pids(self):
+        return [self.daemon.pid]
 
 
 # --------------------------------------------------------------------------------------------

@@ -2,8 +2,9 @@
 """VRRP failover benchmarks: nginx-ha side by side with keepalived + a check script, in the same
 run, on two-node clusters in network namespaces. Prints figures (min/median/max); not a test.
 
-usage: bench/vrrp.sh [NGINX_HA_BINARY] [--reps N] [--only kill-v2,kill-v3,hang,link,idle,vips,routers,hitless]
-                     [--idle-seconds S] [--hitless-reps N] [--json FILE]
+usage: bench/vrrp.sh [NGINX_HA_BINARY] [--reps N]
+                     [--only kill-v2,kill-v3,hang,link,idle,vips,routers,hitless,nodeloss,cpu,stall]
+                     [--idle-seconds S] [--hitless-reps N] [--intervals MS,MS,...] [--stall-ms MS] [--json FILE]
        (NGINX_HA_BINARY defaults to target/release/nginx-ha; run `cargo build --release` first)
 
 Needs root, iproute2, nginx (/usr/sbin/nginx) and keepalived. Every cluster is built fresh for
@@ -153,6 +154,9 @@ class KeepalivedNode(Node):
             rss += rss_kib(self.vrrp_pid())
         return cpu, rss
 
+    def vrrp_pids(self):
+        return [self.keepalived.pid] + ([self.vrrp_pid()] if self.vrrp_pid() else [])
+
     def stop_leftovers(self):
         super().stop_leftovers()
         vrrp = self.vrrp_pid()
@@ -170,15 +174,18 @@ def ka_instance(name, vrid, priority, version, interval_ms, vips, excluded=()):
 
 
 def cluster(args, kind, routers, health=FAST_HEALTH, check=True, client_routes=()):
-    """A fresh lab with A (priorities 100) and B (90) of `kind` running `routers` — a list of
+    """A fresh lab with A (priorities 100) and B (90) of `kind` ("nginx-ha", "keepalived", or
+    "nginx-ha/keepalived" for A of one and B of the other) running `routers` — a list of
     (name, vrid, version, interval_ms, vips, excluded) — and client C. Returns once A is MASTER
     and B BACKUP of every router and C gets answers from A on the first VIP."""
     lab = Lab(args.workdir)
     try:
         nodes = {}
-        for name, address, priority in (("A", A_ADDR, 100), ("B", B_ADDR, 90)):
-            node = (NginxHaNode if kind == "nginx-ha" else KeepalivedNode)(lab, name, f"{address}/24")
-            if kind == "nginx-ha":
+        # "nginx-ha/keepalived": A runs nginx-ha, B keepalived (a mixed pair).
+        node_kinds = kind.split("/") if "/" in kind else (kind, kind)
+        for (name, address, priority), node_kind in zip((("A", A_ADDR, 100), ("B", B_ADDR, 90)), node_kinds):
+            node = (NginxHaNode if node_kind == "nginx-ha" else KeepalivedNode)(lab, name, f"{address}/24")
+            if node_kind == "nginx-ha":
                 node.start(args.binary, "".join(nha_router(r[0], r[1], priority, *r[2:]) for r in routers), health)
             else:
                 node.start([ka_instance(r[0], r[1], priority, *r[2:]) for r in routers], check)
@@ -252,13 +259,13 @@ def failover(args, title, kinds, routers, event_name, seconds, expect=None, heal
     print(f"\n## {title}")
     rows = {}
     for kind in kinds:
-        fail, back, failed_polls, never, after_last_advert = [], [], [], 0, []
+        fail, back, failed_polls, never, after_last_advert, since_event = [], [], [], 0, [], []
         for rep in range(args.reps):
             lab, a, b, client = cluster(args, kind, routers, health)
             try:
                 events = {"kill": lambda: a.signal_nginx(signal.SIGKILL),
                           "stop": lambda: a.signal_nginx(signal.SIGSTOP),
-                          "link": a.cut_link}
+                          "link": a.cut_link, "power": a.power_cut}
                 at, [(runs, failed, adverts, last_body)] = measure_outage(client, [VIP], events[event_name], seconds)
                 failed_polls.append(failed)
                 if not runs:
@@ -271,12 +278,13 @@ def failover(args, title, kinds, routers, event_name, seconds, expect=None, heal
                     print(f"  {kind} rep {rep + 1}: VIP not answered again within {seconds:.0f} s of the event")
                     continue
                 fail.append(first[1] - first[0])
+                since_event.append(first[1] - at)
                 last_from_a = max((t for t, source, _vrid, _prio in adverts if source == A_ADDR and t <= at), default=None)
                 if last_from_a is not None:
                     after_last_advert.append(first[1] - last_from_a)
                 line = (f"  {kind} rep {rep + 1}: outage {1000 * (first[1] - first[0]):.0f} ms "
                         f"(first failed poll {1000 * (first[0] - at):+.0f} ms after the event, then answered by "
-                        f"{first[2]}), {failed} failed polls")
+                        f"{first[2]} {1000 * (first[1] - at):.0f} ms after it), {failed} failed polls")
                 if len(runs) > 1 and runs[1][1] is not None:
                     back.append(runs[1][1] - runs[1][0])
                     line += f"; failback to {runs[1][2]}: {1000 * (runs[1][1] - runs[1][0]):.0f} ms"
@@ -285,8 +293,9 @@ def failover(args, title, kinds, routers, event_name, seconds, expect=None, heal
             finally:
                 lab.close()
         rows[kind] = {"outage_s": fail, "failback_s": back, "failed_polls": failed_polls, "not_recovered": never,
-                      "answered_after_last_advert_s": after_last_advert}
+                      "answered_after_last_advert_s": after_last_advert, "answered_after_event_s": since_event}
         summary = f"  {kind}: outage {fmt(fail)}"
+        summary += f"; answered again after the event {fmt(since_event)}"
         if never:
             summary += f", not recovered in {never} of {args.reps}"
         if back:
@@ -324,6 +333,81 @@ def scenario_link(args):
         late = [t - expected for t in row["answered_after_last_advert_s"]]
         print(f"  {kind}: (VIP answered again − A's last advert before the cut) − (3 × interval + skew): "
               f"{fmt(late)}")
+    return rows
+
+
+def scenario_nodeloss(args):
+    """Power cut of the master (every process frozen, its switch port down: see Node.power_cut)
+    at v3 adverts of each of --intervals ms; outage as the client sees it, per pair: both
+    nginx-ha, both keepalived, and mixed pairs at intervals ≤ 50 ms."""
+    rows = {}
+    for interval in args.intervals:
+        expected = 3 * interval + (256 - 90) * interval / 256
+        kinds = ["nginx-ha", "keepalived"]
+        if interval <= 50:
+            kinds += ["nginx-ha/keepalived", "keepalived/nginx-ha"]
+        rows[interval] = failover(
+            args, f"power cut of the master, v3 {interval} ms adverts, priorities 100/90 "
+                  f"(3 × interval + skew = {expected:.0f} ms)",
+            kinds, [("VI_1", 51, 3, interval, [f"{VIP}/24"], ())], "power", 2.0 + 5 * expected / 1000,
+            "≤ 100 ms" if interval <= 20 else None, health=DEFAULT_HEALTH)
+        for kind, row in rows[interval].items():
+            late = [t - expected / 1000 for t in row["answered_after_last_advert_s"]]
+            print(f"  {kind}: (VIP answered again − A's last advert before the cut) − (3 × interval + skew): "
+                  f"{fmt(late)}", flush=True)
+    return rows
+
+
+def scenario_stall(args):
+    """What a loaded machine does to a backup at its worst: B's VRRP process gets no CPU for
+    --stall-ms (SIGSTOP, then SIGCONT), longer than its master-down interval, while A keeps
+    advertising every 20 ms. A's adverts are queued in B's socket meanwhile, so B has heard
+    its master: taking over when it runs again is a false takeover (seen as B's adverts on the
+    bridge by a sniffer in the client's namespace). --reps × 4 stalls per kind, at random phases."""
+    stall = args.stall_ms / 1000
+    print(f"\n## backup stalled for {args.stall_ms} ms (> master-down 73 ms), v3 20 ms adverts, {4 * args.reps} "
+          f"stalls per pair")
+    rows = {}
+    for kind in ("nginx-ha", "keepalived", "nginx-ha/keepalived", "keepalived/nginx-ha"):
+        lab, a, b, client = cluster(args, kind, [("VI_1", 51, 3, 20, [f"{VIP}/24"], ())], DEFAULT_HEALTH)
+        try:
+            count = 4 * args.reps
+            seconds = count * (1.5 + stall) + 3
+            sniffer = subprocess.Popen(["ip", "netns", "exec", client, sys.executable, os.path.join(HERE, "soak.py"),
+                                        "sniff", str(seconds), "20", A_ADDR, B_ADDR, C_ADDR], stdout=subprocess.PIPE, text=True)
+            time.sleep(1.0)
+            for _ in range(count):
+                time.sleep(random.uniform(1.0, 1.04))
+                pids = b.vrrp_pids()
+                for pid in pids:
+                    os.kill(pid, signal.SIGSTOP)
+                time.sleep(stall)
+                for pid in pids:
+                    os.kill(pid, signal.SIGCONT)
+            seen = json.loads(sniffer.communicate(timeout=seconds + 30)[0])
+            rows[kind] = {"stalls": count, "takeovers": seen["takeovers"], "b_adverts": seen["b_adverts"]}
+            print(f"  {kind}: false takeovers after {count} stalls of B: {seen['takeovers']} "
+                  f"({seen['b_adverts']} adverts from B)", flush=True)
+        finally:
+            lab.close()
+    return rows
+
+
+def scenario_cpu(args):
+    """CPU per router at v3 adverts of each of --intervals ms: one router, A master (sends),
+    B backup (receives), --idle-seconds after 5 s settling; keepalived without a check script
+    (its 1 s script would dominate), nginx-ha with its default 1 s probes."""
+    print(f"\n## CPU per router at v3 advert intervals, {args.idle_seconds:.0f} s after 5 s settling")
+    rows = {}
+    for interval in args.intervals:
+        routers = [("VI_1", 51, 3, interval, [f"{VIP}/24"], ())]
+        rows[interval] = {}
+        for kind, health in (("nginx-ha", DEFAULT_HEALTH), ("keepalived", None)):
+            usage = idle_usage(args, kind, routers, health, False, args.idle_seconds)
+            rows[interval][kind] = usage
+            print(f"  {interval} ms {kind}: " + ", ".join(
+                f"{node} {100 * u['cpu_s'] / args.idle_seconds:.2f} % of a core" for node, u in usage.items()),
+                flush=True)
     return rows
 
 
@@ -440,7 +524,8 @@ def scenario_hitless(args):
 
 SCENARIOS = {"kill-v2": scenario_kill_v2, "kill-v3": scenario_kill_v3, "hang": scenario_hang,
              "link": scenario_link, "idle": scenario_idle, "vips": scenario_vips, "routers": scenario_routers,
-             "hitless": scenario_hitless}
+             "hitless": scenario_hitless, "nodeloss": scenario_nodeloss, "cpu": scenario_cpu,
+             "stall": scenario_stall}
 
 
 def main():
@@ -452,10 +537,14 @@ def main():
     parser.add_argument("--only", default=",".join(SCENARIOS))
     parser.add_argument("--idle-seconds", type=float, default=30.0)
     parser.add_argument("--hitless-reps", type=int, default=20)
+    parser.add_argument("--stall-ms", type=int, default=200, help="how long the stall scenario stops the backup")
+    parser.add_argument("--intervals", default="20,50,100,1000",
+                        help="advert intervals in ms of the nodeloss and cpu scenarios")
     parser.add_argument("--json")
     parser.add_argument("--workdir", default=None)
     args = parser.parse_args()
     args.binary = os.path.abspath(args.binary)
+    args.intervals = [int(ms) for ms in args.intervals.split(",")]
     if os.geteuid() != 0:
         sys.exit("vrrp.py: needs root (network namespaces, raw sockets)")
     if not os.access(args.binary, os.X_OK):

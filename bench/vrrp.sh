@@ -1,8 +1,8 @@
 #!/bin/sh
-# usage: bench/vrrp.sh [NGINX_HA_BINARY] [--reps N] [--only kill-v2,kill-v3,hang,link,idle,vips,routers,hitless]
+# usage: bench/vrrp.sh [NGINX_HA_BINARY] [--reps N] [--only kill-v2,...,hitless,nodeloss,cpu] [--intervals MS,...]
 #                      [--idle-seconds S] [--hitless-reps N] [--json FILE]
 #   NGINX_HA_BINARY defaults to target/release/nginx-ha (build it with `cargo build --release`).
-#   Needs root, iproute2, nginx and keepalived (apt-get install nginx-light keepalived). About 15 minutes.
+#   Needs root, iproute2, nginx and keepalived (apt-get install nginx-light keepalived). About 30 minutes.
 #
 # VRRP failover benchmarks of nginx-ha side by side with keepalived + a 1 s check script (see
 # BENCHMARKS.md). Builds its clusters in network namespaces named nhb<PID>-*, with addresses from

@@ -95,6 +95,57 @@ fn link_cut_on_the_master_is_fault_and_the_backup_takes_over() {
     client.wait_served_by(VIP, "A");
 }
 
+/// A power cut of the master (nginx-ha and nginx frozen, its switch port down; see
+/// `Node::power_cut`) at 20 ms VRRPv3 adverts: the backup takes over after its master-down
+/// interval (3 × 20 ms + skew ≈ 73 ms; BENCHMARKS.md has the client-observed figures) and the
+/// client is served by it. Asserted generously: B serves, and the client's longest outage is far
+/// below what the default 1 s adverts would cost (≈ 3.6 s), so the fast adverts detected it.
+#[test]
+fn power_cut_of_the_master_at_20ms_adverts_the_peer_serves_at_once() {
+    let (bridge, mut a, b, client) = pair("version = 3\nadvert_interval_ms = 20");
+    a.wait_state("VI_1", "MASTER");
+    b.wait_state("VI_1", "BACKUP");
+    client.wait_served_by(VIP, "A");
+    let status = b.status().unwrap();
+    assert_eq!(status["vrrp"][0]["master_advert_interval_ms"], 20, "{status}");
+    let poller = client.poll(VIP);
+    std::thread::sleep(Duration::from_secs(1));
+    a.wait_state("VI_1", "MASTER");
+
+    a.power_cut(&bridge);
+    b.wait_state("VI_1", "MASTER");
+    client.wait_served_by(VIP, "B");
+    std::thread::sleep(Duration::from_millis(500));
+    let answers = poller.stop();
+    let outage = longest_outage(&answers);
+    eprintln!("power cut at 20 ms adverts: longest gap between answers seen by the client {outage:?}");
+    assert!(outage < Duration::from_millis(2500), "outage {outage:?}: not the 20 ms adverts' detection");
+    assert_eq!(answers.last().and_then(|(_, answer)| answer.clone()).as_deref(), Some("B"));
+    assert!(b.has_address(VIP));
+}
+
+/// A backup that gets no CPU for longer than its master-down interval (stalled 1 s at 100 ms
+/// adverts, 365 ms master-down) has its master's adverts queued in its socket when it runs
+/// again: it hears them before it acts on its timer, and does not take over. (Before the fix,
+/// 19 of 20 such stalls made it MASTER: `bench/vrrp.sh --only stall`.) The margins are wide so
+/// that only the stall, not a loaded CI machine delaying the master, could make B take over.
+#[test]
+fn a_stalled_backup_hears_the_queued_adverts_before_its_timer_and_stays_backup() {
+    let (_bridge, a, b, client) = pair("version = 3\nadvert_interval_ms = 100");
+    a.wait_state("VI_1", "MASTER");
+    b.wait_state("VI_1", "BACKUP");
+    client.wait_served_by(VIP, "A");
+    let became_master = |node: &Node| node.status().unwrap()["vrrp"][0]["counters"]["became_master"].clone();
+    let before = became_master(&b);
+    for _ in 0..3 {
+        b.stall_daemon(Duration::from_secs(1));
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert_eq!(became_master(&b), before, "B took over after a stall: {:?}", b.status());
+    assert_eq!(b.state("VI_1").as_deref(), Some("BACKUP"));
+    assert!(a.has_address(VIP) && !b.has_address(VIP));
+}
+
 /// A partition without carrier loss (A's bridge port taken off the bridge): both become
 /// MASTER, the client follows B. On every heal the client must reach the VIP again at once,
 /// not when its ARP entry for B ages out (~50 s before the fix); repeated at other phases.

@@ -25,6 +25,13 @@ use crate::drain::{self, DrainHandle};
 use crate::net::{self, Family, LinkInfo, Net, NetEvent, OWNER_PROTO};
 use crate::nginx::policy::Health;
 
+/// SCHED_FIFO priority of the VRRP thread when it runs real-time: above every ordinary process
+/// (nginx, builds, CPU hogs), below the kernel's own real-time threads (50 and up).
+const REALTIME_PRIORITY: i32 = 10;
+
+/// At most this many queued packets are taken from one socket before a timer is handled.
+const QUEUED_PER_SOCKET: usize = 64;
+
 #[derive(Debug, thiserror::Error)]
 pub enum VrrpError {
     #[error("cannot talk to the kernel's netlink: {0}; nginx-ha needs root (CAP_NET_ADMIN) for [[vrrp]]")]
@@ -33,6 +40,8 @@ pub enum VrrpError {
     Socket(#[source] super::socket::OpenError),
     #[error(transparent)]
     Record(super::record::RecordError),
+    #[error("cannot start the VRRP thread: {0}")]
+    Thread(#[source] std::io::Error),
 }
 
 /// One router in the status document.
@@ -130,64 +139,138 @@ impl VrrpHandle {
     }
 }
 
-/// Starts the routers; `health` is nginx's health from the supervisor.
+/// Starts the routers; `health` is nginx's health from the supervisor. They run on a thread of
+/// their own with its own runtime, at real-time priority when the routers' advert intervals ask
+/// for it ([`RouterSpec::wants_realtime`]): at 20 ms adverts a master whose adverts wait 73 ms
+/// for a CPU behind a busy machine's other processes is taken over from while alive.
 pub async fn spawn(
     specs: Vec<RouterSpec>,
     health: watch::Receiver<Health>,
     state_dir: &std::path::Path,
     drain: Option<DrainHandle>,
 ) -> Result<VrrpHandle, VrrpError> {
-    let net = Net::new().await.map_err(VrrpError::Netlink)?;
-    let events = net::events().map_err(VrrpError::Netlink)?;
-    let recorder = Recorder::new(state_dir);
-    let previous = match recorder.load() {
-        Ok(previous) => previous,
-        // Before any address is listed or removed: the VIPs stay as they are.
-        Err(refused @ RecordError::Refused(_)) => return Err(VrrpError::Record(refused)),
-        Err(e) => {
-            warn!("{e}");
-            None
-        }
-    };
-    let previous = previous.map(|previous| (previous.record, previous.elapsed));
-    let tagged = match net.addresses_with_proto(OWNER_PROTO).await {
-        Ok(tagged) => tagged,
-        Err(e) => {
-            error!("cannot list addresses to remove stale VIPs: {e}");
-            Vec::new()
-        }
-    };
-    let notifiers = specs
-        .iter()
-        .map(|spec| {
-            spec.notify.clone().map(|program| Notifier::spawn(spec.router.name.clone(), program, spec.notify_timeout))
+    let realtime = RouterSpec::wants_realtime(&specs);
+    let state_dir = state_dir.to_path_buf();
+    let (started_tx, started_rx) = oneshot::channel();
+    let (finished_tx, finished_rx) = oneshot::channel::<()>();
+    std::thread::Builder::new()
+        .name("nginx-ha-vrrp".into())
+        .spawn(move || {
+            if realtime {
+                set_realtime_priority();
+            }
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    let _ = started_tx.send(Err(VrrpError::Thread(e)));
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                let (requests_tx, requests_rx) = mpsc::channel(8);
+                match Shell::start(specs, &health, &state_dir, drain).await {
+                    Err(e) => {
+                        let _ = started_tx.send(Err(e));
+                    }
+                    Ok((shell, events, received_rx)) => {
+                        if started_tx.send(Ok(requests_tx)).is_ok() {
+                            shell.run(health, events, received_rx, requests_rx).await;
+                        }
+                    }
+                }
+            });
+            // Not sent when the shell panicked: the sender is dropped while unwinding.
+            let _ = finished_tx.send(());
         })
-        .collect();
-    let mut engine = Engine::new(specs, previous, *health.borrow(), Instant::now().into_std());
-    let (requests_tx, requests_rx) = mpsc::channel(8);
-    let (received_tx, received_rx) = mpsc::unbounded_channel();
-    let first = engine.start(tagged);
-    let mut shell = Shell {
-        net,
-        engine,
-        notifiers,
-        sockets: HashMap::new(),
-        readers: JoinSet::new(),
-        reader_handles: HashMap::new(),
-        received_tx,
-        recording: Recording { recorder, failing: false },
-        stopping: None,
-        stopped: false,
-        socket_error: None,
-        drain,
-    };
-    shell.carry_out(first).await;
-    // Without raw sockets no router can ever run: say so at once rather than wait.
-    if let Some(error) = shell.socket_error.take() {
-        return Err(error);
+        .map_err(VrrpError::Thread)?;
+    // The owner sees the thread's end as this task's: a panic there is a panic here.
+    let task = tokio::spawn(async move {
+        if finished_rx.await.is_err() {
+            panic!("the VRRP thread panicked (its message is logged above)");
+        }
+    });
+    match started_rx.await {
+        Ok(Ok(requests)) => Ok(VrrpHandle { requests, task }),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(VrrpError::Thread(std::io::Error::other("the VRRP thread ended while starting"))),
     }
-    let task = tokio::spawn(shell.run(health, events, received_rx, requests_rx));
-    Ok(VrrpHandle { requests: requests_tx, task })
+}
+
+/// SCHED_FIFO for the calling thread (threads and processes it starts get the normal policy:
+/// SCHED_RESET_ON_FORK), or a warning saying why not and what it costs.
+fn set_realtime_priority() {
+    let param = libc::sched_param { sched_priority: REALTIME_PRIORITY };
+    // SAFETY: sched_setscheduler(2) on the calling thread (pid 0) with a valid sched_param.
+    let result = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO | libc::SCHED_RESET_ON_FORK, &param) };
+    if result == 0 {
+        info!(priority = REALTIME_PRIORITY, "VRRP thread runs at SCHED_FIFO (advert intervals under 1 s)");
+    } else {
+        warn!(
+            "cannot run the VRRP thread at SCHED_FIFO: {}; on a loaded machine adverts under 1 s may be late enough for a false takeover (nginx-ha needs CAP_SYS_NICE and a cgroup that allows real-time tasks)",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+impl Shell {
+    async fn start(
+        specs: Vec<RouterSpec>,
+        health: &watch::Receiver<Health>,
+        state_dir: &std::path::Path,
+        drain: Option<DrainHandle>,
+    ) -> Result<(Shell, net::NetEvents, mpsc::UnboundedReceiver<(SocketKey, Received)>), VrrpError> {
+        let net = Net::new().await.map_err(VrrpError::Netlink)?;
+        let events = net::events().map_err(VrrpError::Netlink)?;
+        let recorder = Recorder::new(state_dir);
+        let previous = match recorder.load() {
+            Ok(previous) => previous,
+            // Before any address is listed or removed: the VIPs stay as they are.
+            Err(refused @ RecordError::Refused(_)) => return Err(VrrpError::Record(refused)),
+            Err(e) => {
+                warn!("{e}");
+                None
+            }
+        };
+        let previous = previous.map(|previous| (previous.record, previous.elapsed));
+        let tagged = match net.addresses_with_proto(OWNER_PROTO).await {
+            Ok(tagged) => tagged,
+            Err(e) => {
+                error!("cannot list addresses to remove stale VIPs: {e}");
+                Vec::new()
+            }
+        };
+        let notifiers = specs
+            .iter()
+            .map(|spec| {
+                spec.notify
+                    .clone()
+                    .map(|program| Notifier::spawn(spec.router.name.clone(), program, spec.notify_timeout))
+            })
+            .collect();
+        let mut engine = Engine::new(specs, previous, *health.borrow(), Instant::now().into_std());
+        let (received_tx, received_rx) = mpsc::unbounded_channel();
+        let first = engine.start(tagged);
+        let mut shell = Shell {
+            net,
+            engine,
+            notifiers,
+            sockets: HashMap::new(),
+            readers: JoinSet::new(),
+            reader_handles: HashMap::new(),
+            received_tx,
+            recording: Recording { recorder, failing: false },
+            stopping: None,
+            stopped: false,
+            socket_error: None,
+            drain,
+        };
+        shell.carry_out(first).await;
+        // Without raw sockets no router can ever run: say so at once rather than wait.
+        if let Some(error) = shell.socket_error.take() {
+            return Err(error);
+        }
+        Ok((shell, events, received_rx))
+    }
 }
 
 /// Removes every configured VIP from this host without the routers: what the daemon does when
@@ -287,17 +370,7 @@ impl Shell {
                         health = watch::channel(Health::Unhealthy).1;
                     }
                 }
-                Some((socket, packet)) = received.recv() => {
-                    let event = Event::Packet {
-                        socket,
-                        src: packet.src,
-                        dst: packet.dst,
-                        hop_limit: packet.hop_limit,
-                        payload: &packet.payload,
-                    };
-                    let actions = self.engine.handle(now(), event);
-                    self.carry_out(actions).await;
-                }
+                Some((socket, packet)) = received.recv() => self.packet(socket, packet).await,
                 Some(ended) = self.readers.join_next() => {
                     // A receive loop never ends on its own (it is aborted when its socket is
                     // closed): without it a router is deaf.
@@ -326,10 +399,48 @@ impl Shell {
                     }
                 },
                 _ = sleep_until(deadline) => {
+                    self.take_queued(&mut received).await;
                     let actions = self.engine.handle_timeout(now());
                     self.carry_out(actions).await;
                 }
             }
+        }
+    }
+
+    async fn packet(&mut self, socket: SocketKey, packet: Received) {
+        let event = Event::Packet {
+            socket,
+            src: packet.src,
+            dst: packet.dst,
+            hop_limit: packet.hop_limit,
+            payload: &packet.payload,
+        };
+        let actions = self.engine.handle(now(), event);
+        self.carry_out(actions).await;
+    }
+
+    /// Before a timer: every packet that has already arrived, in the channel or still in a
+    /// socket, goes to the engine first. After a stall of this process (a loaded machine) the
+    /// timer and the adverts that came meanwhile are ready at once, and the adverts are the
+    /// older events: a master's advert must reset the master-down timer, not lose to it (which
+    /// would be a false takeover at short advert intervals).
+    async fn take_queued(&mut self, received: &mut mpsc::UnboundedReceiver<(SocketKey, Received)>) {
+        let mut queued = Vec::new();
+        while let Ok(item) = received.try_recv() {
+            queued.push(item);
+        }
+        for (&key, socket) in &self.sockets {
+            // Bounded: a socket that keeps failing is its receive task's to report.
+            for _ in 0..QUEUED_PER_SOCKET {
+                match socket.try_recv() {
+                    Ok(Some(packet)) => queued.push((key, packet)),
+                    Ok(None) => break,
+                    Err(_) => continue,
+                }
+            }
+        }
+        for (socket, packet) in queued {
+            self.packet(socket, packet).await;
         }
     }
 

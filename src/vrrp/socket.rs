@@ -102,19 +102,16 @@ impl VrrpSocket {
 
     /// Waits for the next VRRP packet that arrived on the interface.
     pub async fn recv(&self) -> io::Result<Received> {
-        let mut buffer = vec![0u8; RECEIVE_BUFFER];
-        match self.family {
-            Family::V4 => {
-                let length = self.fd.async_io(Interest::READABLE, |mut socket| socket.read(&mut buffer)).await?;
-                buffer.truncate(length);
-                strip_ipv4_header(buffer)
-            }
-            Family::V6 => {
-                let (length, src, dst, hop_limit) =
-                    self.fd.async_io(Interest::READABLE, |socket| recv_ipv6(socket, &mut buffer)).await?;
-                buffer.truncate(length);
-                Ok(Received { src, dst, hop_limit, payload: buffer })
-            }
+        self.fd.async_io(Interest::READABLE, |socket| read_packet(self.family, socket)).await
+    }
+
+    /// A packet that has already arrived, without waiting (None when there is none): for the
+    /// shell to take what is queued before it acts on a timer.
+    pub fn try_recv(&self) -> io::Result<Option<Received>> {
+        match read_packet(self.family, self.fd.get_ref()) {
+            Ok(packet) => Ok(Some(packet)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Err(e),
         }
     }
 
@@ -179,6 +176,23 @@ impl VrrpSocket {
             })
             .await
             .map(drop)
+    }
+}
+
+/// One packet from the (non-blocking) socket; WouldBlock when none is queued.
+fn read_packet(family: Family, socket: &Socket) -> io::Result<Received> {
+    let mut buffer = vec![0u8; RECEIVE_BUFFER];
+    match family {
+        Family::V4 => {
+            let length = (&*socket).read(&mut buffer)?;
+            buffer.truncate(length);
+            strip_ipv4_header(buffer)
+        }
+        Family::V6 => {
+            let (length, src, dst, hop_limit) = recv_ipv6(socket, &mut buffer)?;
+            buffer.truncate(length);
+            Ok(Received { src, dst, hop_limit, payload: buffer })
+        }
     }
 }
 

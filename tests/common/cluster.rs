@@ -25,6 +25,8 @@ pub struct Node {
     pub bridge_port: String,
     pub dir: tempfile::TempDir,
     daemon: Option<Child>,
+    /// Processes stopped by [`Node::power_cut`], continued when the node is dropped.
+    frozen: Vec<i32>,
 }
 
 impl Node {
@@ -39,6 +41,7 @@ impl Node {
             bridge_port,
             dir,
             daemon: None,
+            frozen: Vec::new(),
         };
         let d = node.dir.path().display().to_string();
         node.write(
@@ -204,6 +207,29 @@ impl Node {
         bridge.ns.ip(&["link", "set", &self.bridge_port, if up { "up" } else { "down" }]);
     }
 
+    /// What the peers see of a power cut: nginx-ha and nginx stop at once (SIGSTOP: no further
+    /// advert, no priority-0 advert, no clean-up; the VIP stays configured but nothing answers)
+    /// and the node's switch port loses carrier, so its kernel (which would have died with it)
+    /// answers no ARP or TCP handshake either. The peers' own links stay up, as behind a switch.
+    pub fn power_cut(&mut self, bridge: &Bridge) {
+        let daemon = self.daemon.as_ref().expect("nginx-ha runs").id() as i32;
+        let processes: Vec<i32> = std::iter::once(daemon).chain(self.nginx_pids()).collect();
+        for &pid in &processes {
+            signal(pid, libc::SIGSTOP);
+        }
+        self.frozen.extend(processes);
+        self.set_link(bridge, false);
+    }
+
+    /// nginx-ha gets no CPU for `pause` (SIGSTOP, then SIGCONT), as on an overloaded machine at
+    /// its worst; its sockets keep queueing what arrives meanwhile.
+    pub fn stall_daemon(&self, pause: Duration) {
+        let daemon = self.daemon.as_ref().expect("nginx-ha runs").id() as i32;
+        signal(daemon, libc::SIGSTOP);
+        std::thread::sleep(pause);
+        signal(daemon, libc::SIGCONT);
+    }
+
     /// Takes the node off the bridge (or back on) without carrier loss: a partition.
     pub fn set_partitioned(&self, bridge: &Bridge, partitioned: bool) {
         if partitioned {
@@ -216,6 +242,10 @@ impl Node {
 
 impl Drop for Node {
     fn drop(&mut self) {
+        // A stopped process would sit on its SIGTERM until continued.
+        for pid in self.frozen.drain(..) {
+            signal(pid, libc::SIGCONT);
+        }
         if let Some(child) = self.daemon.take() {
             stop_child(child);
         }

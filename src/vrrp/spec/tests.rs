@@ -116,3 +116,14 @@ fn all_problems_of_a_table_come_at_once() {
     let errors = errors("vrid = 0\npriority = 0\nunicast_peers = [\"nope\"]");
     assert_eq!(errors.len(), 3, "{errors:?}");
 }
+
+#[test]
+fn only_adverts_under_a_second_ask_for_a_real_time_thread() {
+    let spec = |extra: &str| RouterSpec::try_from(&table(extra)).unwrap();
+    let slow = spec("");
+    let v3_second = spec("version = 3\nadvert_interval_ms = 1000");
+    let fast = spec("version = 3\nadvert_interval_ms = 20");
+    assert!(!RouterSpec::wants_realtime(&[]));
+    assert!(!RouterSpec::wants_realtime(&[slow.clone(), v3_second]));
+    assert!(RouterSpec::wants_realtime(&[slow, fast]), "one fast router is enough");
+}
