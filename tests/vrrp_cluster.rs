@@ -39,8 +39,8 @@ fn election_the_higher_priority_holds_the_vip() {
 
 #[test]
 fn nginx_killed_on_the_master_moves_the_vip_and_it_comes_back() {
-    // Without the restart grace (an nginx that served 10 s is restarted in place and keeps
-    // the VIP: tests/vrrp_hitless.rs); a slow machine must not turn this into that case.
+    // Without the restart grace (with it, a killed nginx is restarted in place and keeps the
+    // VIP: tests/vrrp_hitless.rs): no restart is within a zero grace, so A hands over at once.
     let (_bridge, a, b, client) = pair(NO_GRACE);
     a.wait_state("VI_1", "MASTER");
     client.wait_served_by(VIP, "A");
