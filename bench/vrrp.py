@@ -169,14 +169,14 @@ def ka_instance(name, vrid, priority, version, interval_ms, vips, excluded=()):
             f"    virtual_ipaddress {{\n{vip_lines}    }}\n{excluded_block}    notify @NOTIFY@\n@TRACK@}}\n\n")
 
 
-def cluster(args, kind, routers, health=FAST_HEALTH, check=True, client_routes=()):
-    """A fresh lab with A (priorities 100) and B (90) of `kind` running `routers` — a list of
+def cluster(args, kind, routers, health=FAST_HEALTH, check=True, client_routes=(), a_priority=100):
+    """A fresh lab with A (priorities 100, or `a_priority`) and B (90) of `kind` running `routers` — a list of
     (name, vrid, version, interval_ms, vips, excluded) — and client C. Returns once A is MASTER
     and B BACKUP of every router and C gets answers from A on the first VIP."""
     lab = Lab(args.workdir)
     try:
         nodes = {}
-        for name, address, priority in (("A", A_ADDR, 100), ("B", B_ADDR, 90)):
+        for name, address, priority in (("A", A_ADDR, a_priority), ("B", B_ADDR, 90)):
             node = (NginxHaNode if kind == "nginx-ha" else KeepalivedNode)(lab, name, f"{address}/24")
             if kind == "nginx-ha":
                 node.start(args.binary, "".join(nha_router(r[0], r[1], priority, *r[2:]) for r in routers), health)
