@@ -104,7 +104,9 @@ def healthy(node):
 def kill_at_age(client, a, age, seconds):
     """Polls the VIP (and sniffs the adverts) while A's nginx is killed -9 once it is `age` s old
     (at once, 0.3 s into the polls, when older). (kill time, age at the kill, the failed-poll runs
-    after it, failed polls, adverts, last body)."""
+    after it, failed polls, adverts, last body, the client's longest gap between two polls' starts
+    in the second after the kill: more than a few ms means the client itself was not scheduled,
+    and an outage that long may be the client's, not the server's)."""
     poller = vrrp.start_poller(client, vrrp.VIP, 0.3 + max(0.0, age - nginx_age(a)) + seconds)
     time.sleep(0.3)
     time.sleep(max(0.0, age - nginx_age(a)))
@@ -116,7 +118,9 @@ def kill_at_age(client, a, age, seconds):
     polls = seen["polls"]
     failed = sum(1 for p in polls if p[2] is None and p[0] >= at - vrrp.POLL_TIMEOUT)
     last_body = next((p[2] for p in sorted(polls, reverse=True) if p[2] is not None), None)
-    return at, killed_at_age, vrrp.outages(polls, at), failed, seen["adverts"], last_body
+    starts = sorted(p[0] for p in polls if at - 0.1 <= p[0] <= at + 1.0)
+    gap = max((b - a for a, b in zip(starts, starts[1:])), default=0.0)
+    return at, killed_at_age, vrrp.outages(polls, at), failed, seen["adverts"], last_body, gap
 
 
 def vip_left_a(at, runs, adverts, last_body, until=None):
@@ -127,14 +131,25 @@ def vip_left_a(at, runs, adverts, last_body, until=None):
     return bool(moved) or bool(answered_by - {"A"})
 
 
+def keep_logs(args, name, *nodes):
+    """Copies the nodes' logs out of the lab (deleted when it closes) into the workdir."""
+    into = os.path.join(args.workdir, name)
+    os.makedirs(into, exist_ok=True)
+    for node in nodes:
+        for log in ("nginx-ha.log", "nginx-error.log", "keepalived.log"):
+            if os.path.exists(node.path(log)):
+                subprocess.run(["cp", node.path(log), os.path.join(into, f"{node.name}-{log}")], check=False)
+    print(f"    logs kept in {into}")
+
+
 def first_crash(args, after_upgrade):
     title = ("kill -9 of nginx 2 s after `upgrade-nginx` started it, on the master" if after_upgrade else
              "kill -9 of nginx 2 s after its start, on the master (A priority 255)")
-    kinds = ("nginx-ha",) if after_upgrade else ("nginx-ha", "keepalived")
+    kinds = [k for k in (("nginx-ha",) if after_upgrade else ("nginx-ha", "keepalived")) if k in args.kinds]
     print(f"\n## {title}, {args.reps} reps")
     rows = {}
     for kind in kinds:
-        outage_all, failed_all, left, ages = [], [], 0, []
+        outage_all, failed_all, left, ages, gaps = [], [], 0, [], []
         for rep in range(args.reps):
             lab, a, b, client = vrrp.cluster(args, kind, ROUTERS, a_priority=100 if after_upgrade else 255)
             try:
@@ -144,24 +159,30 @@ def first_crash(args, after_upgrade):
                                           capture_output=True, text=True)
                     if done.returncode != 0 or a.nginx_master() == old:
                         print(f"    upgrade-nginx failed: {done.stdout.strip()} {done.stderr.strip()}")
-                at, age, runs, failed, adverts, last_body = kill_at_age(client, a, 2.0, 5.0)
+                at, age, runs, failed, adverts, last_body, gap = kill_at_age(client, a, 2.0, 5.0)
                 outage = max((end - start for start, end, _ in runs if end is not None), default=0.0)
                 if any(end is None for _s, end, _b in runs):
                     outage = float("inf")
                 vip_left = vip_left_a(at, runs, adverts, last_body)
                 left += vip_left
+                if vip_left or outage > 0.1:
+                    keep_logs(args, f"{kind}-{'upgrade' if after_upgrade else 'start'}-rep{rep + 1}", a, b)
                 outage_all.append(outage)
                 failed_all.append(failed)
                 ages.append(age)
+                gaps.append(gap)
                 print(f"  {kind} rep {rep + 1}: killed {age:.2f} s after nginx's start: {failed} failed polls, "
                       f"outage {1000 * outage:.0f} ms, VIP {'LEFT A' if vip_left else 'stayed on A'}; "
-                      f"answered by {last_body} at the end", flush=True)
+                      f"answered by {last_body} at the end; client's longest gap between polls {1000 * gap:.0f} ms",
+                      flush=True)
             finally:
                 lab.close()
-        rows[kind] = {"outage_s": outage_all, "failed_polls": failed_all, "vip_left": left, "age_s": ages}
+        rows[kind] = {"outage_s": outage_all, "failed_polls": failed_all, "vip_left": left, "age_s": ages,
+                      "client_gap_s": gaps}
         print(f"  {kind}: outage min / median / max {vrrp.fmt(outage_all)}; failed polls "
               f"{sorted(failed_all)[len(failed_all) // 2]} median, {max(failed_all)} max; VIP left A in {left} "
-              f"of {args.reps}; killed {min(ages):.2f}–{max(ages):.2f} s after nginx's start", flush=True)
+              f"of {args.reps}; killed {min(ages):.2f}–{max(ages):.2f} s after nginx's start; client gaps "
+              f"{vrrp.fmt(gaps)}", flush=True)
     return rows
 
 
@@ -246,6 +267,7 @@ def main():
     parser.add_argument("binary", nargs="?", default="target/release/nginx-ha")
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--only", default=",".join(SCENARIOS))
+    parser.add_argument("--kinds", default="nginx-ha,keepalived", help="first-crash: which daemons to run")
     parser.add_argument("--workdir", default=None)
     args = parser.parse_args()
     args.binary = os.path.abspath(args.binary)
