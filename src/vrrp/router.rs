@@ -95,7 +95,8 @@ pub struct RouterConfig {
     pub codec: CodecOptions,
     /// Empty: multicast. Otherwise adverts go to, and are only accepted from, these addresses.
     pub unicast_peers: Vec<IpAddr>,
-    /// nginx crashed and is being restarted in place: how long to keep serving as if healthy.
+    /// nginx crashed and is being restarted in place: how long to keep serving as if healthy,
+    /// when its restart comes within it ([`Health::restarts_within`]); a later one acts at once.
     pub restart_grace: Duration,
 }
 
