@@ -1,5 +1,6 @@
 #!/bin/sh
-# usage: bench/hitless.sh [NGINX_HA_BINARY] [--reps N] [--only daemon-kill,stop,link,upgrade] [--interval-ms MS]
+# usage: bench/hitless.sh [NGINX_HA_BINARY] [--reps N] [--interval-ms MS] [--kinds nginx-ha,keepalived]
+#          [--only daemon-kill,stop,link,upgrade,first-crash,first-crash-upgrade,crash-loop]
 #   NGINX_HA_BINARY defaults to target/release/nginx-ha (build it with `cargo build --release`).
 #   Needs root, iproute2, nginx and keepalived (apt-get install nginx-light keepalived). About 5 minutes at 5 reps.
 #

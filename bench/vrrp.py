@@ -173,8 +173,8 @@ def ka_instance(name, vrid, priority, version, interval_ms, vips, excluded=()):
             f"    virtual_ipaddress {{\n{vip_lines}    }}\n{excluded_block}    notify @NOTIFY@\n@TRACK@}}\n\n")
 
 
-def cluster(args, kind, routers, health=FAST_HEALTH, check=True, client_routes=()):
-    """A fresh lab with A (priorities 100) and B (90) of `kind` ("nginx-ha", "keepalived", or
+def cluster(args, kind, routers, health=FAST_HEALTH, check=True, client_routes=(), a_priority=100):
+    """A fresh lab with A (priorities 100, or `a_priority`) and B (90) of `kind` ("nginx-ha", "keepalived", or
     "nginx-ha/keepalived" for A of one and B of the other) running `routers` — a list of
     (name, vrid, version, interval_ms, vips, excluded) — and client C. Returns once A is MASTER
     and B BACKUP of every router and C gets answers from A on the first VIP."""
@@ -183,7 +183,7 @@ def cluster(args, kind, routers, health=FAST_HEALTH, check=True, client_routes=(
         nodes = {}
         # "nginx-ha/keepalived": A runs nginx-ha, B keepalived (a mixed pair).
         node_kinds = kind.split("/") if "/" in kind else (kind, kind)
-        for (name, address, priority), node_kind in zip((("A", A_ADDR, 100), ("B", B_ADDR, 90)), node_kinds):
+        for (name, address, priority), node_kind in zip((("A", A_ADDR, a_priority), ("B", B_ADDR, 90)), node_kinds):
             node = (NginxHaNode if node_kind == "nginx-ha" else KeepalivedNode)(lab, name, f"{address}/24")
             if node_kind == "nginx-ha":
                 node.start(args.binary, "".join(nha_router(r[0], r[1], priority, *r[2:]) for r in routers), health)
@@ -485,7 +485,8 @@ def scenario_hitless(args):
     """kill -9 of nginx (master and workers) on the master of a pair, nginx having served ≥ 10 s:
     nginx-ha restarts it in place (no backoff, Health::Restarting) and the VIP stays for
     restart_grace_ms (300). One cluster, --hitless-reps kills at random phases; each kill waits
-    until the restarted nginx has served 10.5 s again (the policy's RESTART_IN_PLACE_AFTER)."""
+    until the restarted nginx has served 10.5 s again (the policy's BACKOFF_RESET_AFTER: each kill
+    the first in a row). Kills seconds after a start: bench/hitless.py first-crash, crash-loop."""
     reps = args.hitless_reps
     print(f"\n## hitless: kill -9 nginx (master + workers) on the master after ≥ 10 s of serving, v2 1 s, "
           f"{reps} kills")

@@ -211,8 +211,8 @@ const DEMOTE: &str = "on_nginx_failure = \"demote\"\ndemote_weight = 20";
 
 #[test]
 fn v2_multicast_nginx_ha_master_keepalived_backup_and_failover_on_nginx_failure() {
-    // Without the restart grace a killed nginx hands over (with it, one that served for 10 s is
-    // restarted in place and the VIP stays: tests/vrrp_hitless.rs).
+    // Without the restart grace a killed nginx hands over (with it, a killed nginx is restarted
+    // in place and the VIP stays: tests/vrrp_hitless.rs).
     let mut p = pair(100, NO_GRACE, 90, "", "");
     p.nginx_ha_is_master();
 

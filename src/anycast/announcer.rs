@@ -5,8 +5,9 @@
 //!   whatever nginx does: a withdrawn node still answers the connections it has.
 //! - The routes (the announcement) follow nginx's health: added when it is
 //!   [`Health::Healthy`], removed at once when it is [`Health::Unhealthy`], and kept for
-//!   `restart_grace` when it is [`Health::Restarting`] (the master crashed and is restarted in
-//!   place), removed only if nginx is not healthy again by then.
+//!   `restart_grace` when it is [`Health::Restarting`] with a restart within that grace
+//!   ([`Health::restarts_within`]: the master crashed and is restarted in place), removed only
+//!   if nginx is not healthy again by then; a restart backed off past the grace withdraws at once.
 //! - [`Input::Drain`] (a planned stop) withdraws the routes for good and ends `drain` later
 //!   ([`Deadline::DrainEnd`]), when [`Announcer::drained`] says nginx may be stopped.
 
@@ -212,14 +213,13 @@ impl Announcer {
                 self.grace_until = None;
                 self.announce(actions);
             }
-            Health::Restarting if self.announced => {
-                if self.settings.restart_grace.is_zero() {
-                    self.withdraw(actions);
-                } else if self.grace_until.is_none() {
+            // The same rule as the VRRP routers': kept through a restart within the grace.
+            health if self.announced && health.restarts_within(self.settings.restart_grace) => {
+                if self.grace_until.is_none() {
                     self.grace_until = Some(now + self.settings.restart_grace);
                 }
             }
-            Health::Restarting | Health::Unhealthy => self.withdraw(actions),
+            Health::Restarting { .. } | Health::Unhealthy => self.withdraw(actions),
         }
     }
 }

@@ -58,10 +58,11 @@ impl std::fmt::Display for NginxState {
 pub enum Health {
     /// Master and workers up (and the probes pass, when configured).
     Healthy,
-    /// The master crashed after serving and is being restarted in place: a router keeps its
-    /// VIPs for `restart_grace_ms` and acts only if nginx is not serving again by then.
-    Restarting,
-    /// Not serving: hung, failed to start, stopped, or crashing in a loop. Act at once.
+    /// The master crashed while serving and is restarted in place, `restart_in` after the crash
+    /// (its backoff: at once for the first crash in a row). Whether the VIPs (or anycast routes)
+    /// stay meanwhile is [`Health::restarts_within`] the router's `restart_grace_ms`.
+    Restarting { restart_in: Duration },
+    /// Not serving: hung, failed to start, stopped, or a restart that failed. Act at once.
     Unhealthy,
 }
 
@@ -72,6 +73,14 @@ impl Health {
 
     pub fn is_healthy(self) -> bool {
         self == Health::Healthy
+    }
+
+    /// The restart-in-place rule, one place for VRRP and anycast alike: a holder with
+    /// `restart_grace` keeps its VIPs (routes) through a crash whose restart comes within the
+    /// grace, and acts at once when the backoff has grown past it (a crash loop) or on anything
+    /// else that is not healthy. Strictly within: the restarted nginx needs a moment to serve.
+    pub fn restarts_within(self, restart_grace: Duration) -> bool {
+        matches!(self, Health::Restarting { restart_in } if restart_in < restart_grace)
     }
 }
 
@@ -86,11 +95,12 @@ pub struct PolicyConfig {
     pub stop_timeout: Duration,
 }
 
-/// First restart delay; doubles per consecutive crash.
+/// The restart delay after the second crash in a row is twice this; it doubles per crash after
+/// that, up to [`BACKOFF_MAX`]. The first crash in a row restarts at once (see [`backoff`]).
 pub const BACKOFF_START: Duration = Duration::from_millis(100);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// How the backoff forgets (see `Policy::crashed`): a master that served at least
-/// [`RESTART_IN_PLACE_AFTER`] started fine, so its crash starts the count afresh; one that
+/// [`BACKOFF_RESET_AFTER`] started fine, so its crash starts the count afresh; one that
 /// served less takes one step off the count per `BACKOFF_FORGIVE_EVERY` it served. A true
 /// crash loop (a crash within a second or two of each start) still doubles per crash, while
 /// an nginx killed now and then (every few seconds, as in the fault storm) never climbs to
@@ -101,15 +111,17 @@ pub const FAILED_AFTER: u32 = 5;
 /// A master that ignored QUIT for `stop_timeout` gets TERM (drop connections), then KILL this
 /// long after: TERM needs no more than a moment unless nginx is stopped (SIGSTOP) or wedged.
 pub const KILL_AFTER_TERM: Duration = Duration::from_secs(3);
-/// A master that crashes after serving at least this long is restarted at once (no backoff)
-/// and reported as [`Health::Restarting`]: the VRRP routers keep the VIPs for their
-/// `restart_grace_ms` while it comes back. A crash sooner after a start is a crash loop (a bad
-/// module, a certificate that fails at runtime, a port someone else took): restarting it at
-/// once would spin, and keeping the VIPs through its backoff would hold them for a node that
-/// does not serve, so it backs off (100 ms doubling) and reports `Unhealthy` at once; the peer
-/// takes over within its skew time. 10 s separates the two: nginx starts in milliseconds, so
-/// a master up for 10 s did start fine, while a crash loop crashes within a second or two.
-pub const RESTART_IN_PLACE_AFTER: Duration = Duration::from_secs(10);
+/// A master that served at least this long before its crash started fine: the crash count
+/// starts afresh (its restart is immediate). nginx starts in milliseconds, while a crash loop
+/// crashes within a second or two of each start.
+///
+/// Restart in place: every crash of a master that was serving (healthy up to the crash) is
+/// reported as [`Health::Restarting`] with its restart delay, whenever it happened after the
+/// start; a router keeps its VIPs while that delay is within its `restart_grace_ms`. With the
+/// defaults (300 ms) a crash loop restarts in place at its first crash (at once) and second
+/// (200 ms), and hands over at its third (400 ms). A restart that fails (nginx exits before
+/// serving, or cannot be spawned) is `Unhealthy` at once.
+pub const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(10);
 
 /// Why `nginx-ha reload` or `nginx-ha upgrade-nginx` was not carried out; the text is what the
 /// CLI prints. nginx keeps serving in every case.
@@ -317,8 +329,8 @@ pub struct Policy {
     probe_ok: bool,
     probe_streak: u32,
     healthy_reported: Health,
-    /// The master crashed after serving a while and is being restarted at once.
-    restarting_in_place: bool,
+    /// The master crashed while serving and is restarted in place this long after the crash.
+    restarting_in_place: Option<Duration>,
     upgrade: Option<Upgrade>,
     /// An upgrade was asked for while a reload ran: it starts when the reload is done.
     upgrade_pending: bool,
@@ -352,7 +364,7 @@ impl Policy {
             tickets_next: Vec::new(),
             probe_streak: 0,
             healthy_reported: Health::Unhealthy,
-            restarting_in_place: false,
+            restarting_in_place: None,
             upgrade: None,
             upgrade_pending: false,
             upgrade_deadline: None,
@@ -399,8 +411,8 @@ impl Policy {
     pub fn health(&self) -> Health {
         if self.healthy() {
             Health::Healthy
-        } else if self.restarting_in_place && !self.shutting_down {
-            Health::Restarting
+        } else if let Some(restart_in) = self.restarting_in_place.filter(|_| !self.shutting_down) {
+            Health::Restarting { restart_in }
         } else {
             Health::Unhealthy
         }
@@ -454,7 +466,7 @@ impl Policy {
                     self.ready = true;
                     self.ready_since = Some(now);
                     self.state = NginxState::Running;
-                    if std::mem::take(&mut self.restarting_in_place) {
+                    if self.restarting_in_place.take().is_some() {
                         // Serving again: the VIPs never left, so clients must not wait for `rise`
                         // probes to keep them. The probes go on, and `fall` failures (a hang)
                         // still make it unhealthy.
@@ -551,7 +563,7 @@ impl Policy {
             }
             Event::Shutdown => {
                 self.shutting_down = true;
-                self.restarting_in_place = false;
+                self.restarting_in_place = None;
                 self.restart_at = None;
                 self.reload_deadline = None;
                 let phase = self.upgrade.take();
@@ -614,11 +626,11 @@ impl Policy {
         self.reload_deadline = None;
         let served = self.ready_since.take().map(|since| now.duration_since(since));
         self.failures = forgiven(self.failures, served.unwrap_or_default()) + 1;
-        // See RESTART_IN_PLACE_AFTER. A restart that fails (nginx exits before serving again:
-        // a config made invalid on disk, a port taken, a spawn error) lands here with no
-        // `served` time: Unhealthy at once, and the backoff of a crash loop.
-        self.restarting_in_place = was_serving && served.is_some_and(|served| served >= RESTART_IN_PLACE_AFTER);
-        let delay = if self.restarting_in_place { Duration::ZERO } else { backoff(self.failures) };
+        let delay = backoff(self.failures);
+        // See BACKOFF_RESET_AFTER: the routers decide from the delay whether the VIPs stay. A
+        // restart that fails (nginx exits before serving again: a config made invalid on disk,
+        // a port taken, a spawn error) lands here not serving: Unhealthy at once.
+        self.restarting_in_place = (was_serving && served.is_some()).then_some(delay);
         self.restart_at = Some(now + delay);
         self.state = if self.failures >= FAILED_AFTER { NginxState::Failed } else { NginxState::Restarting };
         self.finish_tickets(Err(CommandError::NginxExited(reason)), actions);
@@ -816,18 +828,23 @@ impl Policy {
 }
 
 /// The crash count after a run that served `served`: nothing left after
-/// [`RESTART_IN_PLACE_AFTER`], else one step less per [`BACKOFF_FORGIVE_EVERY`].
+/// [`BACKOFF_RESET_AFTER`], else one step less per [`BACKOFF_FORGIVE_EVERY`].
 pub fn forgiven(failures: u32, served: Duration) -> u32 {
-    if served >= RESTART_IN_PLACE_AFTER {
+    if served >= BACKOFF_RESET_AFTER {
         return 0;
     }
     let steps = (served.as_millis() / BACKOFF_FORGIVE_EVERY.as_millis()) as u32;
     failures.saturating_sub(steps)
 }
 
-/// 100 ms doubling per consecutive crash, capped at 30 s.
+/// The restart delay after `failures` crashes in a row: at once for the first (an nginx killed
+/// once comes back in milliseconds), then 200 ms doubling per crash ([`BACKOFF_START`] × 2ⁿ⁻¹),
+/// capped at 30 s.
 pub fn backoff(failures: u32) -> Duration {
-    let doublings = failures.saturating_sub(1).min(16);
+    if failures <= 1 {
+        return Duration::ZERO;
+    }
+    let doublings = (failures - 1).min(16);
     (BACKOFF_START * 2u32.pow(doublings)).min(BACKOFF_MAX)
 }
 

@@ -2,6 +2,9 @@ use std::time::{Duration, Instant};
 
 use super::*;
 
+/// A crash reported with its immediate restart (the first crash in a row).
+const RESTART_AT_ONCE: Health = Health::Restarting { restart_in: Duration::ZERO };
+
 /// A policy on a simulated clock.
 struct Sim {
     policy: Policy,
@@ -89,11 +92,11 @@ fn invalid_config_at_launch_never_spawns_and_a_fix_starts_nginx() {
 }
 
 #[test]
-fn crash_reaps_the_generation_and_restarts_after_100ms() {
+fn a_crash_reaps_the_generation_and_restarts_at_once_in_place() {
     let mut sim = Sim::running(false);
-    assert_eq!(sim.crash(), vec![Action::ReapGeneration, Action::Health(Health::Unhealthy)]);
+    assert_eq!(sim.crash(), vec![Action::ReapGeneration, Action::Health(RESTART_AT_ONCE)]);
     assert_eq!(sim.state(), NginxState::Restarting);
-    assert_eq!(sim.policy.next_deadline(), Some(sim.now + Duration::from_millis(100)));
+    assert_eq!(sim.policy.next_deadline(), Some(sim.now));
     assert_eq!(sim.fire(), vec![Action::Spawn]);
     sim.spawned();
     assert_eq!(sim.on(Event::Ready), vec![Action::Health(Health::Healthy)]);
@@ -114,7 +117,7 @@ fn backoff_doubles_to_30s_and_repeated_failure_is_failed_but_still_retrying() {
         sim.advance(Duration::from_millis(5));
     }
     let ms: Vec<u128> = delays.iter().map(Duration::as_millis).collect();
-    assert_eq!(ms, [100, 200, 400, 800, 1600, 3200, 6400, 12800, 25600, 30000, 30000, 30000]);
+    assert_eq!(ms, [0, 200, 400, 800, 1600, 3200, 6400, 12800, 25600, 30000, 30000, 30000]);
     assert_eq!(sim.state(), NginxState::Failed);
     assert!(sim.policy.next_deadline().is_none(), "the spawn is under way");
     assert_eq!(sim.on(Event::Ready), vec![Action::Health(Health::Healthy)]);
@@ -147,7 +150,7 @@ fn ten_seconds_of_serving_resets_the_backoff() {
     sim.fire();
     sim.spawned();
     sim.on(Event::Ready);
-    sim.advance(RESTART_IN_PLACE_AFTER);
+    sim.advance(BACKOFF_RESET_AFTER);
     sim.crash();
     assert_eq!(sim.policy.next_deadline(), Some(sim.now), "served 10 s: restarted in place");
     sim.fire();
@@ -164,7 +167,7 @@ fn a_shorter_run_forgives_one_step_per_3s_served() {
     assert_eq!(forgiven(6, BACKOFF_FORGIVE_EVERY), 5);
     assert_eq!(forgiven(6, 3 * BACKOFF_FORGIVE_EVERY), 3);
     assert_eq!(forgiven(2, 3 * BACKOFF_FORGIVE_EVERY), 0);
-    assert_eq!(forgiven(u32::MAX, RESTART_IN_PLACE_AFTER), 0);
+    assert_eq!(forgiven(u32::MAX, BACKOFF_RESET_AFTER), 0);
 }
 
 /// Crashes `times`, each `served` after its workers came up; the restart delays.
@@ -187,7 +190,7 @@ fn an_nginx_killed_every_few_seconds_is_never_kept_down_long() {
     // each crash adds one: the delay stays at the first one.
     let mut sim = Sim::running(false);
     let delays = delays_when_killed_every(&mut sim, Duration::from_secs(4), 30);
-    assert!(delays.iter().all(|delay| *delay == BACKOFF_START), "{delays:?}");
+    assert!(delays.iter().all(Duration::is_zero), "{delays:?}");
     assert_ne!(sim.state(), NginxState::Failed);
     // After a burst of quick crashes the delay comes down again as runs get longer.
     let mut sim = Sim::running(false);
@@ -203,7 +206,7 @@ fn a_true_crash_loop_still_backs_off_exponentially() {
     let mut sim = Sim::running(false);
     let delays = delays_when_killed_every(&mut sim, Duration::from_millis(1500), 11);
     let ms: Vec<u128> = delays.iter().map(Duration::as_millis).collect();
-    assert_eq!(ms, [100, 200, 400, 800, 1600, 3200, 6400, 12800, 25600, 30000, 30000]);
+    assert_eq!(ms, [0, 200, 400, 800, 1600, 3200, 6400, 12800, 25600, 30000, 30000]);
     assert_eq!(sim.state(), NginxState::Running, "serving between its crashes");
     sim.advance(Duration::from_millis(1500));
     sim.crash();
@@ -241,9 +244,13 @@ fn after_a_crash_probes_must_rise_again() {
     let mut sim = Sim::running(true);
     sim.on(Event::Probe { ok: true });
     sim.on(Event::Probe { ok: true });
-    assert_eq!(sim.crash(), vec![Action::ReapGeneration, Action::Health(Health::Unhealthy)]);
+    assert_eq!(sim.crash(), vec![Action::ReapGeneration, Action::Health(RESTART_AT_ONCE)]);
     assert!(!sim.policy.wants_probes());
     assert_eq!(sim.on(Event::Probe { ok: true }), vec![], "probe results while down are ignored");
+    // A restart that fails: probes must rise again on the one after.
+    sim.fire();
+    sim.spawned();
+    assert_eq!(sim.on(Event::SpawnFailed("No such file or directory".into())), vec![Action::Health(Health::Unhealthy)]);
     sim.fire();
     sim.spawned();
     assert_eq!(sim.on(Event::Ready), vec![]);
@@ -339,7 +346,7 @@ fn crash_during_reload_fails_the_request_and_restarts() {
         matches!(&actions[1], Action::ReloadFinished { result: Err(CommandError::NginxExited(e)), .. } if e.contains("killed by signal 9"))
     );
     assert_eq!(sim.state(), NginxState::Restarting);
-    assert_eq!(sim.policy.next_deadline(), Some(sim.now + BACKOFF_START));
+    assert_eq!(sim.policy.next_deadline(), Some(sim.now));
 }
 
 #[test]
@@ -398,7 +405,8 @@ fn own_config_rejection_is_reported() {
 
 #[test]
 fn backoff_values() {
-    assert_eq!(backoff(1), Duration::from_millis(100));
+    assert_eq!(backoff(0), Duration::ZERO);
+    assert_eq!(backoff(1), Duration::ZERO, "the first crash in a row restarts at once");
     assert_eq!(backoff(2), Duration::from_millis(200));
     assert_eq!(backoff(10), Duration::from_secs(30));
     assert_eq!(backoff(u32::MAX), Duration::from_secs(30));
@@ -467,31 +475,92 @@ fn crashed_after(probes: bool, served: Duration) -> (Sim, Vec<Action>) {
 
 #[test]
 fn a_crash_after_10s_of_serving_restarts_at_once_and_reports_restarting() {
-    let (mut sim, actions) = crashed_after(false, RESTART_IN_PLACE_AFTER);
-    assert_eq!(actions, vec![Action::ReapGeneration, Action::Health(Health::Restarting)]);
-    assert_eq!(sim.policy.health(), Health::Restarting);
+    let (mut sim, actions) = crashed_after(false, BACKOFF_RESET_AFTER);
+    assert_eq!(actions, vec![Action::ReapGeneration, Action::Health(RESTART_AT_ONCE)]);
+    assert_eq!(sim.policy.health(), RESTART_AT_ONCE);
     assert_eq!(sim.state(), NginxState::Restarting);
     assert_eq!(sim.policy.next_deadline(), Some(sim.now), "no backoff: the restart is immediate");
     assert_eq!(sim.fire(), vec![Action::Spawn]);
     assert_eq!(sim.spawned(), vec![], "a master without workers: still restarting");
-    assert_eq!(sim.policy.health(), Health::Restarting);
+    assert_eq!(sim.policy.health(), RESTART_AT_ONCE);
     assert_eq!(sim.on(Event::Ready), vec![Action::Health(Health::Healthy)]);
     assert_eq!(sim.policy.status().restarts, 1);
 }
 
+/// Whether a VRRP router (or anycast table) with the default 300 ms grace keeps its VIPs.
+fn kept_with_the_default_grace(actions: &[Action]) -> bool {
+    let grace = Duration::from_millis(300);
+    actions.iter().any(|action| matches!(action, Action::Health(health) if health.restarts_within(grace)))
+}
+
 #[test]
-fn a_crash_within_10s_of_a_start_is_a_crash_loop_unhealthy_at_once_with_backoff() {
-    let (sim, actions) = crashed_after(false, RESTART_IN_PLACE_AFTER - Duration::from_millis(1));
-    assert_eq!(actions, vec![Action::ReapGeneration, Action::Health(Health::Unhealthy)]);
-    assert_eq!(sim.policy.next_deadline(), Some(sim.now + BACKOFF_START));
-    // After an in-place restart, the next quick crash backs off as well.
-    let (mut sim, _) = crashed_after(false, Duration::from_secs(30));
-    sim.fire();
-    sim.spawned();
-    sim.on(Event::Ready);
+fn the_first_crash_2s_after_a_start_restarts_in_place_at_once_never_unhealthy() {
+    let (mut sim, actions) = crashed_after(false, Duration::from_secs(2));
+    assert_eq!(actions, vec![Action::ReapGeneration, Action::Health(RESTART_AT_ONCE)]);
+    assert!(kept_with_the_default_grace(&actions));
+    assert_eq!(sim.policy.next_deadline(), Some(sim.now), "no backoff for the first crash");
+    assert_eq!(sim.fire(), vec![Action::Spawn]);
+    assert_eq!(sim.spawned(), vec![]);
+    sim.advance(Duration::from_millis(20));
+    assert_eq!(
+        sim.on(Event::Ready),
+        vec![Action::Health(Health::Healthy)],
+        "Restarting, then Healthy: never Unhealthy"
+    );
+    // The same with probes: no wait for `rise` after an in-place restart.
+    let (_, actions) = crashed_after(true, Duration::from_millis(500));
+    assert_eq!(actions, vec![Action::ReapGeneration, Action::Health(RESTART_AT_ONCE)]);
+}
+
+#[test]
+fn the_first_crash_2s_after_an_upgrade_restarts_in_place() {
+    let mut sim = Sim::running(false);
+    sim.advance(Duration::from_secs(1));
+    upgrade(&mut sim, 1);
+    sim.on(Event::UpgradeTested(Ok(())));
+    let old = sim.generation;
+    sim.upgrade_spawned();
+    sim.on(Event::NewMasterReady);
+    sim.on(Event::StoppedMasterExited { generation: old });
+    assert_eq!(sim.state(), NginxState::Running);
     sim.advance(Duration::from_secs(2));
-    assert_eq!(sim.crash(), vec![Action::ReapGeneration, Action::Health(Health::Unhealthy)]);
-    assert_eq!(sim.policy.next_deadline(), Some(sim.now + backoff(2)));
+    assert_eq!(sim.crash(), vec![Action::ReapGeneration, Action::Health(RESTART_AT_ONCE)]);
+    assert_eq!(sim.policy.next_deadline(), Some(sim.now));
+}
+
+#[test]
+fn a_crash_loop_restarts_in_place_twice_and_hands_over_at_its_third_crash() {
+    // Crashes 1 s after each start (nothing forgiven): restarts at once, after 200 ms, after
+    // 400 ms. With the default 300 ms grace the first two keep the VIPs, the third does not.
+    let mut sim = Sim::running(false);
+    let mut kept = Vec::new();
+    let mut reported = Vec::new();
+    for _ in 0..3 {
+        sim.advance(Duration::from_secs(1));
+        let actions = sim.crash();
+        kept.push(kept_with_the_default_grace(&actions));
+        reported.extend(actions.into_iter().filter(|action| matches!(action, Action::Health(_))));
+        sim.fire();
+        sim.spawned();
+        sim.on(Event::Ready);
+    }
+    assert_eq!(kept, [true, true, false]);
+    let at = |millis| Action::Health(Health::Restarting { restart_in: Duration::from_millis(millis) });
+    assert_eq!(reported, [at(0), at(200), at(400)], "the policy reports the delay; the routers decide");
+    // A longer grace (1 s) keeps the VIPs through 800 ms (the fourth) and hands over at the fifth.
+    assert!(Health::Restarting { restart_in: backoff(4) }.restarts_within(Duration::from_secs(1)));
+    assert!(!Health::Restarting { restart_in: backoff(5) }.restarts_within(Duration::from_secs(1)));
+}
+
+#[test]
+fn only_a_restart_within_the_grace_keeps_the_vips() {
+    let grace = Duration::from_millis(300);
+    assert!(RESTART_AT_ONCE.restarts_within(grace));
+    assert!(Health::Restarting { restart_in: Duration::from_millis(299) }.restarts_within(grace));
+    assert!(!Health::Restarting { restart_in: grace }.restarts_within(grace), "nothing left to start in");
+    assert!(!RESTART_AT_ONCE.restarts_within(Duration::ZERO), "no grace: act at once");
+    assert!(!Health::Unhealthy.restarts_within(grace));
+    assert!(!Health::Healthy.restarts_within(grace), "healthy is no restart");
 }
 
 #[test]
@@ -524,13 +593,13 @@ fn a_hang_is_unhealthy_not_restarting_and_its_crash_gets_no_grace() {
     assert_eq!(sim.state(), NginxState::Running, "alive: not restarted");
     assert_eq!(sim.crash(), vec![Action::ReapGeneration], "it did not serve: no Restarting");
     assert_eq!(sim.policy.health(), Health::Unhealthy);
-    assert_eq!(sim.policy.next_deadline(), Some(sim.now + BACKOFF_START));
+    assert_eq!(sim.policy.next_deadline(), Some(sim.now), "the first crash in a row");
 }
 
 #[test]
 fn with_probes_an_in_place_restart_is_healthy_on_ready_and_a_later_hang_is_still_seen() {
     let (mut sim, actions) = crashed_after(true, Duration::from_secs(10));
-    assert_eq!(actions, vec![Action::ReapGeneration, Action::Health(Health::Restarting)]);
+    assert_eq!(actions, vec![Action::ReapGeneration, Action::Health(RESTART_AT_ONCE)]);
     assert!(!sim.policy.wants_probes());
     sim.fire();
     sim.spawned();

@@ -481,7 +481,9 @@ impl Supervisor {
             Action::Health(health) => {
                 match health {
                     Health::Healthy => info!("nginx is healthy"),
-                    Health::Restarting => warn!("nginx is being restarted in place after a crash"),
+                    Health::Restarting { restart_in } => {
+                        warn!("nginx crashed while serving; restarting it in place in {} ms", restart_in.as_millis())
+                    }
                     Health::Unhealthy if self.policy.shutting_down() => {
                         info!("nginx is no longer serving: it is being stopped")
                     }

@@ -95,7 +95,8 @@ pub struct RouterConfig {
     pub codec: CodecOptions,
     /// Empty: multicast. Otherwise adverts go to, and are only accepted from, these addresses.
     pub unicast_peers: Vec<IpAddr>,
-    /// nginx crashed and is being restarted in place: how long to keep serving as if healthy.
+    /// nginx crashed and is being restarted in place: how long to keep serving as if healthy,
+    /// when its restart comes within it ([`Health::restarts_within`]); a later one acts at once.
     pub restart_grace: Duration,
     /// A planned move to a live peer drains the connections for at most this long (0: none).
     pub drain: Duration,
@@ -184,6 +185,8 @@ pub enum Reason {
     InterfaceDown,
     /// nginx crashed and was not serving again within restart_grace.
     RestartGraceOver,
+    /// nginx crashed again and its restart backs off past restart_grace.
+    CrashLoop,
     /// BACKUP heard no advert within Master_Down_Interval.
     MasterDown,
     /// MASTER heard a higher priority (or an equal one from a higher address).
@@ -208,6 +211,7 @@ impl fmt::Display for Reason {
             Reason::InterfaceUp => "interface up",
             Reason::InterfaceDown => "interface down",
             Reason::RestartGraceOver => "nginx crashed and was not serving again within restart_grace_ms",
+            Reason::CrashLoop => "nginx crashed again and restarts only after restart_grace_ms (a crash loop)",
             Reason::MasterDown => "no advert from the master within the master down interval",
             Reason::PreferredPeer => "advert from a peer with higher priority or equal priority and higher address",
             Reason::Resumed => "the previous nginx-ha here was MASTER less than a master down interval ago",
@@ -534,9 +538,10 @@ impl Router {
             }
             Input::Packet { src, dst, hop_limit, payload } => self.receive(now, src, dst, hop_limit, payload, &mut out),
             Input::TimerFired => self.fire_timers(now, &mut out),
-            // A crashed nginx that served before is given restart_grace to serve again: the
-            // VIPs stay (and adverts go on) meanwhile, and the router acts only at its end.
-            Input::Health(Health::Restarting) if self.nginx_healthy && !self.config.restart_grace.is_zero() => {
+            // A crashed nginx that was serving and restarts within restart_grace is given the
+            // grace to serve again: the VIPs stay (and adverts go on) meanwhile, and the router
+            // acts only at its end. A restart backed off past the grace (a crash loop) acts at once.
+            Input::Health(health) if self.nginx_healthy && health.restarts_within(self.config.restart_grace) => {
                 if !self.timers.is_set(Timer::RestartGrace) {
                     self.timers.set(Timer::RestartGrace, now + self.config.restart_grace);
                 }
@@ -546,7 +551,14 @@ impl Router {
                 self.timers.stop(Timer::RestartGrace);
                 self.nginx_healthy = healthy;
                 self.ever_healthy |= healthy;
-                let reason = if healthy { Reason::NginxHealthy } else { Reason::NginxUnhealthy };
+                let grace = self.config.restart_grace;
+                let reason = match health {
+                    Health::Healthy => Reason::NginxHealthy,
+                    Health::Restarting { .. } if !grace.is_zero() && !health.restarts_within(grace) => {
+                        Reason::CrashLoop
+                    }
+                    _ => Reason::NginxUnhealthy,
+                };
                 self.reconcile(now, reason, &mut out);
             }
             Input::TrackedLink { name, up } => {

@@ -2,6 +2,9 @@ use std::time::{Duration, Instant};
 
 use super::*;
 
+/// The first crash in a row: restarted at once.
+const RESTARTING: Health = Health::Restarting { restart_in: Duration::ZERO };
+
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
@@ -91,7 +94,7 @@ fn unhealthy_withdraws_at_once_and_keeps_the_addresses() {
 #[test]
 fn a_restart_healthy_within_the_grace_keeps_the_route() {
     let mut sim = Sim::healthy_and_announced();
-    assert_eq!(sim.feed(Input::Health(Health::Restarting)), []);
+    assert_eq!(sim.feed(Input::Health(RESTARTING)), []);
     let (at, name) = sim.announcer.next_deadline().unwrap();
     assert_eq!((at - sim.now, name), (ms(300), Deadline::RestartGrace));
     assert_eq!(sim.advance(299), []);
@@ -104,19 +107,19 @@ fn a_restart_healthy_within_the_grace_keeps_the_route() {
 #[test]
 fn a_restart_not_healthy_by_the_end_of_the_grace_withdraws() {
     let mut sim = Sim::healthy_and_announced();
-    sim.feed(Input::Health(Health::Restarting));
+    sim.feed(Input::Health(RESTARTING));
     assert_eq!(sim.advance(299), []);
     assert_eq!(sim.advance(1), remove_routes());
     assert!(!sim.announcer.announced());
     // Restarting repeated does not restart the grace while not announced.
-    assert_eq!(sim.feed(Input::Health(Health::Restarting)), []);
+    assert_eq!(sim.feed(Input::Health(RESTARTING)), []);
     assert_eq!(sim.announcer.next_deadline(), None);
 }
 
 #[test]
 fn a_restart_that_fails_within_the_grace_withdraws_at_once() {
     let mut sim = Sim::healthy_and_announced();
-    sim.feed(Input::Health(Health::Restarting));
+    sim.feed(Input::Health(RESTARTING));
     sim.advance(100);
     assert_eq!(sim.feed(Input::Health(Health::Unhealthy)), remove_routes());
     assert_eq!(sim.announcer.next_deadline(), None);
@@ -125,10 +128,23 @@ fn a_restart_that_fails_within_the_grace_withdraws_at_once() {
 #[test]
 fn the_grace_does_not_restart_on_a_repeated_restarting() {
     let mut sim = Sim::healthy_and_announced();
-    sim.feed(Input::Health(Health::Restarting));
+    sim.feed(Input::Health(RESTARTING));
     sim.advance(200);
-    sim.feed(Input::Health(Health::Restarting));
+    sim.feed(Input::Health(RESTARTING));
     assert_eq!(sim.advance(100), remove_routes());
+}
+
+#[test]
+fn a_restart_backed_off_past_the_grace_withdraws_at_once_and_one_within_keeps_the_route() {
+    // The second crash in a row restarts after 200 ms, within the 300 ms grace; the third
+    // after 400 ms: a crash loop, withdrawn at once as the VRRP routers give up the VIPs.
+    let mut sim = Sim::healthy_and_announced();
+    assert_eq!(sim.feed(Input::Health(Health::Restarting { restart_in: ms(200) })), []);
+    assert_eq!(sim.feed(Input::Health(Health::Healthy)), []);
+    assert_eq!(sim.feed(Input::Health(Health::Restarting { restart_in: ms(300) })), remove_routes(), "not within");
+    assert_eq!(sim.announcer.next_deadline(), None);
+    assert_eq!(sim.feed(Input::Health(Health::Healthy)), add_routes());
+    assert_eq!(sim.feed(Input::Health(Health::Restarting { restart_in: ms(400) })), remove_routes());
 }
 
 #[test]
@@ -136,14 +152,14 @@ fn a_zero_grace_withdraws_on_restarting() {
     let mut sim = Sim::new(0, 5000);
     sim.feed(Input::Start);
     sim.feed(Input::Health(Health::Healthy));
-    assert_eq!(sim.feed(Input::Health(Health::Restarting)), remove_routes());
+    assert_eq!(sim.feed(Input::Health(RESTARTING)), remove_routes());
 }
 
 #[test]
 fn restarting_when_never_announced_announces_nothing() {
     let mut sim = Sim::new(300, 5000);
     sim.feed(Input::Start);
-    assert_eq!(sim.feed(Input::Health(Health::Restarting)), []);
+    assert_eq!(sim.feed(Input::Health(RESTARTING)), []);
     assert_eq!(sim.announcer.next_deadline(), None);
 }
 
@@ -200,7 +216,7 @@ fn drain_withdraws_first_and_ends_after_the_drain_time() {
 #[test]
 fn drain_during_a_restart_grace_cancels_the_grace() {
     let mut sim = Sim::healthy_and_announced();
-    sim.feed(Input::Health(Health::Restarting));
+    sim.feed(Input::Health(RESTARTING));
     assert_eq!(sim.feed(Input::Drain), remove_routes());
     assert_eq!(sim.announcer.next_deadline().map(|(_, name)| name), Some(Deadline::DrainEnd));
 }
@@ -220,6 +236,6 @@ fn shutdown_without_drain_removes_routes_then_addresses() {
 fn new_timings_apply_to_the_next_grace() {
     let mut sim = Sim::healthy_and_announced();
     sim.announcer.set_timings(ms(50), ms(10));
-    sim.feed(Input::Health(Health::Restarting));
+    sim.feed(Input::Health(RESTARTING));
     assert_eq!(sim.advance(50), remove_routes());
 }

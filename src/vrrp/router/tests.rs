@@ -20,6 +20,9 @@ fn ip(text: &str) -> IpAddr {
     text.parse().unwrap()
 }
 
+/// The first crash in a row: restarted at once.
+const RESTARTING: Health = Health::Restarting { restart_in: Duration::ZERO };
+
 fn ms(millis: u64) -> Duration {
     Duration::from_millis(millis)
 }
@@ -588,7 +591,7 @@ fn unhealthy_nginx_relinquishes_to_fault_and_comes_back() {
 fn a_crash_restarted_within_the_grace_keeps_the_vips_and_the_peer_in_backup() {
     let mut sim = pair_with_a_master();
     sim.run_until(secs(10));
-    assert!(sim.input(0, Input::Health(Health::Restarting)).is_empty());
+    assert!(sim.input(0, Input::Health(RESTARTING)).is_empty());
     assert_eq!(sim.nodes[0].router.next_deadline(), Some(sim.start + secs(10) + ms(300)));
     sim.run_until(secs(10) + ms(150));
     assert!(sim.input(0, Input::Health(Health::Healthy)).is_empty());
@@ -604,14 +607,35 @@ fn a_crash_restarted_within_the_grace_keeps_the_vips_and_the_peer_in_backup() {
 fn a_crash_not_serving_again_by_the_end_of_the_grace_relinquishes() {
     let mut sim = pair_with_a_master();
     sim.run_until(secs(10));
-    sim.input(0, Input::Health(Health::Restarting));
+    sim.input(0, Input::Health(RESTARTING));
     // A second report while restarting does not extend the grace.
     sim.run_until(secs(10) + ms(200));
-    sim.input(0, Input::Health(Health::Restarting));
+    sim.input(0, Input::Health(RESTARTING));
     sim.run_until(secs(11));
     let fault = sim.entries(0).find(|e| matches!(e.action, Action::StateChanged { to: State::Fault, .. })).unwrap();
     assert_eq!(fault.at, secs(10) + ms(300));
     assert_eq!(fault.action, changed(State::Master, State::Fault, Reason::RestartGraceOver));
+    sim.run_until(secs(20));
+    assert_eq!(sim.masters(), [1]);
+}
+
+#[test]
+fn a_crash_whose_restart_is_backed_off_past_the_grace_acts_at_once() {
+    // 300 ms grace. The second crash in a row restarts after 200 ms: kept.
+    let mut sim = pair_with_a_master();
+    sim.run_until(secs(10));
+    assert!(sim.input(0, Input::Health(Health::Restarting { restart_in: ms(200) })).is_empty());
+    sim.run_until(secs(10) + ms(250));
+    assert!(sim.input(0, Input::Health(Health::Healthy)).is_empty());
+    // The third after 400 ms: a crash loop, the peer takes over now rather than at the grace's end.
+    sim.run_until(secs(12));
+    let actions = sim.input(0, Input::Health(Health::Restarting { restart_in: ms(400) }));
+    assert_eq!(actions[0], changed(State::Master, State::Fault, Reason::CrashLoop));
+    // Equal to the grace is not within it: nothing would be left for nginx to start in.
+    let mut sim = pair_with_a_master();
+    sim.run_until(secs(10));
+    let actions = sim.input(0, Input::Health(Health::Restarting { restart_in: ms(300) }));
+    assert_eq!(actions[0], changed(State::Master, State::Fault, Reason::CrashLoop));
     sim.run_until(secs(20));
     assert_eq!(sim.masters(), [1]);
 }
@@ -622,7 +646,7 @@ fn a_hang_or_a_zero_grace_acts_at_once() {
     sim.start_all();
     sim.run_until(secs(10));
     assert_eq!(sim.masters(), [0]);
-    let actions = sim.input(0, Input::Health(Health::Restarting));
+    let actions = sim.input(0, Input::Health(RESTARTING));
     assert_eq!(actions[0], changed(State::Master, State::Fault, Reason::NginxUnhealthy));
 
     let mut sim = pair_with_a_master();
