@@ -217,8 +217,8 @@ wait_for 90 active b
 
 # ---- the sandbox is on ----------------------------------------------------------------------------
 # CAP_CHOWN 0, CAP_DAC_OVERRIDE 1, CAP_KILL 5, CAP_SETGID 6, CAP_SETUID 7, CAP_NET_BIND_SERVICE 10,
-# CAP_NET_ADMIN 12, CAP_NET_RAW 13, CAP_BPF 39: the unit's CapabilityBoundingSet=.
-expected_caps=$(printf '%016x' $(((1 << 0) | (1 << 1) | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 10) | (1 << 12) | (1 << 13) | (1 << 39))))
+# CAP_NET_ADMIN 12, CAP_NET_RAW 13, CAP_SYS_NICE 23, CAP_BPF 39: the unit's CapabilityBoundingSet=.
+expected_caps=$(printf '%016x' $(((1 << 0) | (1 << 1) | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 10) | (1 << 12) | (1 << 13) | (1 << 23) | (1 << 39))))
 equals() { [ "$1" = "$2" ]; }
 differs() { [ -n "$1" ] && [ "$1" != "$2" ]; }
 has_address() { ip -n "$ns-$1" addr show dev "$2" | grep -q "$3/"; }

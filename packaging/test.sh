@@ -121,7 +121,7 @@ WantedBy=multi-user.target
 NoNewPrivileges=yes
 ProtectSystem=strict
 ReadWritePaths=/run -/var/log/nginx -/var/lib/nginx -/var/cache/nginx
-CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_RAW CAP_NET_BIND_SERVICE CAP_KILL CAP_SETUID CAP_SETGID CAP_CHOWN CAP_DAC_OVERRIDE CAP_BPF
+CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_RAW CAP_NET_BIND_SERVICE CAP_KILL CAP_SETUID CAP_SETGID CAP_CHOWN CAP_DAC_OVERRIDE CAP_BPF CAP_SYS_NICE
 SystemCallFilter=@system-service bpf pidfd_getfd"
 
 # verify_unit LABEL ROOT UNIT_PATH: the unpacked unit against the unpacked binary.
