@@ -5,7 +5,7 @@
 
 use super::encode::{BaseUnit, Exposition, Kind, Value};
 use super::nginx::NginxReading;
-use crate::control::status::StatusDocument;
+use crate::control::status::{DrainReport, StatusDocument};
 use crate::nginx::policy::NginxState;
 use crate::nginx::process::{self, ProcessFigures};
 use crate::nginx::supervisor::NginxStatus;
@@ -82,7 +82,40 @@ pub fn render(document: &StatusDocument) -> Exposition {
         anycast.sample(vec![("name", a.name.clone())], a.announced);
     }
     wire(&mut out, routers);
+    if let Some(drain) = &document.drain {
+        drain_metrics(&mut out, drain);
+    }
     out
+}
+
+/// The connection drain (present when a router has `drain_ms`).
+fn drain_metrics(out: &mut Exposition, drain: &DrainReport) {
+    out.gauge("nginx_ha_drain_available", "1 while connection drains work on this node", drain.unavailable.is_none());
+    let help = "Connections draining now, by router and role (old_holder: through the peer; new_holder: for it)";
+    let mut connections = out.family("nginx_ha_drain_connections", help, Kind::Gauge, None);
+    for d in &drain.drains {
+        connections.sample(vec![("router", d.router.clone()), ("role", d.role.replace(' ', "_"))], d.connections);
+    }
+    out.counter(
+        "nginx_ha_drain_forwarded_packets",
+        "Packets of old holders' connections passed through by this node",
+        drain.forwarded_packets,
+    );
+    out.counter(
+        "nginx_ha_drain_forwarded_connections",
+        "Connections of old holders passed through by this node",
+        drain.forwarded_connections,
+    );
+    out.counter(
+        "nginx_ha_drain_arp_requests_dropped",
+        "ARP requests for a draining VIP left unanswered by this old holder",
+        drain.arp_requests_dropped,
+    );
+    out.counter(
+        "nginx_ha_drain_datagrams_dropped",
+        "Datagrams on the drain port that no drain expected",
+        drain.datagrams_dropped,
+    );
 }
 
 /// The pair as each router hears it on the wire: the master and the last other router heard,
@@ -312,6 +345,32 @@ mod tests {
         for line in lines {
             assert!(text.lines().any(|l| l == *line), "missing {line:?} in\n{text}");
         }
+    }
+
+    #[test]
+    fn renders_the_drain() {
+        let mut document = document();
+        let text = render(&document).encode(Format::Text);
+        assert!(!text.contains("nginx_ha_drain"), "no drain metrics without drains configured:\n{text}");
+        document.drain = Some(DrainReport {
+            drains: vec![crate::control::status::DrainEntry {
+                router: "VI_1".into(),
+                role: "old holder".into(),
+                peer: "198.18.0.2".parse().unwrap(),
+                connections: 3,
+                remaining_ms: 1000,
+            }],
+            forwarded_packets: 12,
+            ..DrainReport::default()
+        });
+        has_lines(
+            &render(&document).encode(Format::Text),
+            &[
+                "nginx_ha_drain_available 1",
+                "nginx_ha_drain_connections{router=\"VI_1\",role=\"old_holder\"} 3",
+                "nginx_ha_drain_forwarded_packets_total 12",
+            ],
+        );
     }
 
     #[test]

@@ -1523,7 +1523,8 @@ fn the_master_s_priority_zero_ends_it_as_master_but_not_as_peer() {
     router.handle(t0 + secs(2) + ms(600), Input::TimerFired);
     assert_eq!(router.status().state, State::Master);
     assert_eq!(router.wire_view(t0 + secs(3)).master, seen(A, 100, ms(400)));
-    assert_eq!(router.status().counters.master_changes, 1);}
+    assert_eq!(router.status().counters.master_changes, 1);
+}
 
 fn draining(config: RouterConfig) -> RouterConfig {
     RouterConfig { drain: secs(60), ..config }
