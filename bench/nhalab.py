@@ -281,7 +281,8 @@ class NginxHaNode(Node):
 
     def spawn_daemon(self):
         """Starts `nginx-ha run` on the config written by `configure` (again after a stop)."""
-        env = dict(os.environ, RUST_LOG="info")
+        # NHA_RUST_LOG: more detail for one run (e.g. "info,nginx_ha::vrrp=debug").
+        env = dict(os.environ, RUST_LOG=os.environ.get("NHA_RUST_LOG", "info"))
         self.daemon = self.lab.spawn(self.ns, [self.binary, "run", "-c", self.path("nginx-ha.toml")],
                                      self.path("nginx-ha.log"), env)
         return self.daemon

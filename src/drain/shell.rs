@@ -64,7 +64,9 @@ pub struct Accept {
 }
 
 enum Request {
-    HandOver(HandOver, oneshot::Sender<Result<(), DrainError>>),
+    Hold(HandOver, oneshot::Sender<Result<(), DrainError>>),
+    /// Answered once the held router's connections are listed and sent.
+    SendFlows(usize, oneshot::Sender<()>),
     Accept(Accept),
     /// Answered once every datagram already received is handled.
     Settle(oneshot::Sender<()>),
@@ -81,13 +83,23 @@ pub struct DrainHandle {
 }
 
 impl DrainHandle {
-    /// Holds the VIPs locally (ARP guard, local routes), lists their connections and sends them
-    /// to the new holder; returns once that is done, so the addresses can go. An error: the VIPs
-    /// are not held, and leave as without a drain.
-    pub async fn hand_over(&self, hand_over: HandOver) -> Result<(), DrainError> {
+    /// The first half of a hand-over: holds the VIPs locally (ARP guard, local routes); returns
+    /// once they are, so the addresses can go. An error: the VIPs are not held, and leave as
+    /// without a drain.
+    pub async fn hold(&self, hand_over: HandOver) -> Result<(), DrainError> {
         let (reply, answer) = oneshot::channel();
-        self.requests.send(Request::HandOver(hand_over, reply)).await.map_err(|_| DrainError::Gone)?;
+        self.requests.send(Request::Hold(hand_over, reply)).await.map_err(|_| DrainError::Gone)?;
         answer.await.map_err(|_| DrainError::Gone)?
+    }
+
+    /// The second half, once the addresses are gone: lists the held router's connections and
+    /// sends them to the new holder; returns once they are sent, so that they arrive before the
+    /// confirmation advert that lets the new holder announce the VIPs.
+    pub async fn send_flows(&self, router: usize) {
+        let (reply, answer) = oneshot::channel();
+        if self.requests.send(Request::SendFlows(router, reply)).await.is_ok() {
+            let _ = answer.await;
+        }
     }
 
     pub async fn accept(&self, accept: Accept) {
@@ -238,6 +250,8 @@ struct Shell {
     own_macs: HashMap<u32, [u8; 6]>,
     idle_waiters: Vec<oneshot::Sender<()>>,
     next_session: u32,
+    /// Routers whose VIPs are held locally and whose flows go out next (`send_flows`).
+    held: HashMap<usize, Command>,
 }
 
 /// Starts the drain task on `port`. Without the BPF program (not built, no privileges, an old
@@ -270,6 +284,7 @@ pub async fn spawn(port: u16) -> Result<(DrainHandle, tokio::task::JoinHandle<()
         own_macs: HashMap::new(),
         idle_waiters: Vec::new(),
         next_session: seed,
+        held: HashMap::new(),
     };
     Ok((DrainHandle { requests }, tokio::spawn(shell.run(inbox))))
 }
@@ -326,9 +341,15 @@ impl Shell {
 
     async fn request(&mut self, request: Request, buffer: &mut [u8]) {
         match request {
-            Request::HandOver(hand_over, reply) => {
-                let result = self.hand_over(hand_over).await;
+            Request::Hold(hand_over, reply) => {
+                let result = self.hold(hand_over).await;
                 let _ = reply.send(result);
+            }
+            Request::SendFlows(router, reply) => {
+                if let Some(command) = self.held.remove(&router) {
+                    self.feed(Input::Command(command)).await;
+                }
+                let _ = reply.send(());
             }
             Request::Accept(accept) => self.accept(accept).await,
             Request::Settle(reply) => {
@@ -379,7 +400,7 @@ impl Shell {
         }
     }
 
-    async fn hand_over(&mut self, hand_over: HandOver) -> Result<(), DrainError> {
+    async fn hold(&mut self, hand_over: HandOver) -> Result<(), DrainError> {
         let kernel = self.kernel.as_mut().map_err(|why| DrainError::Kernel(KernelError::Load(why.clone())))?;
         let HandOver { router, name, vrid, link, vips, to, own_v4, window } = hand_over;
         kernel.attach(link.index, &link.name)?;
@@ -406,7 +427,7 @@ impl Shell {
             window,
             session: self.next_session,
         };
-        self.feed(Input::Command(command)).await;
+        self.held.insert(router, command);
         Ok(())
     }
 

@@ -565,6 +565,8 @@ impl Shell {
             }
             Action::HandOverVips { router, link, vips, to, own_v4, window } => {
                 let name = self.name(router).to_owned();
+                let started = Instant::now();
+                let mut held = false;
                 if let Some(drain) = &self.drain {
                     let vrid = self.engine.spec(router).router.vrid;
                     let hand_over = drain::HandOver {
@@ -577,14 +579,23 @@ impl Shell {
                         own_v4,
                         window,
                     };
-                    if let Err(e) = drain.hand_over(hand_over).await {
-                        warn!(router = %name, "the VIPs leave without a connection drain: {e}");
+                    match drain.hold(hand_over).await {
+                        Ok(()) => held = true,
+                        Err(e) => warn!(router = %name, "the VIPs leave without a connection drain: {e}"),
                     }
                 }
+                // The addresses go first (the new master's claim waits for our confirmation only
+                // so long); the connections are listed and sent after, still before it.
+                let held_at = started.elapsed();
                 change_vips(&self.net, &name, link.index, vips, VipChange::Remove).await;
+                let removed_at = started.elapsed();
                 if let Some(drain) = &self.drain {
+                    if held {
+                        drain.send_flows(router.0).await;
+                    }
                     drain.released(router.0).await;
                 }
+                debug!(router = %name, ?held_at, ?removed_at, flows_sent_at = ?started.elapsed(), "hand-over timing");
                 None
             }
             Action::AcceptDrain { router, link, vips, from, window } => {
