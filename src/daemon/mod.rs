@@ -385,6 +385,10 @@ impl Daemon {
             }
         }
         let _ = reply.send(Response::ok());
+        // The new binary resumes MASTER from the state record: it must be on disk as it is now.
+        if let Some(vrrp) = &self.vrrp {
+            vrrp.flush_record().await;
+        }
         // Let the answer reach the CLI before the sockets close.
         tokio::time::sleep(Duration::from_millis(50)).await;
         let error = self.upgrader.exec();

@@ -463,10 +463,12 @@ impl Drains {
                 out.push(Output::Send { to: from, bytes: ack });
             }
             Body::Done => {
+                // With no connection to drain the old holder sends its end alone: the accept
+                // ends quietly (nothing passes through yet, so nothing can be cut short).
                 let Some(position) = self.incoming.iter().position(|i| {
                     i.vrid == message.vrid
                         && i.from == from
-                        && i.forwarding.as_ref().is_some_and(|f| f.session == message.session)
+                        && i.forwarding.as_ref().is_none_or(|f| f.session == message.session)
                 }) else {
                     return self.drop(
                         now,

@@ -64,6 +64,8 @@ pub struct Accept {
 }
 
 enum Request {
+    /// Attach the tc programs to a router's interface ahead of its first hand-over.
+    Prepare(LinkInfo),
     Hold(HandOver, oneshot::Sender<Result<(), DrainError>>),
     /// Answered once the held router's connections are listed and sent.
     SendFlows(usize, oneshot::Sender<()>),
@@ -100,6 +102,14 @@ impl DrainHandle {
         if self.requests.send(Request::SendFlows(router, reply)).await.is_ok() {
             let _ = answer.await;
         }
+    }
+
+    /// Makes `link` ready for drains (the tc programs attached) ahead of the first hand-over,
+    /// which then only fills maps: attaching takes tens of milliseconds, longer than a new
+    /// master waits for the old one to let the VIPs go. A failure is logged; a hand-over on
+    /// that link tries again.
+    pub async fn prepare(&self, link: LinkInfo) {
+        let _ = self.requests.send(Request::Prepare(link)).await;
     }
 
     pub async fn accept(&self, accept: Accept) {
@@ -341,6 +351,13 @@ impl Shell {
 
     async fn request(&mut self, request: Request, buffer: &mut [u8]) {
         match request {
+            Request::Prepare(link) => {
+                if let Ok(kernel) = self.kernel.as_mut()
+                    && let Err(e) = kernel.attach(link.index, &link.name)
+                {
+                    warn!(interface = %link.name, "cannot make the interface ready for connection drains: {e}");
+                }
+            }
             Request::Hold(hand_over, reply) => {
                 let result = self.hold(hand_over).await;
                 let _ = reply.send(result);

@@ -66,6 +66,10 @@ pub enum Action {
         interface: String,
         family: Family,
         tracked: Vec<String>,
+        /// The router drains its connections at hand-overs (`drain_ms`): make the interface
+        /// ready for it now (the tc programs attached), not at the first hand-over, where
+        /// attaching them delayed the VIPs' release past the new master's claim wait.
+        drain: bool,
     },
     /// No router uses this socket any more (its interface was created again).
     CloseSocket(SocketKey),
@@ -204,6 +208,17 @@ struct Slot {
 impl Slot {
     fn family(&self) -> Family {
         self.spec.family()
+    }
+
+    /// The lookup that starts (or moves) this router on its interface.
+    fn attach(&self, router: RouterId, tracked: Vec<String>) -> Action {
+        Action::Attach {
+            router,
+            interface: self.spec.interface.clone(),
+            family: self.family(),
+            tracked,
+            drain: !self.spec.router.drain.is_zero(),
+        }
     }
 
     fn socket(&self) -> Option<SocketKey> {
@@ -425,12 +440,7 @@ impl Engine {
         for (i, slot) in self.slots.iter_mut().enumerate() {
             if !slot.started && !slot.attaching {
                 slot.attaching = true;
-                out.push(Action::Attach {
-                    router: RouterId(i),
-                    interface: slot.spec.interface.clone(),
-                    family: slot.spec.family(),
-                    tracked: slot.spec.track_interfaces.clone(),
-                });
+                out.push(slot.attach(RouterId(i), slot.spec.track_interfaces.clone()));
             }
         }
     }
@@ -539,12 +549,7 @@ impl Engine {
             if slot.started && slot.spec.interface == name && slot.link.as_ref().is_some_and(|l| l.index != index) {
                 if !slot.attaching {
                     slot.attaching = true;
-                    out.push(Action::Attach {
-                        router,
-                        interface: slot.spec.interface.clone(),
-                        family: slot.spec.family(),
-                        tracked: Vec::new(),
-                    });
+                    out.push(slot.attach(router, Vec::new()));
                 }
                 continue;
             }

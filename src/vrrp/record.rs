@@ -100,6 +100,92 @@ impl Recorder {
     }
 }
 
+/// Writes the state record on a thread of its own, so that the VRRP thread never waits for the
+/// disk. An fsync on a busy disk takes 100 ms and more (seen in the fault storm with builds
+/// running beside it); done on the VRRP thread it delayed a takeover's advert past the peer's
+/// master-down timer, and both nodes held the VIPs. The record is only read by the next
+/// nginx-ha at its start, so it may trail the routers by a moment: an `upgrade` and a stop
+/// [`flush`](RecordWriter::flush) it first.
+pub struct RecordWriter {
+    jobs: std::sync::mpsc::Sender<Job>,
+    /// The thread is gone (it panicked): said once.
+    gone: bool,
+}
+
+enum Job {
+    Save(StateRecord),
+    Heartbeat,
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
+
+impl RecordWriter {
+    pub fn spawn(recorder: Recorder) -> std::io::Result<RecordWriter> {
+        let (jobs, inbox) = std::sync::mpsc::channel();
+        std::thread::Builder::new().name("vrrp-record".into()).spawn(move || write_jobs(recorder, inbox))?;
+        Ok(RecordWriter { jobs, gone: false })
+    }
+
+    /// Writes `record` (if it changed), soon.
+    pub fn save(&mut self, record: StateRecord) {
+        self.send(Job::Save(record));
+    }
+
+    /// Refreshes the record's time ("still MASTER now"), soon.
+    pub fn heartbeat(&mut self) {
+        self.send(Job::Heartbeat);
+    }
+
+    /// Answered once everything asked before is written (at once if the writer is gone).
+    pub fn flush(&mut self) -> tokio::sync::oneshot::Receiver<()> {
+        let (done, written) = tokio::sync::oneshot::channel();
+        self.send(Job::Flush(done));
+        written
+    }
+
+    fn send(&mut self, job: Job) {
+        if self.jobs.send(job).is_err() && !self.gone {
+            self.gone = true;
+            tracing::error!("the VRRP state record's writer thread is gone; a restarted nginx-ha cannot resume MASTER");
+        }
+    }
+}
+
+/// The writer thread: takes every job queued, writes the newest record (the older ones are
+/// moot), refreshes the time, then answers the flushes. Ends with the last sender.
+fn write_jobs(mut recorder: Recorder, inbox: std::sync::mpsc::Receiver<Job>) {
+    // Writing failed last time: said once until it works again.
+    let mut failing = false;
+    while let Ok(first) = inbox.recv() {
+        let (mut save, mut heartbeat, mut flushes) = (None, false, Vec::new());
+        for job in std::iter::once(first).chain(inbox.try_iter()) {
+            match job {
+                Job::Save(record) => save = Some(record),
+                Job::Heartbeat => heartbeat = true,
+                Job::Flush(done) => flushes.push(done),
+            }
+        }
+        // A save of an unchanged record writes nothing: the heartbeat still refreshes the time.
+        let mut result = save.map_or(Ok(()), |record| recorder.save(&record));
+        if heartbeat && result.is_ok() {
+            result = recorder.heartbeat();
+        }
+        match result {
+            Ok(()) if failing => {
+                tracing::info!("the VRRP state record is written again");
+                failing = false;
+            }
+            Err(e) if !failing => {
+                tracing::warn!("{e}; a restarted nginx-ha cannot resume MASTER without it");
+                failing = true;
+            }
+            _ => {}
+        }
+        for done in flushes {
+            let _ = done.send(());
+        }
+    }
+}
+
 /// Replaces `path` with `contents` atomically and durably (0600); returns the new file, open.
 pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<File, StateFileError> {
     let dir = path.parent().unwrap_or(Path::new("."));
@@ -123,6 +209,20 @@ mod tests {
         assert!(previous.elapsed < Duration::from_secs(5));
         recorder.heartbeat().unwrap();
         assert!(!dir.path().read_dir().unwrap().any(|e| e.unwrap().file_name().to_string_lossy().ends_with(".tmp")));
+    }
+
+    #[test]
+    fn the_writer_writes_the_newest_record_by_a_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = RecordWriter::spawn(Recorder::new(dir.path())).unwrap();
+        for state in [State::Backup, State::Master, State::Backup, State::Master] {
+            writer.save(StateRecord { routers: [("VI_1".to_string(), state)].into() });
+        }
+        writer.heartbeat();
+        writer.flush().blocking_recv().unwrap();
+        let previous = Recorder::new(dir.path()).load().unwrap().unwrap();
+        assert_eq!(previous.record.routers["VI_1"], State::Master);
+        assert!(previous.elapsed < Duration::from_secs(5));
     }
 
     #[test]

@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
 use super::engine::{Action, Engine, Event, LogLine, RouterId, SocketKey};
-use super::record::{RecordError, Recorder};
+use super::record::{RecordError, RecordWriter, Recorder};
 use super::router::{Counters, Notice, SeenAdvert, State};
 use super::socket::{Received, VrrpSocket};
 use super::spec::RouterSpec;
@@ -103,6 +103,8 @@ impl From<SeenAdvert> for AdvertReport {
 enum Request {
     Status(oneshot::Sender<Vec<RouterReport>>),
     Shutdown(oneshot::Sender<()>),
+    /// Answered once the state record is on disk as the routers are now.
+    FlushRecord(oneshot::Sender<()>),
     /// Test builds only: make the task fail, as a bug would.
     #[cfg(debug_assertions)]
     Fail,
@@ -128,6 +130,15 @@ impl VrrpHandle {
     #[cfg(debug_assertions)]
     pub async fn inject_failure(&self) {
         let _ = self.requests.send(Request::Fail).await;
+    }
+
+    /// Returns once the state record is on disk as the routers are now (before a re-exec:
+    /// the new binary resumes from it).
+    pub async fn flush_record(&self) {
+        let (done_tx, done_rx) = oneshot::channel();
+        if self.requests.send(Request::FlushRecord(done_tx)).await.is_ok() {
+            let _ = done_rx.await;
+        }
     }
 
     /// Relinquishes every router (priority-0 advert, VIPs removed) and returns when done.
@@ -258,7 +269,7 @@ impl Shell {
             readers: JoinSet::new(),
             reader_handles: HashMap::new(),
             received_tx,
-            recording: Recording { recorder, failing: false },
+            record: RecordWriter::spawn(recorder).map_err(VrrpError::Thread)?,
             stopping: None,
             stopped: false,
             socket_error: None,
@@ -306,7 +317,8 @@ struct Shell {
     readers: JoinSet<()>,
     reader_handles: HashMap<SocketKey, tokio::task::AbortHandle>,
     received_tx: mpsc::UnboundedSender<(SocketKey, Received)>,
-    recording: Recording,
+    /// The state record, written on a thread of its own.
+    record: RecordWriter,
     /// Planned stop under way: answered once the engine says every router has handed over.
     stopping: Option<oneshot::Sender<()>>,
     stopped: bool,
@@ -314,29 +326,6 @@ struct Shell {
     socket_error: Option<VrrpError>,
     /// The connection drain, when a router has one (`drain_ms`).
     drain: Option<DrainHandle>,
-}
-
-/// The state record and how writing it goes.
-struct Recording {
-    recorder: Recorder,
-    /// Writing failed last time (logged once until it works again).
-    failing: bool,
-}
-
-impl Recording {
-    fn result(&mut self, result: Result<(), RecordError>) {
-        match result {
-            Ok(()) if self.failing => {
-                info!("the VRRP state record is written again");
-                self.failing = false;
-            }
-            Err(e) if !self.failing => {
-                warn!("{e}; a restarted nginx-ha cannot resume MASTER without it");
-                self.failing = true;
-            }
-            _ => {}
-        }
-    }
 }
 
 impl Shell {
@@ -355,6 +344,14 @@ impl Shell {
             tokio::select! {
                 Some(request) = requests.recv() => match request {
                     Request::Status(reply) => { let _ = reply.send(self.engine.reports(now())); }
+                    Request::FlushRecord(done) => {
+                        // Waited for on the side: the routers go on meanwhile.
+                        let written = self.record.flush();
+                        tokio::spawn(async move {
+                            let _ = written.await;
+                            let _ = done.send(());
+                        });
+                    }
                     Request::Shutdown(done) => {
                         self.stopping = Some(done);
                         self.handle(Event::Shutdown).await;
@@ -492,13 +489,16 @@ impl Shell {
 
     async fn perform(&mut self, action: Action) -> Option<Event<'static>> {
         match action {
-            Action::Attach { router, interface, family, tracked } => {
+            Action::Attach { router, interface, family, tracked, drain } => {
                 let link = match self.net.link(&interface).await {
                     Ok(link) => link,
                     Err(e) => {
                         return Some(Event::AttachFailed { router, problem: format!("interface {interface}: {e}") });
                     }
                 };
+                if drain && let Some(handle) = &self.drain {
+                    handle.prepare(link.clone()).await;
+                }
                 if let Err(e) = self.open_socket(&link, family) {
                     let problem = e.to_string();
                     self.socket_error.get_or_insert(e);
@@ -629,13 +629,11 @@ impl Shell {
                 None
             }
             Action::SaveRecord(record) => {
-                let result = self.recording.recorder.save(&record);
-                self.recording.result(result);
+                self.record.save(record);
                 None
             }
             Action::Heartbeat => {
-                let result = self.recording.recorder.heartbeat();
-                self.recording.result(result);
+                self.record.heartbeat();
                 None
             }
             Action::Log { router, line } => {
@@ -643,6 +641,8 @@ impl Shell {
                 None
             }
             Action::Stopped => {
+                // The routers' last states are on disk before the daemon goes on to exit.
+                let _ = self.record.flush().await;
                 if let Some(done) = self.stopping.take() {
                     let _ = done.send(());
                 }

@@ -175,6 +175,10 @@ fn no_connection_at_the_hand_over_ends_the_drain_at_once() {
     assert!(!pair.old.draining());
     assert!(released(&pair.log));
     assert!(pair.forwarding.is_empty());
+    // The new holder took the end alone as the end: no accept left over, nothing dropped.
+    assert!(pair.new.status(pair.now).is_empty());
+    assert_eq!(pair.new.dropped, 0);
+    assert!(!pair.log.iter().any(|o| matches!(o, Output::Log(LogLine::Dropped { .. }))));
 }
 
 #[test]
