@@ -99,21 +99,32 @@ pub struct PolicyConfig {
 /// that, up to [`BACKOFF_MAX`]. The first crash in a row restarts at once (see [`backoff`]).
 pub const BACKOFF_START: Duration = Duration::from_millis(100);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
-/// How the backoff forgets (see `Policy::crashed`): a master that served at least
-/// [`BACKOFF_RESET_AFTER`] started fine, so its crash starts the count afresh; one that
-/// served less takes one step off the count per `BACKOFF_FORGIVE_EVERY` it served. A true
-/// crash loop (a crash within a second or two of each start) still doubles per crash, while
-/// an nginx killed now and then (every few seconds, as in the fault storm) never climbs to
-/// [`BACKOFF_MAX`].
-pub const BACKOFF_FORGIVE_EVERY: Duration = Duration::from_secs(3);
 /// Crashes in a row (as counted for the backoff) after which the state is `failed`.
 pub const FAILED_AFTER: u32 = 5;
 /// A master that ignored QUIT for `stop_timeout` gets TERM (drop connections), then KILL this
 /// long after: TERM needs no more than a moment unless nginx is stopped (SIGSTOP) or wedged.
 pub const KILL_AFTER_TERM: Duration = Duration::from_secs(3);
-/// A master that served at least this long before its crash started fine: the crash count
-/// starts afresh (its restart is immediate). nginx starts in milliseconds, while a crash loop
-/// crashes within a second or two of each start.
+/// How the backoff forgets (see [`forgiven`]): a master that served at least this long (from
+/// its workers up to its crash) was clearly not in a crash loop, so the count starts afresh and
+/// its restart is immediate; a shorter run forgives nothing. nginx starts serving in
+/// milliseconds (up to a second or so on a loaded machine), and a crash loop (a bad module, a
+/// config that passes `nginx -t` but kills the workers, a dependency gone) crashes within a
+/// second or two of each start: 3 s is clearly longer than such a loop, and shorter than the
+/// few seconds between the faults of an nginx killed now and then (4–6 s between the fault
+/// storm's kills of A after a hand-over). So an nginx that served 3 s or more before each kill never leaves the first step
+/// (restarted at once, the VIPs kept), also right after a burst of quicker kills, while a true
+/// loop doubles per crash: at once, 200 ms, 400 ms (the third crash hands over with the default
+/// 300 ms grace), ... up to [`BACKOFF_MAX`], and is [`NginxState::Failed`] at its
+/// [`FAILED_AFTER`]th crash. The price: an nginx that crashes by itself 3 s or more after each
+/// start is not taken for a loop; it is restarted at once every time (it serves nearly all the
+/// time) and keeps its VIPs.
+///
+/// Before, a run of 10 s reset the count and a shorter one took a step off it per 3 s served:
+/// after a burst of three quick crashes, kills every 5–6 s forgave one step and added one, so
+/// the count stayed at 3 (a 400 ms delay) and every one of them handed over. A step per 3 s is
+/// moot beside a 3 s reset (every run that would earn a step resets), and finer steps would let
+/// a loop that crashes a second after each start forgive its own crashes: one threshold, no
+/// steps.
 ///
 /// Restart in place: every crash of a master that was serving (healthy up to the crash) is
 /// reported as [`Health::Restarting`] with its restart delay, whenever it happened after the
@@ -121,7 +132,7 @@ pub const KILL_AFTER_TERM: Duration = Duration::from_secs(3);
 /// defaults (300 ms) a crash loop restarts in place at its first crash (at once) and second
 /// (200 ms), and hands over at its third (400 ms). A restart that fails (nginx exits before
 /// serving, or cannot be spawned) is `Unhealthy` at once.
-pub const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(10);
+pub const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(3);
 
 /// Why `nginx-ha reload` or `nginx-ha upgrade-nginx` was not carried out; the text is what the
 /// CLI prints. nginx keeps serving in every case.
@@ -827,14 +838,10 @@ impl Policy {
     }
 }
 
-/// The crash count after a run that served `served`: nothing left after
-/// [`BACKOFF_RESET_AFTER`], else one step less per [`BACKOFF_FORGIVE_EVERY`].
+/// The crash count before a crash of a run that served `served`: nothing left after
+/// [`BACKOFF_RESET_AFTER`] (not a crash loop), else all of it (a crash loop forgives nothing).
 pub fn forgiven(failures: u32, served: Duration) -> u32 {
-    if served >= BACKOFF_RESET_AFTER {
-        return 0;
-    }
-    let steps = (served.as_millis() / BACKOFF_FORGIVE_EVERY.as_millis()) as u32;
-    failures.saturating_sub(steps)
+    if served >= BACKOFF_RESET_AFTER { 0 } else { failures }
 }
 
 /// The restart delay after `failures` crashes in a row: at once for the first (an nginx killed

@@ -137,7 +137,7 @@ fn the_fifth_consecutive_crash_marks_failed() {
 }
 
 #[test]
-fn ten_seconds_of_serving_resets_the_backoff() {
+fn three_seconds_of_serving_resets_the_backoff() {
     let mut sim = Sim::running(false);
     for _ in 0..4 {
         sim.crash();
@@ -152,7 +152,7 @@ fn ten_seconds_of_serving_resets_the_backoff() {
     sim.on(Event::Ready);
     sim.advance(BACKOFF_RESET_AFTER);
     sim.crash();
-    assert_eq!(sim.policy.next_deadline(), Some(sim.now), "served 10 s: restarted in place");
+    assert_eq!(sim.policy.next_deadline(), Some(sim.now), "served 3 s: restarted at once");
     sim.fire();
     sim.spawned();
     sim.on(Event::Ready);
@@ -161,13 +161,14 @@ fn ten_seconds_of_serving_resets_the_backoff() {
 }
 
 #[test]
-fn a_shorter_run_forgives_one_step_per_3s_served() {
+fn a_run_shorter_than_the_reset_forgives_nothing_a_longer_one_everything() {
+    assert_eq!(BACKOFF_RESET_AFTER, Duration::from_secs(3));
     assert_eq!(forgiven(6, Duration::ZERO), 6);
-    assert_eq!(forgiven(6, BACKOFF_FORGIVE_EVERY - Duration::from_millis(1)), 6, "a crash loop forgives nothing");
-    assert_eq!(forgiven(6, BACKOFF_FORGIVE_EVERY), 5);
-    assert_eq!(forgiven(6, 3 * BACKOFF_FORGIVE_EVERY), 3);
-    assert_eq!(forgiven(2, 3 * BACKOFF_FORGIVE_EVERY), 0);
+    assert_eq!(forgiven(6, Duration::from_secs(2)), 6, "a crash loop forgives nothing");
+    assert_eq!(forgiven(6, BACKOFF_RESET_AFTER - Duration::from_millis(1)), 6);
+    assert_eq!(forgiven(6, BACKOFF_RESET_AFTER), 0);
     assert_eq!(forgiven(u32::MAX, BACKOFF_RESET_AFTER), 0);
+    assert_eq!(forgiven(3, Duration::from_secs(3600)), 0);
 }
 
 /// Crashes `times`, each `served` after its workers came up; the restart delays.
@@ -186,18 +187,111 @@ fn delays_when_killed_every(sim: &mut Sim, served: Duration, times: usize) -> Ve
 
 #[test]
 fn an_nginx_killed_every_few_seconds_is_never_kept_down_long() {
-    // The fault storm: killed 4 s after each start, over and over. Each run forgives a step,
-    // each crash adds one: the delay stays at the first one.
+    // Killed 4 s after its workers came up, over and over: each run resets the count.
     let mut sim = Sim::running(false);
     let delays = delays_when_killed_every(&mut sim, Duration::from_secs(4), 30);
     assert!(delays.iter().all(Duration::is_zero), "{delays:?}");
     assert_ne!(sim.state(), NginxState::Failed);
-    // After a burst of quick crashes the delay comes down again as runs get longer.
+    // After a burst of quick crashes (the count at 6, 3.2 s) the first run of 3 s starts afresh.
     let mut sim = Sim::running(false);
     delays_when_killed_every(&mut sim, Duration::from_millis(500), 6);
-    let delays = delays_when_killed_every(&mut sim, Duration::from_secs(7), 4);
+    let delays = delays_when_killed_every(&mut sim, Duration::from_secs(3), 4);
     let ms: Vec<u128> = delays.iter().map(Duration::as_millis).collect();
-    assert_eq!(ms, [1600, 800, 400, 200], "each 7 s run forgives two steps, its crash adds one");
+    assert_eq!(ms, [0, 0, 0, 0], "each 3 s run starts the count afresh");
+}
+
+/// Kills at the given gaps (kill to kill, as the fault storm spaces them), nginx serving
+/// `start` after each restart; per kill whether it was restarted within the default grace.
+/// A kill that finds nginx not serving (restart still pending) kills nothing.
+fn kept_when_killed_at(sim: &mut Sim, gaps: &[Duration], start: Duration) -> Vec<bool> {
+    let mut kept = Vec::new();
+    let mut last_kill = sim.now;
+    for &gap in gaps {
+        let at = last_kill + gap;
+        assert!(at >= sim.now, "kill at {gap:?} before nginx served again");
+        sim.now = at;
+        last_kill = at;
+        assert_eq!(sim.state(), NginxState::Running, "nginx serving at the kill");
+        kept.push(kept_with_the_default_grace(&sim.crash()));
+        sim.fire();
+        sim.spawned();
+        sim.advance(start);
+        sim.on(Event::Ready);
+    }
+    kept
+}
+
+/// The fault storm's pace: kills 4–6 s apart (a fixed pseudo-random sequence), and every tenth
+/// of them followed by a burst of two more 1 s apart.
+fn storm_gaps(kills: usize) -> (Vec<Duration>, Vec<bool>) {
+    let (mut gaps, mut burst) = (Vec::new(), Vec::new());
+    let mut x: u64 = 20261207;
+    for n in 0..kills {
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        gaps.push(Duration::from_millis(4000 + (x >> 33) % 2001));
+        burst.push(false);
+        if n % 10 == 5 {
+            gaps.extend([Duration::from_secs(1); 2]);
+            burst.extend([true, true]);
+        }
+    }
+    (gaps, burst)
+}
+
+#[test]
+fn kills_every_4_to_6s_forever_always_restart_in_place_also_after_a_burst() {
+    // nginx serving 20 ms after its restart (an idle machine) and 500 ms (a loaded one).
+    for start in [Duration::from_millis(20), Duration::from_millis(500)] {
+        let mut sim = Sim::running(false);
+        let (gaps, burst) = storm_gaps(300);
+        let kept = kept_when_killed_at(&mut sim, &gaps, start);
+        for (n, (&kept, &in_burst)) in kept.iter().zip(&burst).enumerate() {
+            // A burst is a crash loop by the count: its third kill in a row (400 ms) hands
+            // over; every kill 4–6 s after the last one, the first after a burst included,
+            // starts the count afresh: restarted at once, the VIPs kept.
+            let third_in_a_row = in_burst && burst[n - 1];
+            assert_eq!(kept, !third_in_a_row, "kill {n} (gap {:?}, start {start:?})", gaps[n]);
+        }
+        assert_eq!(kept.iter().filter(|kept| !**kept).count(), 30, "one hand-over per burst");
+        assert_ne!(sim.state(), NginxState::Failed);
+    }
+    // A burst of four (800 ms): the next kill 4 s after the last still starts afresh
+    // (4 s - 800 ms - 20 ms served).
+    let mut sim = Sim::running(false);
+    let second = Duration::from_secs(1);
+    let kept = kept_when_killed_at(
+        &mut sim,
+        &[second, second, second, second, Duration::from_secs(4)],
+        Duration::from_millis(20),
+    );
+    assert_eq!(kept, [true, true, false, false, true]);
+}
+
+#[test]
+fn a_crash_loop_after_a_long_run_hands_over_at_its_third_crash_and_fails_at_its_fifth() {
+    // Served an hour, then (a bad module, say) crashes 1 s after each start.
+    let mut sim = Sim::running(false);
+    sim.advance(Duration::from_secs(3600));
+    let mut kept = vec![kept_with_the_default_grace(&sim.crash())];
+    let mut states = vec![sim.state()];
+    for _ in 0..4 {
+        sim.fire();
+        sim.spawned();
+        sim.advance(Duration::from_millis(20));
+        sim.on(Event::Ready);
+        sim.advance(Duration::from_millis(980));
+        kept.push(kept_with_the_default_grace(&sim.crash()));
+        states.push(sim.state());
+    }
+    assert_eq!(kept, [true, true, false, false, false], "hands over at its third crash");
+    use NginxState::{Failed, Restarting};
+    assert_eq!(states, [Restarting, Restarting, Restarting, Restarting, Failed], "failed at its fifth");
+    // The same for a loop at the top of "a second or two": crashes 2.9 s after its workers came up.
+    let mut sim = Sim::running(false);
+    let delays = delays_when_killed_every(&mut sim, Duration::from_millis(2900), 5);
+    let ms: Vec<u128> = delays.iter().map(Duration::as_millis).collect();
+    assert_eq!(ms, [0, 200, 400, 800, 1600]);
+    assert!(!Health::Restarting { restart_in: delays[2] }.restarts_within(Duration::from_millis(300)));
 }
 
 #[test]
@@ -474,7 +568,7 @@ fn crashed_after(probes: bool, served: Duration) -> (Sim, Vec<Action>) {
 }
 
 #[test]
-fn a_crash_after_10s_of_serving_restarts_at_once_and_reports_restarting() {
+fn a_crash_after_3s_of_serving_restarts_at_once_and_reports_restarting() {
     let (mut sim, actions) = crashed_after(false, BACKOFF_RESET_AFTER);
     assert_eq!(actions, vec![Action::ReapGeneration, Action::Health(RESTART_AT_ONCE)]);
     assert_eq!(sim.policy.health(), RESTART_AT_ONCE);
