@@ -95,9 +95,16 @@ pub struct PolicyConfig {
     pub stop_timeout: Duration,
 }
 
-/// The restart delay after the second crash in a row is twice this; it doubles per crash after
-/// that, up to [`BACKOFF_MAX`]. The first crash in a row restarts at once (see [`backoff`]).
-pub const BACKOFF_START: Duration = Duration::from_millis(100);
+/// Crashes in a row that are restarted at once (see [`backoff`]): nginx is serving again
+/// within milliseconds, well within a router's `restart_grace_ms`, so the VIPs stay. Two, so
+/// that a second kill soon after the first costs what the first did (a 200 ms delay there cost
+/// the clients 200 ms of errors, over the 100 ms worst case nginx-ha aims at), while a crash
+/// loop still hands over at its third crash.
+pub const IMMEDIATE_RESTARTS: u32 = 2;
+/// The restart delay after the crash that follows the immediate restarts (the third in a row);
+/// it doubles per crash after that, up to [`BACKOFF_MAX`]. Longer than the default
+/// `restart_grace_ms` (300 ms), so that crash hands the VIPs over.
+pub const BACKOFF_START: Duration = Duration::from_millis(400);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// Crashes in a row (as counted for the backoff) after which the state is `failed`.
 pub const FAILED_AFTER: u32 = 5;
@@ -113,8 +120,8 @@ pub const KILL_AFTER_TERM: Duration = Duration::from_secs(3);
 /// few seconds between the faults of an nginx killed now and then (4–6 s between the fault
 /// storm's kills of A after a hand-over). So an nginx that served 3 s or more before each kill never leaves the first step
 /// (restarted at once, the VIPs kept), also right after a burst of quicker kills, while a true
-/// loop doubles per crash: at once, 200 ms, 400 ms (the third crash hands over with the default
-/// 300 ms grace), ... up to [`BACKOFF_MAX`], and is [`NginxState::Failed`] at its
+/// loop backs off: at once, at once, 400 ms (the third crash hands over with the default
+/// 300 ms grace), doubling up to [`BACKOFF_MAX`], and is [`NginxState::Failed`] at its
 /// [`FAILED_AFTER`]th crash. The price: an nginx that crashes by itself 3 s or more after each
 /// start is not taken for a loop; it is restarted at once every time (it serves nearly all the
 /// time) and keeps its VIPs.
@@ -129,8 +136,8 @@ pub const KILL_AFTER_TERM: Duration = Duration::from_secs(3);
 /// Restart in place: every crash of a master that was serving (healthy up to the crash) is
 /// reported as [`Health::Restarting`] with its restart delay, whenever it happened after the
 /// start; a router keeps its VIPs while that delay is within its `restart_grace_ms`. With the
-/// defaults (300 ms) a crash loop restarts in place at its first crash (at once) and second
-/// (200 ms), and hands over at its third (400 ms). A restart that fails (nginx exits before
+/// defaults (300 ms) a crash loop restarts in place at its first and second crash (at once),
+/// and hands over at its third (400 ms). A restart that fails (nginx exits before
 /// serving, or cannot be spawned) is `Unhealthy` at once.
 pub const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(3);
 
@@ -844,14 +851,14 @@ pub fn forgiven(failures: u32, served: Duration) -> u32 {
     if served >= BACKOFF_RESET_AFTER { 0 } else { failures }
 }
 
-/// The restart delay after `failures` crashes in a row: at once for the first (an nginx killed
-/// once comes back in milliseconds), then 200 ms doubling per crash ([`BACKOFF_START`] × 2ⁿ⁻¹),
-/// capped at 30 s.
+/// The restart delay after `failures` crashes in a row: at once for the first
+/// [`IMMEDIATE_RESTARTS`] (an nginx killed comes back in milliseconds), then 400 ms doubling per
+/// crash ([`BACKOFF_START`] × 2ⁿ⁻³), capped at 30 s.
 pub fn backoff(failures: u32) -> Duration {
-    if failures <= 1 {
+    if failures <= IMMEDIATE_RESTARTS {
         return Duration::ZERO;
     }
-    let doublings = (failures - 1).min(16);
+    let doublings = (failures - IMMEDIATE_RESTARTS - 1).min(16);
     (BACKOFF_START * 2u32.pow(doublings)).min(BACKOFF_MAX)
 }
 

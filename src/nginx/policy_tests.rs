@@ -117,7 +117,7 @@ fn backoff_doubles_to_30s_and_repeated_failure_is_failed_but_still_retrying() {
         sim.advance(Duration::from_millis(5));
     }
     let ms: Vec<u128> = delays.iter().map(Duration::as_millis).collect();
-    assert_eq!(ms, [0, 200, 400, 800, 1600, 3200, 6400, 12800, 25600, 30000, 30000, 30000]);
+    assert_eq!(ms, [0, 0, 400, 800, 1600, 3200, 6400, 12800, 25600, 30000, 30000, 30000]);
     assert_eq!(sim.state(), NginxState::Failed);
     assert!(sim.policy.next_deadline().is_none(), "the spawn is under way");
     assert_eq!(sim.on(Event::Ready), vec![Action::Health(Health::Healthy)]);
@@ -290,7 +290,7 @@ fn a_crash_loop_after_a_long_run_hands_over_at_its_third_crash_and_fails_at_its_
     let mut sim = Sim::running(false);
     let delays = delays_when_killed_every(&mut sim, Duration::from_millis(2900), 5);
     let ms: Vec<u128> = delays.iter().map(Duration::as_millis).collect();
-    assert_eq!(ms, [0, 200, 400, 800, 1600]);
+    assert_eq!(ms, [0, 0, 400, 800, 1600]);
     assert!(!Health::Restarting { restart_in: delays[2] }.restarts_within(Duration::from_millis(300)));
 }
 
@@ -300,7 +300,7 @@ fn a_true_crash_loop_still_backs_off_exponentially() {
     let mut sim = Sim::running(false);
     let delays = delays_when_killed_every(&mut sim, Duration::from_millis(1500), 11);
     let ms: Vec<u128> = delays.iter().map(Duration::as_millis).collect();
-    assert_eq!(ms, [0, 200, 400, 800, 1600, 3200, 6400, 12800, 25600, 30000, 30000]);
+    assert_eq!(ms, [0, 0, 400, 800, 1600, 3200, 6400, 12800, 25600, 30000, 30000]);
     assert_eq!(sim.state(), NginxState::Running, "serving between its crashes");
     sim.advance(Duration::from_millis(1500));
     sim.crash();
@@ -501,7 +501,9 @@ fn own_config_rejection_is_reported() {
 fn backoff_values() {
     assert_eq!(backoff(0), Duration::ZERO);
     assert_eq!(backoff(1), Duration::ZERO, "the first crash in a row restarts at once");
-    assert_eq!(backoff(2), Duration::from_millis(200));
+    assert_eq!(backoff(2), Duration::ZERO, "and the second");
+    assert_eq!(backoff(3), Duration::from_millis(400), "the third waits past the default 300 ms grace");
+    assert_eq!(backoff(4), Duration::from_millis(800));
     assert_eq!(backoff(10), Duration::from_secs(30));
     assert_eq!(backoff(u32::MAX), Duration::from_secs(30));
 }
@@ -624,8 +626,8 @@ fn the_first_crash_2s_after_an_upgrade_restarts_in_place() {
 
 #[test]
 fn a_crash_loop_restarts_in_place_twice_and_hands_over_at_its_third_crash() {
-    // Crashes 1 s after each start (nothing forgiven): restarts at once, after 200 ms, after
-    // 400 ms. With the default 300 ms grace the first two keep the VIPs, the third does not.
+    // Crashes 1 s after each start (nothing forgiven): restarts at once, at once, after 400 ms.
+    // With the default 300 ms grace the first two keep the VIPs, the third does not.
     let mut sim = Sim::running(false);
     let mut kept = Vec::new();
     let mut reported = Vec::new();
@@ -640,7 +642,7 @@ fn a_crash_loop_restarts_in_place_twice_and_hands_over_at_its_third_crash() {
     }
     assert_eq!(kept, [true, true, false]);
     let at = |millis| Action::Health(Health::Restarting { restart_in: Duration::from_millis(millis) });
-    assert_eq!(reported, [at(0), at(200), at(400)], "the policy reports the delay; the routers decide");
+    assert_eq!(reported, [at(0), at(0), at(400)], "the policy reports the delay; the routers decide");
     // A longer grace (1 s) keeps the VIPs through 800 ms (the fourth) and hands over at the fifth.
     assert!(Health::Restarting { restart_in: backoff(4) }.restarts_within(Duration::from_secs(1)));
     assert!(!Health::Restarting { restart_in: backoff(5) }.restarts_within(Duration::from_secs(1)));

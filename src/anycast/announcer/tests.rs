@@ -136,8 +136,8 @@ fn the_grace_does_not_restart_on_a_repeated_restarting() {
 
 #[test]
 fn a_restart_backed_off_past_the_grace_withdraws_at_once_and_one_within_keeps_the_route() {
-    // The second crash in a row restarts after 200 ms, within the 300 ms grace; the third
-    // after 400 ms: a crash loop, withdrawn at once as the VRRP routers give up the VIPs.
+    // A restart 200 ms after a crash is within the 300 ms grace; the third crash in a row
+    // restarts after 400 ms: a crash loop, withdrawn at once as the VRRP routers give up the VIPs.
     let mut sim = Sim::healthy_and_announced();
     assert_eq!(sim.feed(Input::Health(Health::Restarting { restart_in: ms(200) })), []);
     assert_eq!(sim.feed(Input::Health(Health::Healthy)), []);

@@ -621,7 +621,8 @@ fn a_crash_not_serving_again_by_the_end_of_the_grace_relinquishes() {
 
 #[test]
 fn a_crash_whose_restart_is_backed_off_past_the_grace_acts_at_once() {
-    // 300 ms grace. The second crash in a row restarts after 200 ms: kept.
+    // 300 ms grace. A restart 200 ms after a crash (a longer backoff than the policy's, or a
+    // shorter grace's): kept.
     let mut sim = pair_with_a_master();
     sim.run_until(secs(10));
     assert!(sim.input(0, Input::Health(Health::Restarting { restart_in: ms(200) })).is_empty());
