@@ -2,7 +2,11 @@
 # sudo packaging/sandbox-test.sh [DEB]: boots the packaged nginx-ha.service, with its own sandbox,
 # under a real systemd and runs the two-node scenarios against it: failover and failback, reload
 # (ExecReload, inside the sandbox), `upgrade`, `upgrade-nginx`, alias add/del and anycast route
-# repair. Prints one "ok"/"FAIL" line per check and "N passed, M failed"; exits 1 on a failure.
+# repair, and the connection drain: a failback and a planned stop each with a slow download open on
+# the VIP, which must complete (every byte, the old holder's) while the old holder's tc BPF program
+# (bpf(), CAP_BPF) and the new holder's pass-through run under the sandbox; the journals and
+# `status --json` must show the drain, and no EPERM from bpf(). Prints one "ok"/"FAIL" line per
+# check and "N passed, M failed"; exits 1 on a failure.
 #
 # How: two systemd-nspawn containers booted (`--boot`, systemd 252 as their PID 1) from the host's
 # own root file system through an overlay (a tmpfs upper layer: nothing is written to the host),
@@ -42,6 +46,10 @@ pids=()
 passed=0
 failed=0
 cleanup() {
+    # Downloads still running (a check failed before their end); a finished one's file is gone.
+    for f in "$work"/dl-*.pid; do
+        [ -e "$f" ] && kill -TERM "$(cat "$f")" 2>/dev/null || true
+    done
     for pid in "${pids[@]}"; do
         kill -TERM "$pid" 2>/dev/null || true
     done
@@ -94,6 +102,7 @@ ip -n "$ns-a" addr add 198.18.77.1/24 dev eth0
 ip -n "$ns-b" addr add 198.18.77.2/24 dev eth0
 
 # ---- each node's files, copied over the container's root after the .deb -----------------------
+slow_size=$((3 * 1024 * 1024))
 node_files() { # node_files NAME PRIORITY
     local name=$1 priority=$2 f=$work/$1/files
     mkdir -p "$f/etc/nginx-ha" "$f/etc/nginx" "$f/var/www/html" "$f/etc/systemd/system/nginx-ha.service.d"
@@ -112,10 +121,15 @@ http {
         listen 80;
         root /var/www/html;
         location ~ ^/re/ { return 200 "regex-$name\n"; }
+        # The long download held open across the drained hand-overs (about 12 s).
+        location /slow/ { limit_rate 256k; }
     }
 }
 EOF
     echo "node-$name" >"$f/var/www/html/index.html"
+    # Each node's own bytes: a download that completes with them was served by that node to its end.
+    mkdir -p "$f/var/www/html/slow"
+    head -c "$slow_size" /dev/urandom >"$f/var/www/html/slow/file"
     cat >"$f/etc/nginx-ha/nginx-ha.toml" <<EOF
 [nginx]
 config = "/etc/nginx/nginx.conf"
@@ -254,13 +268,63 @@ check "the test's drop-in: a call outside the filter kills (no EPERM)" errno_kil
 exposure=$(on a systemd-analyze security nginx-ha.service | tail -1)
 say "live: $exposure"
 
-# ---- failover, failback ----------------------------------------------------------------------------
+# ---- the connection drain: a download held open across a hand-over -----------------------------------
+download() { # download NAME: the slow file through the VIP, in the background (its outcome: downloaded)
+    ip netns exec "$lan" curl -sS -m 90 -o "$work/dl-$1.bin" -w '%{size_download} %{http_code}\n' \
+        http://198.18.77.100/slow/file >"$work/dl-$1.out" 2>"$work/dl-$1.err" &
+    echo $! >"$work/dl-$1.pid"
+}
+under_way() { [ -s "$work/dl-$1.bin" ] && kill -0 "$(cat "$work/dl-$1.pid")"; }
+still_open() { # still_open NAME: the download is neither finished nor failed yet
+    echo "$(stat -c %s "$work/dl-$1.bin") of $slow_size bytes so far"
+    kill -0 "$(cat "$work/dl-$1.pid")"
+}
+downloaded() { # downloaded NAME NODE: curl succeeded, every byte, NODE's own bytes (no reset, no other node)
+    local rc=0
+    wait "$(cat "$work/dl-$1.pid")" || rc=$?
+    rm "$work/dl-$1.pid"
+    echo "curl exit $rc: $(cat "$work/dl-$1.out") $(cat "$work/dl-$1.err")"
+    [ "$rc" = 0 ] && [ "$(cat "$work/dl-$1.out")" = "$slow_size 200" ] &&
+        cmp "$work/dl-$1.bin" "$work/$2/files/var/www/html/slow/file"
+}
+drain_status() { # drain_status NODE ROLE: status --json shows a drain in ROLE with a connection, drains on
+    on "$1" nginx-ha status --json | python3 -c '
+import json, sys
+drain = json.load(sys.stdin).get("drain")
+print(json.dumps(drain))
+assert drain is not None and not drain.get("unavailable"), "drains off"
+assert any(d["role"] == sys.argv[1] and d["connections"] >= 1 for d in drain["drains"]), "no such drain"
+' "$2"
+}
+journal() { on "$1" journalctl -q --no-pager -o json -u nginx-ha.service; }
+logged() { # logged NODE TEXT [JSON-REGEX]: a line of the daemon's journal has TEXT (and matches JSON-REGEX)
+    local lines
+    lines=$(journal "$1" | grep -F -- "$2") || return 1
+    echo "$lines" | python3 -c 'import json, sys; [print(json.loads(l).get("MESSAGE"), {k: v for k, v in json.loads(l).items() if not k.startswith("_") and k.isupper() and "FLOWS" in k}) for l in sys.stdin]'
+    [ -z "${3:-}" ] || echo "$lines" | grep -qE -- "$3"
+}
+handed_over="VIPs handed over: draining their connections through the new holder"
+passing="passing the old holder's connections through to it"
+# One connection at least in the drain (the journal field FLOWS, prefixed by the journald layer).
+one_flow='FLOWS":"[1-9]'
+
+# ---- failover; failback with a connection open (b drains it through a) --------------------------------
 check "node a is MASTER and serves the VIP" wait_for 60 serves a
 check "node b is BACKUP (no VIP)" lacks_address b eth0 198.18.77.100
 on a systemctl stop nginx-ha.service
 check "a stopped: b takes the VIP and serves" wait_for 30 serves b
+download failback
+check "a download from b is under way" wait_for 10 under_way failback
 on a systemctl start nginx-ha.service
 check "a back: it preempts and serves again" wait_for 60 serves a
+check "  the download from b is still open after the failback" still_open failback
+check "  b (old holder): status --json shows the drain" wait_for 10 drain_status b "old holder"
+check "  a (new holder): status --json shows the pass-through" wait_for 10 drain_status a "new holder"
+check "  the download completes: every byte, b's, no reset" downloaded failback b
+check "  b's log: the VIPs handed over with a drain" logged b "$handed_over" "$one_flow"
+check "  b's log: the drain is over" wait_for 20 logged b "drain over: no connection to the VIPs is left"
+check "  a's log: passing b's connection through" logged a "$passing" "$one_flow"
+check "  b: no drain route left" equals "$(ip -n "$ns-b" route show table local proto 100)" ""
 
 # ---- reload, upgrade, upgrade-nginx -------------------------------------------------------------------
 check "systemctl reload (ExecReload in the sandbox)" on a systemctl reload nginx-ha.service
@@ -292,6 +356,29 @@ check "status as a member of status_group (adm)" on a setpriv --reuid=nobody --r
 member_reload() { on a setpriv --reuid=nobody --regid=adm --clear-groups nginx-ha reload 2>&1; }
 check "reload as that member is refused, saying why" bash -c 'grep -q "needs root" <<<"$0"' "$(member_reload || true)"
 
+check "a regex location answers (PCRE)" equals "$(ip netns exec "$lan" curl -s -m 2 http://198.18.77.100/re/x)" regex-a
+
+# ---- a planned stop with a connection open (a drains it through b, nginx finishes it) -----------------
+inactive() { ! active "$1"; }
+download stop
+check "a download from a is under way" wait_for 10 under_way stop
+on a systemctl stop --no-block nginx-ha.service
+check "planned stop of a: b takes the VIP and serves" wait_for 30 serves b
+check "  the download from a is still open after the hand-over" still_open stop
+check "  b (new holder): status --json shows the pass-through" wait_for 10 drain_status b "new holder"
+check "  the download completes: every byte, a's, no reset" downloaded stop a
+check "  a stops once its connection is done" wait_for 60 inactive a
+check "  a's log: the VIPs handed over with a drain" logged a "$handed_over" "$one_flow"
+check "  a's log: the drain is over" logged a "drain over"
+check "  b's log: passing a's connection through" logged b "$passing" "$one_flow"
+check "  a: no drain route left" equals "$(ip -n "$ns-a" route show table local proto 100)" ""
+
+# ---- the drain ran in the sandbox: no EPERM on bpf(); nothing killed by the filter ------------------------
+drains_on() { # the BPF program loaded: no "drains are off" and no EPERM from bpf() in the journal
+    ! journal "$1" | grep -E 'connection drains are off|drain.*(Operation not permitted|EPERM|os error 1\b)|without a connection drain'
+}
+check "drains on (no EPERM from bpf()) on node a" drains_on a
+check "drains on on node b" drains_on b
 # ---- nothing was killed by the filter; PCRE JIT under MemoryDenyWriteExecute -----------------------------
 no_sigsys() {
     ! on "$1" journalctl -q --no-pager -u nginx-ha.service | grep -E 'status=31/SYS|signal 31|code=killed' &&
@@ -299,7 +386,6 @@ no_sigsys() {
 }
 check "no SIGSYS (a call outside the filter) on node a" no_sigsys a
 check "no SIGSYS on node b" no_sigsys b
-check "a regex location answers (PCRE)" equals "$(ip netns exec "$lan" curl -s -m 2 http://198.18.77.100/re/x)" regex-a
 jit=$(on a grep -c 'pcre2_jit_compile\|JIT' /var/log/nginx/error.log || true)
 say "pcre_jit on under MemoryDenyWriteExecute=yes: ${jit:-0} JIT message(s) in nginx's error.log"
 on a grep -i 'jit' /var/log/nginx/error.log | head -3 >&2 || true

@@ -142,9 +142,10 @@ verify_unit() {
         out=$(cd "$work" && SYSTEMD_LOG_COLOR=0 systemd-analyze verify "$copy" 2>&1) || rc=$?
         same "$label: systemd-analyze verify (exit $rc) says nothing" "" "$out"
         [ "$rc" = 0 ] || bad "$label: systemd-analyze verify exited $rc"
-        # The sandbox's exposure (BENCHMARKS.md): 3.4 today; a change that raises it fails here.
-        check "$label: systemd-analyze security exposure at most 3.4" \
-            quiet systemd-analyze security --offline=yes --threshold=34 "$copy"
+        # The sandbox's exposure (BENCHMARKS.md): 3.5 today (3.4 before CAP_SYS_NICE and no
+        # RestrictRealtime for the VRRP thread's SCHED_FIFO); a change that raises it fails here.
+        check "$label: systemd-analyze security exposure at most 3.5" \
+            quiet systemd-analyze security --offline=yes --threshold=35 "$copy"
     else
         echo "skip $label: systemd-analyze verify (systemd-analyze is not installed)"
     fi

@@ -15,7 +15,12 @@
 //                  instead, so that no neighbour learns the VIP at the old holder's MAC again.
 //
 // Built by build.rs with clang (-target bpf); loaded with the aya crate. No helper beyond
-// bpf_redirect and the map calls, so it runs on any kernel with tc BPF (4.x and later).
+// bpf_redirect, bpf_skb_load_bytes and the map calls, so it runs on any kernel with tc BPF (4.x
+// and later). The verifier must accept it from a loader with CAP_BPF and CAP_NET_ADMIN alone, as
+// the packaged unit has them (no CAP_PERFMON): every packet pointer moves by a constant only
+// (a variable offset is refused, "pointer arithmetic with it prohibited for !root", by the
+// Spectre v1 sanitation that CAP_PERFMON bypasses); what lies at a variable offset, the TCP
+// header after IPv4 options, is copied out with bpf_skb_load_bytes (packaging/sandbox-test.sh).
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
 #include <linux/in.h>
@@ -137,15 +142,17 @@ int drain_ingress(struct __sk_buff *skb) {
         // A fragment other than the first carries no TCP header.
         if (ip->frag_off & bpf_htons(0x1fff))
             return TC_ACT_OK;
-        struct tcphdr *tcp = (void *)ip + ip->ihl * 4;
-        if ((void *)(tcp + 1) > data_end)
+        // The TCP header follows the IPv4 options, at a variable offset: copied out by the helper
+        // rather than reached by moving a packet pointer (refused without CAP_PERFMON, above).
+        struct tcphdr tcp;
+        if (bpf_skb_load_bytes(skb, sizeof(*eth) + ip->ihl * 4, &tcp, sizeof(tcp)) < 0)
             return TC_ACT_OK;
         key.family = FAMILY_V4;
-        key.client_port = tcp->source;
-        key.vip_port = tcp->dest;
+        key.client_port = tcp.source;
+        key.vip_port = tcp.dest;
         __builtin_memcpy(key.client, &ip->saddr, 4);
         __builtin_memcpy(key.vip, &ip->daddr, 4);
-        return forward(skb, eth, &key, tcp);
+        return forward(skb, eth, &key, &tcp);
     }
 
     if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
