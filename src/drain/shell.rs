@@ -98,10 +98,7 @@ impl DrainHandle {
     /// sends them to the new holder; returns once they are sent, so that they arrive before the
     /// confirmation advert that lets the new holder announce the VIPs.
     pub async fn send_flows(&self, router: usize) {
-        let (reply, answer) = oneshot::channel();
-        if self.requests.send(Request::SendFlows(router, reply)).await.is_ok() {
-            let _ = answer.await;
-        }
+        self.ask(|reply| Request::SendFlows(router, reply)).await;
     }
 
     /// Makes `link` ready for drains (the tc programs attached) ahead of the first hand-over,
@@ -119,17 +116,19 @@ impl DrainHandle {
     /// Before the new holder adds the VIPs: the old holder's flows, sent before it let them go,
     /// are in the kernel's pass-through by the time the addresses are.
     pub async fn settle(&self) {
-        let (reply, answer) = oneshot::channel();
-        if self.requests.send(Request::Settle(reply)).await.is_ok() {
-            let _ = answer.await;
-        }
+        self.ask(Request::Settle).await;
     }
 
     /// `router` added its VIPs as addresses again; returns once its drain, if any, holds
     /// nothing locally any more (its own gratuitous ARP must not meet the ARP guard).
     pub async fn reclaimed(&self, router: usize) {
+        self.ask(|reply| Request::Reclaimed(router, reply)).await;
+    }
+
+    /// Sends a request and waits for its answer (none if the task is gone).
+    async fn ask(&self, request: impl FnOnce(oneshot::Sender<()>) -> Request) {
         let (reply, answer) = oneshot::channel();
-        if self.requests.send(Request::Reclaimed(router, reply)).await.is_ok() {
+        if self.requests.send(request(reply)).await.is_ok() {
             let _ = answer.await;
         }
     }
