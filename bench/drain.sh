@@ -1,8 +1,10 @@
 #!/bin/sh
-# usage: bench/drain.sh [NGINX_HA_BINARY] [--reps N] [--only drain,no-drain,keepalived] [--json FILE]
+# usage: bench/drain.sh [NGINX_HA_BINARY] [--reps N] [--only drain,no-drain,keepalived] [--json FILE] [--logs DIR]
 #   NGINX_HA_BINARY defaults to target/release/nginx-ha (build it with `cargo build --release`).
 #   Needs root, iproute2, python3, nginx and keepalived (apt-get install nginx-light keepalived).
-#   About 80 s per configuration and repetition (4 minutes a repetition of all three).
+#   About 80 s per configuration and repetition (4 minutes a repetition of all three; a drain that
+#   runs its whole 60 s window adds 35 s). --logs DIR keeps each pair's nginx-ha / keepalived /
+#   nginx logs (NHA_RUST_LOG="info,nginx_ha::vrrp=debug" adds the hand-over timing).
 #
 # Do long connections to the VIP (a 30 MB download at 1 MB/s, a websocket-style echo through
 # nginx) survive a failback and a planned stop? nginx-ha with its connection drain, without it
