@@ -46,6 +46,10 @@ pub struct DrainReport {
     /// ARP requests for a draining VIP this node did not answer (it is the old holder).
     #[serde(default)]
     pub arp_requests_dropped: u64,
+    /// New connections' SYNs to a draining VIP this old holder dropped: the client sends them
+    /// again after its retransmission timeout, to the new holder.
+    #[serde(default)]
+    pub syns_deferred: u64,
     /// Datagrams on the drain port that no drain expected (or that did not decode).
     #[serde(default)]
     pub datagrams_dropped: u64,

@@ -83,6 +83,8 @@ pub struct Counters {
     pub arp_dropped: u64,
     pub arp_rewritten: u64,
     pub reused_tuples: u64,
+    /// New connections to a guarded VIP left to the client's retransmission (old holder).
+    pub syns_deferred: u64,
 }
 
 const INGRESS: &str = "drain_ingress";
@@ -187,7 +189,13 @@ impl Kernel {
         let Some(map) = self.ebpf.map("drain_stats") else { return Counters::default() };
         let Ok(stats) = aya::maps::PerCpuArray::<_, u64>::try_from(map) else { return Counters::default() };
         let sum = |index: u32| stats.get(&index, 0).map(|values| values.iter().sum()).unwrap_or(0);
-        Counters { forwarded_packets: sum(0), arp_dropped: sum(1), arp_rewritten: sum(2), reused_tuples: sum(3) }
+        Counters {
+            forwarded_packets: sum(0),
+            arp_dropped: sum(1),
+            arp_rewritten: sum(2),
+            reused_tuples: sum(3),
+            syns_deferred: sum(4),
+        }
     }
 }
 

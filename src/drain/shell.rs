@@ -412,6 +412,7 @@ impl Shell {
             forwarded_packets: counters.forwarded_packets,
             forwarded_connections: self.core.forwarded_flows,
             arp_requests_dropped: counters.arp_dropped,
+            syns_deferred: counters.syns_deferred,
             datagrams_dropped: self.core.dropped,
         }
     }

@@ -112,6 +112,11 @@ fn drain_metrics(out: &mut Exposition, drain: &DrainReport) {
         drain.arp_requests_dropped,
     );
     out.counter(
+        "nginx_ha_drain_syns_deferred",
+        "New connections' SYNs to a draining VIP dropped by this old holder (the client retries to the new holder)",
+        drain.syns_deferred,
+    );
+    out.counter(
         "nginx_ha_drain_datagrams_dropped",
         "Datagrams on the drain port that no drain expected",
         drain.datagrams_dropped,
