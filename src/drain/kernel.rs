@@ -6,6 +6,7 @@
 //! when the process holding them exits, however it exits. On older kernels they are netlink tc
 //! filters, which outlive a killed process: attaching first removes any left by an earlier one.
 
+#[cfg(nginx_ha_bpf)]
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -87,14 +88,22 @@ pub struct Counters {
     pub syns_deferred: u64,
 }
 
+#[cfg(nginx_ha_bpf)]
 const INGRESS: &str = "drain_ingress";
+#[cfg(nginx_ha_bpf)]
 const EGRESS: &str = "drain_egress";
 
 pub struct Kernel {
     #[cfg(nginx_ha_bpf)]
     ebpf: aya::Ebpf,
     /// Interfaces with both programs attached, by index, and their names.
+    #[cfg(nginx_ha_bpf)]
     attached: HashMap<u32, String>,
+    /// The links of each attached interface: detached (their fds closed) when the interface is
+    /// attached again under another index (it was deleted and created again), else every
+    /// re-creation kept two dead links open (the fault storm saw +2 fds per re-creation).
+    #[cfg(nginx_ha_bpf)]
+    links: HashMap<u32, Vec<(&'static str, aya::programs::tc::SchedClassifierLinkId)>>,
 }
 
 #[cfg(nginx_ha_bpf)]
@@ -119,7 +128,7 @@ impl Kernel {
                 .map_err(|e: aya::programs::ProgramError| KernelError::Load(e.to_string()))?;
             program.load().map_err(|e| KernelError::Load(format!("{name}: {e}")))?;
         }
-        Ok(Kernel { ebpf, attached: HashMap::new() })
+        Ok(Kernel { ebpf, attached: HashMap::new(), links: HashMap::new() })
     }
 
     /// Attaches both programs to `interface` unless they are already.
@@ -129,6 +138,20 @@ impl Kernel {
         if self.attached.get(&ifindex).is_some_and(|name| name == interface) {
             return Ok(());
         }
+        // The same interface under an older index (deleted and created again), or this index
+        // under an older name: its links are dead, or about to be replaced.
+        let stale: Vec<u32> =
+            self.attached.iter().filter(|(i, name)| **i == ifindex || *name == interface).map(|(i, _)| *i).collect();
+        for index in stale {
+            self.attached.remove(&index);
+            for (name, link) in self.links.remove(&index).unwrap_or_default() {
+                let program: &mut SchedClassifier =
+                    self.ebpf.program_mut(name).expect("loaded").try_into().expect("a classifier");
+                // Already detached by the kernel with its interface: only the fd is closed.
+                let _ = program.detach(link);
+            }
+        }
+        let mut links = Vec::with_capacity(2);
         for (name, kind) in [(INGRESS, TcAttachType::Ingress), (EGRESS, TcAttachType::Egress)] {
             // Filters a killed nginx-ha left (kernels before 6.6); none is the usual case.
             let _ = tc::qdisc_detach_program(interface, kind, name);
@@ -136,13 +159,19 @@ impl Kernel {
                 self.ebpf.program_mut(name).expect("loaded").try_into().expect("a classifier");
             let attach_error =
                 |error: String| KernelError::Attach { program: name, interface: interface.into(), error };
-            if let Err(first) = program.attach(interface, kind) {
-                // The netlink way needs the clsact qdisc; tcx does not.
-                tc::qdisc_add_clsact(interface).map_err(|e| attach_error(format!("{first}; adding clsact: {e}")))?;
-                program.attach(interface, kind).map_err(|e| attach_error(e.to_string()))?;
-            }
+            let link = match program.attach(interface, kind) {
+                Ok(link) => link,
+                Err(first) => {
+                    // The netlink way needs the clsact qdisc; tcx does not.
+                    tc::qdisc_add_clsact(interface)
+                        .map_err(|e| attach_error(format!("{first}; adding clsact: {e}")))?;
+                    program.attach(interface, kind).map_err(|e| attach_error(e.to_string()))?
+                }
+            };
+            links.push((name, link));
         }
         self.attached.insert(ifindex, interface.into());
+        self.links.insert(ifindex, links);
         Ok(())
     }
 
