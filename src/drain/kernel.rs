@@ -14,7 +14,7 @@ use thiserror::Error;
 
 use super::protocol::Flow;
 
-#[derive(Debug, Error)]
+#[derive(Debug, Clone, Error)]
 pub enum KernelError {
     #[error(
         "this nginx-ha was built without the drain's BPF program (no clang at build time): drains are off; install clang and rebuild, or set drain_ms = 0"

@@ -249,7 +249,7 @@ fn list_flows(vips: &[IpAddr]) -> Vec<Flow> {
 
 struct Shell {
     core: Drains,
-    kernel: Result<Kernel, String>,
+    kernel: Result<Kernel, KernelError>,
     net: Net,
     v4: Option<DrainSocket>,
     v6: Option<DrainSocket>,
@@ -268,7 +268,7 @@ struct Shell {
 pub async fn spawn(port: u16) -> Result<(DrainHandle, tokio::task::JoinHandle<()>), DrainError> {
     let net = Net::new().await?;
     remove_stale_routes(&net).await;
-    let kernel = Kernel::load().map_err(|e| e.to_string());
+    let kernel = Kernel::load();
     if let Err(why) = &kernel {
         error!("connection drains are off: {why}");
     }
@@ -396,7 +396,7 @@ impl Shell {
         let now = now();
         let counters = self.kernel.as_ref().map(Kernel::counters).unwrap_or_default();
         DrainReport {
-            unavailable: self.kernel.as_ref().err().cloned(),
+            unavailable: self.kernel.as_ref().err().map(ToString::to_string),
             drains: self
                 .core
                 .status(now)
@@ -418,7 +418,7 @@ impl Shell {
     }
 
     async fn hold(&mut self, hand_over: HandOver) -> Result<(), DrainError> {
-        let kernel = self.kernel.as_mut().map_err(|why| DrainError::Kernel(KernelError::Load(why.clone())))?;
+        let kernel = self.kernel.as_mut().map_err(|why| DrainError::Kernel(why.clone()))?;
         let HandOver { router, name, vrid, link, vips, to, own_v4, window } = hand_over;
         kernel.attach(link.index, &link.name)?;
         for vip in &vips {
