@@ -211,17 +211,12 @@ async def poll_loop(seconds):
 def sniff_arp(seconds, into):
     """Appends [time, sender MAC, sender address] for every ARP packet whose sender address is
     the VIP (a holder's gratuitous ARP, or its answer) seen by this namespace's eth0."""
-    sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(0x0806))
-    sock.settimeout(0.05)
     vip = socket.inet_aton(VIP)
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        try:
-            packet = sock.recv(2048)
-        except OSError:
-            continue
+
+    def keep(packet, when):
         if len(packet) >= 28 and packet[14:18] == vip:
-            into.append([time.monotonic(), packet[8:14].hex(":"), VIP])
+            into.append([when, packet[8:14].hex(":"), VIP])
+    vrrp.sniff(0x0806, seconds, keep)
 
 
 def client_main(seconds):

@@ -56,11 +56,11 @@ async def poll_loop(vip, seconds):
     return await asyncio.gather(*tasks)
 
 
-def sniff_adverts(seconds, into):
-    """Appends [time, source, vrid, priority] for every VRRP packet (IPv4) seen by this
-    namespace's eth0 for `seconds`: the client hears the multicast adverts on the bridge."""
+def sniff(ethertype, seconds, keep):
+    """Reads every packet of `ethertype` this namespace's interfaces see for `seconds` (from the
+    network layer on) and calls `keep(packet, when)` on each."""
     import socket
-    sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(0x0800))
+    sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ethertype))
     sock.settimeout(0.05)
     end = time.monotonic() + seconds
     while time.monotonic() < end:
@@ -68,10 +68,18 @@ def sniff_adverts(seconds, into):
             packet = sock.recv(2048)
         except OSError:
             continue
+        keep(packet, time.monotonic())
+
+
+def sniff_adverts(seconds, into):
+    """Appends [time, source, vrid, priority] for every VRRP packet (IPv4) seen by this
+    namespace's eth0 for `seconds`: the client hears the multicast adverts on the bridge."""
+    def keep(packet, when):
         header = (packet[0] & 0x0F) * 4
         if len(packet) >= header + 4 and packet[9] == 112:
             source = ".".join(str(b) for b in packet[12:16])
-            into.append([time.monotonic(), source, packet[header + 1], packet[header + 2]])
+            into.append([when, source, packet[header + 1], packet[header + 2]])
+    sniff(0x0800, seconds, keep)
 
 
 def poller_main(vip, seconds):

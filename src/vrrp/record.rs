@@ -138,8 +138,14 @@ impl RecordWriter {
     /// Answered once everything asked before is written (at once if the writer is gone).
     pub fn flush(&mut self) -> tokio::sync::oneshot::Receiver<()> {
         let (done, written) = tokio::sync::oneshot::channel();
-        self.send(Job::Flush(done));
+        self.flush_then(done);
         written
+    }
+
+    /// Sends `()` on `done` once everything asked before is written (drops it if the writer
+    /// is gone): for a caller that waits elsewhere.
+    pub fn flush_then(&mut self, done: tokio::sync::oneshot::Sender<()>) {
+        self.send(Job::Flush(done));
     }
 
     fn send(&mut self, job: Job) {

@@ -344,14 +344,8 @@ impl Shell {
             tokio::select! {
                 Some(request) = requests.recv() => match request {
                     Request::Status(reply) => { let _ = reply.send(self.engine.reports(now())); }
-                    Request::FlushRecord(done) => {
-                        // Waited for on the side: the routers go on meanwhile.
-                        let written = self.record.flush();
-                        tokio::spawn(async move {
-                            let _ = written.await;
-                            let _ = done.send(());
-                        });
-                    }
+                    // The writer answers the daemon itself: the routers go on meanwhile.
+                    Request::FlushRecord(done) => self.record.flush_then(done),
                     Request::Shutdown(done) => {
                         self.stopping = Some(done);
                         self.handle(Event::Shutdown).await;
